@@ -1,2 +1,78 @@
-//! RA-TLS for COCOON: the proof-of-work gate, attested mutual TLS 1.3 with self-signed
-//! Ed25519 certificates carrying TDX quotes, quote parsing and verification, and policies.
+//! RA-TLS for COCOON: the PoW gate, attested mutual TLS with self-signed Ed25519
+//! certificates carrying TDX quotes, quote parsing and verification, and policies.
+//!
+//! Roles use [`transport::AttestedListener`] and [`transport::dial`]; both return a
+//! [`transport::AttestedStream`] (TLS over TCP) plus the peer's verified
+//! [`policy::PeerIdentity`]. Certificates come from a [`tls::CertResolver`], which can
+//! renew itself in the background without touching established connections.
+
+pub mod cert;
+pub mod dcap;
+pub mod pccs;
+pub mod policy;
+pub mod pow;
+pub mod quote;
+pub mod tee;
+pub mod tls;
+pub mod transport;
+
+pub use policy::{PeerIdentity, PeerTee, Policy, PolicyConfig, PolicyKind};
+pub use tee::TeeMode;
+pub use tls::CertResolver;
+pub use transport::{dial, AttestedListener, AttestedStream, ClientConfig, ServerConfig};
+
+/// Every error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// The peer certificate is structurally unacceptable.
+    #[error(transparent)]
+    Cert(#[from] cert::CertError),
+    /// The quote could not be parsed.
+    #[error("invalid TDX quote: {0}")]
+    Quote(#[from] quote::QuoteError),
+    /// Real TDX verification failed.
+    #[error(transparent)]
+    Dcap(#[from] dcap::DcapError),
+    /// The PoW gate failed.
+    #[error(transparent)]
+    Pow(#[from] pow::PowError),
+    /// This node could not produce its own evidence.
+    #[error(transparent)]
+    Tee(#[from] tee::TeeError),
+    /// The policy needs a quote but the certificate has none.
+    #[error("peer certificate has no TDX quote, but policy {0} requires one")]
+    MissingQuote(PolicyKind),
+    /// A fake TDX quote must be exactly 64 bytes.
+    #[error("fake TDX quote must be 64 bytes, got {0}")]
+    FakeQuoteSize(usize),
+    /// SGX quotes are not accepted for TLS.
+    #[error("SGX quotes are not accepted for TLS")]
+    SgxRejected,
+    /// The quote is not bound to the certificate key.
+    #[error("quote REPORTDATA does not match SHA-512 of the certificate public key")]
+    ReportDataMismatch,
+    /// MRTD not in the allow-list.
+    #[error("MRTD {0} is not allowed by policy")]
+    MrtdNotAllowed(String),
+    /// RTMR tuple not in the allow-list.
+    #[error("RTMR values are not allowed by policy")]
+    RtmrNotAllowed,
+    /// Image hash not in the allow-list.
+    #[error("image hash {0} is not allowed by policy")]
+    ImageHashNotAllowed(String),
+    /// Collateral root hash not in the allow-list.
+    #[error("collateral root hash {0} is not allowed by policy")]
+    RootHashNotAllowed(String),
+    /// Bad configuration (policy TOML, URLs, key files).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The TLS handshake failed (the message includes the verifier's reason).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// A phase did not finish in time.
+    #[error("{0} timed out after {1:?}")]
+    Timeout(&'static str, std::time::Duration),
+    /// Socket error outside the PoW gate and TLS.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
