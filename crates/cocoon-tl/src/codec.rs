@@ -59,34 +59,39 @@ pub fn put_len(out: &mut Vec<u8>, len: usize) {
 
 /// Appends a `string` or `bytes` value with its length prefix and padding.
 pub fn put_bytes(out: &mut Vec<u8>, data: &[u8]) {
-    let n = data.len();
-    let header = if n < SHORT_LIMIT {
-        out.push(n as u8);
-        1
-    } else if n < MEDIUM_LIMIT {
-        out.push(0xfe);
-        out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-        4
-    } else {
-        out.push(0xff);
-        out.extend_from_slice(&(n as u64).to_le_bytes()[..7]);
-        8
-    };
+    let (header, header_len) = bytes_header(data.len());
+    out.extend_from_slice(&header[..header_len]);
     out.extend_from_slice(data);
-    let pad = (4 - (header + n) % 4) % 4;
-    out.extend_from_slice(&[0u8; 3][..pad]);
+    out.extend_from_slice(&[0u8; 3][..bytes_padding(data.len())]);
+}
+
+/// The length prefix of a `string`/`bytes` value of `n` bytes: the buffer and how many of
+/// its bytes to use. Lets a caller write the data itself, e.g. straight into a frame.
+pub fn bytes_header(n: usize) -> ([u8; 8], usize) {
+    let mut header = [0u8; 8];
+    if n < SHORT_LIMIT {
+        header[0] = n as u8;
+        (header, 1)
+    } else if n < MEDIUM_LIMIT {
+        header[0] = 0xfe;
+        header[1..4].copy_from_slice(&(n as u32).to_le_bytes()[..3]);
+        (header, 4)
+    } else {
+        header[0] = 0xff;
+        header[1..8].copy_from_slice(&(n as u64).to_le_bytes()[..7]);
+        (header, 8)
+    }
+}
+
+/// Zero bytes that follow a `string`/`bytes` value of `n` bytes.
+pub fn bytes_padding(n: usize) -> usize {
+    let header = bytes_header(n).1;
+    (4 - (header + n) % 4) % 4
 }
 
 /// Encoded size of a `string`/`bytes` value of `n` bytes, prefix and padding included.
 pub fn bytes_len(n: usize) -> usize {
-    let header = if n < SHORT_LIMIT {
-        1
-    } else if n < MEDIUM_LIMIT {
-        4
-    } else {
-        8
-    };
-    (header + n).div_ceil(4) * 4
+    bytes_header(n).1 + n + bytes_padding(n)
 }
 
 /// A strict reader over one TL-encoded buffer.
