@@ -45,6 +45,9 @@ pub enum AttestError {
     /// A fake TDX quote must be exactly 64 bytes.
     #[error("fake TDX quote must be 64 bytes, got {0}")]
     FakeQuoteSize(usize),
+    /// A fake TDX quote was offered to a port that requires real TDX.
+    #[error("fake TDX quote is not accepted by policy tdx")]
+    FakeQuoteRejected,
     /// SGX quotes are not accepted for TLS.
     #[error("SGX quotes are not accepted for TLS")]
     SgxRejected,

@@ -334,6 +334,9 @@ impl Policy {
             }
             _ => {
                 identity.tee = PeerTee::Tdx;
+                if quote.len() == 64 {
+                    return Err(AttestError::FakeQuoteRejected);
+                }
                 let parsed = parse_quote(quote)?;
                 match parsed.body {
                     QuoteBody::Tdx { measurements, .. } => measurements,

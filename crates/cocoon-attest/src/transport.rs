@@ -122,11 +122,16 @@ impl ClientConfig {
 }
 
 fn handshake_err(e: std::io::Error) -> AttestError {
-    // rustls errors arrive wrapped in io::Error; keep the verifier's message.
-    match e.get_ref() {
-        Some(inner) => AttestError::Handshake(inner.to_string()),
-        None => AttestError::Handshake(e.to_string()),
+    // rustls errors arrive wrapped in io::Error; surface the verifier's own message.
+    let Some(inner) = e.get_ref() else {
+        return AttestError::Handshake(e.to_string());
+    };
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+        inner.downcast_ref::<rustls::Error>()
+    {
+        return AttestError::Handshake(format!("peer certificate rejected: {}", other.0));
     }
+    AttestError::Handshake(inner.to_string())
 }
 
 async fn verify_peer(
