@@ -1,0 +1,248 @@
+//! Two real `cocoon` processes (`attest listen` and `attest dial`) establish the attested
+//! link in every allowed combination of policy and TEE mode, and refuse every forbidden
+//! one with the verifying side's reason.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cocoon");
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn finish(mut child: Child, first_lines: String, limit: Duration) -> Outcome {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = first_lines;
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut stdout).unwrap();
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).unwrap();
+    }
+    Outcome {
+        ok: status.success(),
+        stdout,
+        stderr,
+    }
+}
+
+fn run_pair(
+    server_policy: &str,
+    server_tdx: &str,
+    client_policy: &str,
+    client_tdx: &str,
+) -> (Outcome, Outcome) {
+    let mut server = Command::new(BIN)
+        .args([
+            "attest",
+            "listen",
+            "--port",
+            "0",
+            "--once",
+            "--difficulty",
+            "4",
+        ])
+        .args(["--policy", server_policy, "--tdx", server_tdx])
+        .env("COCOON_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["event"], "listening");
+    let addr = v["addr"].as_str().unwrap().to_string();
+    let client = Command::new(BIN)
+        .args([
+            "attest",
+            "dial",
+            &addr,
+            "--policy",
+            client_policy,
+            "--tdx",
+            client_tdx,
+        ])
+        .env("COCOON_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = finish(client, String::new(), Duration::from_secs(60));
+    // Hand the rest of the server's stdout back to `finish`.
+    let mut rest = first;
+    out.read_to_string(&mut rest).unwrap();
+    let s = finish(server, rest, Duration::from_secs(60));
+    (s, c)
+}
+
+/// Whether a peer with evidence `tdx` passes `policy` on this (TDX-less) machine, and
+/// if not, the reason the verifier gives.
+fn verdict(policy: &str, tdx: &str) -> Result<(), String> {
+    match (policy, tdx) {
+        ("any", _) | ("fake_tdx", "fake_tdx") => Ok(()),
+        (p, "none") => Err(format!(
+            "peer certificate has no TDX quote, but policy {p} requires one"
+        )),
+        ("tdx", "fake_tdx") => Err("fake TDX quote is not accepted by policy tdx".into()),
+        other => unreachable!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_combination_of_policy_and_tee() {
+    let policies = ["any", "fake_tdx", "tdx"];
+    let tees = ["none", "fake_tdx"];
+    let mut checked = 0;
+    for sp in policies {
+        for st in tees {
+            for cp in policies {
+                for ct in tees {
+                    let (s, c) = run_pair(sp, st, cp, ct);
+                    let ctx = format!(
+                        "server {sp}/{st} client {cp}/{ct}\nserver out: {}\nserver err: {}\nclient out: {}\nclient err: {}",
+                        s.stdout, s.stderr, c.stdout, c.stderr
+                    );
+                    // TLS 1.3: the client checks the server first; if it accepts, the
+                    // server then checks the client.
+                    match (verdict(cp, st), verdict(sp, ct)) {
+                        (Ok(()), Ok(())) => {
+                            assert!(s.ok && c.ok, "expected success: {ctx}");
+                            let line = c
+                                .stdout
+                                .lines()
+                                .find(|l| l.contains("connected"))
+                                .expect(&ctx);
+                            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                            let want = if cp == "any" { "none" } else { st };
+                            assert_eq!(v["peer"]["tee"], want, "{ctx}");
+                            assert_eq!(
+                                v["peer"]["public_key"].as_str().unwrap().len(),
+                                64,
+                                "{ctx}"
+                            );
+                            let line = s
+                                .stdout
+                                .lines()
+                                .find(|l| l.contains("accepted"))
+                                .expect(&ctx);
+                            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                            let want = if sp == "any" { "none" } else { ct };
+                            assert_eq!(v["peer"]["tee"], want, "{ctx}");
+                        }
+                        (Err(reason), _) => {
+                            assert!(!c.ok, "client must refuse: {ctx}");
+                            assert!(
+                                c.stderr.contains(&reason),
+                                "client reason {reason:?}: {ctx}"
+                            );
+                            assert!(!s.ok, "server must not report success: {ctx}");
+                        }
+                        (Ok(()), Err(reason)) => {
+                            assert!(!s.ok, "server must refuse: {ctx}");
+                            assert!(
+                                s.stdout.contains(&reason),
+                                "server reason {reason:?}: {ctx}"
+                            );
+                            assert!(!c.ok, "client must see the refusal: {ctx}");
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 36);
+}
+
+#[test]
+fn gen_cert_writes_cocoon_files_and_inspect_reads_them() {
+    let dir = std::env::temp_dir().join(format!("cocoon-gen-cert-{}", std::process::id()));
+    let out = Command::new(BIN)
+        .args([
+            "attest", "gen-cert", "--tdx", "fake_tdx", "--name", "worker", "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["worker_cert.pem", "worker_key.pem", "worker_image_hash.b64"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let b64 = std::fs::read_to_string(dir.join("worker_image_hash.b64")).unwrap();
+    use base64::Engine;
+    let hash = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
+    assert_eq!(
+        hex::encode(hash),
+        "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61"
+    );
+    let out = Command::new(BIN)
+        .args(["attest", "inspect"])
+        .arg(dir.join("worker_cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tee_type"], "fake_tdx");
+    assert_eq!(v["rtmr"].as_array().unwrap().len(), 4);
+    assert_eq!(v["certificate"]["report_data_matches_key"], true);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inspect_prints_the_spec_quote() {
+    let out = Command::new(BIN)
+        .args([
+            "attest",
+            "inspect",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../cocoon-attest/tests/data/tdx-quote-v4.dat"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], 4);
+    assert_eq!(v["tee_type"], "tdx");
+    assert_eq!(v["mrtd"], "7357a10d2e2724dffe68813e3cc4cfcde6814d749f2fb62e3953e54f6e0b50a219786afe2cd478f684b52c61837e1114");
+    assert_eq!(v["rtmr"][3], "00".repeat(48));
+    assert_eq!(v["report_data"].as_str().unwrap().len(), 128);
+    assert_eq!(
+        v["image_hash"],
+        "04b3afd931d28680af91a15b09d672c40ad6b141f7f9089a8d67d595220f7436"
+    );
+}
+
+#[test]
+fn self_check_explains_itself() {
+    let out = Command::new(BIN).args(["attest", "self"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let can = v["can_produce"].as_str().unwrap();
+    assert!(can == "tdx" || can == "none");
+    assert!(!v["reason"].as_str().unwrap().is_empty());
+}
