@@ -276,6 +276,15 @@ describe('client contract', () => {
         await env.assertConserved();
     });
 
+    it('refuses operations that would eat into the contract reserve (1001)', async () => {
+        // a client contract deployed with too little value cannot pay for its notification
+        const { CODE, clientDataCell, paramsCell, stateInit, DEFAULT_PARAMS } = await import('./helpers.mjs');
+        const c = stateInit(CODE.client, clientDataCell({ owner: env.stranger.address, proxy: w.proxy.address, publicKey: w.proxyKey.publicKey, params: paramsCell(DEFAULT_PARAMS), stake: toNano('1') }));
+        const res = await env.send(env.stranger, c.address, toNano('0.15'), body(OP.ownerClientRegister, 1n).storeUint(1n, 64).storeAddress(env.stranger.address).endCell(), { code: c.code, data: c.data });
+        expectTx(res, { to: c.address, exitCode: ERR.lowSmcBalance });
+        await env.assertConserved();
+    });
+
     it('a message claiming to be from the client contract is refused by the proxy (1014)', async () => {
         const fake = beginCell().storeUint(OP.clientProxyRequest, 32).storeUint(1n, 64).storeAddress(env.clientOwner.address)
             .storeRef(beginCell().storeUint(0, 2).storeCoins(0).storeCoins(0).storeUint(0, 64).storeUint(0n, 256).endCell())

@@ -287,6 +287,14 @@ describe('root', () => {
         await env.assertConserved();
     });
 
+    it('refuses to work with params of another struct_version (1008)', async () => {
+        const old = paramsCell({ ...DEFAULT_PARAMS, structVersion: 2 });
+        const r2 = stateInit(CODE.root, rootDataCell({ owner: env.rootOwner.address, params: old }));
+        const res = await env.send(env.rootOwner, r2.address, toNano('1'), body(OP.rootAddWorkerType, 1n).storeUint(H1, 256).endCell(), { code: r2.code, data: r2.data });
+        expectTx(res, { to: r2.address, exitCode: ERR.storedDataDamaged });
+        await env.assertConserved();
+    });
+
     it('refuses unknown ops from the owner (1012) and ignores do_not_process and empty bodies', async () => {
         let res = await send(body(0x12345678, 1n).endCell());
         expectTx(res, { to: root.address, exitCode: ERR.unknownOp });
