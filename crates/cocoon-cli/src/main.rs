@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole COCOON network on this machine (not available yet; see README).
+    Devnet,
     /// Attestation tools: certificates, quotes, and what this machine can produce.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -39,6 +41,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     match cli.command {
+        Command::Devnet => {
+            anyhow::bail!(
+                "`cocoon devnet` is not available yet: it arrives with the client/devnet \
+                 milestone (chain, proxy, workers and an OpenAI-compatible client in one \
+                 process tree). What works today: the COCOON wire protocol (cocoon-tl, \
+                 cocoon-net) and RA-TLS (`cocoon attest --help`)."
+            )
+        }
         Command::Attest(cmd) => attest::run(cmd),
     }
 }
