@@ -121,6 +121,23 @@ describe('worker contract', () => {
         await env.assertConserved();
     });
 
+    it('value returned by a bounce (or sent plainly) does not get stuck: the next op sweeps it', async () => {
+        // the proxy closes completely, so the next payout request bounces back to the worker
+        const sk = w.proxyKey.secretKey;
+        await env.send(env.proxyWallet, w.proxy.address, toNano('0.2'), voucher({ op: OP.extProxyCloseRequestSigned, qid: 1n, expected: w.proxy.address, excessesTo: env.proxyWallet.address, secretKey: sk }));
+        env.chain.now += 700;
+        await env.send(env.proxyWallet, w.proxy.address, toNano('0.2'), voucher({ op: OP.extProxyCloseCompleteRequestSigned, qid: 2n, expected: w.proxy.address, excessesTo: env.proxyWallet.address, secretKey: sk }));
+        const res = await sendW(env.stranger, toNano('0.5'), payout(1000n));
+        expectTx(res, { to: w.proxy.address, exitCode: ERR.closed });
+        assert.ok((await env.balanceOf(w.worker.address)) > COMMISSION + STORAGE, 'bounced value is back on the worker');
+        await sendW(env.stranger, toNano('1'), undefined); // a plain transfer, kept for now
+        const reg = await sendW(env.workerOwner, toNano('0.2'), body(OP.ownerWorkerRegister, 1n).storeAddress(env.workerOwner.address).endCell());
+        const change = msgsTo(reg, env.workerOwner.address, OP.excesses);
+        assert.ok(change[0].value > toNano('1.5'), 'surplus leaves with the change');
+        assert.equal(await env.balanceOf(w.worker.address), COMMISSION + STORAGE);
+        await env.assertConserved();
+    });
+
     it('the proxy refuses a payout it cannot cover (1001) and forged worker requests (1014)', async () => {
         // 20 TON deposit cannot cover 100M tokens × 600
         const res = await sendW(env.stranger, toNano('0.5'), payout(100_000_000n));
