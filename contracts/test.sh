@@ -17,4 +17,4 @@ echo "contracts: check-build"
 npm run --silent check-build
 
 echo "contracts: tests"
-node --test --test-concurrency=1 --test-reporter=spec tests/
+node --test --test-concurrency=1 --test-reporter=spec tests/*.test.mjs
