@@ -285,6 +285,20 @@ describe('client contract', () => {
         await env.assertConserved();
     });
 
+    it('client and worker contracts refuse params of another struct_version (1008)', async () => {
+        const { CODE, clientDataCell, workerDataCell, paramsCell, stateInit, DEFAULT_PARAMS } = await import('./helpers.mjs');
+        const v2 = paramsCell({ ...DEFAULT_PARAMS, structVersion: 2 });
+        const c = stateInit(CODE.client, clientDataCell({ owner: env.stranger.address, proxy: w.proxy.address, publicKey: w.proxyKey.publicKey, params: v2, stake: toNano('1') }));
+        await env.send(env.stranger, c.address, toNano('1'), undefined, { code: c.code, data: c.data });
+        const v = voucher({ op: OP.extClientChargeSigned, qid: 1n, tokens: 5n, expected: c.address, excessesTo: env.stranger.address, secretKey: w.proxyKey.secretKey });
+        expectTx(await env.send(env.stranger, c.address, toNano('0.2'), v), { to: c.address, exitCode: ERR.storedDataDamaged });
+        const wk = stateInit(CODE.worker, workerDataCell({ owner: env.stranger.address, proxy: w.proxy.address, publicKey: w.proxyKey.publicKey, params: v2 }));
+        await env.send(env.stranger, wk.address, toNano('1'), undefined, { code: wk.code, data: wk.data });
+        const pv = voucher({ op: OP.extWorkerPayoutRequestSigned, qid: 1n, tokens: 5n, expected: wk.address, excessesTo: env.stranger.address, secretKey: w.proxyKey.secretKey });
+        expectTx(await env.send(env.stranger, wk.address, toNano('0.2'), pv), { to: wk.address, exitCode: ERR.storedDataDamaged });
+        await env.assertConserved();
+    });
+
     it('a message claiming to be from the client contract is refused by the proxy (1014)', async () => {
         const fake = beginCell().storeUint(OP.clientProxyRequest, 32).storeUint(1n, 64).storeAddress(env.clientOwner.address)
             .storeRef(beginCell().storeUint(0, 2).storeCoins(0).storeCoins(0).storeUint(0, 64).storeUint(0n, 256).endCell())

@@ -166,6 +166,23 @@ describe('proxy contract', () => {
         await env.assertConserved();
     });
 
+    it('a closed proxy refuses client refunds (granted 1006, forced 1006)', async () => {
+        const sk = w.proxyKey.secretKey;
+        await env.send(env.stranger, w.client.address, toNano('3.2'), body(OP.extClientTopUp, 1n).storeCoins(toNano('3')).storeAddress(env.stranger.address).endCell());
+        await sendP(env.stranger, toNano('0.2'), closeReq());
+        env.chain.now = T0 + 600;
+        expectTx(await sendP(env.stranger, toNano('0.2'), closeDone()), { to: w.proxy.address, success: true });
+        const rr = body(OP.ownerClientRequestRefund, 1n).storeAddress(env.clientOwner.address).endCell();
+        let res = await env.send(env.clientOwner, w.client.address, toNano('0.2'), rr);
+        expectTx(res, { to: w.proxy.address, exitCode: ERR.closed, op: OP.clientProxyRequest });
+        env.chain.now = T0 + 1000;
+        res = await env.send(env.clientOwner, w.client.address, toNano('0.2'), rr);
+        expectTx(res, { to: w.proxy.address, exitCode: ERR.closed, op: OP.clientProxyRequest });
+        const g = voucher({ op: OP.extClientGrantRefundSigned, qid: 1n, tokens: 0n, expected: w.client.address, excessesTo: env.stranger.address, secretKey: sk });
+        expectTx(await env.send(env.stranger, w.client.address, toNano('0.2'), g), { to: w.client.address, exitCode: ERR.closed });
+        await env.assertConserved();
+    });
+
     it('ignores do_not_process (proxy_save_state anchors), empty bodies; unknown ops 1012', async () => {
         const anchor = beginCell().storeUint(OP.doNotProcess, 32).storeUint(9n, 64).storeUint(OP.proxySaveState, 32).storeInt(7, 32).storeUint(0xabcn, 256).endCell();
         const before = (await env.chain.getContract(w.proxy.address)).accountState.state.data;
