@@ -87,6 +87,8 @@ describe('proxy contract', () => {
     it('owner_proxy_close starts closing (with and without query_id); signed completion after the delay', async () => {
         expectTx(await sendP(env.stranger, toNano('0.2'), body(OP.ownerProxyClose, 1n).storeAddress(env.stranger.address).endCell()), { to: w.proxy.address, exitCode: ERR.expectedMessageFromOwner });
         expectTx(await sendP(env.proxyOwner, toNano('0.05'), body(OP.ownerProxyClose, 1n).storeAddress(env.proxyOwner.address).endCell()), { to: w.proxy.address, exitCode: ERR.lowMsgValue });
+        expectTx(await sendP(env.proxyOwner, toNano('0.2'), body(OP.ownerProxyClose, 1n).storeAddress(env.proxyOwner.address).storeUint(0, 1).endCell()), { to: w.proxy.address, exitCode: ERR.msgFormat });
+        expectTx(await sendP(env.proxyOwner, toNano('0.2'), beginCell().storeUint(OP.ownerProxyClose, 32).storeUint(0, 100).endCell()), { to: w.proxy.address, exitCode: ERR.msgFormat });
         // C++ builder: op + send_excesses_to, no query_id
         const res = await sendP(env.proxyOwner, toNano('0.2'), beginCell().storeUint(OP.ownerProxyClose, 32).storeAddress(env.proxyOwner.address).endCell());
         expectTx(res, { to: w.proxy.address, success: true });
