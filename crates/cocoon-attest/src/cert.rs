@@ -20,6 +20,9 @@ pub const MAX_CERT_LEN: usize = 64 * 1024;
 const TDX_QUOTE_OID_STR: &str = "1.3.6.1.4.1.12345.1";
 const TDX_USER_CLAIMS_OID_STR: &str = "1.3.6.1.4.1.12345.2";
 const ED25519_OID_STR: &str = "1.3.101.112";
+/// DER of `AlgorithmIdentifier { id-Ed25519 }` followed by the BIT STRING header of a
+/// 64-byte signature: the fixed tail of every Ed25519 certificate.
+const ED25519_SIG_TAIL: [u8; 10] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x41, 0x00];
 /// Critical extensions a verifier understands besides the two COCOON ones.
 const KNOWN_CRITICAL: &[&str] = &[
     "2.5.29.14", // subjectKeyIdentifier
@@ -155,6 +158,14 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
     let sig_alg = cert.signature_algorithm.algorithm.to_id_string();
     if sig_alg != ED25519_OID_STR {
         return Err(CertError::SignatureNotEd25519(describe_alg(&sig_alg)));
+    }
+    // The outer signatureAlgorithm and signature are not covered by the signature, so
+    // demand their one canonical Ed25519 encoding instead of trusting a lenient parser.
+    let tail_ok = der.len() > 74 && der[der.len() - 74..der.len() - 64] == ED25519_SIG_TAIL;
+    if !tail_ok {
+        return Err(CertError::Malformed(
+            "signature part is not canonical Ed25519 DER".into(),
+        ));
     }
     let public_key: [u8; 32] = spki
         .subject_public_key

@@ -6,6 +6,22 @@
 //! [`policy::PeerIdentity`]. Certificates come from a [`tls::CertResolver`], which can
 //! renew itself in the background without touching established connections.
 
+//! ```no_run
+//! use std::sync::Arc;
+//! use cocoon_attest::{dial, AttestedListener, CertResolver, ClientConfig, Policy, ServerConfig, TeeMode};
+//! # async fn demo() -> Result<(), cocoon_attest::AttestError> {
+//! let me = CertResolver::new(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng), TeeMode::FakeTdx)?;
+//! let _renewal = me.spawn_renewal(std::time::Duration::from_secs(3600));
+//! let listener = AttestedListener::bind("0.0.0.0:8443", ServerConfig::new(me.clone(), Arc::new(Policy::fake_tdx()))?).await?;
+//! let (stream, peer) = listener.accept().await?.establish().await?;      // server side
+//! let (stream2, peer2) = dial("10.0.0.2:8443", &ClientConfig::new(me, Arc::new(Policy::fake_tdx()))?).await?; // client side
+//! println!("{} {}", hex::encode(peer.image_hash), peer2.to_json());
+//! # drop((stream, stream2)); Ok(()) }
+//! ```
+//!
+//! TLS 1.3 note: the client finishes its handshake before the server has judged the
+//! client certificate, so a client learns that the server refused it on its first read.
+
 pub mod cert;
 pub mod dcap;
 pub mod pccs;

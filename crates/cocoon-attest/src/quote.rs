@@ -153,6 +153,8 @@ pub struct SgxReport {
 }
 
 /// The report inside a quote.
+// TDX is the common case; boxing it would only add an allocation per parse.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuoteBody {
     /// A TDX TD report (1.0 or 1.5).

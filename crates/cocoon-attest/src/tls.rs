@@ -91,6 +91,42 @@ impl CertResolver {
         }))
     }
 
+    /// Loads `NAME_cert.pem` / `NAME_key.pem` as written by `cocoon attest gen-cert`.
+    /// Renewals re-issue with the same key and fresh evidence of kind `tee`.
+    pub fn from_pem_files(
+        cert_pem: &std::path::Path,
+        key_pem: &std::path::Path,
+        tee: TeeMode,
+    ) -> Result<Arc<Self>, AttestError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| AttestError::Config(format!("{}: {e}", p.display())))
+        };
+        let cert_der =
+            crate::cert::pem_decode("CERTIFICATE", &read(cert_pem)?).ok_or_else(|| {
+                AttestError::Config(format!("{}: no CERTIFICATE PEM block", cert_pem.display()))
+            })?;
+        let key = crate::cert::load_key_pem(&read(key_pem)?)?;
+        let info = crate::cert::parse_certificate(&cert_der)?;
+        if info.public_key != key.verifying_key().to_bytes() {
+            return Err(AttestError::Config(format!(
+                "{} does not belong to {}",
+                key_pem.display(),
+                cert_pem.display()
+            )));
+        }
+        let provider = provider();
+        let pkcs8 = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&key)
+            .map_err(|e| AttestError::Config(e.to_string()))?;
+        let ck = certified(&provider, cert_der.clone(), pkcs8.as_bytes().to_vec())?;
+        Ok(Arc::new(Self {
+            current: RwLock::new(Arc::new(ck)),
+            cert_der: RwLock::new(cert_der),
+            key: Some(key),
+            tee,
+            provider,
+        }))
+    }
+
     /// The certificate currently presented (DER).
     pub fn cert_der(&self) -> Vec<u8> {
         self.cert_der.read().map(|c| c.clone()).unwrap_or_default()
@@ -365,4 +401,65 @@ pub fn rustls_client_config(
         .with_client_cert_resolver(resolver);
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[0x5a; 32])
+    }
+
+    #[test]
+    fn chains_are_refused() {
+        let issued = issue(&key(), TeeMode::FakeTdx, SystemTime::now()).unwrap();
+        let v = AttestVerifier::new(Arc::new(Policy::fake_tdx()), &provider());
+        let c = CertificateDer::from(issued.cert_der.clone());
+        let now = UnixTime::now();
+        assert!(ClientCertVerifier::verify_client_cert(&v, &c, &[], now).is_ok());
+        let err = ClientCertVerifier::verify_client_cert(&v, &c, std::slice::from_ref(&c), now)
+            .unwrap_err();
+        let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = err else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!(
+            o.0.to_string(),
+            "certificate chain depth 1 is not allowed, only a single self-signed certificate"
+        );
+    }
+
+    #[test]
+    fn pem_files_load_and_renew() {
+        let dir = std::env::temp_dir().join(format!("cocoon-tls-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let issued = issue(&key(), TeeMode::FakeTdx, SystemTime::now()).unwrap();
+        std::fs::write(dir.join("n_cert.pem"), issued.cert_pem()).unwrap();
+        std::fs::write(dir.join("n_key.pem"), issued.key_pem()).unwrap();
+        let r = CertResolver::from_pem_files(
+            &dir.join("n_cert.pem"),
+            &dir.join("n_key.pem"),
+            TeeMode::FakeTdx,
+        )
+        .unwrap();
+        assert_eq!(r.cert_der(), issued.cert_der);
+        r.renew().unwrap();
+        assert_ne!(r.cert_der(), issued.cert_der);
+        // A key that does not match the certificate is refused.
+        let other = issue(
+            &SigningKey::from_bytes(&[1; 32]),
+            TeeMode::None,
+            SystemTime::now(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("o_key.pem"), other.key_pem()).unwrap();
+        let e = CertResolver::from_pem_files(
+            &dir.join("n_cert.pem"),
+            &dir.join("o_key.pem"),
+            TeeMode::FakeTdx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not belong to"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

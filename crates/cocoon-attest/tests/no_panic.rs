@@ -1,0 +1,62 @@
+//! Hostile bytes never panic the quote or certificate parsers (plain proptest mirror of
+//! the cargo-fuzz targets in `fuzz/`).
+
+use cocoon_attest::cert::{issue_certificate, parse_certificate, IssueOptions};
+use cocoon_attest::quote::parse_quote;
+use cocoon_attest::tee::{fake_quote, report_data_for_key};
+use cocoon_attest::Policy;
+use proptest::prelude::*;
+
+const QUOTE: &[u8] = include_bytes!("data/tdx-quote-v4.dat");
+
+fn valid_cert() -> Vec<u8> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let q = fake_quote(&report_data_for_key(&key.verifying_key().to_bytes()));
+    issue_certificate(&key, Some(&q), &IssueOptions::default())
+        .unwrap()
+        .cert_der
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic_the_quote_parser(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = parse_quote(&data);
+    }
+
+    #[test]
+    fn mutated_quotes_never_panic(pos in 0usize..700, val in any::<u8>(), cut in 0usize..5010) {
+        let mut q = QUOTE.to_vec();
+        q[pos] = val;
+        q.truncate(cut);
+        match parse_quote(&q) {
+            Ok(p) => prop_assert!(q.len() >= 632 || p.version == 5),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_cert_parser(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        prop_assert!(parse_certificate(&data).is_err());
+    }
+
+    #[test]
+    fn mutated_certs_never_panic_and_never_pass_unnoticed(pos in any::<prop::sample::Index>(), val in any::<u8>()) {
+        let mut der = valid_cert();
+        let i = pos.index(der.len());
+        let changed = der[i] != val;
+        der[i] = val;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let r = Policy::fake_tdx().check_cert(&der, now);
+        // Any real change breaks the DER, the self-signature or a policy rule.
+        if changed {
+            prop_assert!(r.is_err(), "byte {} changed to {:#x} but the cert still passed", i, val);
+        } else {
+            prop_assert!(r.is_ok());
+        }
+    }
+}
