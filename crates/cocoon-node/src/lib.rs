@@ -1,5 +1,10 @@
-//! COCOON node roles (worker, proxy, client) and what they share: pricing of tokens and
-//! metering of model answers.
+//! COCOON node roles (worker, proxy, client) and what they share: pricing of tokens,
+//! metering of model answers, request validation and inference backends.
 
+pub mod backend;
+pub mod ledger;
 pub mod metering;
 pub mod pricing;
+pub mod request;
+pub mod transport;
+pub mod worker;

@@ -1,0 +1,439 @@
+//! The proxy's ledger: who used and earned how many adjusted tokens, crash-safe in SQLite.
+//!
+//! - Every booking (one finished request) is one SQLite transaction that adds the request
+//!   row and updates the client's and the worker's totals together; a request id is booked
+//!   at most once, so replaying a booking after a crash cannot double-count.
+//! - WAL journal with `synchronous=FULL`: a booking that returned is on disk.
+//! - Every row is signed with the proxy's Ed25519 key; opening the ledger verifies every
+//!   signature and that each total equals the sum of its requests, so an edited file is
+//!   detected at start (cocoon-protocol.md §5.8 does the same for RocksDB records).
+//! - The schema is versioned; `open` migrates older files forward.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Current schema version.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Domain separation for row signatures.
+const SIGNING_CONTEXT: &[u8] = b"cocoon-rs ledger v1\0";
+
+/// Why the ledger failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite failed.
+    #[error("ledger database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row's signature does not verify: the file was edited or belongs to another key.
+    #[error("ledger tampered: {0}")]
+    Tampered(String),
+    /// The file was written by a newer cocoon-rs.
+    #[error("ledger schema version {found} is newer than this build supports ({supported})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A total would overflow.
+    #[error("ledger total overflow for {0}")]
+    Overflow(String),
+}
+
+/// One finished request to book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    /// The proxy's id of the request (unique).
+    pub request_id: [u8; 32],
+    /// The paying client (its owner address as used in the protocol).
+    pub client: String,
+    /// The earning worker (its owner address).
+    pub worker: String,
+    /// Adjusted tokens of the request.
+    pub tokens: u64,
+}
+
+/// Totals after a booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookingTotals {
+    /// The client's total adjusted tokens used.
+    pub client_tokens: u64,
+    /// The worker's total adjusted tokens earned.
+    pub worker_tokens: u64,
+    /// False if this request id was already booked (nothing changed).
+    pub newly_booked: bool,
+}
+
+/// The SQLite ledger of a proxy.
+pub struct Ledger {
+    conn: Mutex<Connection>,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("key", &hex::encode(self.key.verifying_key().as_bytes()))
+            .finish()
+    }
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, LedgerError> {
+    i64::try_from(v).map_err(|_| LedgerError::Overflow(what.to_owned()))
+}
+
+fn account_message(table: &str, owner: &str, tokens: i64) -> Vec<u8> {
+    let mut m = SIGNING_CONTEXT.to_vec();
+    m.extend_from_slice(table.as_bytes());
+    m.push(0);
+    m.extend_from_slice(owner.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&tokens.to_le_bytes());
+    m
+}
+
+fn request_message(id: &[u8], client: &str, worker: &str, tokens: i64) -> Vec<u8> {
+    let mut m = SIGNING_CONTEXT.to_vec();
+    m.extend_from_slice(b"requests\0");
+    m.extend_from_slice(id);
+    m.extend_from_slice(client.as_bytes());
+    m.push(0);
+    m.extend_from_slice(worker.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&tokens.to_le_bytes());
+    m
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger file at `path`, signed with `key`, and verifies it.
+    pub fn open(path: &Path, key: &SigningKey) -> Result<Self, LedgerError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::init(conn, key)
+    }
+
+    /// A ledger that lives in memory only (tests and throwaway devnets).
+    pub fn open_in_memory(key: &SigningKey) -> Result<Self, LedgerError> {
+        Self::init(Connection::open_in_memory()?, key)
+    }
+
+    fn init(conn: Connection, key: &SigningKey) -> Result<Self, LedgerError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )?;
+        let version: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version {
+            None => {
+                conn.execute_batch(
+                    "BEGIN;
+                     CREATE TABLE clients (owner TEXT PRIMARY KEY, tokens INTEGER NOT NULL, sig BLOB NOT NULL);
+                     CREATE TABLE workers (owner TEXT PRIMARY KEY, tokens INTEGER NOT NULL, sig BLOB NOT NULL);
+                     CREATE TABLE requests (id BLOB PRIMARY KEY, client TEXT NOT NULL, worker TEXT NOT NULL,
+                                            tokens INTEGER NOT NULL, sig BLOB NOT NULL);
+                     INSERT INTO meta (key, value) VALUES ('schema_version', 1);
+                     COMMIT;",
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(LedgerError::TooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {} // version 1 is current; later versions add migrations here.
+        }
+        let ledger = Ledger {
+            conn: Mutex::new(conn),
+            key: key.clone(),
+        };
+        ledger.verify()?;
+        Ok(ledger)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).to_bytes().to_vec()
+    }
+
+    /// Checks every signature and that every total equals the sum of its requests.
+    pub fn verify(&self) -> Result<(), LedgerError> {
+        let public: VerifyingKey = self.key.verifying_key();
+        let check = |what: String, message: &[u8], sig: &[u8]| -> Result<(), LedgerError> {
+            let sig = Signature::from_slice(sig)
+                .map_err(|_| LedgerError::Tampered(format!("{what}: malformed signature")))?;
+            public
+                .verify(message, &sig)
+                .map_err(|_| LedgerError::Tampered(format!("{what}: signature does not match")))
+        };
+        let conn = self.conn();
+        let mut sums: std::collections::HashMap<(String, String), i64> = Default::default();
+        {
+            let mut stmt = conn.prepare("SELECT id, client, worker, tokens, sig FROM requests")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: Vec<u8> = row.get(0)?;
+                let client: String = row.get(1)?;
+                let worker: String = row.get(2)?;
+                let tokens: i64 = row.get(3)?;
+                let sig: Vec<u8> = row.get(4)?;
+                check(
+                    format!("request {}", hex::encode(&id)),
+                    &request_message(&id, &client, &worker, tokens),
+                    &sig,
+                )?;
+                *sums.entry(("clients".into(), client)).or_default() += tokens;
+                *sums.entry(("workers".into(), worker)).or_default() += tokens;
+            }
+        }
+        for table in ["clients", "workers"] {
+            let mut stmt = conn.prepare(&format!("SELECT owner, tokens, sig FROM {table}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let owner: String = row.get(0)?;
+                let tokens: i64 = row.get(1)?;
+                let sig: Vec<u8> = row.get(2)?;
+                check(
+                    format!("{table} row {owner}"),
+                    &account_message(table, &owner, tokens),
+                    &sig,
+                )?;
+                let expected = sums.remove(&(table.to_owned(), owner.clone())).unwrap_or(0);
+                if expected != tokens {
+                    return Err(LedgerError::Tampered(format!(
+                        "{table} row {owner}: total {tokens} but its requests add up to {expected}"
+                    )));
+                }
+            }
+        }
+        if let Some(((table, owner), _)) = sums.into_iter().next() {
+            return Err(LedgerError::Tampered(format!(
+                "requests for {owner} have no {table} row"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Books one finished request: one transaction, at most once per request id.
+    pub fn book(&self, booking: &Booking) -> Result<BookingTotals, LedgerError> {
+        let tokens = to_i64(booking.tokens, "request")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT 1 FROM requests WHERE id = ?1",
+                params![booking.request_id.as_slice()],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        let total = |tx: &rusqlite::Transaction<'_>,
+                     table: &str,
+                     owner: &str|
+         -> Result<i64, LedgerError> {
+            Ok(tx
+                .query_row(
+                    &format!("SELECT tokens FROM {table} WHERE owner = ?1"),
+                    params![owner],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        };
+        if exists {
+            let client_tokens = total(&tx, "clients", &booking.client)?;
+            let worker_tokens = total(&tx, "workers", &booking.worker)?;
+            return Ok(BookingTotals {
+                client_tokens: client_tokens as u64,
+                worker_tokens: worker_tokens as u64,
+                newly_booked: false,
+            });
+        }
+        tx.execute(
+            "INSERT INTO requests (id, client, worker, tokens, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                booking.request_id.as_slice(),
+                booking.client,
+                booking.worker,
+                tokens,
+                self.sign(&request_message(
+                    &booking.request_id,
+                    &booking.client,
+                    &booking.worker,
+                    tokens
+                ))
+            ],
+        )?;
+        let mut totals = [0i64; 2];
+        for (i, (table, owner)) in [("clients", &booking.client), ("workers", &booking.worker)]
+            .into_iter()
+            .enumerate()
+        {
+            let new_total = total(&tx, table, owner)?
+                .checked_add(tokens)
+                .ok_or_else(|| LedgerError::Overflow(owner.clone()))?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (owner, tokens, sig) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(owner) DO UPDATE SET tokens = excluded.tokens, sig = excluded.sig"
+                ),
+                params![
+                    owner,
+                    new_total,
+                    self.sign(&account_message(table, owner, new_total))
+                ],
+            )?;
+            totals[i] = new_total;
+        }
+        tx.commit()?;
+        Ok(BookingTotals {
+            client_tokens: totals[0] as u64,
+            worker_tokens: totals[1] as u64,
+            newly_booked: true,
+        })
+    }
+
+    /// Total adjusted tokens a client has used.
+    pub fn client_tokens(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.account_tokens("clients", owner)
+    }
+
+    /// Total adjusted tokens a worker has earned.
+    pub fn worker_tokens(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.account_tokens("workers", owner)
+    }
+
+    fn account_tokens(&self, table: &str, owner: &str) -> Result<u64, LedgerError> {
+        let tokens: Option<i64> = self
+            .conn()
+            .query_row(
+                &format!("SELECT tokens FROM {table} WHERE owner = ?1"),
+                params![owner],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(tokens.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Number of booked requests.
+    pub fn request_count(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Sum of all client totals and of all worker totals (they must be equal).
+    pub fn grand_totals(&self) -> Result<(u64, u64), LedgerError> {
+        let conn = self.conn();
+        let sum = |table: &str| -> Result<i64, LedgerError> {
+            Ok(conn.query_row(
+                &format!("SELECT COALESCE(SUM(tokens), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?)
+        };
+        Ok((sum("clients")?.max(0) as u64, sum("workers")?.max(0) as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn booking(id: u8, tokens: u64) -> Booking {
+        Booking {
+            request_id: [id; 32],
+            client: "client-a".into(),
+            worker: "worker-b".into(),
+            tokens,
+        }
+    }
+
+    #[test]
+    fn bookings_add_up_and_are_idempotent() {
+        let ledger = Ledger::open_in_memory(&key(1)).expect("open");
+        let t = ledger.book(&booking(1, 100)).expect("book");
+        assert_eq!(
+            (t.client_tokens, t.worker_tokens, t.newly_booked),
+            (100, 100, true)
+        );
+        let t = ledger.book(&booking(2, 34)).expect("book");
+        assert_eq!((t.client_tokens, t.worker_tokens), (134, 134));
+        let again = ledger.book(&booking(2, 34)).expect("replay");
+        assert!(!again.newly_booked);
+        assert_eq!(again.client_tokens, 134);
+        assert_eq!(ledger.request_count().expect("count"), 2);
+        assert_eq!(ledger.grand_totals().expect("totals"), (134, 134));
+        ledger.verify().expect("consistent");
+    }
+
+    #[test]
+    fn survives_reopen_and_detects_tampering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path, &key(7)).expect("open");
+            ledger.book(&booking(1, 10)).expect("book");
+            ledger.book(&booking(2, 20)).expect("book");
+        }
+        let ledger = Ledger::open(&path, &key(7)).expect("reopen");
+        assert_eq!(ledger.client_tokens("client-a").expect("tokens"), 30);
+        drop(ledger);
+
+        // Another key cannot open it.
+        let err = Ledger::open(&path, &key(8)).expect_err("wrong key");
+        assert!(
+            err.to_string().starts_with("ledger tampered: request"),
+            "{err}"
+        );
+
+        // Lowering a total by hand is detected.
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute("UPDATE clients SET tokens = 5 WHERE owner = 'client-a'", [])
+            .expect("edit");
+        drop(raw);
+        let err = Ledger::open(&path, &key(7)).expect_err("tampered");
+        assert_eq!(
+            err.to_string(),
+            "ledger tampered: clients row client-a: signature does not match"
+        );
+    }
+
+    #[test]
+    fn deleting_a_request_row_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path, &key(3)).expect("open");
+            ledger.book(&booking(1, 10)).expect("book");
+            ledger.book(&booking(2, 20)).expect("book");
+        }
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute("DELETE FROM requests WHERE tokens = 20", [])
+            .expect("edit");
+        drop(raw);
+        let err = Ledger::open(&path, &key(3)).expect_err("tampered");
+        assert_eq!(
+            err.to_string(),
+            "ledger tampered: clients row client-a: total 30 but its requests add up to 10"
+        );
+    }
+}

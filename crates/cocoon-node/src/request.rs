@@ -1,0 +1,241 @@
+//! Validation of inference requests at the worker (cocoon-protocol.md §3.2).
+//!
+//! Unlike COCOON's worker, we do not whitelist fields: `tools`, `tool_choice`, `seed`,
+//! `logprobs`, `response_format` and vendor extensions pass through. The body is handled
+//! as raw JSON (key order kept), never through typed structs that would drop fields.
+//! The only change made is to ask streams for a final usage chunk, so they can be metered.
+
+use serde_json::{Map, Value};
+
+/// The two inference endpoints a worker serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    ChatCompletions,
+    /// `/v1/completions`.
+    Completions,
+}
+
+impl Endpoint {
+    /// The URL path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+        }
+    }
+}
+
+/// A request ready for the model server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedRequest {
+    /// Which endpoint it is for.
+    pub endpoint: Endpoint,
+    /// The JSON body to send.
+    pub body: Vec<u8>,
+    /// Whether the answer will be an SSE stream.
+    pub stream: bool,
+}
+
+/// Why a request was refused; these are protocol-level (code 621) refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not one of the two inference endpoints.
+    #[error("unsupported method {0}")]
+    UnsupportedEndpoint(String),
+    /// The body is not a JSON object.
+    #[error("request body is not a JSON object: {0}")]
+    NotAnObject(String),
+    /// A required field is missing or has the wrong type.
+    #[error("field '{field}' {problem}")]
+    BadField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The request names another model than the one served.
+    #[error("model name mismatch: requested '{requested}', this worker serves '{served}'")]
+    ModelMismatch {
+        /// The requested model.
+        requested: String,
+        /// The served base model name.
+        served: String,
+    },
+}
+
+/// The routing name of a full model id `NAME@COMMIT:HASH`: the part before `@`.
+pub fn base_model_name(full: &str) -> &str {
+    full.split('@').next().unwrap_or(full)
+}
+
+/// Checks a request for `served_model` (a base name) and prepares its body.
+pub fn validate_request(
+    url: &str,
+    body: &[u8],
+    served_model: &str,
+) -> Result<ValidatedRequest, RequestError> {
+    // Origin form (`/v1/…`) as clients send it; an absolute URL loses its authority.
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let path = match after_scheme.find('/') {
+        Some(i) => &after_scheme[i..],
+        None => after_scheme,
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    let endpoint = match path {
+        "/v1/chat/completions" => Endpoint::ChatCompletions,
+        "/v1/completions" => Endpoint::Completions,
+        other => return Err(RequestError::UnsupportedEndpoint(other.to_owned())),
+    };
+    let mut object: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(RequestError::NotAnObject("not an object".into())),
+        Err(e) => return Err(RequestError::NotAnObject(e.to_string())),
+    };
+    let model = match object.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        _ => {
+            return Err(RequestError::BadField {
+                field: "model",
+                problem: "must be a string",
+            })
+        }
+    };
+    if model != served_model {
+        return Err(RequestError::ModelMismatch {
+            requested: model,
+            served: served_model.to_owned(),
+        });
+    }
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            if !matches!(object.get("messages"), Some(Value::Array(_))) {
+                return Err(RequestError::BadField {
+                    field: "messages",
+                    problem: "must be an array",
+                });
+            }
+        }
+        Endpoint::Completions => {
+            if !matches!(
+                object.get("prompt"),
+                Some(Value::String(_) | Value::Array(_))
+            ) {
+                return Err(RequestError::BadField {
+                    field: "prompt",
+                    problem: "must be a string or an array",
+                });
+            }
+        }
+    }
+    let stream = match object.get("stream") {
+        None | Some(Value::Null) => object.contains_key("stream_options"),
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(RequestError::BadField {
+                field: "stream",
+                problem: "must be a boolean",
+            })
+        }
+    };
+    if stream {
+        object.insert("stream".into(), Value::Bool(true));
+        let options = object
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        match options {
+            Value::Object(options) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                return Err(RequestError::BadField {
+                    field: "stream_options",
+                    problem: "must be an object",
+                })
+            }
+        }
+    }
+    let body = serde_json::to_vec(&Value::Object(object))
+        .map_err(|e| RequestError::NotAnObject(e.to_string()))?;
+    Ok(ValidatedRequest {
+        endpoint,
+        body,
+        stream,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&v).expect("json")
+    }
+
+    #[test]
+    fn extra_fields_pass_through_in_order() {
+        let input = br#"{"model":"Qwen/Qwen3-8B","messages":[],"tools":[{"type":"function"}],"seed":7,"top_k":20,"chat_template_kwargs":{"enable_thinking":false}}"#;
+        let req = validate_request("/v1/chat/completions", input, "Qwen/Qwen3-8B").expect("valid");
+        assert_eq!(req.body, input.to_vec());
+        assert!(!req.stream);
+    }
+
+    #[test]
+    fn streams_get_include_usage() {
+        let req = validate_request(
+            "http://worker/v1/completions",
+            &body(serde_json::json!({"model":"m","prompt":"hi","stream":true})),
+            "m",
+        )
+        .expect("valid");
+        assert!(req.stream);
+        assert_eq!(
+            String::from_utf8(req.body).expect("utf8"),
+            r#"{"model":"m","prompt":"hi","stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        let req = validate_request(
+            "/v1/completions",
+            &body(serde_json::json!({"model":"m","prompt":"hi","stream_options":{"include_usage":false}})),
+            "m",
+        )
+        .expect("valid");
+        assert!(req.stream, "stream_options alone turns streaming on");
+        assert!(String::from_utf8(req.body)
+            .expect("utf8")
+            .contains(r#""include_usage":true"#));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let err = validate_request("/v1/embeddings", b"{}", "m").expect_err("endpoint");
+        assert_eq!(err.to_string(), "unsupported method /v1/embeddings");
+        let err = validate_request("/v1/completions", b"[1]", "m").expect_err("array");
+        assert_eq!(
+            err.to_string(),
+            "request body is not a JSON object: not an object"
+        );
+        let err = validate_request(
+            "/v1/chat/completions",
+            &body(serde_json::json!({"model":"other","messages":[]})),
+            "m",
+        )
+        .expect_err("model");
+        assert_eq!(
+            err.to_string(),
+            "model name mismatch: requested 'other', this worker serves 'm'"
+        );
+        let err = validate_request(
+            "/v1/chat/completions",
+            &body(serde_json::json!({"model":"m"})),
+            "m",
+        )
+        .expect_err("messages");
+        assert_eq!(err.to_string(), "field 'messages' must be an array");
+    }
+
+    #[test]
+    fn base_name_is_before_the_at() {
+        assert_eq!(base_model_name("Qwen/Qwen3-8B@abc:def"), "Qwen/Qwen3-8B");
+        assert_eq!(base_model_name("plain"), "plain");
+    }
+}

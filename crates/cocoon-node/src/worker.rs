@@ -1,0 +1,739 @@
+//! The worker role: connects to proxies, serves `proxy.runQueryEx` through an inference
+//! backend, meters every answer (JSON and SSE) and streams it back
+//! (cocoon-protocol.md §1.4, §2.5 worker side, §2.7, §3.2, §3.3).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cocoon_net::{CloseReason, ConnectionConfig, ErrorCode, Incoming, RpcConnection, RpcHandle};
+use cocoon_tl::enums::proxy::SignedPayment;
+use cocoon_tl::functions::{http as http_fn, worker as worker_fn};
+use cocoon_tl::types::{http, proxy, worker};
+use cocoon_tl::{enums, TlConstructor};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::backend::{is_hop_by_hop, BackendRequest, InferenceBackend};
+use crate::metering::{BodyFormat, UsageMeter};
+use crate::pricing::{AdjustedTokens, Prices};
+use crate::request::{base_model_name, validate_request};
+use crate::transport::Dialer;
+
+/// Lowest and highest protocol versions this worker speaks.
+pub const MIN_PROTO: i32 = 1;
+/// See [`MIN_PROTO`].
+pub const MAX_PROTO: i32 = 2;
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Payout recipient (`worker_owner_address`).
+    pub owner_address: String,
+    /// Full model id `NAME@COMMIT:HASH` (the part before `@` is routed on).
+    pub model: String,
+    /// Price coefficient, 1000 = 1.0×.
+    pub coefficient: u32,
+    /// Requests this worker runs at once, over all proxies.
+    pub max_active_requests: u32,
+    /// How many proxies the worker connects to (`proxy_cnt`).
+    pub proxy_connections: u32,
+    /// Test network mode; must match the proxy's.
+    pub is_test: bool,
+    /// Prices of the root contract, for the cost fields of answers.
+    pub prices: Prices,
+    /// How often the backend's health (`GET /v1/models`) is checked.
+    pub health_interval: Duration,
+    /// Reconnect backoff, from `min` doubling to `max`.
+    pub reconnect_min: Duration,
+    /// See [`WorkerSettings::reconnect_min`].
+    pub reconnect_max: Duration,
+    /// Transport tunables for proxy connections.
+    pub connection: ConnectionConfig,
+}
+
+/// Counters of a worker, for stats.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Requests received.
+    pub requests_received: AtomicU64,
+    /// Requests answered completely.
+    pub requests_success: AtomicU64,
+    /// Requests that ended in an error.
+    pub requests_failed: AtomicU64,
+    /// Adjusted tokens served, all classes.
+    pub adjusted_tokens: AtomicU64,
+}
+
+/// What the worker remembers about one proxy (by proxy contract address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyBalance {
+    /// Tokens the proxy has anchored on chain for this worker.
+    pub tokens_committed_to_blockchain: i64,
+    /// Tokens the proxy has committed to its database.
+    pub tokens_committed_to_db: i64,
+    /// Everything the proxy has reported.
+    pub max_tokens: i64,
+    /// The best voucher received (BOC bytes), if any.
+    pub best_voucher: Option<Vec<u8>>,
+}
+
+struct Shared {
+    settings: WorkerSettings,
+    base_model: String,
+    backend: Arc<dyn InferenceBackend>,
+    active: AtomicU32,
+    healthy: watch::Sender<bool>,
+    draining: CancellationToken,
+    stats: WorkerStats,
+    balances: Mutex<HashMap<String, ProxyBalance>>,
+}
+
+/// A worker: shared state for all of its proxy links.
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("model", &self.shared.settings.model)
+            .field("active", &self.active_requests())
+            .finish()
+    }
+}
+
+/// Why a proxy link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A query of the handshake failed.
+    #[error("handshake with proxy failed: {0}")]
+    Rpc(#[from] cocoon_net::RpcError),
+    /// The proxy's answers break the rules of §2.5.
+    #[error("proxy refused or broke the handshake: {0}")]
+    Handshake(String),
+    /// Dialing failed.
+    #[error("cannot reach proxy: {0}")]
+    Dial(String),
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Worker {
+    /// A worker serving `settings.model` through `backend`. It starts as unhealthy until
+    /// the first health check passes (see [`Worker::spawn_health_monitor`]).
+    pub fn new(settings: WorkerSettings, backend: Arc<dyn InferenceBackend>) -> Self {
+        let base_model = base_model_name(&settings.model).to_owned();
+        let (healthy, _) = watch::channel(false);
+        Worker {
+            shared: Arc::new(Shared {
+                settings,
+                base_model,
+                backend,
+                active: AtomicU32::new(0),
+                healthy,
+                draining: CancellationToken::new(),
+                stats: WorkerStats::default(),
+                balances: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Requests running now.
+    pub fn active_requests(&self) -> u32 {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats
+    }
+
+    /// Whether the backend passed its last health check.
+    pub fn is_healthy(&self) -> bool {
+        *self.shared.healthy.borrow()
+    }
+
+    /// Sets the backend health by hand (tests, or a backend without health checks).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.shared.healthy.send_replace(healthy);
+    }
+
+    /// What the worker remembers about the proxy with this contract address.
+    pub fn proxy_balance(&self, proxy_sc_address: &str) -> Option<ProxyBalance> {
+        self.balances().get(proxy_sc_address).cloned()
+    }
+
+    fn balances(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProxyBalance>> {
+        self.shared
+            .balances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks the backend every `health_interval`; changes are pushed to every proxy
+    /// as `worker.enabledDisabled`. Ends when the worker drains.
+    pub fn spawn_health_monitor(&self) -> tokio::task::JoinHandle<()> {
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let shared = &worker.shared;
+            loop {
+                let healthy = match shared.backend.models().await {
+                    Ok(models) => {
+                        let serves = models.is_empty()
+                            || models
+                                .iter()
+                                .any(|m| base_model_name(m) == shared.base_model);
+                        if !serves {
+                            warn!(?models, model = %shared.base_model, "backend does not serve the configured model");
+                        }
+                        serves
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "backend health check failed");
+                        false
+                    }
+                };
+                let changed = shared.healthy.send_if_modified(|h| {
+                    let changed = *h != healthy;
+                    *h = healthy;
+                    changed
+                });
+                if changed {
+                    info!(healthy, backend = %shared.backend.describe(), "backend health changed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(shared.settings.health_interval) => {}
+                    _ = shared.draining.cancelled() => return,
+                }
+            }
+        })
+    }
+
+    /// Stops taking requests (new ones are refused with 602 and proxies are told the
+    /// worker is disabled), then waits until every running request has finished.
+    pub async fn drain(&self) {
+        self.shared.draining.cancel();
+        self.shared.healthy.send_replace(false);
+        while self.active_requests() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Keeps a link to the proxy at `endpoint` up: dials, handshakes, serves, and
+    /// reconnects with exponential backoff until the worker drains.
+    pub fn spawn_proxy_link(
+        &self,
+        endpoint: String,
+        dialer: Arc<dyn Dialer>,
+    ) -> tokio::task::JoinHandle<()> {
+        let worker = self.clone();
+        let span = info_span!("proxy_link", proxy = %endpoint);
+        tokio::spawn(
+            async move {
+                let settings = &worker.shared.settings;
+                let mut backoff = settings.reconnect_min;
+                while !worker.shared.draining.is_cancelled() {
+                    let attempt = async {
+                        let stream = dialer
+                            .dial(&endpoint)
+                            .await
+                            .map_err(|e| WorkerError::Dial(e.to_string()))?;
+                        let conn =
+                            RpcConnection::connect(stream, &settings.connection, &endpoint).await?;
+                        Ok::<_, WorkerError>(conn)
+                    };
+                    match attempt.await {
+                        Ok(conn) => match worker.serve_proxy(conn).await {
+                            Ok(reason) => {
+                                info!(%reason, "proxy link ended");
+                                backoff = settings.reconnect_min;
+                            }
+                            Err(e) => warn!(error = %e, "proxy link failed"),
+                        },
+                        Err(e) => warn!(error = %e, "cannot connect to proxy"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = worker.shared.draining.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(settings.reconnect_max);
+                }
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Runs the worker handshake on an open connection, then serves it until it ends.
+    pub async fn serve_proxy(&self, conn: RpcConnection) -> Result<CloseReason, WorkerError> {
+        let handle = conn.handle();
+        let (proto, proxy_sc) = self.handshake(&handle).await?;
+        info!(proto, proxy_sc = %proxy_sc, "proxy handshake complete");
+        let (handle, mut incoming) = conn.split();
+        let closed = handle.closed();
+        let link_cancel = CancellationToken::new();
+        let _cancel_on_exit = link_cancel.clone().drop_guard();
+
+        // Push health changes to this proxy.
+        let mut health = self.shared.healthy.subscribe();
+        let health_handle = handle.clone();
+        let health_cancel = link_cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = health.changed() => {
+                        if changed.is_err() { return; }
+                        let disabled = i32::from(!*health.borrow_and_update());
+                        let msg = worker::EnabledDisabled { disabled };
+                        if health_handle.send_packet(&msg).await.is_err() { return; }
+                    }
+                    _ = health_cancel.cancelled() => return,
+                }
+            }
+        });
+
+        // Refresh the voucher periodically.
+        let status_handle = handle.clone();
+        let status_cancel = link_cancel.clone();
+        let worker = self.clone();
+        let status_proxy = proxy_sc.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = Duration::from_millis(10_000 + rand::random::<u64>() % 10_000);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = status_cancel.cancelled() => return,
+                }
+                match status_handle
+                    .query_with_timeout(&worker_fn::UpdatePaymentStatus {}, Duration::from_secs(60))
+                    .await
+                {
+                    Ok(enums::worker::PaymentStatus::PaymentStatus(status)) => worker
+                        .record_payment(
+                            &status_proxy,
+                            &status.signed_payment,
+                            status.db_tokens,
+                            status.max_tokens,
+                        ),
+                    Err(e) => debug!(error = %e, "payment status refresh failed"),
+                }
+            }
+        });
+
+        // Requests run under child tokens of `link_cancel`: when the link ends, the guard
+        // above cancels them all (their answers could not be delivered anyway).
+        while let Some(item) = incoming.recv().await {
+            match item {
+                Incoming::Packet(data) => match cocoon_tl::peek_id(&data) {
+                    Some(cocoon_tl::functions::proxy::RunQueryEx::ID) => {
+                        match cocoon_tl::from_bytes::<cocoon_tl::functions::proxy::RunQueryEx>(
+                            &data,
+                        ) {
+                            Ok(query) => {
+                                self.start_request(
+                                    handle.clone(),
+                                    query,
+                                    proto,
+                                    link_cancel.child_token(),
+                                );
+                            }
+                            Err(e) => warn!(error = %e, "malformed proxy.runQueryEx ignored"),
+                        }
+                    }
+                    Some(proxy::WorkerRequestPayment::ID) => {
+                        if let Ok(p) = cocoon_tl::from_bytes::<proxy::WorkerRequestPayment>(&data) {
+                            self.record_payment(
+                                &proxy_sc,
+                                &p.signed_payment,
+                                p.db_tokens,
+                                p.max_tokens,
+                            );
+                        }
+                    }
+                    other => debug!(id = ?other, "unhandled packet from proxy"),
+                },
+                Incoming::Query(query) => {
+                    let name = query.function_id().and_then(cocoon_tl::constructor_name);
+                    let message = format!("worker does not serve {}", name.unwrap_or("this query"));
+                    let _ = query
+                        .error(ErrorCode::ProtocolViolation.code(), &message)
+                        .await;
+                }
+            }
+        }
+        Ok(closed.await)
+    }
+
+    fn record_payment(
+        &self,
+        proxy_sc: &str,
+        payment: &SignedPayment,
+        db_tokens: i64,
+        max_tokens: i64,
+    ) {
+        let mut balances = self.balances();
+        let entry = balances.entry(proxy_sc.to_owned()).or_default();
+        entry.tokens_committed_to_db = entry.tokens_committed_to_db.max(db_tokens);
+        entry.max_tokens = entry.max_tokens.max(max_tokens);
+        if let SignedPayment::SignedPayment(p) = payment {
+            // Voucher verification and ordering by tokens arrive with the TON layer; until
+            // then the newest voucher is kept as received.
+            entry.best_voucher = Some(p.data.clone());
+        }
+    }
+
+    async fn handshake(&self, handle: &RpcHandle) -> Result<(i32, String), WorkerError> {
+        let s = &self.shared.settings;
+        let hello = worker_fn::ConnectToProxy {
+            params: worker::Params {
+                flags: 3,
+                worker_owner_address: s.owner_address.clone(),
+                model: s.model.clone(),
+                coefficient: i32::try_from(s.coefficient).unwrap_or(i32::MAX),
+                is_test: Some(s.is_test),
+                proxy_cnt: Some(i32::try_from(s.proxy_connections.max(1)).unwrap_or(1)),
+                max_active_requests: Some(
+                    i32::try_from(s.max_active_requests.max(1)).unwrap_or(i32::MAX),
+                ),
+                min_proto_version: Some(MIN_PROTO),
+                max_proto_version: Some(MAX_PROTO),
+            },
+        };
+        let enums::worker::ConnectedToProxy::ConnectedToProxy(connected) = handle
+            .query_with_timeout(&hello, Duration::from_secs(30))
+            .await?;
+        let params = &connected.params;
+        if params.flags & 3 == 0 {
+            return Err(WorkerError::Handshake("proxy is too old (no flags)".into()));
+        }
+        if params.is_test.unwrap_or(false) != s.is_test {
+            return Err(WorkerError::Handshake(format!(
+                "is_test mismatch: proxy {}, worker {}",
+                params.is_test.unwrap_or(false),
+                s.is_test
+            )));
+        }
+        let proto = params.proto_version.unwrap_or(0);
+        if !(MIN_PROTO..=MAX_PROTO).contains(&proto) {
+            return Err(WorkerError::Handshake(format!(
+                "proxy chose protocol {proto}, this worker speaks {MIN_PROTO}..={MAX_PROTO}"
+            )));
+        }
+        let proxy_sc = params.proxy_sc_address.clone();
+        let known = self.proxy_balance(&proxy_sc).unwrap_or_default();
+        let compare = worker_fn::CompareBalanceWithProxy {
+            tokens_committed_to_blockchain: known.tokens_committed_to_blockchain,
+            tokens_committed_to_db: known.tokens_committed_to_db,
+            max_tokens: known.max_tokens,
+        };
+        let enums::worker::CompareBalanceWithProxyResult::CompareBalanceWithProxyResult(result) =
+            handle
+                .query_with_timeout(&compare, Duration::from_secs(30))
+                .await?;
+        if result.tokens_committed_to_db < known.tokens_committed_to_db {
+            return Err(WorkerError::Handshake(format!(
+                "proxy database is behind: it has {} tokens committed, this worker knows {}",
+                result.tokens_committed_to_db, known.tokens_committed_to_db
+            )));
+        }
+        self.record_payment(
+            &proxy_sc,
+            &result.signed_payment,
+            result.tokens_committed_to_db,
+            result.max_tokens,
+        );
+        let complete = worker_fn::ProxyHandshakeComplete {
+            is_disabled: !self.is_healthy() || self.shared.draining.is_cancelled(),
+        };
+        handle
+            .query_with_timeout(&complete, Duration::from_secs(30))
+            .await?;
+        Ok((proto, proxy_sc))
+    }
+
+    fn start_request(
+        &self,
+        handle: RpcHandle,
+        query: cocoon_tl::functions::proxy::RunQueryEx,
+        proto: i32,
+        cancel: CancellationToken,
+    ) {
+        let shared = self.shared.clone();
+        shared
+            .stats
+            .requests_received
+            .fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("request", id = %hex_short(&query.request_id));
+        let refused = if shared.draining.is_cancelled() {
+            Some("worker is shutting down")
+        } else if shared.active.fetch_add(1, Ordering::SeqCst)
+            >= shared.settings.max_active_requests
+        {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            Some("too many active queries")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            shared.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+            let request_id = query.request_id;
+            tokio::spawn(
+                async move {
+                    let answer = error_answer(
+                        request_id,
+                        ErrorCode::Error.code(),
+                        reason,
+                        proto,
+                        AdjustedTokens::default(),
+                        unix_now(),
+                        query.enable_debug.unwrap_or(false),
+                    );
+                    let _ = handle.send_packet(&answer).await;
+                }
+                .instrument(span),
+            );
+            return;
+        }
+        tokio::spawn(
+            async move {
+                let ok = tokio::select! {
+                    ok = run_request(&shared, &handle, &query, proto) => ok,
+                    _ = cancel.cancelled() => {
+                        debug!("request cancelled");
+                        false
+                    }
+                };
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+                let counter = if ok {
+                    &shared.stats.requests_success
+                } else {
+                    &shared.stats.requests_failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn hex_short(id: &[u8; 32]) -> String {
+    id[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn final_info(
+    proto: i32,
+    tokens: AdjustedTokens,
+    start: f64,
+    debug: bool,
+) -> proxy::QueryFinalInfo {
+    let timing = proto >= 2;
+    proxy::QueryFinalInfo {
+        flags: u32::from(debug) | if timing { 2 } else { 0 },
+        tokens_used: tokens.to_tl(),
+        worker_debug: debug.then(|| {
+            serde_json::json!({"worker_start": start, "worker_end": unix_now()}).to_string()
+        }),
+        worker_start_time: timing.then_some(start),
+        worker_end_time: timing.then(unix_now),
+    }
+}
+
+fn error_answer(
+    request_id: [u8; 32],
+    code: i32,
+    message: &str,
+    proto: i32,
+    tokens: AdjustedTokens,
+    start: f64,
+    debug: bool,
+) -> enums::proxy::QueryAnswerEx {
+    proxy::QueryAnswerErrorEx {
+        request_id,
+        error_code: code,
+        error: message.to_owned(),
+        flags: 1,
+        final_info: Some(final_info(proto, tokens, start, debug)),
+    }
+    .into()
+}
+
+/// Runs one request; returns whether it completed successfully.
+async fn run_request(
+    shared: &Shared,
+    handle: &RpcHandle,
+    query: &cocoon_tl::functions::proxy::RunQueryEx,
+    proto: i32,
+) -> bool {
+    let start = unix_now();
+    let debug = query.enable_debug.unwrap_or(false);
+    let request_id = query.request_id;
+    let fail = |code: i32, message: String, tokens: AdjustedTokens| {
+        warn!(code, %message, "request failed");
+        let answer = error_answer(request_id, code, &message, proto, tokens, start, debug);
+        async move {
+            let _ = handle.send_packet(&answer).await;
+            false
+        }
+    };
+
+    let http_request: http_fn::Request = match cocoon_tl::from_bytes(&query.query) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                ErrorCode::ProtocolViolation.code(),
+                format!("query is not an http.request: {e}"),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+    };
+    let validated =
+        match validate_request(&http_request.url, &http_request.payload, &shared.base_model) {
+            Ok(v) => v,
+            Err(e) => {
+                return fail(
+                    ErrorCode::ProtocolViolation.code(),
+                    e.to_string(),
+                    AdjustedTokens::default(),
+                )
+                .await
+            }
+        };
+    let coefficient = u32::try_from(query.coefficient).unwrap_or(shared.settings.coefficient);
+    let timeout = Duration::from_secs_f64((query.timeout * 0.95).clamp(0.001, 86_400.0));
+    let headers = http_request
+        .headers
+        .iter()
+        .filter(|h| !is_hop_by_hop(&h.name))
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let backend_request = BackendRequest {
+        method: http_request.method.clone(),
+        path: validated.endpoint.path().to_owned(),
+        headers,
+        body: validated.body,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = match tokio::time::timeout_at(
+        deadline,
+        shared.backend.send(backend_request, timeout),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return fail(
+                ErrorCode::NotReady.code(),
+                e.to_string(),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+        Err(_) => {
+            return fail(
+                ErrorCode::Timeout.code(),
+                "model server did not answer in time".into(),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+    };
+
+    let content_type = response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str());
+    let mut meter = UsageMeter::new(
+        BodyFormat::from_content_type(content_type),
+        coefficient,
+        shared.settings.prices,
+    );
+    let mut headers: Vec<http::Header> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| !is_hop_by_hop(n))
+        .map(|(name, value)| http::Header {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    headers.push(http::Header {
+        name: "X-Cocoon-Worker-Start".into(),
+        value: format!("{start:.6}"),
+    });
+    let head = http::Response {
+        http_version: "HTTP/1.1".into(),
+        status_code: i32::from(response.status),
+        reason: response.reason.clone(),
+        headers,
+        payload: Vec::new(),
+    };
+    let head_answer: enums::proxy::QueryAnswerEx = proxy::QueryAnswerEx {
+        request_id,
+        answer: cocoon_tl::to_bytes(&head),
+        flags: 0,
+        final_info: None,
+    }
+    .into();
+    if handle.send_packet(&head_answer).await.is_err() {
+        return false;
+    }
+
+    let mut body = response.body;
+    loop {
+        let next = tokio::time::timeout_at(deadline, body.next()).await;
+        let chunk = match next {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return fail(ErrorCode::NotReady.code(), e.to_string(), meter.adjusted()).await
+            }
+            Err(_) => {
+                return fail(
+                    ErrorCode::Timeout.code(),
+                    "model server answer exceeded the request timeout".into(),
+                    meter.adjusted(),
+                )
+                .await
+            }
+        };
+        let out = meter.push(&chunk);
+        if !out.is_empty() {
+            let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
+                request_id,
+                answer: out,
+                flags: 0,
+                final_info: None,
+            }
+            .into();
+            if handle.send_packet(&part).await.is_err() {
+                return false;
+            }
+        }
+    }
+    let tail = meter.finish();
+    let tokens = meter.adjusted();
+    shared
+        .stats
+        .adjusted_tokens
+        .fetch_add(tokens.total(), Ordering::Relaxed);
+    let last: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
+        request_id,
+        answer: tail,
+        flags: 1,
+        final_info: Some(final_info(proto, tokens, start, debug)),
+    }
+    .into();
+    debug!(tokens = tokens.total(), "request complete");
+    handle.send_packet(&last).await.is_ok()
+}
