@@ -214,6 +214,23 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
     })
 }
 
+/// Extracts the Ed25519 public key of a certificate without checking anything else
+/// (used for the TLS handshake signature, after [`parse_certificate`] already ran).
+pub fn ed25519_public_key(der: &[u8]) -> Result<[u8; 32], CertError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::Malformed(e.to_string()))?;
+    let spki = cert.public_key();
+    let key_alg = spki.algorithm.algorithm.to_id_string();
+    if key_alg != ED25519_OID_STR {
+        return Err(CertError::NotEd25519(describe_alg(&key_alg)));
+    }
+    spki.subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| CertError::BadPublicKey)
+}
+
 fn describe_alg(oid: &str) -> String {
     let name = match oid {
         "1.2.840.113549.1.1.1" => "RSA",

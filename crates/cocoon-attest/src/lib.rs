@@ -22,6 +22,8 @@
 //! TLS 1.3 note: the client finishes its handshake before the server has judged the
 //! client certificate, so a client learns that the server refused it on its first read.
 
+#![warn(missing_docs)]
+
 pub mod cert;
 pub mod dcap;
 pub mod pccs;

@@ -2,7 +2,8 @@
 //! sides, and a certificate resolver that renews the node certificate in place.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::SigningKey;
@@ -14,7 +15,13 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::cert::{issue_certificate, IssueOptions, IssuedCert, CERT_VALIDITY};
-use crate::policy::Policy;
+use crate::policy::{PendingPeer, Policy};
+use sha2::{Digest, Sha256};
+
+const VERIFIED_CACHE: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 use crate::tee::{make_quote, report_data_for_key, TeeMode};
 use crate::AttestError;
 
@@ -219,6 +226,9 @@ impl rustls::client::ResolvesClientCert for CertResolver {
 pub(crate) struct AttestVerifier {
     policy: Arc<Policy>,
     schemes: Vec<SignatureScheme>,
+    /// Results of the in-handshake check, keyed by SHA-256 of the certificate DER, so
+    /// the transport does not parse and verify the certificate a second time.
+    verified: Mutex<lru::LruCache<[u8; 32], PendingPeer>>,
 }
 
 impl fmt::Debug for AttestVerifier {
@@ -238,7 +248,19 @@ impl AttestVerifier {
             schemes: provider
                 .signature_verification_algorithms
                 .supported_schemes(),
+            verified: Mutex::new(lru::LruCache::new(VERIFIED_CACHE)),
         }
+    }
+
+    /// The policy this verifier applies.
+    pub(crate) fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Takes the in-handshake result for `der`, if still cached.
+    pub(crate) fn take_verified(&self, der: &[u8]) -> Option<PendingPeer> {
+        let key: [u8; 32] = Sha256::digest(der).into();
+        self.verified.lock().ok()?.pop(&key)
     }
 
     fn check(
@@ -250,7 +272,12 @@ impl AttestVerifier {
         let r = if intermediates.is_empty() {
             self.policy
                 .check_cert(end_entity.as_ref(), now.as_secs() as i64)
-                .map(|_| ())
+                .map(|pending| {
+                    let key: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                    if let Ok(mut c) = self.verified.lock() {
+                        c.put(key, pending);
+                    }
+                })
         } else {
             Err(crate::cert::CertError::ChainTooLong(intermediates.len()).into())
         };
@@ -273,12 +300,12 @@ impl AttestVerifier {
                 rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
             ));
         }
-        let info = crate::cert::parse_certificate(cert.as_ref()).map_err(|e| {
+        let public_key = crate::cert::ed25519_public_key(cert.as_ref()).map_err(|e| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(e),
             )))
         })?;
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(&info.public_key).map_err(|_| {
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&public_key).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
         let sig = ed25519_dalek::Signature::from_slice(dss.signature()).map_err(|_| {
@@ -374,8 +401,15 @@ pub fn rustls_server_config(
     resolver: Arc<CertResolver>,
     policy: Arc<Policy>,
 ) -> Result<rustls::ServerConfig, AttestError> {
+    let verifier = Arc::new(AttestVerifier::new(policy, &provider()));
+    server_config_with(resolver, verifier)
+}
+
+pub(crate) fn server_config_with(
+    resolver: Arc<CertResolver>,
+    verifier: Arc<AttestVerifier>,
+) -> Result<rustls::ServerConfig, AttestError> {
     let provider = provider();
-    let verifier = Arc::new(AttestVerifier::new(policy, &provider));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| AttestError::Config(e.to_string()))?
@@ -391,8 +425,15 @@ pub fn rustls_client_config(
     resolver: Arc<CertResolver>,
     policy: Arc<Policy>,
 ) -> Result<rustls::ClientConfig, AttestError> {
+    let verifier = Arc::new(AttestVerifier::new(policy, &provider()));
+    client_config_with(resolver, verifier)
+}
+
+pub(crate) fn client_config_with(
+    resolver: Arc<CertResolver>,
+    verifier: Arc<AttestVerifier>,
+) -> Result<rustls::ClientConfig, AttestError> {
     let provider = provider();
-    let verifier = Arc::new(AttestVerifier::new(policy, &provider));
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| AttestError::Config(e.to_string()))?

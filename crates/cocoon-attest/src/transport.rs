@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::policy::{PeerIdentity, Policy};
 use crate::pow;
-use crate::tls::{rustls_client_config, rustls_server_config, CertResolver};
+use crate::tls::{client_config_with, provider, server_config_with, AttestVerifier, CertResolver};
 use crate::AttestError;
 
 /// An established attested connection: TLS 1.3 over `S` (TCP by default). Implements
@@ -37,6 +37,7 @@ pub struct ServerConfig {
     /// Limit for TLS plus verification.
     pub handshake_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
+    verifier: Arc<AttestVerifier>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -51,7 +52,8 @@ impl std::fmt::Debug for ServerConfig {
 impl ServerConfig {
     /// A server config with PoW difficulty 20 and default timeouts.
     pub fn new(identity: Arc<CertResolver>, policy: Arc<Policy>) -> Result<Self, AttestError> {
-        let tls = Arc::new(rustls_server_config(identity.clone(), policy.clone())?);
+        let verifier = Arc::new(AttestVerifier::new(policy.clone(), &provider()));
+        let tls = Arc::new(server_config_with(identity.clone(), verifier.clone())?);
         Ok(Self {
             identity,
             policy,
@@ -59,6 +61,7 @@ impl ServerConfig {
             pow_timeout: pow::DEFAULT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls,
+            verifier,
         })
     }
 
@@ -89,6 +92,7 @@ pub struct ClientConfig {
     /// Limit for TLS plus verification.
     pub handshake_timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
+    verifier: Arc<AttestVerifier>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -103,7 +107,8 @@ impl std::fmt::Debug for ClientConfig {
 impl ClientConfig {
     /// A client config with PoW maximum 28 and default timeouts.
     pub fn new(identity: Arc<CertResolver>, policy: Arc<Policy>) -> Result<Self, AttestError> {
-        let tls = Arc::new(rustls_client_config(identity.clone(), policy.clone())?);
+        let verifier = Arc::new(AttestVerifier::new(policy.clone(), &provider()));
+        let tls = Arc::new(client_config_with(identity.clone(), verifier.clone())?);
         Ok(Self {
             identity,
             policy,
@@ -111,6 +116,7 @@ impl ClientConfig {
             pow_timeout: pow::DEFAULT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls,
+            verifier,
         })
     }
 
@@ -135,17 +141,24 @@ fn handshake_err(e: std::io::Error) -> AttestError {
 }
 
 async fn verify_peer(
-    policy: &Policy,
+    verifier: &AttestVerifier,
     certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
 ) -> Result<PeerIdentity, AttestError> {
     let cert = certs
         .and_then(|c| c.first())
         .ok_or_else(|| AttestError::Handshake("peer presented no certificate".into()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    policy.verify_cert(cert.as_ref(), now).await
+    let policy = verifier.policy();
+    match verifier.take_verified(cert.as_ref()) {
+        // The in-handshake check already ran on exactly these bytes.
+        Some(pending) => policy.finish(pending).await,
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            policy.verify_cert(cert.as_ref(), now).await
+        }
+    }
 }
 
 /// Server side over any stream: PoW gate (if configured), TLS, verification.
@@ -164,7 +177,7 @@ where
             .accept(stream)
             .await
             .map_err(handshake_err)?;
-        let id = verify_peer(&cfg.policy, tls.get_ref().1.peer_certificates()).await?;
+        let id = verify_peer(&cfg.verifier, tls.get_ref().1.peer_certificates()).await?;
         Ok((tokio_rustls::TlsStream::Server(tls), id))
     };
     tokio::time::timeout(cfg.handshake_timeout, run)
@@ -190,7 +203,7 @@ where
             .connect(name, stream)
             .await
             .map_err(handshake_err)?;
-        let id = verify_peer(&cfg.policy, tls.get_ref().1.peer_certificates()).await?;
+        let id = verify_peer(&cfg.verifier, tls.get_ref().1.peer_certificates()).await?;
         Ok((tokio_rustls::TlsStream::Client(tls), id))
     };
     tokio::time::timeout(cfg.handshake_timeout, run)
