@@ -304,10 +304,34 @@ impl Policy {
     pub fn check_cert(&self, der: &[u8], now: i64) -> Result<PendingPeer, AttestError> {
         let info = parse_certificate(der)?;
         info.check_time(now)?;
-        self.check_info(&info)
+        let expected = report_data_for_key(&info.public_key);
+        self.check_evidence(&info, &expected)
     }
 
-    fn check_info(&self, info: &CertInfo) -> Result<PendingPeer, AttestError> {
+    /// Verifies evidence that is not wrapped in a certificate: `quote` must carry
+    /// `expected_report_data` and pass this policy (including DCAP for `tdx`). The
+    /// returned identity has `public_key` all zero. Used for quotes exchanged outside TLS.
+    pub async fn verify_quote(
+        &self,
+        quote: Option<&[u8]>,
+        expected_report_data: &[u8; 64],
+    ) -> Result<PeerIdentity, AttestError> {
+        let info = CertInfo {
+            public_key: [0; 32],
+            not_before: 0,
+            not_after: 0,
+            quote: quote.map(<[u8]>::to_vec),
+            user_claims: None,
+        };
+        let pending = self.check_evidence(&info, expected_report_data)?;
+        self.finish(pending).await
+    }
+
+    fn check_evidence(
+        &self,
+        info: &CertInfo,
+        expected_report_data: &[u8; 64],
+    ) -> Result<PendingPeer, AttestError> {
         let mut identity = PeerIdentity {
             public_key: info.public_key,
             tee: PeerTee::None,
@@ -344,7 +368,7 @@ impl Policy {
                 }
             }
         };
-        if m.report_data != report_data_for_key(&info.public_key) {
+        if &m.report_data != expected_report_data {
             return Err(AttestError::ReportDataMismatch);
         }
         if !self.mrtd.is_empty() && !self.mrtd.contains(&m.mrtd) {

@@ -228,3 +228,91 @@ async fn cached_result_expires_with_collateral() {
     assert!(v.cached(SAMPLE_QUOTE).is_none());
     assert!(v.verify(SAMPLE_QUOTE).await.is_err());
 }
+
+// ---- the `tdx` policy end to end on a real quote (REPORTDATA given explicitly) ----
+
+fn sample_report_data() -> [u8; 64] {
+    parse_quote(SAMPLE_QUOTE)
+        .unwrap()
+        .tdx()
+        .unwrap()
+        .report_data
+}
+
+fn tdx_policy() -> cocoon_attest::Policy {
+    cocoon_attest::Policy::tdx(Arc::new(verifier_at(PINNED_NOW)))
+}
+
+#[tokio::test]
+async fn tdx_policy_accepts_the_sample_quote() {
+    let m = parse_quote(SAMPLE_QUOTE).unwrap().tdx().unwrap().clone();
+    let p = tdx_policy()
+        .with_mrtds(vec![m.mrtd])
+        .with_rtmrs(vec![m.rtmr])
+        .with_image_hashes(vec![m.image_hash()])
+        .with_collateral_root_hashes(vec![root_key_id(INTEL_ROOT_CA_DER).unwrap()]);
+    let id = p
+        .verify_quote(Some(SAMPLE_QUOTE), &sample_report_data())
+        .await
+        .unwrap();
+    assert_eq!(id.tee, cocoon_attest::PeerTee::Tdx);
+    assert_eq!(id.tcb_status.as_deref(), Some("UpToDate"));
+    assert_eq!(id.image_hash, m.image_hash());
+    assert_eq!(
+        Some(id.collateral_root_hash),
+        root_key_id(INTEL_ROOT_CA_DER)
+    );
+    assert_eq!(id.measurements, Some(m));
+}
+
+#[tokio::test]
+async fn tdx_policy_allow_lists_refuse_with_reasons() {
+    let rd = sample_report_data();
+    let e = tdx_policy()
+        .with_mrtds(vec![[1; 48]])
+        .verify_quote(Some(SAMPLE_QUOTE), &rd)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("MRTD ") && e.to_string().ends_with(" is not allowed by policy"),
+        "{e}"
+    );
+    let e = tdx_policy()
+        .with_rtmrs(vec![[[0; 48]; 4]])
+        .verify_quote(Some(SAMPLE_QUOTE), &rd)
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "RTMR values are not allowed by policy");
+    let e = tdx_policy()
+        .with_image_hashes(vec![[2; 32]])
+        .verify_quote(Some(SAMPLE_QUOTE), &rd)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("image hash "), "{e}");
+    let e = tdx_policy()
+        .with_collateral_root_hashes(vec![[3; 48]])
+        .verify_quote(Some(SAMPLE_QUOTE), &rd)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("collateral root hash "), "{e}");
+    let e = tdx_policy()
+        .verify_quote(Some(SAMPLE_QUOTE), &[0; 64])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "quote REPORTDATA does not match SHA-512 of the certificate public key"
+    );
+    let e = tdx_policy().verify_quote(None, &rd).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "peer certificate has no TDX quote, but policy tdx requires one"
+    );
+    // DCAP failure surfaces through the policy: tampered signature area.
+    // A flipped byte in the signed header (QE vendor id) breaks the ECDSA signature.
+    let mut q = SAMPLE_QUOTE.to_vec();
+    q[20] ^= 1;
+    let e = tdx_policy().verify_quote(Some(&q), &rd).await.unwrap_err();
+    assert!(matches!(e, cocoon_attest::AttestError::Dcap(_)), "{e}");
+    assert!(e.to_string().starts_with("DCAP verification failed"), "{e}");
+}
