@@ -1,0 +1,217 @@
+//! The chain interface the proxy, worker and client roles use.
+//!
+//! [`ChainBackend`] is object safe (methods return boxed futures), so roles can
+//! hold an `Arc<dyn ChainBackend>` and be run against a real chain client
+//! (liteserver / toncenter), an embedded test chain, or [`crate::fake::FakeTon`].
+//!
+//! What the C++ runners do with tonlib maps onto it as follows:
+//! * `raw.getAccountState` → [`ChainBackend::account_state`];
+//! * `raw.getTransactionsV2` replay of new inbound messages →
+//!   [`ChainBackend::transactions`] with a [`TxId`] cursor;
+//! * `raw.sendMessage` → [`ChainBackend::send_external`];
+//! * get-methods → [`ChainBackend::run_get_method`];
+//! * `sync_utime` → [`ChainBackend::now`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use thiserror::Error;
+use tycho_types::cell::Cell;
+use tycho_types::models::StdAddr;
+
+use crate::error::TonError;
+
+/// A boxed, `Send` future (what every [`ChainBackend`] method returns).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Errors of a chain backend.
+#[derive(Debug, Error)]
+pub enum ChainError {
+    /// The backend cannot do this (e.g. the fake chain runs no contract code).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
+    /// The chain (or the stand-in) refused an external message.
+    #[error("message rejected: {0}")]
+    Rejected(String),
+    /// A get-method ended with a non-zero exit code.
+    #[error("get-method {method} failed with exit code {exit_code}")]
+    GetMethodFailed {
+        /// Method name.
+        method: String,
+        /// TVM exit code.
+        exit_code: i32,
+    },
+    /// Network or server trouble.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A cell, BOC or layout problem.
+    #[error(transparent)]
+    Ton(#[from] TonError),
+}
+
+/// Result of chain operations.
+pub type ChainResult<T> = std::result::Result<T, ChainError>;
+
+/// Account status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountStatus {
+    /// Never seen on chain.
+    NonExist,
+    /// Has a balance but no code (not deployed yet).
+    Uninit,
+    /// Deployed.
+    Active,
+    /// Frozen for unpaid storage.
+    Frozen,
+}
+
+/// A transaction id: logical time and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId {
+    /// Logical time.
+    pub lt: u64,
+    /// Transaction hash.
+    pub hash: [u8; 32],
+}
+
+/// The state of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    /// Status.
+    pub status: AccountStatus,
+    /// Balance in nanoTON.
+    pub balance: u64,
+    /// Code, when active.
+    pub code: Option<Cell>,
+    /// Data, when active (an empty/absent data means "not initialized" to the C++).
+    pub data: Option<Cell>,
+    /// Last transaction, if any.
+    pub last_tx: Option<TxId>,
+    /// Chain time of this snapshot (unix seconds).
+    pub sync_utime: u32,
+}
+
+impl AccountState {
+    /// The state of an account the chain has never seen.
+    pub fn nonexistent(sync_utime: u32) -> Self {
+        AccountState {
+            status: AccountStatus::NonExist,
+            balance: 0,
+            code: None,
+            data: None,
+            last_tx: None,
+            sync_utime,
+        }
+    }
+
+    /// Whether the contract is deployed (has data), as the C++ `is_inited`.
+    pub fn is_active(&self) -> bool {
+        self.status == AccountStatus::Active && self.data.is_some()
+    }
+}
+
+/// A message seen in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxMessage {
+    /// Sender (`None` for inbound external messages).
+    pub source: Option<StdAddr>,
+    /// Destination (`None` for outbound external messages).
+    pub dest: Option<StdAddr>,
+    /// Value in nanoTON.
+    pub value: u64,
+    /// Body cell (empty cell when there is none).
+    pub body: Cell,
+}
+
+impl TxMessage {
+    /// `repr_hash(body)`: what the C++ wallet compares to find its own messages.
+    pub fn body_hash(&self) -> [u8; 32] {
+        self.body.repr_hash().0
+    }
+}
+
+/// A transaction of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Id.
+    pub id: TxId,
+    /// Unix time.
+    pub utime: u32,
+    /// The inbound message.
+    pub in_msg: Option<TxMessage>,
+    /// Outbound messages.
+    pub out_msgs: Vec<TxMessage>,
+    /// Whether compute and action phases succeeded.
+    pub success: bool,
+}
+
+/// A page of transactions newer than a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxPage {
+    /// Transactions, oldest first.
+    pub transactions: Vec<Transaction>,
+    /// Cursor to pass next time (the newest transaction returned, or the cursor
+    /// given when there was nothing new).
+    pub cursor: Option<TxId>,
+    /// Whether more transactions remain after this page.
+    pub more: bool,
+}
+
+/// A TVM stack entry for get-methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackValue {
+    /// An integer that fits in `i128`.
+    Int(i128),
+    /// A non-negative 256-bit integer (hashes, public keys), big-endian.
+    Uint256([u8; 32]),
+    /// A cell.
+    Cell(Cell),
+    /// A slice (as the cell it covers).
+    Slice(Cell),
+    /// `null`.
+    Null,
+    /// A tuple.
+    Tuple(Vec<StackValue>),
+}
+
+/// Result of a get-method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetMethodResult {
+    /// TVM exit code (0 or 1 on success).
+    pub exit_code: i32,
+    /// Result stack, bottom first.
+    pub stack: Vec<StackValue>,
+}
+
+/// What the roles need from a TON chain.
+pub trait ChainBackend: Send + Sync {
+    /// Current state of an account.
+    fn account_state<'a>(
+        &'a self,
+        address: &'a StdAddr,
+    ) -> BoxFuture<'a, ChainResult<AccountState>>;
+
+    /// Runs a get-method on an account.
+    fn run_get_method<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        method: &'a str,
+        args: Vec<StackValue>,
+    ) -> BoxFuture<'a, ChainResult<GetMethodResult>>;
+
+    /// Sends an external message (BOC of a `Message` cell); returns the hash of
+    /// the message cell.
+    fn send_external<'a>(&'a self, boc: Vec<u8>) -> BoxFuture<'a, ChainResult<[u8; 32]>>;
+
+    /// Transactions of `address` newer than `after` (all when `None`), oldest
+    /// first, at most `limit`. Follow an account by passing back the returned cursor.
+    fn transactions<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        after: Option<TxId>,
+        limit: usize,
+    ) -> BoxFuture<'a, ChainResult<TxPage>>;
+
+    /// Chain time (unix seconds) of the latest known block.
+    fn now(&self) -> BoxFuture<'_, ChainResult<u32>>;
+}
