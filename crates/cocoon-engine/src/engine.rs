@@ -1,0 +1,700 @@
+//! The engine: model + chat template + a bounded request queue served by worker
+//! threads, answering OpenAI request bodies with JSON or SSE bytes.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use candle_core::Device;
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tracing::Instrument;
+
+use crate::error::{ApiError, EngineError, Result};
+use crate::generate::{generate, GenContext, GenOutcome, GenRequest, ThinkTokens};
+use crate::hub::{self, HubOptions};
+use crate::model::{
+    load_model, Architecture, LoadOptions, LoadedModel, SequenceState, WeightDType,
+};
+use crate::openai::{
+    parse_request, sse, sse_done, ChoiceResult, Endpoint, ParsedRequest, PromptInput,
+    ResponseFormatter, Usage,
+};
+use crate::sampling::SamplingParams;
+use crate::template::ChatTemplate;
+
+/// Where to run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when built with `--features cuda` and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// The given CUDA device (needs `--features cuda`).
+    Cuda(usize),
+}
+
+/// What to load and how to serve it.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// A local model directory (safetensors + `config.json` + `tokenizer.json`), a
+    /// `.gguf` file (with `tokenizer.json` beside it or in `tokenizer`), or a Hugging
+    /// Face id such as `Qwen/Qwen3-0.6B`.
+    pub model: String,
+    /// Name clients must send as `model`; default: `model` verbatim (as vLLM does).
+    pub served_model_name: Option<String>,
+    /// Explicit `tokenizer.json` (or a directory holding it); mainly for GGUF files.
+    pub tokenizer: Option<PathBuf>,
+    /// Hub revision for Hugging Face ids (default `main`).
+    pub revision: Option<String>,
+    /// Device selection.
+    pub device: DeviceChoice,
+    /// Weight dtype for safetensors models (default F32 on CPU, BF16 on CUDA).
+    pub dtype: Option<WeightDType>,
+    /// Number of sequences generated concurrently (one worker thread and KV cache
+    /// each). Default 1: on CPU one sequence already uses every core for matmuls.
+    pub workers: usize,
+    /// Requests that may wait for a worker; beyond that requests get HTTP 429.
+    pub queue_capacity: usize,
+    /// Hugging Face download options.
+    pub hub: HubOptions,
+}
+
+impl EngineSpec {
+    /// A spec with defaults for `model`.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            served_model_name: None,
+            tokenizer: None,
+            revision: None,
+            device: DeviceChoice::Auto,
+            dtype: None,
+            workers: 1,
+            queue_capacity: 64,
+            hub: HubOptions {
+                progress: true,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Facts about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Served model name.
+    pub name: String,
+    /// Model family.
+    pub architecture: Architecture,
+    /// Weight format, e.g. `safetensors/f32` or `gguf/Q8_0`.
+    pub format: String,
+    /// Context window in tokens.
+    pub max_context: usize,
+    /// Device in words (`cpu`, `cuda:0`).
+    pub device: String,
+}
+
+/// A response to [`Engine::handle`].
+pub enum EngineResponse {
+    /// A complete JSON body (success or OpenAI error) with its HTTP status.
+    Json {
+        /// HTTP status code.
+        status: u16,
+        /// JSON bytes.
+        body: Bytes,
+    },
+    /// A `text/event-stream` body (status 200): `data: {chunk}\n\n` frames ending
+    /// with `data: [DONE]\n\n`.
+    Stream(SseStream),
+}
+
+/// A stream of SSE frames.
+pub type SseStream = Pin<Box<dyn Stream<Item = Bytes> + Send + 'static>>;
+
+impl EngineResponse {
+    fn json(status: u16, v: &Value) -> Self {
+        Self::Json {
+            status,
+            body: Bytes::from(v.to_string()),
+        }
+    }
+
+    fn error(e: &ApiError) -> Self {
+        Self::json(e.status, &e.to_json())
+    }
+
+    /// HTTP status of this response.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Json { status, .. } => *status,
+            Self::Stream(_) => 200,
+        }
+    }
+
+    /// Collects the whole body (for tests and non-streaming callers).
+    pub async fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Json { body, .. } => body,
+            Self::Stream(s) => {
+                let parts: Vec<Bytes> = s.collect().await;
+                Bytes::from(parts.concat())
+            }
+        }
+    }
+}
+
+/// Events from a worker thread to the request's response task.
+enum Event {
+    Start(usize),
+    Text(usize, String),
+    End(usize, GenOutcome),
+    Error(String),
+    Done,
+}
+
+struct Job {
+    seqs: Vec<(usize, GenRequest)>,
+    events: UnboundedSender<Event>,
+    span: tracing::Span,
+}
+
+struct Inner {
+    info: ModelInfo,
+    created: u64,
+    model: Arc<LoadedModel>,
+    template: Option<ChatTemplate>,
+    queue: SyncSender<Job>,
+}
+
+/// The embedded inference engine. Cheap to clone; all clones share the model and
+/// queue. Worker threads stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn pick_device(choice: DeviceChoice) -> Result<Device> {
+    Ok(match choice {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Cuda(i) => Device::new_cuda(i)?,
+        DeviceChoice::Auto => {
+            if cfg!(feature = "cuda") {
+                Device::cuda_if_available(0)?
+            } else {
+                Device::Cpu
+            }
+        }
+    })
+}
+
+fn think_tokens(model: &LoadedModel) -> ThinkTokens {
+    ThinkTokens {
+        start: model.tokenizer.token_to_id("<think>"),
+        end: model.tokenizer.token_to_id("</think>"),
+    }
+}
+
+impl Engine {
+    /// Loads the model named by `spec` (downloading a Hugging Face id into the HF
+    /// cache if needed) and starts the worker threads.
+    pub async fn load(spec: EngineSpec) -> Result<Engine> {
+        let path = PathBuf::from(&spec.model);
+        let local = if path.exists() {
+            path
+        } else if hub::looks_like_repo_id(&spec.model) {
+            hub::resolve(&spec.model, spec.revision.as_deref(), &spec.hub).await?
+        } else {
+            return Err(EngineError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
+        };
+        tokio::task::spawn_blocking(move || Self::load_local(spec, local))
+            .await
+            .map_err(|e| EngineError::InvalidModel(format!("loader panicked: {e}")))?
+    }
+
+    /// Loads a local model directory or GGUF file synchronously (no download).
+    pub fn load_blocking(spec: EngineSpec) -> Result<Engine> {
+        let local = PathBuf::from(&spec.model);
+        Self::load_local(spec, local)
+    }
+
+    fn load_local(spec: EngineSpec, local: PathBuf) -> Result<Engine> {
+        let device = pick_device(spec.device)?;
+        let _span = tracing::info_span!("load_model", model = %spec.model).entered();
+        let opts = LoadOptions {
+            device: device.clone(),
+            dtype: spec.dtype,
+            tokenizer: spec.tokenizer.clone(),
+        };
+        let model = Arc::new(load_model(&local, &opts)?);
+        let template = model
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()?;
+        let name = spec.served_model_name.clone().unwrap_or(spec.model.clone());
+        let info = ModelInfo {
+            name,
+            architecture: model.arch,
+            format: model.format.clone(),
+            max_context: model.max_context,
+            device: match &device {
+                Device::Cpu => "cpu".to_string(),
+                d => format!("{:?}", d.location()).to_lowercase(),
+            },
+        };
+        tracing::info!(?info, "model loaded");
+        let (tx, rx) = sync_channel::<Job>(spec.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..spec.workers.max(1) {
+            let rx = rx.clone();
+            let model = model.clone();
+            std::thread::Builder::new()
+                .name(format!("cocoon-engine-{i}"))
+                .spawn(move || worker_loop(model, rx))
+                .map_err(|e| EngineError::io("worker thread", e))?;
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                info,
+                created: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                model,
+                template,
+                queue: tx,
+            }),
+        })
+    }
+
+    /// Facts about the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    /// The served model name.
+    pub fn model_name(&self) -> &str {
+        &self.inner.info.name
+    }
+
+    /// Tokenizes `text` without special tokens (e.g. for tests and token counting).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text, false)
+    }
+
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .model
+            .tokenizer
+            .encode(text, special)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Renders the chat template for `messages` (a JSON array) with
+    /// `chat_template_kwargs`; returns the prompt text.
+    pub fn render_chat(
+        &self,
+        messages: &[Value],
+        kwargs: &serde_json::Map<String, Value>,
+    ) -> std::result::Result<String, ApiError> {
+        let t = self.inner.template.as_ref().ok_or_else(|| {
+            ApiError::bad_request("this model has no chat template; use /v1/completions")
+        })?;
+        let m = &self.inner.model;
+        t.render(
+            messages,
+            kwargs,
+            m.bos_token.as_deref(),
+            m.eos_token.as_deref(),
+        )
+        .map_err(ApiError::bad_request)
+    }
+
+    /// Diagnostic scoring on the caller's thread: prefills `prompt`, then feeds
+    /// `continuation` one token at a time through the KV cache. Returns the logits
+    /// after the prompt and after each continuation token (`1 + continuation.len()`
+    /// rows), i.e. the next-token logits at positions `prompt.len() - 1 ..`.
+    pub fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if prompt.is_empty() || prompt.len() + continuation.len() > self.inner.info.max_context {
+            return Err(EngineError::InvalidModel(
+                "score: empty prompt or sequence longer than the context".into(),
+            ));
+        }
+        let mut state = SequenceState::new(self.inner.model.session());
+        state.reset();
+        let mut out = vec![state.forward(prompt, 0)?];
+        for (i, &t) in continuation.iter().enumerate() {
+            out.push(state.forward(&[t], prompt.len() + i)?);
+        }
+        Ok(out)
+    }
+
+    /// The `/v1/models` body.
+    pub fn models_json(&self) -> Value {
+        let i = &self.inner.info;
+        json!({
+            "object": "list",
+            "data": [{
+                "id": i.name,
+                "object": "model",
+                "created": self.inner.created,
+                "owned_by": "cocoon",
+                "root": i.name,
+                "parent": null,
+                "max_model_len": i.max_context,
+                "permission": [],
+            }]
+        })
+    }
+
+    /// Answers one OpenAI HTTP request: `path` is the request path (a query string is
+    /// ignored), `body` the raw JSON body (ignored for `GET /v1/models`).
+    pub async fn handle(&self, path: &str, body: &[u8]) -> EngineResponse {
+        let path = path.split('?').next().unwrap_or_default();
+        let endpoint = match path {
+            "/v1/chat/completions" => Endpoint::Chat,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/models" => return EngineResponse::json(200, &self.models_json()),
+            _ => return EngineResponse::error(&ApiError::not_found(path)),
+        };
+        let span = tracing::info_span!("request", path, id = tracing::field::Empty);
+        match self
+            .run(endpoint, body, span.clone())
+            .instrument(span)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(status = e.status, error = %e.message, "request rejected");
+                EngineResponse::error(&e)
+            }
+        }
+    }
+
+    fn build_seqs(
+        &self,
+        req: &ParsedRequest,
+    ) -> std::result::Result<(Vec<(usize, GenRequest)>, Vec<String>, usize), ApiError> {
+        let m = &self.inner.model;
+        let prompts: Vec<(Vec<u32>, String)> = match req.endpoint {
+            Endpoint::Chat => {
+                let text = self.render_chat(&req.messages, &req.chat_template_kwargs)?;
+                let ids = self
+                    .encode(&text, false)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                vec![(ids, text)]
+            }
+            Endpoint::Completions => req
+                .prompts
+                .iter()
+                .map(|p| match p {
+                    PromptInput::Text(t) => self
+                        .encode(t, true)
+                        .map(|ids| (ids, t.clone()))
+                        .map_err(|e| ApiError::bad_request(e.to_string())),
+                    PromptInput::Tokens(ids) => {
+                        let vocab = m.tokenizer.get_vocab_size(true) as u32;
+                        if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
+                            return Err(ApiError::bad_param(
+                                "prompt",
+                                format!("token id {bad} is out of vocabulary"),
+                            ));
+                        }
+                        let text = m.tokenizer.decode(ids, false).unwrap_or_default();
+                        Ok((ids.clone(), text))
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let defaults = &m.generation_defaults;
+        let temperature = req.temperature.or(defaults.temperature).unwrap_or(1.0);
+        let top_p = req.top_p.or(defaults.top_p).unwrap_or(1.0);
+        let top_k = req
+            .top_k
+            .or(defaults.top_k)
+            .filter(|&k| k > 0)
+            .map(|k| k as usize);
+        let mut seqs = Vec::new();
+        let mut echo_texts = Vec::new();
+        let mut prompt_tokens = 0;
+        for (pi, (ids, text)) in prompts.into_iter().enumerate() {
+            if ids.is_empty() {
+                return Err(ApiError::bad_param("prompt", "the prompt is empty"));
+            }
+            let max_ctx = m.max_context;
+            if ids.len() >= max_ctx {
+                return Err(ApiError::bad_request(format!(
+                    "This model's maximum context length is {max_ctx} tokens. However, your prompt has {} tokens.",
+                    ids.len()
+                )));
+            }
+            let max_tokens = match req.max_tokens {
+                Some(mt) if ids.len() + mt > max_ctx => {
+                    return Err(ApiError::bad_request(format!(
+                        "This model's maximum context length is {max_ctx} tokens. However, you requested {} tokens ({} in the prompt, {mt} in the completion). Please reduce the length of the prompt or completion.",
+                        ids.len() + mt,
+                        ids.len()
+                    )))
+                }
+                Some(mt) => mt,
+                None => max_ctx - ids.len(),
+            };
+            prompt_tokens += ids.len();
+            for c in 0..req.n {
+                let index = pi * req.n + c;
+                seqs.push((
+                    index,
+                    GenRequest {
+                        prompt_tokens: ids.clone(),
+                        max_tokens,
+                        stop: req.stop.clone(),
+                        sampling: SamplingParams {
+                            temperature,
+                            top_p,
+                            top_k,
+                            seed: req.seed.map(|s| s.wrapping_add(index as u64)),
+                            presence_penalty: req.presence_penalty,
+                            frequency_penalty: req.frequency_penalty,
+                        },
+                        ignore_eos: req.ignore_eos,
+                        skip_special_tokens: req.skip_special_tokens,
+                    },
+                ));
+                echo_texts.push(if req.echo {
+                    text.clone()
+                } else {
+                    String::new()
+                });
+            }
+        }
+        Ok((seqs, echo_texts, prompt_tokens))
+    }
+
+    async fn run(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        span: tracing::Span,
+    ) -> std::result::Result<EngineResponse, ApiError> {
+        let req = parse_request(endpoint, body)?;
+        if let Some(m) = &req.model {
+            if m != &self.inner.info.name {
+                return Err(ApiError::model_not_found(m));
+            }
+        }
+        let (seqs, echo, prompt_tokens) = self.build_seqs(&req)?;
+        let fmt = ResponseFormatter::new(endpoint, self.inner.info.name.clone());
+        span.record("id", fmt.id.as_str());
+        tracing::info!(
+            prompt_tokens,
+            choices = seqs.len(),
+            stream = req.stream,
+            "request accepted"
+        );
+        let (tx, rx) = unbounded_channel();
+        let job = Job {
+            seqs,
+            events: tx,
+            span: span.clone(),
+        };
+        match self.inner.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ApiError::internal(EngineError::ShutDown.to_string()))
+            }
+        }
+        let usage = Usage {
+            prompt_tokens,
+            ..Default::default()
+        };
+        if req.stream {
+            Ok(EngineResponse::Stream(sse_stream(
+                rx,
+                fmt,
+                echo,
+                usage,
+                req.include_usage,
+            )))
+        } else {
+            collect_full(rx, fmt, echo, usage).await
+        }
+    }
+}
+
+async fn collect_full(
+    mut rx: UnboundedReceiver<Event>,
+    fmt: ResponseFormatter,
+    echo: Vec<String>,
+    mut usage: Usage,
+) -> std::result::Result<EngineResponse, ApiError> {
+    let mut texts: Vec<String> = echo;
+    let mut choices = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Start(_) => {}
+            Event::Text(i, t) => {
+                if let Some(s) = texts.get_mut(i) {
+                    s.push_str(&t);
+                }
+            }
+            Event::End(i, o) => {
+                usage.completion_tokens += o.completion_tokens;
+                usage.reasoning_tokens += o.reasoning_tokens;
+                choices.push(ChoiceResult {
+                    index: i,
+                    text: texts.get_mut(i).map(std::mem::take).unwrap_or_default(),
+                    outcome: o,
+                });
+            }
+            Event::Error(e) => return Err(ApiError::internal(e)),
+            Event::Done => {
+                return Ok(EngineResponse::json(200, &fmt.full(choices, &usage)));
+            }
+        }
+    }
+    Err(ApiError::internal(EngineError::ShutDown.to_string()))
+}
+
+fn sse_stream(
+    rx: UnboundedReceiver<Event>,
+    fmt: ResponseFormatter,
+    echo: Vec<String>,
+    usage: Usage,
+    include_usage: bool,
+) -> SseStream {
+    struct St {
+        rx: UnboundedReceiver<Event>,
+        fmt: ResponseFormatter,
+        echo: Vec<String>,
+        usage: Usage,
+        include_usage: bool,
+        finished: bool,
+    }
+    let st = St {
+        rx,
+        fmt,
+        echo,
+        usage,
+        include_usage,
+        finished: false,
+    };
+    Box::pin(futures::stream::unfold(st, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        loop {
+            let Some(ev) = st.rx.recv().await else {
+                st.finished = true;
+                let err = ApiError::internal(EngineError::ShutDown.to_string());
+                let out = [sse(&err.to_json()), sse_done()].concat();
+                return Some((Bytes::from(out), st));
+            };
+            let out: Vec<u8> = match ev {
+                Event::Start(i) => {
+                    let mut out = Vec::new();
+                    if let Some(v) = st.fmt.chunk_start(i) {
+                        out.extend_from_slice(&sse(&v));
+                    }
+                    if let Some(e) = st.echo.get(i).filter(|e| !e.is_empty()) {
+                        out.extend_from_slice(&sse(&st.fmt.chunk_text(i, e)));
+                    }
+                    out
+                }
+                Event::Text(i, t) => sse(&st.fmt.chunk_text(i, &t)).to_vec(),
+                Event::End(i, o) => {
+                    st.usage.completion_tokens += o.completion_tokens;
+                    st.usage.reasoning_tokens += o.reasoning_tokens;
+                    sse(&st.fmt.chunk_finish(i, &o)).to_vec()
+                }
+                Event::Error(e) => {
+                    st.finished = true;
+                    [sse(&ApiError::internal(e).to_json()), sse_done()].concat()
+                }
+                Event::Done => {
+                    st.finished = true;
+                    let mut out = Vec::new();
+                    if st.include_usage {
+                        out.extend_from_slice(&sse(&st.fmt.chunk_usage(&st.usage)));
+                    }
+                    out.extend_from_slice(&sse_done());
+                    out
+                }
+            };
+            if !out.is_empty() {
+                return Some((Bytes::from(out), st));
+            }
+        }
+    }))
+}
+
+fn worker_loop(model: Arc<LoadedModel>, rx: Arc<Mutex<Receiver<Job>>>) {
+    let mut state = SequenceState::new(model.session());
+    let think = think_tokens(&model);
+    let ctx = GenContext {
+        tokenizer: &model.tokenizer,
+        eos_token_ids: &model.eos_token_ids,
+        think,
+        max_context: model.max_context,
+    };
+    loop {
+        let job = {
+            let Ok(guard) = rx.lock() else { return };
+            match guard.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let span = job.span.clone();
+        span.in_scope(|| run_job(&mut state, &ctx, job));
+    }
+}
+
+fn run_job(state: &mut SequenceState, ctx: &GenContext<'_>, job: Job) {
+    let started = std::time::Instant::now();
+    let tx = job.events;
+    let mut generated = 0;
+    for (index, req) in job.seqs {
+        if tx.send(Event::Start(index)).is_err() {
+            tracing::info!("client went away before generation");
+            return;
+        }
+        let mut on_text = |t: &str| tx.send(Event::Text(index, t.to_string())).is_ok();
+        match generate(state, ctx, &req, &mut on_text) {
+            Ok(Some(o)) => {
+                generated += o.completion_tokens;
+                if tx.send(Event::End(index, o)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::info!("client went away; generation aborted");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "generation failed");
+                let _ = tx.send(Event::Error(e.to_string()));
+                return;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        generated,
+        seconds = secs,
+        tokens_per_s = generated as f64 / secs.max(1e-9),
+        "request done"
+    );
+    let _ = tx.send(Event::Done);
+}

@@ -1,0 +1,446 @@
+//! Deterministic tiny (or full-size, for benchmarks) random-weight checkpoints with a
+//! byte-level BPE tokenizer and a chat template, written in the same on-disk formats
+//! real models use (safetensors directory, GGUF file). Used by the tests, the
+//! benchmark and `scripts/reference_logits.py`; nothing is downloaded.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+
+use crate::error::{EngineError, Result};
+use crate::model::Architecture;
+
+/// Shape of a generated checkpoint.
+#[derive(Debug, Clone)]
+pub struct TinyModelConfig {
+    /// Model family.
+    pub arch: Architecture,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Number of decoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads (GQA).
+    pub kv_heads: usize,
+    /// Head dimension (Llama requires `hidden / heads`).
+    pub head_dim: usize,
+    /// MLP intermediate size.
+    pub intermediate: usize,
+    /// Embedding rows; `None`: exactly the tokenizer's vocabulary.
+    pub vocab_size: Option<usize>,
+    /// Context window.
+    pub max_position: usize,
+    /// PRNG seed for the weights.
+    pub seed: u64,
+}
+
+impl TinyModelConfig {
+    /// A tiny model for tests: hidden 64, 2 layers, 4 heads (2 KV heads), head_dim 16.
+    pub fn tiny(arch: Architecture) -> Self {
+        Self {
+            arch,
+            hidden: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            intermediate: 128,
+            vocab_size: None,
+            max_position: 512,
+            seed: 42,
+        }
+    }
+
+    /// The shape of Qwen3-0.6B (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
+    /// intermediate 3072, vocab 151936); `layers` can be reduced for quick runs.
+    pub fn qwen3_0_6b(layers: usize) -> Self {
+        Self {
+            arch: Architecture::Qwen3,
+            hidden: 1024,
+            layers,
+            heads: 16,
+            kv_heads: 8,
+            head_dim: 128,
+            intermediate: 3072,
+            vocab_size: Some(151_936),
+            max_position: 4096,
+            seed: 7,
+        }
+    }
+}
+
+/// SplitMix64: a tiny, portable PRNG so the weights are identical everywhere.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1) with 24-bit resolution (exactly representable in f32).
+    fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32) / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Special tokens of the generated tokenizer, per family.
+fn specials(arch: Architecture) -> Vec<(&'static str, bool)> {
+    match arch {
+        Architecture::Qwen3 => vec![
+            ("<|endoftext|>", true),
+            ("<|im_start|>", true),
+            ("<|im_end|>", true),
+            ("<think>", false),
+            ("</think>", false),
+        ],
+        Architecture::Llama => vec![
+            ("<|begin_of_text|>", true),
+            ("<|end_of_text|>", true),
+            ("<|start_header_id|>", true),
+            ("<|end_header_id|>", true),
+            ("<|eot_id|>", true),
+        ],
+    }
+}
+
+/// GPT-2 byte-to-unicode table used by byte-level BPE.
+fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec![' '; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        table[*b as usize] = char::from_u32(c).unwrap_or('?');
+    }
+    table
+}
+
+const MERGES: &[(&str, &str)] = &[
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("i", "n"),
+    ("e", "r"),
+    ("a", "n"),
+    ("Ġ", "a"),
+    ("o", "n"),
+    ("r", "e"),
+    ("Ġt", "he"),
+    ("e", "n"),
+    ("Ġ", "s"),
+    ("o", "r"),
+    ("Ġ", "w"),
+    ("e", "s"),
+    ("Ġ", "o"),
+    ("l", "l"),
+    ("Ġ", "h"),
+    ("i", "s"),
+    ("Ġ", "b"),
+    ("a", "t"),
+];
+
+/// The tokenizer vocabulary size (bytes + merges + specials) for `arch`.
+pub fn tokenizer_vocab_size(arch: Architecture) -> usize {
+    256 + MERGES.len() + specials(arch).len()
+}
+
+/// Builds the `tokenizer.json` document (byte-level BPE like Qwen and Llama 3).
+pub fn tokenizer_json(arch: Architecture) -> Value {
+    let table = byte_chars();
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in table.iter().enumerate() {
+        vocab.insert(c.to_string(), json!(i));
+    }
+    let mut merges = Vec::new();
+    for (i, (a, b)) in MERGES.iter().enumerate() {
+        vocab.insert(format!("{a}{b}"), json!(256 + i));
+        merges.push(json!(format!("{a} {b}")));
+    }
+    let base = 256 + MERGES.len();
+    let added: Vec<Value> = specials(arch)
+        .iter()
+        .enumerate()
+        .map(|(i, (t, special))| {
+            json!({"id": base + i, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": special})
+        })
+        .collect();
+    let post = match arch {
+        Architecture::Llama => json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>",
+                                "ids": [base], "tokens": ["<|begin_of_text|>"]}}
+        }),
+        Architecture::Qwen3 => Value::Null,
+    };
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+                          "trim_offsets": true, "use_regex": true},
+        "post_processor": post,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true,
+                    "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    })
+}
+
+/// The official Qwen3 chat template (thinking switch, tool calls, reasoning content).
+pub const QWEN3_CHAT_TEMPLATE: &str = include_str!("../tests/data/qwen3_chat_template.jinja");
+
+/// A Llama 3 style chat template.
+pub const LLAMA3_CHAT_TEMPLATE: &str = "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}";
+
+fn tokenizer_config(arch: Architecture) -> Value {
+    match arch {
+        Architecture::Qwen3 => json!({
+            "bos_token": null, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+            "model_max_length": 131072, "tokenizer_class": "Qwen2Tokenizer",
+            "chat_template": QWEN3_CHAT_TEMPLATE,
+        }),
+        Architecture::Llama => json!({
+            "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+            "model_max_length": 131072, "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": LLAMA3_CHAT_TEMPLATE,
+        }),
+    }
+}
+
+fn vocab(cfg: &TinyModelConfig) -> usize {
+    cfg.vocab_size
+        .unwrap_or_else(|| tokenizer_vocab_size(cfg.arch))
+}
+
+/// The HF `config.json` for `cfg`.
+pub fn config_json(cfg: &TinyModelConfig) -> Value {
+    let base = 256 + MERGES.len();
+    match cfg.arch {
+        Architecture::Qwen3 => json!({
+            "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+            "vocab_size": vocab(cfg), "hidden_size": cfg.hidden,
+            "intermediate_size": cfg.intermediate, "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.kv_heads,
+            "head_dim": cfg.head_dim, "attention_bias": false, "attention_dropout": 0.0,
+            "hidden_act": "silu", "max_position_embeddings": cfg.max_position,
+            "max_window_layers": cfg.layers, "sliding_window": null,
+            "use_sliding_window": false, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+            "rope_scaling": null, "tie_word_embeddings": false, "torch_dtype": "float32",
+            "use_cache": true, "bos_token_id": base, "eos_token_id": base + 2,
+        }),
+        Architecture::Llama => json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "vocab_size": vocab(cfg), "hidden_size": cfg.hidden,
+            "intermediate_size": cfg.intermediate, "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.kv_heads,
+            "hidden_act": "silu", "max_position_embeddings": cfg.max_position,
+            "rms_norm_eps": 1e-5, "rope_theta": 500_000.0, "rope_scaling": null,
+            "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": false,
+            "torch_dtype": "float32", "use_cache": true,
+            "bos_token_id": base, "eos_token_id": base + 4,
+        }),
+    }
+}
+
+/// Generates the weights (HF tensor names) deterministically from `cfg.seed`.
+pub fn weights(cfg: &TinyModelConfig) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = SplitMix(cfg.seed);
+    let dev = Device::Cpu;
+    let mut out = Vec::new();
+    let mut mat = |name: String, shape: &[usize], scale: f32, offset: f32| -> Result<()> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| offset + scale * rng.uniform()).collect();
+        out.push((name, Tensor::from_vec(data, shape, &dev)?));
+        Ok(())
+    };
+    let (h, v, i) = (cfg.hidden, vocab(cfg), cfg.intermediate);
+    let (q, kv) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+    let s = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+    mat("model.embed_tokens.weight".into(), &[v, h], 1.0, 0.0)?;
+    for l in 0..cfg.layers {
+        let p = format!("model.layers.{l}");
+        mat(format!("{p}.self_attn.q_proj.weight"), &[q, h], s(h), 0.0)?;
+        mat(format!("{p}.self_attn.k_proj.weight"), &[kv, h], s(h), 0.0)?;
+        mat(format!("{p}.self_attn.v_proj.weight"), &[kv, h], s(h), 0.0)?;
+        mat(format!("{p}.self_attn.o_proj.weight"), &[h, q], s(q), 0.0)?;
+        if cfg.arch == Architecture::Qwen3 {
+            mat(
+                format!("{p}.self_attn.q_norm.weight"),
+                &[cfg.head_dim],
+                0.2,
+                1.0,
+            )?;
+            mat(
+                format!("{p}.self_attn.k_norm.weight"),
+                &[cfg.head_dim],
+                0.2,
+                1.0,
+            )?;
+        }
+        mat(format!("{p}.input_layernorm.weight"), &[h], 0.2, 1.0)?;
+        mat(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            0.2,
+            1.0,
+        )?;
+        mat(format!("{p}.mlp.gate_proj.weight"), &[i, h], s(h), 0.0)?;
+        mat(format!("{p}.mlp.up_proj.weight"), &[i, h], s(h), 0.0)?;
+        mat(format!("{p}.mlp.down_proj.weight"), &[h, i], s(i), 0.0)?;
+    }
+    mat("model.norm.weight".into(), &[h], 0.2, 1.0)?;
+    mat("lm_head.weight".into(), &[v, h], s(h), 0.0)?;
+    Ok(out)
+}
+
+fn write(path: &Path, v: &Value) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| EngineError::InvalidModel(e.to_string()))?;
+    fs::write(path, text).map_err(|e| EngineError::io(path, e))
+}
+
+/// Writes `tokenizer.json`, `tokenizer_config.json` and `generation_config.json`.
+pub fn write_tokenizer_files(dir: &Path, arch: Architecture) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    write(&dir.join("tokenizer.json"), &tokenizer_json(arch))?;
+    write(&dir.join("tokenizer_config.json"), &tokenizer_config(arch))?;
+    write(
+        &dir.join("generation_config.json"),
+        &json!({"do_sample": true, "temperature": 0.6, "top_p": 0.95, "top_k": 20}),
+    )
+}
+
+/// Writes a complete safetensors model directory (config, weights, tokenizer files).
+pub fn write_safetensors_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
+    write_tokenizer_files(dir, cfg.arch)?;
+    write(&dir.join("config.json"), &config_json(cfg))?;
+    let w: HashMap<String, Tensor> = weights(cfg)?.into_iter().collect();
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&w, &path)?;
+    Ok(())
+}
+
+/// llama.cpp's q/k row permutation for Llama (interleaved RoPE in GGUF).
+fn permute_qk(t: &Tensor, n_head: usize) -> Result<Tensor> {
+    let (rows, cols) = t.dims2()?;
+    Ok(t.reshape((n_head, 2, rows / n_head / 2, cols))?
+        .transpose(1, 2)?
+        .reshape((rows, cols))?)
+}
+
+/// Writes `model-<qtype>.gguf` plus the tokenizer files into `dir` and returns the
+/// GGUF path. 2-D weights use `qtype` (their row length must be a multiple of its
+/// block size: 32 for Q8_0, 256 for K-quants); norms stay F32.
+pub fn write_gguf_model(dir: &Path, cfg: &TinyModelConfig, qtype: GgmlDType) -> Result<PathBuf> {
+    write_tokenizer_files(dir, cfg.arch)?;
+    let arch = cfg.arch.as_str();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in weights(cfg)? {
+        let gname = name
+            .replace("model.embed_tokens", "token_embd")
+            .replace("model.layers.", "blk.")
+            .replace("self_attn.q_proj", "attn_q")
+            .replace("self_attn.k_proj", "attn_k")
+            .replace("self_attn.v_proj", "attn_v")
+            .replace("self_attn.o_proj", "attn_output")
+            .replace("self_attn.q_norm", "attn_q_norm")
+            .replace("self_attn.k_norm", "attn_k_norm")
+            .replace("input_layernorm", "attn_norm")
+            .replace("post_attention_layernorm", "ffn_norm")
+            .replace("mlp.gate_proj", "ffn_gate")
+            .replace("mlp.up_proj", "ffn_up")
+            .replace("mlp.down_proj", "ffn_down")
+            .replace("model.norm", "output_norm")
+            .replace("lm_head", "output");
+        let t = match (
+            cfg.arch,
+            gname.contains("attn_q."),
+            gname.contains("attn_k."),
+        ) {
+            (Architecture::Llama, true, _) => permute_qk(&t, cfg.heads)?,
+            (Architecture::Llama, _, true) => permute_qk(&t, cfg.kv_heads)?,
+            _ => t,
+        };
+        let q = if t.rank() == 1 {
+            QTensor::quantize(&t, GgmlDType::F32)?
+        } else {
+            QTensor::quantize(&t.to_dtype(DType::F32)?, qtype)?
+        };
+        tensors.push((gname, q));
+    }
+    let base = (256 + MERGES.len()) as u32;
+    let eos = match cfg.arch {
+        Architecture::Qwen3 => base + 2,
+        Architecture::Llama => base + 4,
+    };
+    let template = match cfg.arch {
+        Architecture::Qwen3 => QWEN3_CHAT_TEMPLATE,
+        Architecture::Llama => LLAMA3_CHAT_TEMPLATE,
+    };
+    let u = |x: usize| gguf_file::Value::U32(x as u32);
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut md: Vec<(String, gguf_file::Value)> = vec![
+        (
+            "general.architecture".into(),
+            gguf_file::Value::String(arch.into()),
+        ),
+        ("general.dtype".into(), gguf_file::Value::U32(0)),
+        (k("attention.head_count"), u(cfg.heads)),
+        (k("attention.head_count_kv"), u(cfg.kv_heads)),
+        (k("attention.key_length"), u(cfg.head_dim)),
+        (k("attention.value_length"), u(cfg.head_dim)),
+        (k("block_count"), u(cfg.layers)),
+        (k("embedding_length"), u(cfg.hidden)),
+        (k("feed_forward_length"), u(cfg.intermediate)),
+        (k("context_length"), u(cfg.max_position)),
+        (k("rope.dimension_count"), u(cfg.head_dim)),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            gguf_file::Value::U32(eos),
+        ),
+        (
+            "tokenizer.chat_template".into(),
+            gguf_file::Value::String(template.into()),
+        ),
+    ];
+    let (eps, theta) = match cfg.arch {
+        Architecture::Qwen3 => (1e-6f32, 1_000_000f32),
+        Architecture::Llama => (1e-5, 500_000.0),
+    };
+    md.push((
+        k("attention.layer_norm_rms_epsilon"),
+        gguf_file::Value::F32(eps),
+    ));
+    md.push((k("rope.freq_base"), gguf_file::Value::F32(theta)));
+    let path = dir.join(format!("model-{qtype:?}.gguf"));
+    let mut f = fs::File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+    let md_refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(a, b)| (a.as_str(), b)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(a, b)| (a.as_str(), b)).collect();
+    gguf_file::write(&mut f, &md_refs, &t_refs)?;
+    Ok(path)
+}
