@@ -10,10 +10,12 @@ use base64::Engine;
 use clap::Subcommand;
 use cocoon_attest::cert::{parse_certificate, pem_decode};
 use cocoon_attest::dcap::{DcapConfig, DcapVerifier};
+use cocoon_attest::policy::PoliciesFile;
 use cocoon_attest::quote::{parse_quote, QuoteBody};
 use cocoon_attest::tee::parse_fake_quote;
 use cocoon_attest::{
-    dial, AttestedListener, CertResolver, ClientConfig, Policy, PolicyKind, ServerConfig, TeeMode,
+    dial, AttestedListener, CertResolver, ClientConfig, Policy, PolicyConfig, PolicyKind,
+    ServerConfig, TeeMode,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -54,8 +56,12 @@ pub enum AttestCommand {
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// Policy applied to clients: any, fake_tdx or tdx.
+        #[arg(long, required_unless_present = "policy_file")]
+        policy: Option<PolicyKind>,
+        /// Policies TOML (see crates/cocoon-attest/examples/attest-policies.toml); the
+        /// `[listen."PORT"]` entry for --port applies, overriding --policy.
         #[arg(long)]
-        policy: PolicyKind,
+        policy_file: Option<PathBuf>,
         /// Evidence in our own certificate: none, fake_tdx or tdx.
         #[arg(long = "tdx", default_value = "none")]
         tdx: TeeMode,
@@ -74,8 +80,12 @@ pub enum AttestCommand {
         /// HOST:PORT to connect to.
         addr: String,
         /// Policy applied to the server: any, fake_tdx or tdx.
+        #[arg(long, required_unless_present = "policy_file")]
+        policy: Option<PolicyKind>,
+        /// Policies TOML; the `[connect."HOST:PORT"]` entry for ADDR applies, overriding
+        /// --policy.
         #[arg(long)]
-        policy: PolicyKind,
+        policy_file: Option<PathBuf>,
         /// Evidence in our own certificate: none, fake_tdx or tdx.
         #[arg(long = "tdx", default_value = "none")]
         tdx: TeeMode,
@@ -107,18 +117,38 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             port,
             host,
             policy,
+            policy_file,
             tdx,
             difficulty,
             once,
             pccs_url,
-        } => runtime()?.block_on(listen(host, port, policy, tdx, difficulty, once, pccs_url)),
+        } => {
+            let policy = select_policy(
+                policy,
+                policy_file.as_deref(),
+                &pccs_url,
+                |f| f.listen_policy(port).cloned(),
+                &format!("listen.\"{port}\""),
+            )?;
+            runtime()?.block_on(listen(host, port, policy, tdx, difficulty, once))
+        }
         AttestCommand::Dial {
             addr,
             policy,
+            policy_file,
             tdx,
             max_difficulty,
             pccs_url,
-        } => runtime()?.block_on(dial_cmd(addr, policy, tdx, max_difficulty, pccs_url)),
+        } => {
+            let policy = select_policy(
+                policy,
+                policy_file.as_deref(),
+                &pccs_url,
+                |f| f.connect_policy(&addr).cloned(),
+                &format!("connect.\"{addr}\""),
+            )?;
+            runtime()?.block_on(dial_cmd(addr, policy, tdx, max_difficulty))
+        }
     }
 }
 
@@ -272,6 +302,29 @@ fn inspect_quote(q: &[u8]) -> anyhow::Result<serde_json::Value> {
     Ok(v)
 }
 
+/// The policy from `--policy-file` (the entry `what`) or else from `--policy`.
+fn select_policy(
+    kind: Option<PolicyKind>,
+    file: Option<&Path>,
+    pccs_url: &str,
+    pick: impl Fn(&PoliciesFile) -> Option<PolicyConfig>,
+    what: &str,
+) -> anyhow::Result<Arc<Policy>> {
+    let Some(path) = file else {
+        let kind = kind.context("--policy or --policy-file is required")?;
+        return make_policy(kind, pccs_url);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let f = PoliciesFile::from_toml(&text)?;
+    let cfg = pick(&f).with_context(|| format!("{} has no [{what}] policy", path.display()))?;
+    let dcap = match cfg.kind {
+        PolicyKind::Tdx => Some(Arc::new(DcapVerifier::from_config(&f.dcap)?)),
+        _ => None,
+    };
+    Ok(Arc::new(Policy::from_config(&cfg, dcap)?))
+}
+
 fn make_policy(kind: PolicyKind, pccs_url: &str) -> anyhow::Result<Arc<Policy>> {
     Ok(Arc::new(match kind {
         PolicyKind::Any => Policy::any(),
@@ -298,16 +351,14 @@ fn emit(v: serde_json::Value) {
 async fn listen(
     host: String,
     port: u16,
-    policy: PolicyKind,
+    policy: Arc<Policy>,
     tdx: TeeMode,
     difficulty: u32,
     once: bool,
-    pccs_url: String,
 ) -> anyhow::Result<()> {
     let identity = make_identity(tdx)?;
     let _renewal = identity.spawn_renewal(std::time::Duration::from_secs(3600));
-    let cfg = ServerConfig::new(identity, make_policy(policy, &pccs_url)?)?
-        .with_pow_difficulty(Some(difficulty));
+    let cfg = ServerConfig::new(identity, policy)?.with_pow_difficulty(Some(difficulty));
     let listener = AttestedListener::bind((host.as_str(), port), cfg).await?;
     emit(json!({ "event": "listening", "addr": listener.local_addr()?.to_string() }));
     loop {
@@ -340,14 +391,12 @@ async fn listen(
 
 async fn dial_cmd(
     addr: String,
-    policy: PolicyKind,
+    policy: Arc<Policy>,
     tdx: TeeMode,
     max_difficulty: u32,
-    pccs_url: String,
 ) -> anyhow::Result<()> {
     let identity = make_identity(tdx)?;
-    let cfg = ClientConfig::new(identity, make_policy(policy, &pccs_url)?)?
-        .with_pow_max_difficulty(Some(max_difficulty));
+    let cfg = ClientConfig::new(identity, policy)?.with_pow_max_difficulty(Some(max_difficulty));
     let (stream, id) = dial(addr.as_str(), &cfg).await?;
     // In TLS 1.3 the server checks our certificate after we finish; its verdict shows
     // up on the first read, so wait for the greeting before declaring success.

@@ -47,6 +47,22 @@ fn run_pair(
     client_policy: &str,
     client_tdx: &str,
 ) -> (Outcome, Outcome) {
+    run_pair_with(&["--policy", server_policy, "--tdx", server_tdx], |_| {
+        vec![
+            "--policy".into(),
+            client_policy.into(),
+            "--tdx".into(),
+            client_tdx.into(),
+        ]
+    })
+}
+
+/// Starts `listen --once` with `server_args`, then `dial` with the arguments built from
+/// the listening address; returns (server, client).
+fn run_pair_with(
+    server_args: &[&str],
+    client_args: impl Fn(&str) -> Vec<String>,
+) -> (Outcome, Outcome) {
     let mut server = Command::new(BIN)
         .args([
             "attest",
@@ -57,7 +73,7 @@ fn run_pair(
             "--difficulty",
             "4",
         ])
-        .args(["--policy", server_policy, "--tdx", server_tdx])
+        .args(server_args)
         .env("COCOON_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,15 +86,8 @@ fn run_pair(
     assert_eq!(v["event"], "listening");
     let addr = v["addr"].as_str().unwrap().to_string();
     let client = Command::new(BIN)
-        .args([
-            "attest",
-            "dial",
-            &addr,
-            "--policy",
-            client_policy,
-            "--tdx",
-            client_tdx,
-        ])
+        .args(["attest", "dial", &addr])
+        .args(client_args(&addr))
         .env("COCOON_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,4 +254,88 @@ fn self_check_explains_itself() {
     let can = v["can_produce"].as_str().unwrap();
     assert!(can == "tdx" || can == "none");
     assert!(!v["reason"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn policies_come_from_a_toml_file_per_port_and_per_connection() {
+    let dir = std::env::temp_dir().join(format!("cocoon-policy-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake_hash = "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61";
+    let server_ok = dir.join("server-ok.toml");
+    std::fs::write(
+        &server_ok,
+        format!("[listen.\"0\"]\nkind = \"fake_tdx\"\nallowed_image_hashes = [\"{fake_hash}\"]\n"),
+    )
+    .unwrap();
+    let server_bad = dir.join("server-bad.toml");
+    std::fs::write(
+        &server_bad,
+        format!(
+            "[listen.\"0\"]\nkind = \"fake_tdx\"\nallowed_image_hashes = [\"{}\"]\n",
+            "42".repeat(32)
+        ),
+    )
+    .unwrap();
+    let client_file = |addr: &str| {
+        let p = dir.join(format!("client-{}.toml", addr.replace([':', '.'], "_")));
+        std::fs::write(&p, format!("[connect.\"{addr}\"]\nkind = \"fake_tdx\"\n")).unwrap();
+        vec![
+            "--policy-file".to_string(),
+            p.to_string_lossy().into_owned(),
+            "--tdx".into(),
+            "fake_tdx".into(),
+        ]
+    };
+
+    let (s, c) = run_pair_with(
+        &[
+            "--policy-file",
+            server_ok.to_str().unwrap(),
+            "--tdx",
+            "fake_tdx",
+        ],
+        client_file,
+    );
+    assert!(
+        s.ok && c.ok,
+        "server: {} {}\nclient: {} {}",
+        s.stdout,
+        s.stderr,
+        c.stdout,
+        c.stderr
+    );
+    assert!(c.stdout.contains("\"tee\":\"fake_tdx\""), "{}", c.stdout);
+
+    let (s, c) = run_pair_with(
+        &[
+            "--policy-file",
+            server_bad.to_str().unwrap(),
+            "--tdx",
+            "fake_tdx",
+        ],
+        client_file,
+    );
+    assert!(!s.ok && !c.ok);
+    assert!(
+        s.stdout
+            .contains(&format!("image hash {fake_hash} is not allowed by policy")),
+        "{}",
+        s.stdout
+    );
+
+    // A file without an entry for the port is a clear error.
+    let out = Command::new(BIN)
+        .args([
+            "attest",
+            "listen",
+            "--port",
+            "1",
+            "--policy-file",
+            server_ok.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [listen.\"1\"] policy"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
