@@ -489,3 +489,34 @@ async fn background_renewal_swaps_the_certificate() {
     task.abort();
     assert!(changed, "the background task renewed the certificate");
 }
+
+/// A raw TCP "server" that sends `first` and then keeps the socket open.
+async fn raw_server(first: Vec<u8>) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn client_refuses_a_challenge_with_wrong_magic() {
+    let addr = raw_server(vec![0xAA; 24]).await;
+    let (cres, _) = node(TeeMode::FakeTdx);
+    let ccfg = ClientConfig::new(cres, Arc::new(Policy::fake_tdx())).unwrap();
+    let e = dial(addr, &ccfg).await.unwrap_err().to_string();
+    assert_eq!(e, "PoW challenge has wrong magic 0xaaaaaaaa");
+}
+
+#[tokio::test]
+async fn client_gives_up_on_a_silent_server() {
+    let addr = raw_server(vec![]).await;
+    let (cres, _) = node(TeeMode::FakeTdx);
+    let mut ccfg = ClientConfig::new(cres, Arc::new(Policy::fake_tdx())).unwrap();
+    ccfg.pow_timeout = Duration::from_millis(200);
+    let e = dial(addr, &ccfg).await.unwrap_err().to_string();
+    assert_eq!(e, "PoW timed out after 200ms");
+}
