@@ -402,7 +402,27 @@ pub const V5R1_SIGNED_EXTERNAL: u32 = 0x7369_676e;
 /// `action_send_msg` tag.
 pub const ACTION_SEND_MSG: u32 = 0x0ec3_c86d;
 
+/// Code hash of the standard wallet v5r1 (`wallet-contract-v5`, W5R1).
+pub const V5R1_CODE_HASH: &str = "20834b7b72b112147e1b2fb457b84e74d1a30f04f737d4f62a668e9552d2b72f";
+
+static V5R1_BOC: &[u8] = include_bytes!("../data/wallet-v5r1.boc");
+
 impl WalletV5R1 {
+    /// The standard v5r1 code cell (checked against [`V5R1_CODE_HASH`] by the tests).
+    pub fn standard_code() -> Result<Cell> {
+        from_boc(V5R1_BOC)
+    }
+
+    /// A standard v5r1 wallet of `key` in workchain 0 with the default wallet id
+    /// for the network `global_id` (see [`network`]).
+    pub fn standard(key: SigningKey, global_id: i32) -> Result<Self> {
+        Ok(Self::new(
+            key,
+            Self::default_wallet_id(global_id, 0, 0),
+            Self::standard_code()?,
+        ))
+    }
+
     /// The default wallet id for `global_id` (see [`network`]), workchain and
     /// subwallet number: `global_id XOR (1<<31 | wc<<23 | version 0<<15 | subwallet)`.
     pub fn default_wallet_id(global_id: i32, workchain: i8, subwallet: u16) -> i32 {
@@ -444,6 +464,9 @@ impl WalletV5R1 {
     }
 
     /// The signed body: `"sign" wallet_id valid_until seqno Maybe ^OutList 0 signature`.
+    ///
+    /// The v5r1 code refuses external requests whose send modes lack the
+    /// `IGNORE_ERRORS` bit (2), so such modes are refused here already.
     pub fn sign_request(
         &self,
         seqno: u32,
@@ -452,6 +475,11 @@ impl WalletV5R1 {
     ) -> Result<Cell> {
         if messages.len() > 255 {
             return Err(TonError::Range("more than 255 actions".into()));
+        }
+        if let Some((mode, _)) = messages.iter().find(|(m, _)| m & 2 == 0) {
+            return Err(TonError::Range(format!(
+                "send mode {mode} lacks IGNORE_ERRORS (2), required by v5r1 for external requests"
+            )));
         }
         let mut list = Cell::empty_cell();
         for (mode, m) in messages {
