@@ -316,3 +316,45 @@ async fn tdx_policy_allow_lists_refuse_with_reasons() {
     assert!(matches!(e, cocoon_attest::AttestError::Dcap(_)), "{e}");
     assert!(e.to_string().starts_with("DCAP verification failed"), "{e}");
 }
+
+#[test]
+fn every_dcap_sample_verifies_at_its_pinned_time_and_fails_when_tampered() {
+    let all = [
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "TDRelaunchAdvised",
+        "TDRelaunchAdvisedConfigurationNeeded",
+    ]
+    .map(String::from)
+    .to_vec();
+    let samples: [(&[u8], &[u8], u64); 3] = [
+        (SAMPLE_QUOTE, SAMPLE_COLLATERAL, PINNED_NOW),
+        (
+            include_bytes!("data/tdx_quote_td15ex"),
+            include_bytes!("data/tdx_quote_td15ex_collateral.json"),
+            1_791_418_246,
+        ),
+        (
+            SGX_QUOTE,
+            include_bytes!("data/sgx_quote_collateral.json"),
+            1_750_330_631,
+        ),
+    ];
+    for (quote, col, now) in samples {
+        let col = collateral_from_json(col).unwrap();
+        let v = DcapVerifier::new(Arc::new(StaticCollateral(col.clone())))
+            .with_allowed_statuses(all.clone());
+        let r = v.verify_with_collateral(quote, &col, now).unwrap();
+        assert!(all.contains(&r.tcb_status));
+        assert!(r.expires_at >= now);
+        let mut bad = quote.to_vec();
+        bad[20] ^= 1;
+        assert!(v.verify_with_collateral(&bad, &col, now).is_err());
+        let late = r.expires_at + 1;
+        assert!(v.verify_with_collateral(quote, &col, late).is_err());
+    }
+}
