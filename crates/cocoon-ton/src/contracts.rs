@@ -15,7 +15,7 @@
 use tycho_types::cell::{Cell, CellBuilder, HashBytes};
 use tycho_types::models::StdAddr;
 
-use crate::cells::{store_address, store_coins};
+use crate::cells::{expect_end, load_address, load_coins, open, store_address, store_coins};
 use crate::error::{Result, TonError};
 use crate::root::{CocoonParams, CodeMask};
 
@@ -219,4 +219,202 @@ pub fn cocoon_wallet_contract(
         wallet_code.clone(),
         cocoon_wallet_data_cell(public_key, owner)?,
     )
+}
+
+/// State of a per-party contract (`state:uint2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContractStatus {
+    /// 0: normal, queries allowed.
+    Normal,
+    /// 1: closing (waiting for `unlock_ts`).
+    Closing,
+    /// 2: closed.
+    Closed,
+    /// 3: not used by the contracts.
+    Unknown,
+}
+
+impl ContractStatus {
+    /// From the 2-bit field.
+    pub fn from_bits(v: u8) -> Self {
+        match v {
+            0 => ContractStatus::Normal,
+            1 => ContractStatus::Closing,
+            2 => ContractStatus::Closed,
+            _ => ContractStatus::Unknown,
+        }
+    }
+
+    /// The 2-bit value.
+    pub fn bits(self) -> u8 {
+        match self {
+            ContractStatus::Normal => 0,
+            ContractStatus::Closing => 1,
+            ContractStatus::Closed => 2,
+            ContractStatus::Unknown => 3,
+        }
+    }
+}
+
+/// The data of a proxy contract as read back by the runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyContractState {
+    /// Proxy owner.
+    pub owner: StdAddr,
+    /// Proxy public key.
+    pub public_key: [u8; 32],
+    /// Root contract.
+    pub root: StdAddr,
+    /// Status.
+    pub status: ContractStatus,
+    /// Commission earned and ready for withdrawal (nanoTON).
+    pub balance: u64,
+    /// Stake (nanoTON).
+    pub stake: u64,
+    /// When closing may complete.
+    pub unlock_ts: u32,
+    /// The params stored in the contract (with worker and client code).
+    pub params: Cell,
+}
+
+impl ProxyContractState {
+    /// Parses the data cell.
+    pub fn from_data(data: &Cell) -> Result<Self> {
+        let mut s = open(data)?;
+        let st = ProxyContractState {
+            owner: load_address(&mut s)?,
+            public_key: s.load_u256()?.0,
+            root: load_address(&mut s)?,
+            status: ContractStatus::from_bits(s.load_small_uint(2)?),
+            balance: load_coins(&mut s)?,
+            stake: load_coins(&mut s)?,
+            unlock_ts: s.load_u32()?,
+            params: s.load_reference_cloned()?,
+        };
+        expect_end(&s, "proxy contract data")?;
+        Ok(st)
+    }
+}
+
+/// The data of a client contract as read back by the runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientContractState {
+    /// Status.
+    pub status: ContractStatus,
+    /// Balance (bookkeeping, nanoTON).
+    pub balance: u64,
+    /// Stake (nanoTON).
+    pub stake: u64,
+    /// Tokens charged on chain.
+    pub tokens_used: u64,
+    /// When closing may complete.
+    pub unlock_ts: u32,
+    /// `sha256(secret)` or zero.
+    pub secret_hash: [u8; 32],
+    /// Owner (the client's cocoon wallet).
+    pub owner: StdAddr,
+    /// Proxy contract.
+    pub proxy_sc: StdAddr,
+    /// Proxy public key.
+    pub proxy_public_key: [u8; 32],
+    /// Params stored in the contract (no code).
+    pub params: Cell,
+}
+
+impl ClientContractState {
+    /// Parses the data cell.
+    pub fn from_data(data: &Cell) -> Result<Self> {
+        let mut s = open(data)?;
+        let status = ContractStatus::from_bits(s.load_small_uint(2)?);
+        let balance = load_coins(&mut s)?;
+        let stake = load_coins(&mut s)?;
+        let tokens_used = s.load_u64()?;
+        let unlock_ts = s.load_u32()?;
+        let secret_hash = s.load_u256()?.0;
+        let consts = s.load_reference_cloned()?;
+        let params = s.load_reference_cloned()?;
+        expect_end(&s, "client contract data")?;
+        let mut c = open(&consts)?;
+        let owner = load_address(&mut c)?;
+        let proxy_sc = load_address(&mut c)?;
+        let proxy_public_key = c.load_u256()?.0;
+        expect_end(&c, "client contract constants")?;
+        Ok(ClientContractState {
+            status,
+            balance,
+            stake,
+            tokens_used,
+            unlock_ts,
+            secret_hash,
+            owner,
+            proxy_sc,
+            proxy_public_key,
+            params,
+        })
+    }
+}
+
+/// The data of a worker contract as read back by the runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerContractState {
+    /// Worker owner.
+    pub owner: StdAddr,
+    /// Proxy contract.
+    pub proxy_sc: StdAddr,
+    /// Proxy public key.
+    pub proxy_public_key: [u8; 32],
+    /// Status.
+    pub status: ContractStatus,
+    /// Tokens paid out so far.
+    pub tokens: u64,
+    /// Params stored in the contract (no code).
+    pub params: Cell,
+}
+
+impl WorkerContractState {
+    /// Parses the data cell.
+    pub fn from_data(data: &Cell) -> Result<Self> {
+        let mut s = open(data)?;
+        let st = WorkerContractState {
+            owner: load_address(&mut s)?,
+            proxy_sc: load_address(&mut s)?,
+            proxy_public_key: s.load_u256()?.0,
+            status: ContractStatus::from_bits(s.load_small_uint(2)?),
+            tokens: s.load_u64()?,
+            params: s.load_reference_cloned()?,
+        };
+        expect_end(&s, "worker contract data")?;
+        Ok(st)
+    }
+}
+
+/// The data of a cocoon wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CocoonWalletState {
+    /// Next seqno to sign with.
+    pub seqno: u32,
+    /// Subwallet id.
+    pub subwallet: u32,
+    /// Public key.
+    pub public_key: [u8; 32],
+    /// Status bits (bit 0 = blocked).
+    pub status: u32,
+    /// Owner.
+    pub owner: StdAddr,
+}
+
+impl CocoonWalletState {
+    /// Parses the data cell.
+    pub fn from_data(data: &Cell) -> Result<Self> {
+        let mut s = open(data)?;
+        let st = CocoonWalletState {
+            seqno: s.load_u32()?,
+            subwallet: s.load_u32()?,
+            public_key: s.load_u256()?.0,
+            status: s.load_u32()?,
+            owner: load_address(&mut s)?,
+        };
+        expect_end(&s, "cocoon wallet data")?;
+        Ok(st)
+    }
 }

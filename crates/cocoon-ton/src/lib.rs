@@ -12,6 +12,69 @@
 //! * [`wallet`]: the cocoon wallet and wallet v5r1 external messages;
 //! * [`chain`]: the [`chain::ChainBackend`] trait the roles use, and
 //!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5).
+//!
+//! ## Vouchers: proxy signs, client/worker checks and keeps the best
+//!
+//! ```
+//! use cocoon_ton::contracts::client_contract_address;
+//! use cocoon_ton::root::CocoonParams;
+//! use cocoon_ton::voucher::{BestVoucher, Voucher, VoucherKind, VoucherSigner, VoucherVerifier};
+//! use cocoon_ton::{Cell, StdAddr};
+//! use ed25519_dalek::SigningKey;
+//!
+//! # fn main() -> Result<(), cocoon_ton::TonError> {
+//! # let params = CocoonParams { client_sc_code: Some(Cell::default()), ..CocoonParams::default() };
+//! # let (client_wallet, proxy_sc, proxy_wallet) = (StdAddr::default(), StdAddr::default(), StdAddr::default());
+//! let proxy_key = SigningKey::from_bytes(&[7; 32]);
+//! let proxy_pk = proxy_key.verifying_key().to_bytes();
+//! // Both sides derive the client contract from the root params.
+//! let client_sc = client_contract_address(&params, &client_wallet, &proxy_sc, &proxy_pk)?;
+//!
+//! // Proxy: sign `tokens_committed_to_blockchain` for this client; the bytes go
+//! // into `proxy.signedPayment.data`.
+//! let signer = VoucherSigner::new(proxy_key, proxy_wallet);
+//! let data: Vec<u8> = signer.sign_to_boc(Voucher::client_charge(1, 1_500, client_sc.clone()))?;
+//!
+//! // Client: check it and keep it if it is the best so far.
+//! let verifier = VoucherVerifier::new(proxy_pk, client_sc);
+//! let mut best = BestVoucher::new();
+//! let voucher = verifier.check_boc(&data, VoucherKind::ClientCharge)?;
+//! assert!(best.offer(voucher));
+//! // Before submitting it, put the own wallet as the excess address.
+//! let body: Cell = best.get().unwrap().repack(client_wallet).to_cell()?;
+//! # let _ = body;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## FakeTon: a chain stand-in for development and tests
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cocoon_ton::chain::ChainBackend;
+//! use cocoon_ton::fake::FakeTon;
+//! use cocoon_ton::root::RootConfig;
+//! use cocoon_ton::StdAddr;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let json = r#"{"price_per_token": 2, "worker_fee_per_token": 1, "version": 3,
+//!     "registered_proxies": [{"seqno": 1, "address": "127.0.0.1:8801 127.0.0.1:8802"}],
+//!     "root_owner_address": "0QBgPMq7ye2WRcudRHK_-yjHwMXjeN-UCzAuoo06TR6hmgHV"}"#;
+//! let root_cfg = cocoon_ton::pseudo::root_config_from_json(json)?;
+//! let root = StdAddr::default();
+//! let chain: Arc<dyn ChainBackend> = Arc::new(FakeTon::new(root.clone(), root_cfg, true)?);
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! rt.block_on(async {
+//!     // Roles read the root exactly as on a real chain.
+//!     let state = chain.account_state(&root).await?;
+//!     let cfg = RootConfig::from_data_cell(state.data.as_ref().unwrap())?;
+//!     assert_eq!(cfg.params.price_per_token, 2);
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
