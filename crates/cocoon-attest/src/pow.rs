@@ -6,6 +6,8 @@
 //! first 8 hash bytes are read as a **little-endian** `u64` and zeros are counted from its
 //! most significant bit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
@@ -60,6 +62,9 @@ pub enum PowError {
     /// The peer did not send its part in time.
     #[error("PoW timed out after {0:?}")]
     Timeout(Duration),
+    /// The connection attempt was dropped while solving.
+    #[error("PoW solving cancelled")]
+    Cancelled,
     /// The solver searched the whole nonce space without success (impossible in practice).
     #[error("PoW solver exhausted the nonce space")]
     Exhausted,
@@ -119,6 +124,11 @@ impl PowChallenge {
 
     /// Finds a nonce by brute force (CPU-bound; call it off the async threads).
     pub fn solve(&self) -> Result<i64, PowError> {
+        self.solve_cancellable(&AtomicBool::new(false))
+    }
+
+    /// [`PowChallenge::solve`] that gives up ([`PowError::Cancelled`]) once `cancel` is set.
+    pub fn solve_cancellable(&self, cancel: &AtomicBool) -> Result<i64, PowError> {
         let mut data = [0u8; 24];
         data[..16].copy_from_slice(&self.salt);
         let want = self.difficulty_bits.max(0) as u32;
@@ -126,6 +136,9 @@ impl PowChallenge {
             return Err(PowError::Exhausted);
         }
         for nonce in 0..=i64::MAX {
+            if nonce & 0xffff == 0 && cancel.load(Ordering::Relaxed) {
+                return Err(PowError::Cancelled);
+            }
             data[16..].copy_from_slice(&nonce.to_le_bytes());
             let h: [u8; 32] = Sha256::digest(data).into();
             if leading_zero_bits(&h) >= want {
@@ -233,9 +246,19 @@ where
             max: max_difficulty,
         });
     }
-    let nonce = tokio::task::spawn_blocking(move || challenge.solve())
+    // Stop the solver if this future is dropped (caller timeout, shutdown).
+    struct CancelOnDrop(Arc<AtomicBool>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(cancel.clone());
+    let nonce = tokio::task::spawn_blocking(move || challenge.solve_cancellable(&cancel))
         .await
         .map_err(|e| PowError::Io(std::io::Error::other(e)))??;
+    drop(guard);
     stream.write_all(&encode_response(nonce)).await?;
     stream.flush().await?;
     Ok(())
@@ -291,6 +314,19 @@ mod tests {
         assert!(matches!(
             PowChallenge::decode(&bad),
             Err(PowError::BadChallengeMagic(_))
+        ));
+    }
+
+    #[test]
+    fn cancelled_solver_stops() {
+        // Difficulty 60 would take forever; a pre-set flag stops it at once.
+        let c = PowChallenge {
+            difficulty_bits: 60,
+            salt: [1; 16],
+        };
+        assert!(matches!(
+            c.solve_cancellable(&AtomicBool::new(true)),
+            Err(PowError::Cancelled)
         ));
     }
 
