@@ -2,9 +2,11 @@
 //! metering of model answers, request validation and inference backends.
 
 pub mod backend;
+pub mod client;
 pub mod ledger;
 pub mod metering;
 pub mod pricing;
+pub mod proxy;
 pub mod request;
 pub mod transport;
 pub mod worker;

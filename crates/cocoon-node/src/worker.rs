@@ -25,8 +25,9 @@ use crate::transport::Dialer;
 
 /// Lowest and highest protocol versions this worker speaks.
 pub const MIN_PROTO: i32 = 1;
-/// See [`MIN_PROTO`].
-pub const MAX_PROTO: i32 = 2;
+/// See [`MIN_PROTO`]. Version 3 adds the cocoon-rs extensions (request cancellation);
+/// COCOON's proxies cap the choice at 2.
+pub const MAX_PROTO: i32 = 3;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -90,6 +91,7 @@ struct Shared {
     draining: CancellationToken,
     stats: WorkerStats,
     balances: Mutex<HashMap<String, ProxyBalance>>,
+    links: Mutex<Vec<RpcHandle>>,
 }
 
 /// A worker: shared state for all of its proxy links.
@@ -144,6 +146,7 @@ impl Worker {
                 draining: CancellationToken::new(),
                 stats: WorkerStats::default(),
                 balances: Mutex::new(HashMap::new()),
+                links: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -166,6 +169,20 @@ impl Worker {
     /// Sets the backend health by hand (tests, or a backend without health checks).
     pub fn set_healthy(&self, healthy: bool) {
         self.shared.healthy.send_replace(healthy);
+    }
+
+    /// Restores what the worker knew about a proxy (e.g. from its state file at start).
+    pub fn restore_proxy_balance(&self, proxy_sc_address: &str, balance: ProxyBalance) {
+        self.balances().insert(proxy_sc_address.to_owned(), balance);
+    }
+
+    /// Closes every open proxy connection; links started with
+    /// [`Worker::spawn_proxy_link`] reconnect (e.g. after a root params change).
+    pub fn disconnect_proxies(&self) {
+        let links = std::mem::take(&mut *lock(&self.shared.links));
+        for link in links {
+            link.close();
+        }
     }
 
     /// What the worker remembers about the proxy with this contract address.
@@ -279,6 +296,11 @@ impl Worker {
         let (proto, proxy_sc) = self.handshake(&handle).await?;
         info!(proto, proxy_sc = %proxy_sc, "proxy handshake complete");
         let (handle, mut incoming) = conn.split();
+        {
+            let mut links = lock(&self.shared.links);
+            links.retain(|l| !l.is_closed());
+            links.push(handle.clone());
+        }
         let closed = handle.closed();
         let link_cancel = CancellationToken::new();
         let _cancel_on_exit = link_cancel.clone().drop_guard();
@@ -330,7 +352,9 @@ impl Worker {
         });
 
         // Requests run under child tokens of `link_cancel`: when the link ends, the guard
-        // above cancels them all (their answers could not be delivered anyway).
+        // above cancels them all (their answers could not be delivered anyway). The map
+        // lets the proxy cancel one request (protocol 3).
+        let running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>> = Arc::default();
         while let Some(item) = incoming.recv().await {
             match item {
                 Incoming::Packet(data) => match cocoon_tl::peek_id(&data) {
@@ -339,11 +363,14 @@ impl Worker {
                             &data,
                         ) {
                             Ok(query) => {
+                                let token = link_cancel.child_token();
+                                lock(&running).insert(query.request_id, token.clone());
                                 self.start_request(
                                     handle.clone(),
                                     query,
                                     proto,
-                                    link_cancel.child_token(),
+                                    token,
+                                    running.clone(),
                                 );
                             }
                             Err(e) => warn!(error = %e, "malformed proxy.runQueryEx ignored"),
@@ -357,6 +384,16 @@ impl Worker {
                                 p.db_tokens,
                                 p.max_tokens,
                             );
+                        }
+                    }
+                    Some(cocoon_tl::types::cocoonrs::CancelQuery::ID) if proto >= 3 => {
+                        if let Ok(c) =
+                            cocoon_tl::from_bytes::<cocoon_tl::types::cocoonrs::CancelQuery>(&data)
+                        {
+                            if let Some(token) = lock(&running).get(&c.request_id) {
+                                info!(request = %hex_short(&c.request_id), "request cancelled by the proxy");
+                                token.cancel();
+                            }
                         }
                     }
                     other => debug!(id = ?other, "unhandled packet from proxy"),
@@ -466,6 +503,7 @@ impl Worker {
         query: cocoon_tl::functions::proxy::RunQueryEx,
         proto: i32,
         cancel: CancellationToken,
+        running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>>,
     ) {
         let shared = self.shared.clone();
         shared
@@ -484,6 +522,7 @@ impl Worker {
             None
         };
         if let Some(reason) = refused {
+            lock(&running).remove(&query.request_id);
             shared.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
             let request_id = query.request_id;
             tokio::spawn(
@@ -505,13 +544,8 @@ impl Worker {
         }
         tokio::spawn(
             async move {
-                let ok = tokio::select! {
-                    ok = run_request(&shared, &handle, &query, proto) => ok,
-                    _ = cancel.cancelled() => {
-                        debug!("request cancelled");
-                        false
-                    }
-                };
+                let ok = run_request(&shared, &handle, &query, proto, &cancel).await;
+                lock(&running).remove(&query.request_id);
                 shared.active.fetch_sub(1, Ordering::SeqCst);
                 let counter = if ok {
                     &shared.stats.requests_success
@@ -523,6 +557,10 @@ impl Worker {
             .instrument(span),
         );
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn hex_short(id: &[u8; 32]) -> String {
@@ -572,6 +610,7 @@ async fn run_request(
     handle: &RpcHandle,
     query: &cocoon_tl::functions::proxy::RunQueryEx,
     proto: i32,
+    cancel: &CancellationToken,
 ) -> bool {
     let start = unix_now();
     let debug = query.enable_debug.unwrap_or(false);
@@ -691,7 +730,20 @@ async fn run_request(
 
     let mut body = response.body;
     loop {
-        let next = tokio::time::timeout_at(deadline, body.next()).await;
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, body.next()) => next,
+            _ = cancel.cancelled() => {
+                // Report what was delivered so far; the proxy bills exactly that.
+                let tail = meter.finish();
+                if !tail.is_empty() {
+                    let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
+                        request_id, answer: tail, flags: 0, final_info: None,
+                    }.into();
+                    let _ = handle.send_packet(&part).await;
+                }
+                return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), meter.adjusted()).await;
+            }
+        };
         let chunk = match next {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,

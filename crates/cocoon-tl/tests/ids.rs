@@ -104,13 +104,21 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("workerRunner.config", 0x870db56d),
 ];
 
+/// Our own extension constructors (protocol version 3), not part of COCOON's table.
+const EXTENSIONS: &[&str] = &["cocoonrs.cancelQuery"];
+
 #[test]
 fn every_generated_id_matches_the_spec_table() {
+    let cocoon: Vec<_> = CONSTRUCTORS
+        .iter()
+        .filter(|(_, name)| !name.starts_with("cocoonrs."))
+        .collect();
     assert_eq!(
-        CONSTRUCTORS.len(),
+        cocoon.len(),
         SPEC_IDS.len(),
         "the schema and the spec table list different numbers of constructors"
     );
+    assert_eq!(CONSTRUCTORS.len(), cocoon.len() + EXTENSIONS.len());
     for (name, spec_id) in SPEC_IDS {
         let generated = CONSTRUCTORS
             .iter()
@@ -122,6 +130,17 @@ fn every_generated_id_matches_the_spec_table() {
             generated.0
         );
     }
+}
+
+#[test]
+fn extension_ids_follow_the_crc32_rule() {
+    let id = crc32fast::hash(b"cocoonrs.cancelQuery request_id:int256 = cocoonrs.CancelQuery");
+    assert_eq!(cocoon_tl::types::cocoonrs::CancelQuery::ID, id);
+    assert_eq!(
+        cocoon_tl::constructor_name(id),
+        Some("cocoonrs.cancelQuery")
+    );
+    assert!(EXTENSIONS.iter().all(|name| name.starts_with("cocoonrs.")));
 }
 
 #[test]

@@ -1,0 +1,522 @@
+//! The client's side of a proxy connection (cocoon-protocol.md §2.5 client side, §2.7).
+//!
+//! A [`ProxySession`] does the handshake and authorization, sends requests as
+//! `client.runQueryEx` packets and turns the proxy's answers — of either protocol
+//! family, errors included — into a per-request stream of [`AnswerEvent`]s, so no
+//! request can hang on an answer the client does not understand.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_net::{ErrorCode, Incoming, RpcConnection, RpcHandle};
+use cocoon_tl::enums::client::{AuthorizationWithProxy, ConnectedToProxy, ProxyConnectionAuth};
+use cocoon_tl::functions::client as client_fn;
+use cocoon_tl::types::{client, http, proxy};
+use cocoon_tl::TlConstructor;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::pricing::AdjustedTokens;
+
+/// Protocol versions this client speaks (3 = with cocoon-rs extensions).
+pub const MIN_PROTO: i32 = 1;
+/// See [`MIN_PROTO`].
+pub const MAX_PROTO: i32 = 3;
+
+/// Settings of a client's proxy connections.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// The client's cocoon wallet address (`client_owner_address`).
+    pub owner_address: String,
+    /// Test network mode; must match the proxy's.
+    pub is_test: bool,
+    /// Shared secret for short authorization.
+    pub secret_string: String,
+    /// Root config version the client runs on.
+    pub config_version: i32,
+    /// Highest protocol version to offer (normally [`MAX_PROTO`]).
+    pub max_proto: i32,
+}
+
+/// One request for the network.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    /// Base model name.
+    pub model: String,
+    /// The HTTP request to run at the worker.
+    pub http: cocoon_tl::functions::http::Request,
+    /// Highest worker coefficient accepted (1000 = 1.0×).
+    pub max_coefficient: u32,
+    /// Reservation size in tokens.
+    pub max_tokens: u32,
+    /// Seconds the whole request may take.
+    pub timeout: f64,
+    /// Ask for debug timings.
+    pub enable_debug: bool,
+}
+
+/// What happens to a request, in order: a head, chunks, then `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerEvent {
+    /// The HTTP response head (and the first body bytes, if any).
+    Head(http::Response),
+    /// More body bytes.
+    Chunk(Vec<u8>),
+    /// The answer is complete.
+    Done(FinalInfo),
+    /// The request failed (before or after the head).
+    Error {
+        /// COCOON error code.
+        code: i32,
+        /// Message.
+        message: String,
+        /// Summary, when the proxy sent one.
+        info: FinalInfo,
+    },
+}
+
+/// End-of-request summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinalInfo {
+    /// Adjusted tokens of the request.
+    pub tokens: AdjustedTokens,
+    /// Proxy/worker timings (protocol ≥ 2): proxy start, proxy end, worker start, worker end.
+    pub timings: Option<[f64; 4]>,
+    /// Debug JSON from the worker and the proxy, when asked for.
+    pub debug: Option<(String, String)>,
+}
+
+impl FinalInfo {
+    fn from_tl(info: Option<&client::QueryFinalInfo>) -> Self {
+        let Some(i) = info else {
+            return FinalInfo::default();
+        };
+        FinalInfo {
+            tokens: AdjustedTokens::from_tl(&i.tokens_used),
+            timings: (i.flags & 2 != 0).then(|| {
+                [
+                    i.proxy_start_time.unwrap_or(0.0),
+                    i.proxy_end_time.unwrap_or(0.0),
+                    i.worker_start_time.unwrap_or(0.0),
+                    i.worker_end_time.unwrap_or(0.0),
+                ]
+            }),
+            debug: (i.flags & 1 != 0).then(|| {
+                (
+                    i.worker_debug.clone().unwrap_or_default(),
+                    i.proxy_debug.clone().unwrap_or_default(),
+                )
+            }),
+        }
+    }
+}
+
+/// Why a proxy session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A query failed.
+    #[error("{0}")]
+    Rpc(#[from] cocoon_net::RpcError),
+    /// The proxy's answer breaks the rules of §2.5.
+    #[error("proxy handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// What the proxy has told this client about its usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentState {
+    /// Tokens the proxy has committed to its database for this client.
+    pub db_tokens: i64,
+    /// Everything the proxy has counted.
+    pub max_tokens: i64,
+    /// Sum of `request_tokens` of the payment notices received.
+    pub tokens_billed: u64,
+    /// Payment notices received.
+    pub notices: u64,
+    /// The newest voucher (BOC), if any.
+    pub voucher: Option<Vec<u8>>,
+}
+
+type Routes = Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<AnswerEvent>>>>;
+
+/// An authorized connection to one proxy.
+#[derive(Clone)]
+pub struct ProxySession {
+    handle: RpcHandle,
+    proto: i32,
+    params: proxy::Params,
+    settings: ClientSettings,
+    routes: Routes,
+    payments: Arc<Mutex<PaymentState>>,
+    sent: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ProxySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySession")
+            .field("proto", &self.proto)
+            .field("proxy", &self.params.proxy_sc_address)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ProxySession {
+    /// Runs the handshake and authorization on an open connection.
+    pub async fn connect(
+        conn: RpcConnection,
+        settings: ClientSettings,
+    ) -> Result<Self, ClientError> {
+        let (handle, incoming) = conn.split();
+        let max_proto = settings.max_proto.clamp(0, MAX_PROTO);
+        let hello = client_fn::ConnectToProxy {
+            params: client::Params {
+                flags: 3,
+                client_owner_address: settings.owner_address.clone(),
+                is_test: Some(settings.is_test),
+                min_proto_version: Some(MIN_PROTO.min(max_proto)),
+                max_proto_version: Some(max_proto),
+            },
+            min_config_version: settings.config_version,
+        };
+        let ConnectedToProxy::ConnectedToProxy(connected) = handle
+            .query_with_timeout(&hello, Duration::from_secs(30))
+            .await?;
+        let params = connected.params;
+        if params.flags & 3 == 0 {
+            return Err(ClientError::Handshake("proxy is too old".into()));
+        }
+        if params.is_test.unwrap_or(false) != settings.is_test {
+            return Err(ClientError::Handshake("is_test mismatch".into()));
+        }
+        let proto = params.proto_version.unwrap_or(0);
+        if proto > max_proto {
+            return Err(ClientError::Handshake(format!(
+                "proxy chose protocol {proto}, above the offered {max_proto}"
+            )));
+        }
+        let secret_hash: [u8; 32] = Sha256::digest(settings.secret_string.as_bytes()).into();
+        let short = matches!(&connected.auth,
+            ProxyConnectionAuth::ProxyConnectionAuthShort(s) if s.secret_hash == secret_hash);
+        let auth = if short {
+            handle
+                .query_with_timeout(
+                    &client_fn::AuthorizeWithProxyShort {
+                        data: settings.secret_string.as_bytes().to_vec(),
+                    },
+                    Duration::from_secs(30),
+                )
+                .await?
+        } else {
+            // Long authorization: the on-chain register message is sent by the TON layer
+            // (fake-TON proxies accept at once).
+            handle
+                .query_with_timeout(
+                    &client_fn::AuthorizeWithProxyLong {},
+                    Duration::from_secs(300),
+                )
+                .await?
+        };
+        let payments = Arc::new(Mutex::new(PaymentState::default()));
+        match auth {
+            AuthorizationWithProxy::AuthorizationWithProxySuccess(s) => {
+                let mut p = lock(&payments);
+                p.db_tokens = s.tokens_committed_to_db;
+                p.max_tokens = s.max_tokens;
+            }
+            AuthorizationWithProxy::AuthorizationWithProxyFailed(f) => {
+                return Err(ClientError::Handshake(format!(
+                    "authorization refused: {} {}",
+                    f.error_code, f.error
+                )))
+            }
+        }
+        info!(proto, proxy = %params.proxy_sc_address, "connected to proxy");
+        let routes: Routes = Arc::default();
+        tokio::spawn(dispatch(incoming, routes.clone(), payments.clone()));
+        Ok(ProxySession {
+            handle,
+            proto,
+            params,
+            settings,
+            routes,
+            payments,
+            sent: Arc::default(),
+        })
+    }
+
+    /// The protocol version in use.
+    pub fn proto(&self) -> i32 {
+        self.proto
+    }
+
+    /// The proxy's announced parameters.
+    pub fn proxy_params(&self) -> &proxy::Params {
+        &self.params
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        !self.handle.is_closed()
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+
+    /// What the proxy has reported about this client's usage.
+    pub fn payments(&self) -> PaymentState {
+        lock(&self.payments).clone()
+    }
+
+    /// Requests sent on this session.
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request; its answer arrives on the returned channel. The channel always
+    /// ends with `Done` or `Error` (an `Error` with code 651 if the connection drops).
+    pub async fn run_query(
+        &self,
+        request: QueryRequest,
+    ) -> Result<([u8; 32], mpsc::UnboundedReceiver<AnswerEvent>), ClientError> {
+        let request_id: [u8; 32] = rand::random();
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.routes).insert(request_id, tx);
+        let query = cocoon_tl::to_bytes(&request.http);
+        let timeout = request.timeout * 0.95;
+        let sent = if self.proto >= 1 {
+            let msg = client_fn::RunQueryEx {
+                model_name: request.model,
+                query,
+                max_coefficient: i32::try_from(request.max_coefficient).unwrap_or(i32::MAX),
+                max_tokens: i32::try_from(request.max_tokens).unwrap_or(i32::MAX),
+                timeout,
+                request_id,
+                min_config_version: self.settings.config_version,
+                flags: 1,
+                enable_debug: Some(request.enable_debug),
+            };
+            self.handle.send_packet(&msg).await
+        } else {
+            let msg = client_fn::RunQuery {
+                model_name: request.model,
+                query,
+                max_coefficient: i32::try_from(request.max_coefficient).unwrap_or(i32::MAX),
+                max_tokens: i32::try_from(request.max_tokens).unwrap_or(i32::MAX),
+                timeout,
+                request_id,
+                min_config_version: self.settings.config_version,
+            };
+            self.handle.send_packet(&msg).await
+        };
+        if let Err(e) = sent {
+            lock(&self.routes).remove(&request_id);
+            return Err(e.into());
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok((request_id, rx))
+    }
+
+    /// The proxy's models with their workers (`getWorkerTypesV2`).
+    pub async fn worker_types(&self) -> Result<client::WorkerTypesV2, ClientError> {
+        let cocoon_tl::enums::client::WorkerTypesV2::WorkerTypesV2(types) = self
+            .handle
+            .query_with_timeout(&client_fn::GetWorkerTypesV2 {}, Duration::from_secs(10))
+            .await?;
+        Ok(types)
+    }
+
+    /// Refreshes the payment state (`updatePaymentStatus`).
+    pub async fn refresh_payment_status(&self) -> Result<PaymentState, ClientError> {
+        let cocoon_tl::enums::client::PaymentStatus::PaymentStatus(s) = self
+            .handle
+            .query_with_timeout(&client_fn::UpdatePaymentStatus {}, Duration::from_secs(60))
+            .await?;
+        let mut p = lock(&self.payments);
+        p.db_tokens = p.db_tokens.max(s.db_tokens);
+        p.max_tokens = p.max_tokens.max(s.max_tokens);
+        Ok(p.clone())
+    }
+}
+
+/// Routes the proxy's packets to the requests they belong to.
+async fn dispatch(
+    mut incoming: mpsc::Receiver<Incoming>,
+    routes: Routes,
+    payments: Arc<Mutex<PaymentState>>,
+) {
+    while let Some(item) = incoming.recv().await {
+        let data = match item {
+            Incoming::Packet(data) => data,
+            Incoming::Query(q) => {
+                let _ = q
+                    .error(
+                        ErrorCode::ProtocolViolation.code(),
+                        "client serves no queries",
+                    )
+                    .await;
+                continue;
+            }
+        };
+        if cocoon_tl::peek_id(&data) == Some(proxy::ClientRequestPayment::ID) {
+            match cocoon_tl::from_bytes::<proxy::ClientRequestPayment>(&data) {
+                Ok(p) => record_payment(&payments, p),
+                Err(e) => warn!(error = %e, "malformed payment notice ignored"),
+            }
+            continue;
+        }
+        match answer_events(&data) {
+            Ok(Some((request_id, events))) => {
+                let mut routes = lock(&routes);
+                let mut open = true;
+                for event in events {
+                    let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Error { .. });
+                    open = routes
+                        .get(&request_id)
+                        .is_some_and(|tx| tx.send(event).is_ok())
+                        && !last;
+                    if !open {
+                        break;
+                    }
+                }
+                if !open {
+                    routes.remove(&request_id);
+                }
+            }
+            Ok(None) => debug!(id = ?cocoon_tl::peek_id(&data), "unhandled proxy packet"),
+            Err(e) => warn!(error = %e, "malformed answer from proxy ignored"),
+        }
+    }
+    // The connection is gone: every open request ends with an error.
+    let open: Vec<_> = lock(&routes).drain().collect();
+    for (_, tx) in open {
+        let _ = tx.send(AnswerEvent::Error {
+            code: ErrorCode::NotReady.code(),
+            message: "connection to proxy lost".into(),
+            info: FinalInfo::default(),
+        });
+    }
+}
+
+fn record_payment(payments: &Mutex<PaymentState>, p: proxy::ClientRequestPayment) {
+    let mut state = lock(payments);
+    state.db_tokens = state.db_tokens.max(p.db_tokens);
+    state.max_tokens = state.max_tokens.max(p.max_tokens);
+    state.tokens_billed += u64::try_from(p.request_tokens).unwrap_or(0);
+    state.notices += 1;
+    if let cocoon_tl::enums::proxy::SignedPayment::SignedPayment(v) = p.signed_payment {
+        state.voucher = Some(v.data);
+    }
+}
+
+type Events = Option<([u8; 32], Vec<AnswerEvent>)>;
+
+/// The events one answer message stands for (both protocol families).
+fn answer_events(data: &[u8]) -> Result<Events, cocoon_tl::TlError> {
+    use cocoon_tl::enums::client::{QueryAnswer, QueryAnswerEx, QueryAnswerPart};
+    let Some(id) = cocoon_tl::peek_id(data) else {
+        return Ok(None);
+    };
+    let out = match id {
+        client::QueryAnswerEx::ID
+        | client::QueryAnswerPartEx::ID
+        | client::QueryAnswerErrorEx::ID => match cocoon_tl::from_bytes::<QueryAnswerEx>(data)? {
+            QueryAnswerEx::QueryAnswerEx(a) => {
+                let mut events = vec![head(&a.answer)];
+                if a.flags & 1 != 0 {
+                    events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
+                }
+                (a.request_id, events)
+            }
+            QueryAnswerEx::QueryAnswerPartEx(a) => {
+                let mut events = Vec::new();
+                if !a.answer.is_empty() {
+                    events.push(AnswerEvent::Chunk(a.answer));
+                }
+                if a.flags & 1 != 0 {
+                    events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
+                }
+                (a.request_id, events)
+            }
+            QueryAnswerEx::QueryAnswerErrorEx(a) => (
+                a.request_id,
+                vec![AnswerEvent::Error {
+                    code: a.error_code,
+                    message: a.error,
+                    info: FinalInfo::from_tl(a.final_info.as_ref()),
+                }],
+            ),
+        },
+        client::QueryAnswer::ID | client::QueryAnswerError::ID => {
+            match cocoon_tl::from_bytes::<QueryAnswer>(data)? {
+                QueryAnswer::QueryAnswer(a) => {
+                    let mut events = vec![head(&a.answer)];
+                    if a.is_completed {
+                        events.push(AnswerEvent::Done(proto0_info(&a.request_tokens_used)));
+                    }
+                    (a.request_id, events)
+                }
+                QueryAnswer::QueryAnswerError(a) => (
+                    a.request_id,
+                    vec![AnswerEvent::Error {
+                        code: a.error_code,
+                        message: a.error,
+                        info: proto0_info(&a.request_tokens_used),
+                    }],
+                ),
+            }
+        }
+        client::QueryAnswerPart::ID | client::QueryAnswerPartError::ID => {
+            match cocoon_tl::from_bytes::<QueryAnswerPart>(data)? {
+                QueryAnswerPart::QueryAnswerPart(a) => {
+                    let mut events = Vec::new();
+                    if !a.answer.is_empty() {
+                        events.push(AnswerEvent::Chunk(a.answer));
+                    }
+                    if a.is_completed {
+                        events.push(AnswerEvent::Done(proto0_info(&a.request_tokens_used)));
+                    }
+                    (a.request_id, events)
+                }
+                QueryAnswerPart::QueryAnswerPartError(a) => (
+                    a.request_id,
+                    vec![AnswerEvent::Error {
+                        code: a.error_code,
+                        message: a.error,
+                        info: proto0_info(&a.request_tokens_used),
+                    }],
+                ),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(out))
+}
+
+/// The head event of an answer carrying an `http.response`.
+fn head(answer: &[u8]) -> AnswerEvent {
+    match cocoon_tl::from_bytes::<cocoon_tl::enums::http::Response>(answer) {
+        Ok(cocoon_tl::enums::http::Response::Response(response)) => AnswerEvent::Head(response),
+        Err(e) => AnswerEvent::Error {
+            code: ErrorCode::ProtocolViolation.code(),
+            message: format!("answer head is not an http.response: {e}"),
+            info: FinalInfo::default(),
+        },
+    }
+}
+
+fn proto0_info(tokens: &cocoon_tl::types::TokensUsed) -> FinalInfo {
+    FinalInfo {
+        tokens: AdjustedTokens::from_tl(tokens),
+        timings: None,
+        debug: None,
+    }
+}

@@ -1,0 +1,1476 @@
+//! The proxy role: admits workers and clients, routes each request to a worker, relays
+//! the streamed answer, and books the tokens (cocoon-protocol.md §1.3, §2.5, §2.7, §4, §5).
+//!
+//! Beyond COCOON's proxy: routing also weighs each worker's recent success rate and
+//! latency; a request whose worker fails or disappears before the first answer byte is
+//! retried on another worker; a failure after that ends the answer with a clean error; a
+//! client that goes away cancels the request at the worker (protocol 3 workers); errors
+//! reach protocol ≥ 1 clients as `…Ex` messages; a worker claiming more than the proxy
+//! knows is refused while the proxy keeps running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cocoon_net::{ConnectionConfig, ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcHandle};
+use cocoon_tl::enums::proxy::SignedPayment;
+use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn, worker as worker_fn};
+use cocoon_tl::types::{client, cocoonrs, http, proxy, worker};
+use cocoon_tl::{enums, TlBoxed, TlConstructor};
+use ed25519_dalek::SigningKey;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::ledger::{Booking, Ledger};
+use crate::pricing::{reservation, AdjustedTokens, Prices, DEFAULT_MAX_TOKENS};
+use crate::request::base_model_name;
+use crate::transport::{Listener, PeerInfo};
+
+/// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
+pub const MIN_PROTO: i32 = 0;
+/// See [`MIN_PROTO`].
+pub const MAX_PROTO: i32 = 3;
+
+/// Settings of a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Owner of the proxy (receives its earnings).
+    pub owner_address: String,
+    /// The proxy contract address announced to peers.
+    pub sc_address: String,
+    /// The machine key: signs ledger rows and (with the TON layer) vouchers.
+    pub signing_key: SigningKey,
+    /// Test network mode; must match clients' and workers'.
+    pub is_test: bool,
+    /// Root prices.
+    pub prices: Prices,
+    /// Version of the root config this proxy runs on.
+    pub config_version: i32,
+    /// Fake-TON mode (no chain, a stand-in for development and tests): clients are
+    /// pseudo-funded and authorized at once, as COCOON's `--disable-ton`.
+    pub fake_ton: bool,
+    /// Adjusted tokens each fake-TON client may use.
+    pub pseudo_client_tokens: u64,
+    /// Workers tried per request (1 = no retry).
+    pub max_attempts: u32,
+    /// Transport tunables.
+    pub connection: ConnectionConfig,
+}
+
+/// Counters of a proxy.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests received from clients.
+    pub requests_received: AtomicU64,
+    /// Requests refused before reaching a worker.
+    pub requests_rejected: AtomicU64,
+    /// Requests answered completely.
+    pub requests_success: AtomicU64,
+    /// Requests that ended in an error after reaching a worker.
+    pub requests_failed: AtomicU64,
+    /// Requests retried on another worker.
+    pub requests_retried: AtomicU64,
+    /// Adjusted tokens booked.
+    pub adjusted_tokens: AtomicU64,
+}
+
+/// Decayed success rate and latency of one worker connection.
+#[derive(Debug, Clone, Copy)]
+struct Reputation {
+    success: f64,
+    avg_secs: f64,
+    samples: u32,
+}
+
+impl Reputation {
+    const ALPHA: f64 = 0.2;
+
+    fn new() -> Self {
+        Reputation {
+            success: 1.0,
+            avg_secs: 0.0,
+            samples: 0,
+        }
+    }
+
+    fn record(&mut self, ok: bool, secs: f64) {
+        let a = if self.samples == 0 { 1.0 } else { Self::ALPHA };
+        self.success += a * (f64::from(u8::from(ok)) - self.success);
+        if ok {
+            self.avg_secs += a * (secs - self.avg_secs);
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// Lower is better: expected time of one more request, inflated by failures.
+    fn score(&self, running: u32) -> f64 {
+        let expected = if self.samples == 0 {
+            0.01
+        } else {
+            self.avg_secs.max(0.001)
+        };
+        f64::from(running + 1) * expected / self.success.max(0.05)
+    }
+}
+
+struct WorkerLink {
+    owner: String,
+    model: String,
+    coefficient: u32,
+    max_active: u32,
+    running: u32,
+    disabled: bool,
+    ready: bool,
+    proto: i32,
+    handle: RpcHandle,
+    reputation: Reputation,
+}
+
+struct Running {
+    client_owner: String,
+    client: RpcHandle,
+    client_proto: i32,
+    client_request_id: [u8; 32],
+    query: Arc<Vec<u8>>,
+    model: String,
+    max_coefficient: u32,
+    reserved: u64,
+    timeout: f64,
+    debug: bool,
+    worker: u64,
+    worker_owner: String,
+    tried: Vec<u64>,
+    head_sent: bool,
+    started: Instant,
+    proxy_start: f64,
+    client_gone: bool,
+}
+
+#[derive(Default)]
+struct State {
+    workers: BTreeMap<u64, WorkerLink>,
+    requests: HashMap<[u8; 32], Running>,
+    reserved: HashMap<String, u64>,
+}
+
+struct Shared {
+    settings: ProxySettings,
+    ledger: Arc<Ledger>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    stats: ProxyStats,
+}
+
+/// A proxy. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("sc_address", &self.shared.settings.sc_address)
+            .finish()
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn hex_short(id: &[u8; 32]) -> String {
+    id[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Negotiates the protocol version with a peer that announced `min..=max` (or nothing).
+fn negotiate(flags: u32, min: Option<i32>, max: Option<i32>) -> Result<i32, String> {
+    let (remote_min, remote_max) = if flags & 2 != 0 {
+        (min.unwrap_or(0), max.unwrap_or(0))
+    } else {
+        (0, 0)
+    };
+    if remote_max < MIN_PROTO || MAX_PROTO < remote_min {
+        return Err("cannot choose common protocol version".into());
+    }
+    Ok(remote_max.min(MAX_PROTO))
+}
+
+/// What to send once the state lock is released.
+enum Send {
+    Client(RpcHandle, Vec<u8>),
+    Worker(RpcHandle, Vec<u8>),
+}
+
+impl Send {
+    async fn run(self) {
+        let (handle, data) = match self {
+            Send::Client(h, d) | Send::Worker(h, d) => (h, d),
+        };
+        if let Err(e) = handle.send_packet_raw(data).await {
+            debug!(error = %e, "could not deliver a message");
+        }
+    }
+}
+
+/// A request that ended, to be booked.
+struct Finished {
+    booking: Option<Booking>,
+    client: RpcHandle,
+    client_proto: i32,
+    client_request_id: [u8; 32],
+    worker: Option<RpcHandle>,
+    proxy_request_id: [u8; 32],
+    tokens: u64,
+}
+
+impl Proxy {
+    /// A proxy with its ledger.
+    pub fn new(settings: ProxySettings, ledger: Arc<Ledger>) -> Self {
+        Proxy {
+            shared: Arc::new(Shared {
+                settings,
+                ledger,
+                state: Mutex::new(State::default()),
+                next_id: AtomicU64::new(1),
+                stats: ProxyStats::default(),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proxy's counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.shared.stats
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.shared.ledger
+    }
+
+    /// The proxy's public key (Ed25519).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.shared.settings.signing_key.verifying_key().to_bytes()
+    }
+
+    /// Worker connections ready for requests, per base model.
+    pub fn ready_workers(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for w in self.state().workers.values() {
+            if w.ready && !w.disabled {
+                *out.entry(w.model.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Requests in flight.
+    pub fn running_requests(&self) -> usize {
+        self.state().requests.len()
+    }
+
+    fn params(&self, proto: i32) -> proxy::Params {
+        let s = &self.shared.settings;
+        proxy::Params {
+            flags: 1 | if proto > 0 { 2 } else { 0 },
+            proxy_public_key: self.public_key(),
+            proxy_owner_address: s.owner_address.clone(),
+            proxy_sc_address: s.sc_address.clone(),
+            is_test: Some(s.is_test),
+            proto_version: (proto > 0).then_some(proto),
+        }
+    }
+
+    /// Accepts client connections from `listener` until it fails.
+    pub fn serve_clients<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "client listener failed");
+                        return;
+                    }
+                };
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let cfg = proxy.shared.settings.connection.clone();
+                    match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
+                        Ok(conn) => proxy.handle_client(conn, peer).await,
+                        Err(e) => debug!(error = %e, "client opening failed"),
+                    }
+                });
+            }
+        })
+    }
+
+    /// Accepts worker connections from `listener` until it fails.
+    pub fn serve_workers<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "worker listener failed");
+                        return;
+                    }
+                };
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let cfg = proxy.shared.settings.connection.clone();
+                    match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
+                        Ok(conn) => proxy.handle_worker(conn, peer).await,
+                        Err(e) => debug!(error = %e, "worker opening failed"),
+                    }
+                });
+            }
+        })
+    }
+
+    // ------------------------------------------------------------------ clients
+
+    /// Serves one client connection: handshake, authorization, then requests.
+    pub async fn handle_client(&self, conn: RpcConnection, peer: PeerInfo) {
+        let span = info_span!("client", peer = %peer.addr);
+        async move {
+            let (handle, mut incoming) = conn.split();
+            let mut session: Option<(String, i32)> = None; // (owner, proto) once connected
+            let mut authorized = false;
+            while let Some(item) = incoming.recv().await {
+                match item {
+                    Incoming::Query(q) => {
+                        if !authorized {
+                            match self.client_handshake_query(q, &mut session).await {
+                                Ok(done) => authorized = done,
+                                Err(()) => {
+                                    handle.close();
+                                    break;
+                                }
+                            }
+                        } else if let Some((owner, _)) = &session {
+                            self.client_query(q, owner).await;
+                        }
+                    }
+                    Incoming::Packet(data) => match (&session, authorized) {
+                        (Some((owner, proto)), true) => {
+                            self.client_packet(&handle, owner, *proto, &data).await
+                        }
+                        _ => debug!("packet before authorization ignored"),
+                    },
+                }
+            }
+            // The client went away: cancel its requests at the workers.
+            let cancels = {
+                let mut state = self.state();
+                let mut out = Vec::new();
+                let State {
+                    requests, workers, ..
+                } = &mut *state;
+                for (id, r) in requests.iter_mut() {
+                    if r.client.is_closed() && !r.client_gone {
+                        r.client_gone = true;
+                        if let Some(w) = workers.get(&r.worker) {
+                            if w.proto >= 3 {
+                                let msg = cocoonrs::CancelQuery { request_id: *id };
+                                out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
+                            }
+                        }
+                    }
+                }
+                out
+            };
+            for c in cancels {
+                c.run().await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Handles a query before authorization. Ok(true) once authorized; Err to close.
+    async fn client_handshake_query(
+        &self,
+        q: IncomingQuery,
+        session: &mut Option<(String, i32)>,
+    ) -> Result<bool, ()> {
+        let s = &self.shared.settings;
+        match q.function_id() {
+            Some(client_fn::ConnectToProxy::ID) => {
+                let req: client_fn::ConnectToProxy = match q.decode() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = q
+                            .error(ErrorCode::ProtocolViolation.code(), &e.to_string())
+                            .await;
+                        return Err(());
+                    }
+                };
+                let p = &req.params;
+                let refuse = if p.flags & 1 == 0 {
+                    Some("client params lack is_test".to_owned())
+                } else if p.is_test.unwrap_or(false) != s.is_test {
+                    Some(format!("is_test mismatch: proxy {}", s.is_test))
+                } else if p.client_owner_address.is_empty() {
+                    Some("empty client owner address".to_owned())
+                } else if req.min_config_version > s.config_version {
+                    Some(format!(
+                        "client needs config version {}, proxy has {}",
+                        req.min_config_version, s.config_version
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = refuse {
+                    let _ = q.error(ErrorCode::Error.code(), &reason).await;
+                    return Err(());
+                }
+                let proto = match negotiate(p.flags, p.min_proto_version, p.max_proto_version) {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
+                        return Err(());
+                    }
+                };
+                let owner = p.client_owner_address.clone();
+                let answer = client::ConnectedToProxy {
+                    params: self.params(proto),
+                    client_sc_address: format!("fake-client-sc:{owner}"),
+                    // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
+                    // so the client falls back to long auth, which succeeds at once.
+                    auth: client::ProxyConnectionAuthShort {
+                        secret_hash: [0; 32],
+                        nonce: 0,
+                    }
+                    .into(),
+                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                };
+                let _ = q.answer(&answer).await;
+                info!(%owner, proto, "client connected");
+                *session = Some((owner, proto));
+                Ok(false)
+            }
+            Some(
+                client_fn::AuthorizeWithProxyLong::ID | client_fn::AuthorizeWithProxyShort::ID,
+            ) => {
+                let Some((owner, _)) = session.as_ref() else {
+                    let _ = q
+                        .error(
+                            ErrorCode::ProtocolViolation.code(),
+                            "authorization before connectToProxy",
+                        )
+                        .await;
+                    return Err(());
+                };
+                if !s.fake_ton {
+                    let _ = q
+                        .error(
+                            ErrorCode::NotReady.code(),
+                            "on-chain authorization needs the TON backend",
+                        )
+                        .await;
+                    return Err(());
+                }
+                let used = self.shared.ledger.client_tokens(owner).unwrap_or(0);
+                let answer = client::AuthorizationWithProxySuccess {
+                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    tokens_committed_to_db: to_i64(used),
+                    max_tokens: to_i64(used),
+                };
+                let _ = q.answer(&answer).await;
+                Ok(true)
+            }
+            _ => {
+                let _ = q
+                    .error(
+                        ErrorCode::NotReady.code(),
+                        "connection is not authorized yet",
+                    )
+                    .await;
+                Ok(false)
+            }
+        }
+    }
+
+    fn available_tokens(&self, owner: &str) -> u64 {
+        let used = self.shared.ledger.client_tokens(owner).unwrap_or(u64::MAX);
+        let reserved = self.state().reserved.get(owner).copied().unwrap_or(0);
+        self.shared
+            .settings
+            .pseudo_client_tokens
+            .saturating_sub(used)
+            .saturating_sub(reserved)
+    }
+
+    async fn client_query(&self, q: IncomingQuery, owner: &str) {
+        match q.function_id() {
+            Some(client_fn::UpdatePaymentStatus::ID) => {
+                let used = to_i64(self.shared.ledger.client_tokens(owner).unwrap_or(0));
+                let answer = client::PaymentStatus {
+                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    db_tokens: used,
+                    max_tokens: used,
+                };
+                let _ = q.answer(&answer).await;
+            }
+            Some(client_fn::GetWorkerTypesV2::ID) => {
+                let answer = self.worker_types_v2();
+                let _ = q.answer(&answer).await;
+            }
+            Some(client_fn::GetWorkerTypes::ID) => {
+                let answer = self.worker_types_v1();
+                let _ = q.answer(&answer).await;
+            }
+            other => {
+                let name = other
+                    .and_then(cocoon_tl::constructor_name)
+                    .unwrap_or("unknown");
+                let _ = q
+                    .error(
+                        ErrorCode::ProtocolViolation.code(),
+                        &format!("proxy does not serve {name}"),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// `client.getWorkerTypesV2`: ready connections per model, sorted by coefficient.
+    pub fn worker_types_v2(&self) -> client::WorkerTypesV2 {
+        let state = self.state();
+        let mut models: BTreeMap<&str, Vec<client::WorkerInstanceV2>> = BTreeMap::new();
+        for w in state.workers.values().filter(|w| w.ready && !w.disabled) {
+            models
+                .entry(&w.model)
+                .or_default()
+                .push(client::WorkerInstanceV2 {
+                    flags: 0,
+                    coefficient: i32::try_from(w.coefficient).unwrap_or(i32::MAX),
+                    active_requests: i32::try_from(w.running).unwrap_or(i32::MAX),
+                    max_active_requests: i32::try_from(w.max_active).unwrap_or(i32::MAX),
+                });
+        }
+        client::WorkerTypesV2 {
+            types: models
+                .into_iter()
+                .map(|(name, mut workers)| {
+                    workers.sort_by_key(|w| w.coefficient);
+                    client::WorkerTypeV2 {
+                        name: name.to_owned(),
+                        workers,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// `client.getWorkerTypes`: counts and coefficient min/median/max per model (over the
+    /// real coefficients; COCOON also mixes in INT32_MAX, which we do not copy).
+    pub fn worker_types_v1(&self) -> client::WorkerTypes {
+        let v2 = self.worker_types_v2();
+        client::WorkerTypes {
+            types: v2
+                .types
+                .into_iter()
+                .map(|t| {
+                    let c: Vec<i32> = t.workers.iter().map(|w| w.coefficient).collect();
+                    client::WorkerType {
+                        name: t.name,
+                        active_workers: i32::try_from(c.len()).unwrap_or(i32::MAX),
+                        coefficient_min: c.first().copied().unwrap_or(0),
+                        coefficient_bucket50: c.get(c.len() / 2).copied().unwrap_or(0),
+                        coefficient_max: c.last().copied().unwrap_or(0),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    async fn client_packet(&self, handle: &RpcHandle, owner: &str, proto: i32, data: &[u8]) {
+        let request = match cocoon_tl::peek_id(data) {
+            Some(client_fn::RunQueryEx::ID) => cocoon_tl::from_bytes::<client_fn::RunQueryEx>(data),
+            Some(client_fn::RunQuery::ID) => cocoon_tl::from_bytes::<client_fn::RunQuery>(data)
+                .map(|q| client_fn::RunQueryEx {
+                    model_name: q.model_name,
+                    query: q.query,
+                    max_coefficient: q.max_coefficient,
+                    max_tokens: q.max_tokens,
+                    timeout: q.timeout,
+                    request_id: q.request_id,
+                    min_config_version: q.min_config_version,
+                    flags: 0,
+                    enable_debug: None,
+                }),
+            other => {
+                debug!(id = ?other, "unhandled client packet");
+                return;
+            }
+        };
+        match request {
+            Ok(request) => {
+                self.forward_query(handle.clone(), owner, proto, request)
+                    .await
+            }
+            Err(e) => warn!(error = %e, "malformed client request ignored"),
+        }
+    }
+
+    async fn forward_query(
+        &self,
+        client: RpcHandle,
+        owner: &str,
+        proto: i32,
+        q: client_fn::RunQueryEx,
+    ) {
+        let stats = &self.shared.stats;
+        stats.requests_received.fetch_add(1, Ordering::Relaxed);
+        let s = &self.shared.settings;
+        let span = info_span!("request", id = %hex_short(&q.request_id), model = %q.model_name);
+        let reject = |code: ErrorCode, message: String| {
+            let client = client.clone();
+            let msg = client_error(
+                proto,
+                q.request_id,
+                code.code(),
+                &message,
+                AdjustedTokens::default(),
+                None,
+            );
+            async move {
+                stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                info!(code = code.code(), %message, "request rejected");
+                let _ = client.send_packet_raw(msg).await;
+            }
+        };
+        let max_tokens = u64::try_from(q.max_tokens)
+            .ok()
+            .filter(|&t| t > 0)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
+        let max_coefficient = u32::try_from(q.max_coefficient).unwrap_or(0);
+        let available = self.available_tokens(owner);
+        if available < max_tokens {
+            return reject(ErrorCode::Error, "client balance is too low".into())
+                .instrument(span)
+                .await;
+        }
+        if q.min_config_version > s.config_version {
+            return reject(
+                ErrorCode::Error,
+                format!(
+                    "proxy config version {} is older than the client's {}",
+                    s.config_version, q.min_config_version
+                ),
+            )
+            .instrument(span)
+            .await;
+        }
+        let to_reserve = reservation(max_tokens, q.query.len(), max_coefficient);
+        if to_reserve > available {
+            return reject(
+                ErrorCode::NotReady,
+                "client balance is too low for this request".into(),
+            )
+            .instrument(span)
+            .await;
+        }
+        let proxy_request_id: [u8; 32] = rand::random();
+        let model = base_model_name(&q.model_name).to_owned();
+        let query = Arc::new(q.query);
+        let timeout = if q.timeout > 0.0 && q.timeout.is_finite() {
+            q.timeout
+        } else {
+            120.0
+        };
+        let chosen = {
+            let mut state = self.state();
+            match choose_worker(&state, &model, max_coefficient, &[]) {
+                Err(e) => Err(e),
+                Ok(worker) => {
+                    *state.reserved.entry(owner.to_owned()).or_default() += to_reserve;
+                    let link = state
+                        .workers
+                        .get_mut(&worker)
+                        .expect("chosen worker exists");
+                    link.running += 1;
+                    let send = run_query_message(
+                        link,
+                        &query,
+                        timeout,
+                        proxy_request_id,
+                        q.enable_debug.unwrap_or(false),
+                    );
+                    let worker_owner = link.owner.clone();
+                    state.requests.insert(
+                        proxy_request_id,
+                        Running {
+                            client_owner: owner.to_owned(),
+                            client: client.clone(),
+                            client_proto: proto,
+                            client_request_id: q.request_id,
+                            query,
+                            model,
+                            max_coefficient,
+                            reserved: to_reserve,
+                            timeout,
+                            debug: q.enable_debug.unwrap_or(false),
+                            worker,
+                            worker_owner,
+                            tried: vec![worker],
+                            head_sent: false,
+                            started: Instant::now(),
+                            proxy_start: unix_now(),
+                            client_gone: false,
+                        },
+                    );
+                    Ok(send)
+                }
+            }
+        };
+        let send = match chosen {
+            Ok(send) => send,
+            Err((code, message)) => return reject(code, message).instrument(span).await,
+        };
+        debug!(parent: &span, proxy_request = %hex_short(&proxy_request_id), "forwarded to worker");
+        send.run().await;
+        // The proxy's own timer: the client's timeout.
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(timeout.min(86_400.0))).await;
+            proxy
+                .fail_request(
+                    proxy_request_id,
+                    ErrorCode::Timeout,
+                    "timeout in proxy",
+                    None,
+                )
+                .await;
+        });
+    }
+
+    // ------------------------------------------------------------------ workers
+
+    /// Serves one worker connection: handshake, then answers and status messages.
+    pub async fn handle_worker(&self, conn: RpcConnection, peer: PeerInfo) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("worker", conn = id, peer = %peer.addr);
+        async move {
+            let (handle, mut incoming) = conn.split();
+            while let Some(item) = incoming.recv().await {
+                match item {
+                    Incoming::Query(q) => {
+                        if self.worker_query(id, &handle, q).await.is_err() {
+                            handle.close();
+                            break;
+                        }
+                    }
+                    Incoming::Packet(data) => self.worker_packet(id, &handle, &data).await,
+                }
+            }
+            self.worker_gone(id).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Handles a worker query; Err means the connection must close.
+    async fn worker_query(&self, id: u64, handle: &RpcHandle, q: IncomingQuery) -> Result<(), ()> {
+        let s = &self.shared.settings;
+        match q.function_id() {
+            Some(worker_fn::ConnectToProxy::ID) => {
+                let req: worker_fn::ConnectToProxy = q.decode().map_err(|_| ())?;
+                let p = &req.params;
+                let refuse = if p.flags & 1 == 0 {
+                    Some("worker params lack is_test".to_owned())
+                } else if p.is_test.unwrap_or(false) != s.is_test {
+                    Some(format!("is_test mismatch: proxy {}", s.is_test))
+                } else if p.model.is_empty() {
+                    Some("empty model name".into())
+                } else if !(0..1_000_000_000).contains(&p.coefficient) {
+                    Some(format!("coefficient {} out of range", p.coefficient))
+                } else if p.max_active_requests.unwrap_or(0) < 1 || p.proxy_cnt.unwrap_or(0) < 1 {
+                    Some("max_active_requests and proxy_cnt must be at least 1".into())
+                } else {
+                    None
+                };
+                if let Some(reason) = refuse {
+                    let _ = q.error(ErrorCode::Error.code(), &reason).await;
+                    return Err(());
+                }
+                let proto = match negotiate(p.flags, p.min_proto_version, p.max_proto_version) {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
+                        return Err(());
+                    }
+                };
+                let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
+                let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
+                let link = WorkerLink {
+                    owner: p.worker_owner_address.clone(),
+                    model: base_model_name(&p.model).to_owned(),
+                    coefficient: u32::try_from(p.coefficient).unwrap_or(0),
+                    max_active: max_active.div_ceil(proxies),
+                    running: 0,
+                    disabled: true,
+                    ready: false,
+                    proto,
+                    handle: handle.clone(),
+                    reputation: Reputation::new(),
+                };
+                info!(owner = %link.owner, model = %link.model, coefficient = link.coefficient, proto, "worker connected");
+                self.state().workers.insert(id, link);
+                let answer = worker::ConnectedToProxy {
+                    params: self.params(proto),
+                    worker_sc_address: format!("fake-worker-sc:{}", p.worker_owner_address),
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::CompareBalanceWithProxy::ID) => {
+                let req: worker_fn::CompareBalanceWithProxy = q.decode().map_err(|_| ())?;
+                let Some(owner) = self.state().workers.get(&id).map(|w| w.owner.clone()) else {
+                    let _ = q
+                        .error(
+                            ErrorCode::ProtocolViolation.code(),
+                            "compare before connectToProxy",
+                        )
+                        .await;
+                    return Err(());
+                };
+                let known = to_i64(self.shared.ledger.worker_tokens(&owner).unwrap_or(0));
+                if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
+                {
+                    let reason = format!(
+                        "worker reports {} tokens committed, this proxy knows {known}",
+                        req.tokens_committed_to_blockchain
+                            .max(req.tokens_committed_to_db)
+                    );
+                    warn!(%owner, %reason, "worker refused");
+                    let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
+                    return Err(());
+                }
+                let answer = worker::CompareBalanceWithProxyResult {
+                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    tokens_committed_to_db: known,
+                    max_tokens: known,
+                    error_code: i32::from(req.max_tokens > known),
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::ExtendedCompareBalanceWithProxy::ID) => {
+                let answer = worker::ExtendedCompareBalanceWithProxyResult { error_code: 0 };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::ProxyHandshakeComplete::ID) => {
+                let req: worker_fn::ProxyHandshakeComplete = q.decode().map_err(|_| ())?;
+                {
+                    let mut state = self.state();
+                    let Some(w) = state.workers.get_mut(&id) else {
+                        return Err(());
+                    };
+                    w.ready = true;
+                    w.disabled = req.is_disabled;
+                }
+                q.answer(&worker::ProxyHandshakeCompleted {})
+                    .await
+                    .map_err(|_| ())
+            }
+            Some(worker_fn::UpdatePaymentStatus::ID) => {
+                let owner = self
+                    .state()
+                    .workers
+                    .get(&id)
+                    .map(|w| w.owner.clone())
+                    .unwrap_or_default();
+                let earned = to_i64(self.shared.ledger.worker_tokens(&owner).unwrap_or(0));
+                let answer = worker::PaymentStatus {
+                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    db_tokens: earned,
+                    max_tokens: earned,
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            other => {
+                let name = other
+                    .and_then(cocoon_tl::constructor_name)
+                    .unwrap_or("unknown");
+                let _ = q
+                    .error(
+                        ErrorCode::ProtocolViolation.code(),
+                        &format!("proxy does not serve {name}"),
+                    )
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn worker_packet(&self, id: u64, handle: &RpcHandle, data: &[u8]) {
+        match cocoon_tl::peek_id(data) {
+            Some(worker::EnabledDisabled::ID) => {
+                if let Ok(m) = cocoon_tl::from_bytes::<worker::EnabledDisabled>(data) {
+                    if let Some(w) = self.state().workers.get_mut(&id) {
+                        w.disabled = m.disabled != 0;
+                        info!(disabled = w.disabled, "worker availability changed");
+                    }
+                }
+            }
+            Some(worker::NewCoefficient::ID) => {
+                if let Ok(m) = cocoon_tl::from_bytes::<worker::NewCoefficient>(data) {
+                    match u32::try_from(m.new_coefficient) {
+                        Ok(c) => {
+                            if let Some(w) = self.state().workers.get_mut(&id) {
+                                w.coefficient = c;
+                            }
+                        }
+                        Err(_) => handle.close(),
+                    }
+                }
+            }
+            Some(
+                proxy::QueryAnswerEx::ID
+                | proxy::QueryAnswerPartEx::ID
+                | proxy::QueryAnswerErrorEx::ID,
+            ) => match cocoon_tl::from_bytes::<enums::proxy::QueryAnswerEx>(data) {
+                Ok(answer) => self.worker_answer(id, answer).await,
+                Err(e) => warn!(error = %e, "malformed worker answer ignored"),
+            },
+            other => debug!(id = ?other, "unhandled worker packet"),
+        }
+    }
+
+    async fn worker_answer(&self, worker_id: u64, answer: enums::proxy::QueryAnswerEx) {
+        use enums::proxy::QueryAnswerEx as A;
+        let request_id = match &answer {
+            A::QueryAnswerEx(a) => a.request_id,
+            A::QueryAnswerPartEx(a) => a.request_id,
+            A::QueryAnswerErrorEx(a) => a.request_id,
+        };
+        let mut sends = Vec::new();
+        let mut finished = None;
+        let mut retry = None;
+        let mut out_of_order = false;
+        'locked: {
+            let mut state = self.state();
+            let Some(r) = state.requests.get_mut(&request_id) else {
+                debug!("answer for a finished request ignored");
+                return;
+            };
+            if r.worker != worker_id {
+                debug!("answer from a worker no longer in charge ignored");
+                return;
+            }
+            match answer {
+                A::QueryAnswerEx(a) => {
+                    if r.head_sent {
+                        out_of_order = true;
+                        break 'locked;
+                    }
+                    r.head_sent = true;
+                    let body = add_proxy_header(&a.answer, r.proxy_start);
+                    let done = a.flags & 1 != 0;
+                    let info = a.final_info.as_ref();
+                    let tokens = info
+                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
+                        .unwrap_or_default();
+                    let msg = client_answer_head(r, body, done, tokens, info);
+                    if done {
+                        finished = Some((tokens, true, Some(msg)));
+                    } else {
+                        sends.push(Send::Client(r.client.clone(), msg));
+                    }
+                }
+                A::QueryAnswerPartEx(a) => {
+                    if !r.head_sent {
+                        out_of_order = true;
+                        break 'locked;
+                    }
+                    let done = a.flags & 1 != 0;
+                    let info = a.final_info.as_ref();
+                    let tokens = info
+                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
+                        .unwrap_or_default();
+                    let msg = client_answer_part(r, a.answer, done, tokens, info);
+                    if done {
+                        finished = Some((tokens, true, Some(msg)));
+                    } else {
+                        sends.push(Send::Client(r.client.clone(), msg));
+                    }
+                }
+                A::QueryAnswerErrorEx(a) => {
+                    let tokens = a
+                        .final_info
+                        .as_ref()
+                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
+                        .unwrap_or_default();
+                    let retryable =
+                        a.error_code != ErrorCode::ProtocolViolation.code() && !r.client_gone;
+                    if !r.head_sent && retryable {
+                        retry = Some(format!("worker error {}: {}", a.error_code, a.error));
+                    } else {
+                        // Billed: what the worker reports it delivered (nothing before the head).
+                        let billed = if r.head_sent {
+                            tokens
+                        } else {
+                            AdjustedTokens::default()
+                        };
+                        let msg = client_error(
+                            r.client_proto,
+                            r.client_request_id,
+                            a.error_code,
+                            &a.error,
+                            billed,
+                            Some(r),
+                        );
+                        finished = Some((billed, false, Some(msg)));
+                    }
+                }
+            }
+        }
+        if out_of_order {
+            return self
+                .fail_request(
+                    request_id,
+                    ErrorCode::ProtocolViolation,
+                    "out of order answer parts",
+                    None,
+                )
+                .await;
+        }
+        for s in sends {
+            s.run().await;
+        }
+        if let Some(reason) = retry {
+            self.retry_or_fail(request_id, &reason).await;
+        } else if let Some((tokens, ok, last)) = finished {
+            self.finish(request_id, tokens, ok, last).await;
+        }
+    }
+
+    /// A worker connection ended: retry its unstarted requests, fail its started ones.
+    async fn worker_gone(&self, id: u64) {
+        let affected: Vec<([u8; 32], bool)> = {
+            let mut state = self.state();
+            state.workers.remove(&id);
+            state
+                .requests
+                .iter()
+                .filter(|(_, r)| r.worker == id)
+                .map(|(rid, r)| (*rid, r.head_sent))
+                .collect()
+        };
+        info!(requests = affected.len(), "worker disconnected");
+        for (rid, head_sent) in affected {
+            if head_sent {
+                self.fail_request(
+                    rid,
+                    ErrorCode::NotReady,
+                    "worker disconnected in the middle of the answer",
+                    None,
+                )
+                .await;
+            } else {
+                self.retry_or_fail(rid, "worker disconnected").await;
+            }
+        }
+    }
+
+    /// Sends the request to another worker if one is left to try, else fails it.
+    async fn retry_or_fail(&self, request_id: [u8; 32], reason: &str) {
+        let send = {
+            let mut state = self.state();
+            let Some(r) = state.requests.get(&request_id) else {
+                return;
+            };
+            let attempts = u32::try_from(r.tried.len()).unwrap_or(u32::MAX);
+            let choice = if attempts < self.shared.settings.max_attempts {
+                choose_worker(&state, &r.model, r.max_coefficient, &r.tried).ok()
+            } else {
+                None
+            };
+            match choice {
+                Some(next) => {
+                    let (query, timeout, debug, old) =
+                        (r.query.clone(), r.timeout, r.debug, r.worker);
+                    if let Some(w) = state.workers.get_mut(&old) {
+                        w.running = w.running.saturating_sub(1);
+                        w.reputation.record(false, 0.0);
+                    }
+                    let link = state.workers.get_mut(&next).expect("chosen worker exists");
+                    link.running += 1;
+                    let send = run_query_message(link, &query, timeout, request_id, debug);
+                    let owner = link.owner.clone();
+                    let r = state.requests.get_mut(&request_id).expect("present");
+                    r.worker = next;
+                    r.worker_owner = owner;
+                    r.tried.push(next);
+                    Some(send)
+                }
+                None => None,
+            }
+        };
+        match send {
+            Some(send) => {
+                self.shared
+                    .stats
+                    .requests_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(proxy_request = %hex_short(&request_id), %reason, "retrying on another worker");
+                send.run().await;
+            }
+            None => {
+                self.fail_request(
+                    request_id,
+                    ErrorCode::NotReady,
+                    &format!("no worker could answer: {reason}"),
+                    None,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Ends a request with an error sent by the proxy itself (if it is still running).
+    async fn fail_request(
+        &self,
+        request_id: [u8; 32],
+        code: ErrorCode,
+        message: &str,
+        tokens: Option<AdjustedTokens>,
+    ) {
+        let msg = {
+            let state = self.state();
+            let Some(r) = state.requests.get(&request_id) else {
+                return;
+            };
+            let tokens = tokens.unwrap_or_default();
+            client_error(
+                r.client_proto,
+                r.client_request_id,
+                code.code(),
+                message,
+                tokens,
+                Some(r),
+            )
+        };
+        warn!(proxy_request = %hex_short(&request_id), code = code.code(), %message, "request failed");
+        self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
+            .await;
+    }
+
+    /// Removes a finished request, releases its reservation, books its tokens, and only
+    /// then sends the client its last message (`last`) and both payment notices: a client
+    /// that saw its answer complete is always billed, exactly once.
+    async fn finish(
+        &self,
+        request_id: [u8; 32],
+        tokens: AdjustedTokens,
+        ok: bool,
+        last: Option<Vec<u8>>,
+    ) {
+        let done = {
+            let mut state = self.state();
+            let Some(r) = state.requests.remove(&request_id) else {
+                return;
+            };
+            if let Some(res) = state.reserved.get_mut(&r.client_owner) {
+                *res = res.saturating_sub(r.reserved);
+            }
+            let elapsed = r.started.elapsed().as_secs_f64();
+            let worker = state.workers.get_mut(&r.worker).map(|w| {
+                w.running = w.running.saturating_sub(1);
+                w.reputation.record(ok, elapsed);
+                w.handle.clone()
+            });
+            let total = tokens.total();
+            Finished {
+                booking: (total > 0).then(|| Booking {
+                    request_id,
+                    client: r.client_owner.clone(),
+                    worker: r.worker_owner.clone(),
+                    tokens: total,
+                }),
+                client: r.client.clone(),
+                client_proto: r.client_proto,
+                client_request_id: r.client_request_id,
+                worker,
+                proxy_request_id: request_id,
+                tokens: total,
+            }
+        };
+        let counter = if ok {
+            &self.shared.stats.requests_success
+        } else {
+            &self.shared.stats.requests_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let Some(booking) = done.booking else {
+            if let Some(last) = last {
+                Send::Client(done.client, last).run().await;
+            }
+            return;
+        };
+        let ledger = self.shared.ledger.clone();
+        let worker_owner = booking.worker.clone();
+        let client_owner = booking.client.clone();
+        let booked = tokio::task::spawn_blocking(move || ledger.book(&booking)).await;
+        let totals = match booked {
+            Ok(Ok(t)) => t,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                // The answer cannot be confirmed without its booking: fail it instead.
+                warn!(%error, "booking failed");
+                let msg = client_error(
+                    done.client_proto,
+                    done.client_request_id,
+                    ErrorCode::Failure.code(),
+                    "proxy could not book the request",
+                    AdjustedTokens::default(),
+                    None,
+                );
+                Send::Client(done.client, msg).run().await;
+                return;
+            }
+        };
+        if let Some(last) = last {
+            Send::Client(done.client.clone(), last).run().await;
+        }
+        self.shared
+            .stats
+            .adjusted_tokens
+            .fetch_add(done.tokens, Ordering::Relaxed);
+        let client_msg = proxy::ClientRequestPayment {
+            request_id: done.client_request_id,
+            signed_payment: SignedPayment::from(proxy::SignedPaymentEmpty {}),
+            db_tokens: to_i64(totals.client_tokens),
+            max_tokens: to_i64(totals.client_tokens),
+            request_tokens: to_i64(done.tokens),
+        };
+        Send::Client(done.client, cocoon_tl::to_bytes(&client_msg))
+            .run()
+            .await;
+        if let Some(worker) = done.worker {
+            let worker_msg = proxy::WorkerRequestPayment {
+                request_id: done.proxy_request_id,
+                signed_payment: SignedPayment::from(proxy::SignedPaymentEmpty {}),
+                db_tokens: to_i64(totals.worker_tokens),
+                max_tokens: to_i64(totals.worker_tokens),
+                request_tokens: to_i64(done.tokens),
+                request_client_owner: client_owner,
+            };
+            Send::Worker(worker, cocoon_tl::to_bytes(&worker_msg))
+                .run()
+                .await;
+        }
+        debug!(%worker_owner, tokens = done.tokens, "request booked");
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Picks the worker connection for a request (§4, plus reputation): among ready,
+/// enabled, non-full connections of the model with a coefficient within the client's
+/// limit and not tried yet, the lowest expected completion time.
+fn choose_worker(
+    state: &State,
+    model: &str,
+    max_coefficient: u32,
+    exclude: &[u64],
+) -> Result<u64, (ErrorCode, String)> {
+    let mut known = false;
+    let mut best: Option<(f64, u64)> = None;
+    let mut cheapest_too_expensive: Option<u32> = None;
+    for (id, w) in &state.workers {
+        if w.model != model || !w.ready {
+            continue;
+        }
+        known = true;
+        if w.disabled || w.running >= w.max_active || exclude.contains(id) {
+            continue;
+        }
+        if w.coefficient > max_coefficient {
+            cheapest_too_expensive =
+                Some(cheapest_too_expensive.map_or(w.coefficient, |c| c.min(w.coefficient)));
+            continue;
+        }
+        let score = w.reputation.score(w.running);
+        if best.is_none_or(|(b, _)| score < b) {
+            best = Some((score, *id));
+        }
+    }
+    match (best, known, cheapest_too_expensive) {
+        (Some((_, id)), _, _) => Ok(id),
+        (None, false, _) => Err((
+            ErrorCode::ProtocolViolation,
+            format!("unknown model {model}"),
+        )),
+        (None, true, Some(c)) => Err((
+            ErrorCode::NotReady,
+            format!("no worker within max_coefficient; can run this query with coefficient={c}"),
+        )),
+        (None, true, None) => Err((
+            ErrorCode::NotReady,
+            "no ready workers for this model".into(),
+        )),
+    }
+}
+
+fn run_query_message(
+    link: &WorkerLink,
+    query: &[u8],
+    timeout: f64,
+    request_id: [u8; 32],
+    debug: bool,
+) -> Send {
+    let msg = proxy_fn::RunQueryEx {
+        query: query.to_vec(),
+        signed_payment: proxy::SignedPaymentEmpty {}.into(),
+        coefficient: i64::from(link.coefficient),
+        timeout: timeout * 0.95,
+        request_id,
+        flags: 1,
+        enable_debug: Some(debug),
+    };
+    Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
+}
+
+/// Re-serializes a worker's `http.response` with the proxy's timing header added.
+fn add_proxy_header(answer: &[u8], proxy_start: f64) -> Vec<u8> {
+    match cocoon_tl::from_bytes::<cocoon_tl::enums::http::Response>(answer) {
+        Ok(cocoon_tl::enums::http::Response::Response(mut response)) => {
+            response.headers.push(http::Header {
+                name: "X-Cocoon-Proxy-Start".into(),
+                value: format!("{proxy_start:.6}"),
+            });
+            cocoon_tl::to_bytes(&response)
+        }
+        Err(_) => answer.to_vec(),
+    }
+}
+
+fn client_final_info(
+    proto: i32,
+    tokens: AdjustedTokens,
+    worker: Option<&proxy::QueryFinalInfo>,
+    r: Option<&Running>,
+) -> client::QueryFinalInfo {
+    let debug = r.is_some_and(|r| r.debug);
+    let timing = proto >= 2;
+    let proxy_start = r.map_or(0.0, |r| r.proxy_start);
+    client::QueryFinalInfo {
+        flags: u32::from(debug) | if timing { 2 } else { 0 },
+        tokens_used: tokens.to_tl(),
+        worker_debug: debug.then(|| {
+            worker
+                .and_then(|w| w.worker_debug.clone())
+                .unwrap_or_default()
+        }),
+        proxy_debug: debug.then(|| serde_json::json!({"proxy_start": proxy_start}).to_string()),
+        proxy_start_time: timing.then_some(proxy_start),
+        proxy_end_time: timing.then(unix_now),
+        worker_start_time: timing.then(|| worker.and_then(|w| w.worker_start_time).unwrap_or(0.0)),
+        worker_end_time: timing.then(|| worker.and_then(|w| w.worker_end_time).unwrap_or(0.0)),
+    }
+}
+
+fn encode<T: TlBoxed>(v: &T) -> Vec<u8> {
+    cocoon_tl::to_bytes(v)
+}
+
+fn client_answer_head(
+    r: &Running,
+    answer: Vec<u8>,
+    done: bool,
+    tokens: AdjustedTokens,
+    worker_info: Option<&proxy::QueryFinalInfo>,
+) -> Vec<u8> {
+    if r.client_proto >= 1 {
+        encode(&client::QueryAnswerEx {
+            request_id: r.client_request_id,
+            answer,
+            flags: u32::from(done),
+            final_info: done
+                .then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r))),
+        })
+    } else {
+        encode(&client::QueryAnswer {
+            answer,
+            is_completed: done,
+            request_id: r.client_request_id,
+            request_tokens_used: tokens.to_tl(),
+        })
+    }
+}
+
+fn client_answer_part(
+    r: &Running,
+    answer: Vec<u8>,
+    done: bool,
+    tokens: AdjustedTokens,
+    worker_info: Option<&proxy::QueryFinalInfo>,
+) -> Vec<u8> {
+    if r.client_proto >= 1 {
+        encode(&client::QueryAnswerPartEx {
+            request_id: r.client_request_id,
+            answer,
+            flags: u32::from(done),
+            final_info: done
+                .then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r))),
+        })
+    } else {
+        encode(&client::QueryAnswerPart {
+            answer,
+            is_completed: done,
+            request_id: r.client_request_id,
+            request_tokens_used: tokens.to_tl(),
+        })
+    }
+}
+
+/// An error for the client in the form its protocol understands (COCOON's proxy sends
+/// proto-0 errors to everyone, which its own client ignores; we do not).
+fn client_error(
+    proto: i32,
+    request_id: [u8; 32],
+    code: i32,
+    message: &str,
+    tokens: AdjustedTokens,
+    r: Option<&Running>,
+) -> Vec<u8> {
+    if proto >= 1 {
+        encode(&client::QueryAnswerErrorEx {
+            request_id,
+            error_code: code,
+            error: message.to_owned(),
+            flags: 1,
+            final_info: Some(client_final_info(proto, tokens, None, r)),
+        })
+    } else if r.is_some_and(|r| r.head_sent) {
+        encode(&client::QueryAnswerPartError {
+            error_code: code,
+            error: message.to_owned(),
+            request_id,
+            request_tokens_used: tokens.to_tl(),
+        })
+    } else {
+        encode(&client::QueryAnswerError {
+            error_code: code,
+            error: message.to_owned(),
+            request_id,
+            request_tokens_used: tokens.to_tl(),
+        })
+    }
+}

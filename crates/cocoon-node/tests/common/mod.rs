@@ -1,0 +1,393 @@
+//! Test network: a mock OpenAI upstream, a proxy, workers and protocol clients, all on
+//! loopback in one process.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cocoon_net::{ConnectionConfig, RpcConnection};
+use cocoon_node::backend::HttpUpstream;
+use cocoon_node::client::{AnswerEvent, ClientSettings, FinalInfo, ProxySession, QueryRequest};
+use cocoon_node::ledger::Ledger;
+use cocoon_node::pricing::{Multipliers, Prices};
+use cocoon_node::proxy::{Proxy, ProxySettings};
+use cocoon_node::transport::{TcpDialer, TcpListener};
+use cocoon_node::worker::{Worker, WorkerSettings};
+use cocoon_tl::functions::http as http_fn;
+use cocoon_tl::types::http;
+use serde_json::{json, Value};
+
+pub const MODEL: &str = "test-model";
+
+pub fn prices() -> Prices {
+    Prices {
+        price_per_token: 2,
+        worker_fee_per_token: 1,
+        multipliers: Multipliers::default(),
+    }
+}
+
+/// What the mock upstream has seen.
+#[derive(Default)]
+pub struct MockState {
+    pub requests: AtomicU64,
+    pub streams_aborted: AtomicU64,
+    pub last_body: Mutex<Option<Value>>,
+}
+
+/// Counts a stream as aborted if it is dropped before its end.
+struct AbortProbe {
+    state: Arc<MockState>,
+    finished: bool,
+}
+
+impl Drop for AbortProbe {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.streams_aborted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Usage the mock reports: COCOON's benchmark numbers (134 adjusted tokens at 1.0×).
+pub fn usage() -> Value {
+    json!({"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134,
+           "prompt_tokens_details": {"cached_tokens": 11},
+           "completion_tokens_details": {"reasoning_tokens": 10}})
+}
+
+async fn chat(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    *state.last_body.lock().expect("lock") = Some(body.clone());
+    let mock = body.get("mock").cloned().unwrap_or(Value::Null);
+    if let Some(status) = mock.get("status").and_then(Value::as_u64) {
+        let status =
+            StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            Json(json!({"error": {"message": "mock failure", "type": "server_error"}})),
+        )
+            .into_response();
+    }
+    let delay = Duration::from_millis(mock.get("delay_ms").and_then(Value::as_u64).unwrap_or(0));
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        tokio::time::sleep(delay).await;
+        return Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
+            "usage": usage(),
+        }))
+        .into_response();
+    }
+    let chunks = mock.get("chunks").and_then(Value::as_u64).unwrap_or(5);
+    let die_after = mock.get("die_after").and_then(Value::as_u64);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<String, std::io::Error>>(1);
+    let probe_state = state.clone();
+    tokio::spawn(async move {
+        use futures::SinkExt;
+        let mut probe = AbortProbe {
+            state: probe_state,
+            finished: false,
+        };
+        for i in 0..chunks {
+            if die_after == Some(i) {
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock upstream died")))
+                    .await;
+                probe.finished = true;
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            let event = json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": format!("t{i} ")}}]});
+            if tx.send(Ok(format!("data: {event}\n\n"))).await.is_err() {
+                return; // the reader went away: the probe counts an abort
+            }
+        }
+        let last =
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": usage()});
+        let _ = tx
+            .send(Ok(format!("data: {last}\n\ndata: [DONE]\n\n")))
+            .await;
+        probe.finished = true;
+    });
+    let body = Body::from_stream(rx);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(body)
+        .expect("response")
+}
+
+/// Starts the mock upstream; returns its base URL and state.
+pub async fn mock_upstream() -> (String, Arc<MockState>) {
+    let state = Arc::new(MockState::default());
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route(
+            "/v1/models",
+            get(|| async {
+                Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model"}]}))
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), state)
+}
+
+/// One worker to start.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    pub owner: String,
+    pub coefficient: u32,
+    pub max_active: u32,
+    /// Upstream URL; `None` uses the network's mock.
+    pub upstream: Option<String>,
+}
+
+impl WorkerSpec {
+    pub fn new(owner: &str, coefficient: u32) -> Self {
+        WorkerSpec {
+            owner: owner.into(),
+            coefficient,
+            max_active: 16,
+            upstream: None,
+        }
+    }
+}
+
+pub struct Net {
+    pub proxy: Proxy,
+    pub client_addr: SocketAddr,
+    pub worker_addr: SocketAddr,
+    pub workers: Vec<Worker>,
+    pub links: Vec<tokio::task::JoinHandle<()>>,
+    pub upstream_url: String,
+    pub upstream: Arc<MockState>,
+}
+
+pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
+    WorkerSettings {
+        owner_address: spec.owner.clone(),
+        model: format!("{MODEL}@commit:hash"),
+        coefficient: spec.coefficient,
+        max_active_requests: spec.max_active,
+        proxy_connections: 1,
+        is_test: true,
+        prices: prices(),
+        health_interval: Duration::from_millis(200),
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(400),
+        connection: ConnectionConfig::default(),
+    }
+}
+
+pub fn proxy_settings() -> ProxySettings {
+    ProxySettings {
+        owner_address: "proxy-owner".into(),
+        sc_address: "proxy-sc".into(),
+        signing_key: ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        is_test: true,
+        prices: prices(),
+        config_version: 1,
+        fake_ton: true,
+        pseudo_client_tokens: 1_000_000_000,
+        max_attempts: 3,
+        connection: ConnectionConfig::default(),
+    }
+}
+
+/// Starts a proxy (with `ledger`) and the given workers, and waits until all are ready.
+pub async fn start_network_with(
+    specs: &[WorkerSpec],
+    settings: ProxySettings,
+    ledger: Arc<Ledger>,
+) -> Net {
+    let (upstream_url, upstream) = mock_upstream().await;
+    let proxy = Proxy::new(settings, ledger);
+    let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let workers_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    use cocoon_node::transport::Listener;
+    let client_addr = clients.local_addr().expect("addr");
+    let worker_addr = workers_l.local_addr().expect("addr");
+    proxy.serve_clients(clients);
+    proxy.serve_workers(workers_l);
+    let mut net = Net {
+        proxy,
+        client_addr,
+        worker_addr,
+        workers: Vec::new(),
+        links: Vec::new(),
+        upstream_url,
+        upstream,
+    };
+    for spec in specs {
+        net.add_worker(spec).await;
+    }
+    net.wait_ready(specs.len()).await;
+    net
+}
+
+pub async fn start_network(specs: &[WorkerSpec]) -> Net {
+    let ledger = Arc::new(Ledger::open_in_memory(&proxy_settings().signing_key).expect("ledger"));
+    start_network_with(specs, proxy_settings(), ledger).await
+}
+
+impl Net {
+    pub async fn add_worker(&mut self, spec: &WorkerSpec) -> Worker {
+        let url = spec
+            .upstream
+            .clone()
+            .unwrap_or_else(|| self.upstream_url.clone());
+        let backend = Arc::new(HttpUpstream::new(&url).expect("upstream"));
+        let worker = Worker::new(worker_settings(spec), backend);
+        worker.set_healthy(true);
+        let link = worker.spawn_proxy_link(self.worker_addr.to_string(), Arc::new(TcpDialer));
+        self.workers.push(worker.clone());
+        self.links.push(link);
+        worker
+    }
+
+    pub async fn wait_ready(&self, n: usize) {
+        wait_until(|| self.proxy.ready_workers().get(MODEL).copied().unwrap_or(0) >= n).await;
+    }
+
+    pub async fn client(&self, max_proto: i32) -> ProxySession {
+        client_to(self.client_addr, max_proto, "client-1").await
+    }
+}
+
+pub async fn client_to(addr: SocketAddr, max_proto: i32, owner: &str) -> ProxySession {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let conn = RpcConnection::connect(stream, &ConnectionConfig::default(), "proxy")
+        .await
+        .expect("opening");
+    ProxySession::connect(
+        conn,
+        ClientSettings {
+            owner_address: owner.into(),
+            is_test: true,
+            secret_string: "secret".into(),
+            config_version: 1,
+            max_proto,
+        },
+    )
+    .await
+    .expect("proxy session")
+}
+
+/// Polls `cond` every 10 ms for up to 10 s.
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 10 s");
+}
+
+/// Everything a request produced.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub head: Option<http::Response>,
+    pub body: Vec<u8>,
+    pub chunks: usize,
+    pub done: Option<FinalInfo>,
+    pub error: Option<(i32, String, FinalInfo)>,
+}
+
+impl Collected {
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+pub fn chat_request(body: Value, max_coefficient: u32) -> QueryRequest {
+    QueryRequest {
+        model: MODEL.into(),
+        http: http_fn::Request {
+            method: "POST".into(),
+            url: "/v1/chat/completions".into(),
+            http_version: "HTTP/1.1".into(),
+            headers: vec![http::Header {
+                name: "Content-Type".into(),
+                value: "application/json".into(),
+            }],
+            payload: serde_json::to_vec(&body).expect("json"),
+        },
+        max_coefficient,
+        max_tokens: 1000,
+        timeout: 30.0,
+        enable_debug: false,
+    }
+}
+
+pub fn chat_body(stream: bool, mock: Value) -> Value {
+    json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream, "mock": mock, "top_k": 20})
+}
+
+pub async fn collect(session: &ProxySession, request: QueryRequest) -> Collected {
+    let (_, mut rx) = session.run_query(request).await.expect("sent");
+    let mut out = Collected::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("request finishes within 20 s");
+        match event {
+            Some(AnswerEvent::Head(h)) => {
+                out.body.extend_from_slice(&h.payload);
+                out.head = Some(h);
+            }
+            Some(AnswerEvent::Chunk(c)) => {
+                out.chunks += 1;
+                out.body.extend_from_slice(&c);
+            }
+            Some(AnswerEvent::Done(info)) => {
+                out.done = Some(info);
+                return out;
+            }
+            Some(AnswerEvent::Error {
+                code,
+                message,
+                info,
+            }) => {
+                out.error = Some((code, message, info));
+                return out;
+            }
+            None => panic!("answer channel closed without Done or Error"),
+        }
+    }
+}
+
+pub fn count_by_owner(net: &Net) -> BTreeMap<String, u64> {
+    net.workers
+        .iter()
+        .map(|w| {
+            (
+                format!("{w:?}"),
+                w.stats().requests_success.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+}

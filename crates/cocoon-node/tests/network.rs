@@ -1,0 +1,433 @@
+//! A proxy and workers on loopback, driven by protocol clients: metering, routing,
+//! retries, failures, cancellation, limits, protocol versions and money.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cocoon_node::ledger::Ledger;
+use cocoon_node::pricing::settle;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn json_answer_is_metered_costed_and_booked() {
+    let net = start_network(&[WorkerSpec::new("worker-a", 1000)]).await;
+    let client = net.client(3).await;
+    let out = collect(&client, chat_request(chat_body(false, json!({})), 4000)).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let head = out.head.as_ref().expect("head");
+    assert_eq!(head.status_code, 200);
+    assert!(head
+        .headers
+        .iter()
+        .any(|h| h.name == "X-Cocoon-Worker-Start"));
+    assert!(head
+        .headers
+        .iter()
+        .any(|h| h.name == "X-Cocoon-Proxy-Start"));
+    let body = out.json();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello!");
+    assert_eq!(
+        body["usage"]["total_cost"], 268,
+        "134 adjusted tokens × price 2"
+    );
+    assert_eq!(out.done.as_ref().expect("done").tokens.total(), 134);
+    // Unknown and vendor fields reached the upstream untouched.
+    let seen = net
+        .upstream
+        .last_body
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("body");
+    assert_eq!(seen["top_k"], 20);
+    // Booked once, both sides, and the client was told.
+    wait_until(|| client.payments().notices == 1).await;
+    assert_eq!(client.payments().tokens_billed, 134);
+    assert_eq!(
+        net.proxy
+            .ledger()
+            .client_tokens("client-1")
+            .expect("ledger"),
+        134
+    );
+    assert_eq!(
+        net.proxy
+            .ledger()
+            .worker_tokens("worker-a")
+            .expect("ledger"),
+        134
+    );
+}
+
+#[tokio::test]
+async fn sse_stream_is_metered_and_streamed() {
+    let net = start_network(&[WorkerSpec::new("worker-a", 1500)]).await;
+    let client = net.client(3).await;
+    let out = collect(
+        &client,
+        chat_request(chat_body(true, json!({"chunks": 6})), 4000),
+    )
+    .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let text = out.body_text();
+    assert_eq!(text.matches("t0 ").count(), 1);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        out.chunks >= 2,
+        "the body arrived in several parts, not at the end"
+    );
+    // Coefficient 1.5×: 23,11,90,10 → 34,16,135,15 = 200 adjusted tokens.
+    let tokens = out.done.as_ref().expect("done").tokens;
+    assert_eq!(tokens.total(), 200);
+    assert!(text.contains("\"total_cost\":400"), "{text}");
+    // The worker asked the upstream for a usage chunk.
+    let seen = net
+        .upstream
+        .last_body
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("body");
+    assert_eq!(seen["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn routing_respects_max_coefficient() {
+    let net = start_network(&[
+        WorkerSpec::new("cheap", 1000),
+        WorkerSpec::new("dear", 3000),
+    ])
+    .await;
+    let client = net.client(3).await;
+    for _ in 0..4 {
+        let out = collect(&client, chat_request(chat_body(false, json!({})), 2000)).await;
+        assert!(out.error.is_none(), "{:?}", out.error);
+    }
+    assert_eq!(
+        net.proxy.ledger().worker_tokens("cheap").expect("ledger"),
+        4 * 134
+    );
+    assert_eq!(net.proxy.ledger().worker_tokens("dear").expect("ledger"), 0);
+    let out = collect(&client, chat_request(chat_body(false, json!({})), 500)).await;
+    let (code, message, _) = out.error.expect("refused");
+    assert_eq!(code, 651);
+    assert_eq!(
+        message,
+        "no worker within max_coefficient; can run this query with coefficient=1000"
+    );
+}
+
+#[tokio::test]
+async fn routing_spreads_load() {
+    let net = start_network(&[WorkerSpec::new("w1", 1000), WorkerSpec::new("w2", 1000)]).await;
+    let client = net.client(3).await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            collect(
+                &client,
+                chat_request(chat_body(false, json!({"delay_ms": 200})), 4000),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.expect("task").error.is_none());
+    }
+    let w1 = net.proxy.ledger().worker_tokens("w1").expect("ledger");
+    let w2 = net.proxy.ledger().worker_tokens("w2").expect("ledger");
+    assert_eq!(w1 + w2, 6 * 134);
+    assert!(w1 > 0 && w2 > 0, "both workers got work: {w1} / {w2}");
+}
+
+#[tokio::test]
+async fn unknown_model_and_low_balance_are_refused() {
+    let mut settings = proxy_settings();
+    settings.pseudo_client_tokens = 1500;
+    let ledger = Arc::new(Ledger::open_in_memory(&settings.signing_key).expect("ledger"));
+    let net = start_network_with(&[WorkerSpec::new("w", 1000)], settings, ledger).await;
+    let client = net.client(3).await;
+    // A small reservation (max_coefficient 0.1×) passes the balance checks.
+    let mut request = chat_request(chat_body(false, json!({})), 100);
+    request.model = "no-such-model".into();
+    let (code, message, _) = collect(&client, request).await.error.expect("refused");
+    assert_eq!(
+        (code, message.as_str()),
+        (621, "unknown model no-such-model")
+    );
+    // max_tokens above the balance.
+    let mut request = chat_request(chat_body(false, json!({})), 4000);
+    request.max_tokens = 2000;
+    let (code, message, _) = collect(&client, request).await.error.expect("refused");
+    assert_eq!((code, message.as_str()), (602, "client balance is too low"));
+    // Within max_tokens, but the reservation at 4.0× is not.
+    let (code, message, _) = collect(&client, chat_request(chat_body(false, json!({})), 4000))
+        .await
+        .error
+        .expect("refused");
+    assert_eq!(
+        (code, message.as_str()),
+        (651, "client balance is too low for this request")
+    );
+    assert_eq!(
+        net.proxy.stats().requests_rejected.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[tokio::test]
+async fn retries_on_another_worker_before_the_first_byte() {
+    // The first worker's upstream is dead (nothing listens there), the second is fine.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let mut broken = WorkerSpec::new("broken", 1000);
+    broken.upstream = Some(dead);
+    let net = start_network(&[broken, WorkerSpec::new("healthy", 1000)]).await;
+    let client = net.client(3).await;
+    for _ in 0..3 {
+        let out = collect(&client, chat_request(chat_body(false, json!({})), 4000)).await;
+        assert!(out.error.is_none(), "{:?}", out.error);
+    }
+    assert_eq!(
+        net.proxy.ledger().worker_tokens("healthy").expect("ledger"),
+        3 * 134
+    );
+    assert!(net.proxy.stats().requests_retried.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn failure_mid_stream_ends_cleanly_and_bills_nothing_unreported() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let client = net.client(3).await;
+    let out = collect(
+        &client,
+        chat_request(
+            chat_body(true, json!({"chunks": 10, "die_after": 3, "delay_ms": 30})),
+            4000,
+        ),
+    )
+    .await;
+    assert!(out.head.is_some(), "the answer had started");
+    assert!(
+        out.body_text().contains("t1 "),
+        "the delivered part arrived: {:?}",
+        out.body_text()
+    );
+    let (code, message, info) = out.error.expect("clean error after the head");
+    assert_eq!(code, 651, "{message}");
+    assert_eq!(
+        info.tokens.total(),
+        0,
+        "no usage was reported before the failure"
+    );
+    assert_eq!(net.proxy.ledger().request_count().expect("ledger"), 0);
+}
+
+#[tokio::test]
+async fn worker_disconnect_before_answer_is_retried() {
+    let mut net = start_network(&[WorkerSpec::new("first", 1000)]).await;
+    let client = net.client(3).await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            collect(
+                &client,
+                chat_request(chat_body(false, json!({"delay_ms": 1500})), 4000),
+            )
+            .await
+        })
+    };
+    wait_until(|| net.proxy.running_requests() == 1).await;
+    // A second worker joins, then the first one's link is cut while it still waits.
+    net.add_worker(&WorkerSpec::new("second", 1000)).await;
+    net.wait_ready(2).await;
+    net.links[0].abort();
+    net.workers[0].disconnect_proxies();
+    let out = slow.await.expect("task");
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(
+        net.proxy.ledger().worker_tokens("second").expect("ledger"),
+        134
+    );
+    assert_eq!(
+        net.proxy.ledger().worker_tokens("first").expect("ledger"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_request_at_the_worker() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let client = net.client(3).await;
+    let (_, mut rx) = client
+        .run_query(chat_request(
+            chat_body(true, json!({"chunks": 100, "delay_ms": 50})),
+            4000,
+        ))
+        .await
+        .expect("sent");
+    // Wait for the answer to start, then go away.
+    loop {
+        if let Some(cocoon_node::client::AnswerEvent::Chunk(_)) = rx.recv().await {
+            break;
+        }
+    }
+    client.close();
+    wait_until(|| net.workers[0].active_requests() == 0).await;
+    wait_until(|| net.upstream.streams_aborted.load(Ordering::SeqCst) == 1).await;
+    wait_until(|| net.proxy.running_requests() == 0).await;
+}
+
+#[tokio::test]
+async fn max_active_requests_is_enforced() {
+    let mut spec = WorkerSpec::new("solo", 1000);
+    spec.max_active = 1;
+    let net = start_network(&[spec]).await;
+    let client = net.client(3).await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            collect(
+                &client,
+                chat_request(chat_body(false, json!({"delay_ms": 500})), 4000),
+            )
+            .await
+        })
+    };
+    wait_until(|| net.proxy.running_requests() == 1).await;
+    let (code, message, _) = collect(&client, chat_request(chat_body(false, json!({})), 4000))
+        .await
+        .error
+        .expect("no free worker");
+    assert_eq!(
+        (code, message.as_str()),
+        (651, "no ready workers for this model")
+    );
+    assert!(slow.await.expect("task").error.is_none());
+}
+
+#[tokio::test]
+async fn protocol_versions_zero_one_and_two() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    for proto in [0, 1, 2] {
+        let client = net.client(proto).await;
+        assert_eq!(client.proto(), proto);
+        let out = collect(&client, chat_request(chat_body(false, json!({})), 4000)).await;
+        assert!(out.error.is_none(), "proto {proto}: {:?}", out.error);
+        let done = out.done.expect("done");
+        assert_eq!(done.tokens.total(), 134, "proto {proto}");
+        assert_eq!(
+            done.timings.is_some(),
+            proto >= 2,
+            "timings only from protocol 2"
+        );
+        // Errors reach every protocol version (COCOON's proxy sends proto-0 errors that
+        // its own client ignores).
+        let mut request = chat_request(chat_body(false, json!({})), 4000);
+        request.model = "missing".into();
+        let (code, _, _) = collect(&client, request)
+            .await
+            .error
+            .expect("error delivered");
+        assert_eq!(code, 621);
+    }
+}
+
+#[tokio::test]
+async fn worker_reconnects_after_losing_the_proxy() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    net.workers[0].disconnect_proxies();
+    wait_until(|| net.proxy.ready_workers().is_empty()).await;
+    net.wait_ready(1).await;
+    let client = net.client(3).await;
+    assert!(
+        collect(&client, chat_request(chat_body(false, json!({})), 4000))
+            .await
+            .error
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn worker_ahead_of_proxy_is_refused_and_proxy_keeps_running() {
+    let net = start_network(&[WorkerSpec::new("honest", 1000)]).await;
+    // A worker that claims tokens this proxy never booked.
+    let liar = cocoon_node::worker::Worker::new(
+        worker_settings(&WorkerSpec::new("liar", 1000)),
+        Arc::new(cocoon_node::backend::HttpUpstream::new(&net.upstream_url).expect("upstream")),
+    );
+    liar.set_healthy(true);
+    liar.restore_proxy_balance(
+        "proxy-sc",
+        cocoon_node::worker::ProxyBalance {
+            tokens_committed_to_blockchain: 1_000,
+            ..Default::default()
+        },
+    );
+    let stream = tokio::net::TcpStream::connect(net.worker_addr)
+        .await
+        .expect("connect");
+    let conn = cocoon_net::RpcConnection::connect(stream, &Default::default(), "proxy")
+        .await
+        .expect("opening");
+    let err = liar.serve_proxy(conn).await.expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "handshake with proxy failed: peer answered error 621: worker reports 1000 tokens committed, this proxy knows 0"
+    );
+    let client = net.client(3).await;
+    assert!(
+        collect(&client, chat_request(chat_body(false, json!({})), 4000))
+            .await
+            .error
+            .is_none()
+    );
+    assert_eq!(net.proxy.ready_workers().get(MODEL), Some(&1));
+}
+
+#[tokio::test]
+async fn money_adds_up_after_a_batch() {
+    let net = start_network(&[WorkerSpec::new("a", 1000), WorkerSpec::new("b", 1500)]).await;
+    let clients = [
+        common::client_to(net.client_addr, 3, "alice").await,
+        common::client_to(net.client_addr, 3, "bob").await,
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = clients[i % 2].clone();
+        let stream = i % 3 == 0;
+        tasks.push(tokio::spawn(async move {
+            collect(
+                &client,
+                chat_request(chat_body(stream, json!({"chunks": 3})), 4000),
+            )
+            .await
+        }));
+    }
+    let mut client_side_tokens = 0;
+    for t in tasks {
+        let out = t.await.expect("task");
+        assert!(out.error.is_none(), "{:?}", out.error);
+        client_side_tokens += out.done.expect("done").tokens.total();
+    }
+    let ledger = net.proxy.ledger();
+    let (clients_total, workers_total) = ledger.grand_totals().expect("totals");
+    assert_eq!(clients_total, client_side_tokens);
+    assert_eq!(clients_total, workers_total);
+    assert_eq!(ledger.request_count().expect("count"), 20);
+    let s = settle(clients_total, &prices()).expect("no overflow");
+    let worker_earnings = (ledger.worker_tokens("a").expect("a")
+        + ledger.worker_tokens("b").expect("b"))
+        * prices().worker_fee_per_token;
+    assert_eq!(s.client_pays, worker_earnings + s.proxy_commission);
+    // Each client was told exactly its share.
+    wait_until(|| clients.iter().map(|c| c.payments().notices).sum::<u64>() == 20).await;
+    let billed: u64 = clients.iter().map(|c| c.payments().tokens_billed).sum();
+    assert_eq!(billed, clients_total);
+}
