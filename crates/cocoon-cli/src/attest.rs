@@ -230,10 +230,20 @@ fn image_hash_of(quote: Option<&[u8]>) -> anyhow::Result<[u8; 32]> {
 
 /// JSON description of a raw quote or a PEM certificate.
 fn inspect(data: &[u8]) -> anyhow::Result<serde_json::Value> {
-    if let Some(der) = pem_decode("CERTIFICATE", data) {
+    // PEM certificate, or DER certificate (a SEQUENCE; no quote starts with 0x30 0x82).
+    let der = pem_decode("CERTIFICATE", data)
+        .or_else(|| data.starts_with(&[0x30, 0x82]).then(|| data.to_vec()));
+    if let Some(der) = der {
         let info = parse_certificate(&der)?;
         let mut v = match info.quote.as_deref() {
-            None => json!({ "tee_type": "none", "image_hash": hex::encode([0u8; 32]) }),
+            None => json!({
+                "version": null,
+                "tee_type": "none",
+                "mrtd": null,
+                "rtmr": null,
+                "report_data": null,
+                "image_hash": hex::encode([0u8; 32]),
+            }),
             Some(q) => match parse_fake_quote(q) {
                 Some(m) => json!({
                     "version": null,
@@ -420,6 +430,22 @@ async fn dial_cmd(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inspect_reads_pem_and_der_certificates() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let issued =
+            cocoon_attest::tls::issue(&key, TeeMode::None, std::time::SystemTime::now()).unwrap();
+        let from_pem = inspect(issued.cert_pem().as_bytes()).unwrap();
+        let from_der = inspect(&issued.cert_der).unwrap();
+        assert_eq!(from_pem, from_der);
+        assert_eq!(from_pem["tee_type"], "none");
+        assert_eq!(
+            from_pem["certificate"]["public_key"],
+            hex::encode(key.verifying_key().to_bytes())
+        );
+        assert!(inspect(b"not a quote").is_err());
+    }
 
     #[test]
     fn inspect_reads_the_cocoon_test_quote() {
