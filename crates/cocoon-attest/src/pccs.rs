@@ -370,11 +370,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = col.clone();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits2 = hits.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
                     return;
                 };
+                hits2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -435,5 +438,26 @@ mod tests {
         assert_eq!(got.pck_crl, col.pck_crl);
         assert_eq!(got.root_ca_crl, col.root_ca_crl);
         assert_eq!(got.pck_crl_issuer_chain, col.pck_crl_issuer_chain);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // The whole path: quote -> FMSPC/CA -> PCCS -> dcap-qvl, then caches.
+        let quote = include_bytes!("../tests/data/tdx_quote");
+        let v = Arc::new(
+            crate::dcap::DcapVerifier::from_config(&crate::dcap::DcapConfig {
+                pccs_url: format!("http://{addr}/"),
+                ..Default::default()
+            })
+            .unwrap()
+            .with_clock(Arc::new(|| 1_750_329_147 + 60)),
+        );
+        let r = v.verify(quote).await.unwrap();
+        assert_eq!(r.tcb_status, "UpToDate");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 8);
+        v.verify(quote).await.unwrap();
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            8,
+            "served from cache"
+        );
     }
 }
