@@ -9,7 +9,9 @@
 //! * accounts can be pseudo-funded ([`FakeTon::fund`]); an account deployed by a
 //!   message with a StateInit gets [`FakeTon::DEFAULT_DEPLOY_BALANCE`] if it has none
 //!   (the C++ pseudo-deploys with 100 TON);
-//! * every external message is accepted at once and recorded
+//! * an external message to an account without code (and without a StateInit)
+//!   is refused, as on a real chain;
+//! * every other external message is accepted at once and recorded
 //!   ([`FakeTon::sent_externals`]); one addressed to a cocoon wallet is checked
 //!   (signature, seqno) and its internal messages are delivered at once as
 //!   transactions of their destinations ([`FakeTon::delivered`]), with the
@@ -313,11 +315,17 @@ impl FakeTon {
         if let Some(si) = &msg.state_init {
             Self::apply_state_init(&mut st, &msg.dest, si)?;
         }
+        // Like a real chain, an external message to an account without code
+        // (and no StateInit attached) is not accepted.
+        let Some(wallet_data) = st.accounts.get(&msg.dest).and_then(|a| a.data.clone()) else {
+            return Err(ChainError::Rejected(
+                "external message to an undeployed account without StateInit".into(),
+            ));
+        };
         // A cocoon wallet request: check it as the wallet contract would, then
         // deliver its messages.
-        let wallet_data = st.accounts.get(&msg.dest).and_then(|a| a.data.clone());
-        let request = CocoonWalletRequest::from_cell(&msg.body).ok();
-        if let (Some(req), Some(data)) = (request, wallet_data) {
+        let data = wallet_data;
+        if let Ok(req) = CocoonWalletRequest::from_cell(&msg.body) {
             if let Some((seqno, pk)) = wallet_seqno_and_key(&data) {
                 if req.valid_until <= utime {
                     return Err(ChainError::Rejected("wallet request expired".into()));

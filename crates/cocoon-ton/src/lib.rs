@@ -10,6 +10,7 @@
 //! * [`messages`]: builders and parsers of every contract message body (§6.2);
 //! * [`root`]: the root contract state, tolerant of params struct versions (§6.1);
 //! * [`wallet`]: the cocoon wallet and wallet v5r1 external messages;
+//! * [`outbox`]: the cocoon wallet's send queue (batching, resends, confirmation);
 //! * [`chain`]: the [`chain::ChainBackend`] trait the roles use, and
 //!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5).
 //!
@@ -86,6 +87,7 @@ pub mod error;
 pub mod fake;
 pub mod messages;
 pub mod opcodes;
+pub mod outbox;
 pub mod pseudo;
 pub mod root;
 pub mod voucher;
