@@ -11,6 +11,7 @@
 //! * [`root`]: the root contract state, tolerant of params struct versions (§6.1);
 //! * [`wallet`]: the cocoon wallet and wallet v5r1 external messages;
 //! * [`outbox`]: the cocoon wallet's send queue (batching, resends, confirmation);
+//! * [`settlement`]: settlement amounts, thresholds and ready-made messages (§5.5);
 //! * [`chain`]: the [`chain::ChainBackend`] trait the roles use, and
 //!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5).
 //!
@@ -90,6 +91,7 @@ pub mod opcodes;
 pub mod outbox;
 pub mod pseudo;
 pub mod root;
+pub mod settlement;
 pub mod voucher;
 pub mod wallet;
 

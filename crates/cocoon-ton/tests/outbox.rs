@@ -148,3 +148,59 @@ fn value_limits() {
     let req = cocoon_ton::wallet::CocoonWalletRequest::from_cell(&ext.body).unwrap();
     assert_eq!(req.messages[0].0, 1);
 }
+
+#[tokio::test]
+async fn settlement_messages_through_the_fake_chain() {
+    use cocoon_ton::contracts::client_contract;
+    use cocoon_ton::messages::Body;
+    use cocoon_ton::settlement::*;
+    use cocoon_ton::voucher::{Voucher, VoucherSigner};
+
+    let (f, w) = setup();
+    f.fund(w.address(), 100 * ONE_TON);
+    let p = params("v1", "ours");
+    let pk = key(1).verifying_key().to_bytes();
+    let client = client_contract(&p, &addr(0x33), &addr(0x77), &pk).unwrap();
+    let signer = VoucherSigner::new(key(1), w.address().clone());
+    let v = signer
+        .sign(Voucher::client_charge(1, 10, client.address.clone()))
+        .unwrap();
+
+    let mut ob = WalletOutbox::new(0);
+    ob.push(deploy_message(&client, CLIENT_DEPLOY_VALUE, None));
+    ob.push(voucher_message(&v, OPERATION_VALUE).unwrap());
+    ob.push(save_state_message(addr(0x77), 2, 5, [6; 32]).unwrap());
+    ob.push(
+        client_top_up_message(
+            client.address.clone(),
+            3,
+            client_top_up_amount(ONE_TON + 1, 2),
+            w.address().clone(),
+        )
+        .unwrap(),
+    );
+    let Poll::Send(ext) = ob.poll(&w, 0, f.balance(w.address()), T0).unwrap() else {
+        panic!()
+    };
+    f.send_external(ext.to_boc().unwrap()).await.unwrap();
+    let d = f.delivered();
+    assert_eq!(d.len(), 4);
+    assert!(d[0].message.state_init.is_some() && !d[0].message.bounce);
+    assert_eq!(d[1].body, Some(Body::Signed(v)));
+    assert_eq!(d[2].message.value, 1);
+    assert!(matches!(
+        d[3].body,
+        Some(Body::ExtClientTopUp {
+            amount: 1_000_000_000,
+            ..
+        })
+    ));
+    assert_eq!(d[3].message.value, OPERATION_VALUE + ONE_TON);
+    assert!(f.account_state(&client.address).await.unwrap().is_active());
+
+    assert!(client_charge_due(600_000_000, 100_000_000, 2));
+    assert!(!client_charge_due(600_000_000, 100_000_001, 2));
+    assert!(worker_payout_due(10_000_000_000, 0, 1));
+    assert!(!worker_payout_due(5, 10, 1));
+    assert_eq!(client_top_up_amount(5, 0), 5);
+}
