@@ -25,10 +25,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Everything a listening port needs.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Our certificate (renewable).
-    pub identity: Arc<CertResolver>,
-    /// What we require of clients.
-    pub policy: Arc<Policy>,
+    identity: Arc<CertResolver>,
+    policy: Arc<Policy>,
     /// PoW difficulty asked of clients; `None` disables the gate (runner-internal use
     /// and benchmarks only; COCOON always runs it on router ports).
     pub pow_difficulty: Option<u32>,
@@ -65,6 +63,16 @@ impl ServerConfig {
         })
     }
 
+    /// Our certificate (renewable; fixed for the life of this config).
+    pub fn identity(&self) -> &Arc<CertResolver> {
+        &self.identity
+    }
+
+    /// What we require of clients (fixed for the life of this config).
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
     /// Sets the PoW difficulty (`None`: no gate).
     pub fn with_pow_difficulty(mut self, d: Option<u32>) -> Self {
         self.pow_difficulty = d;
@@ -81,10 +89,8 @@ impl ServerConfig {
 /// Everything an outgoing connection needs.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// Our certificate (renewable).
-    pub identity: Arc<CertResolver>,
-    /// What we require of the server.
-    pub policy: Arc<Policy>,
+    identity: Arc<CertResolver>,
+    policy: Arc<Policy>,
     /// Highest PoW difficulty we solve; `None` means the server runs no gate.
     pub pow_max_difficulty: Option<u32>,
     /// How long we wait for the PoW challenge.
@@ -118,6 +124,16 @@ impl ClientConfig {
             tls,
             verifier,
         })
+    }
+
+    /// Our certificate (renewable; fixed for the life of this config).
+    pub fn identity(&self) -> &Arc<CertResolver> {
+        &self.identity
+    }
+
+    /// What we require of the server (fixed for the life of this config).
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// Sets the highest PoW difficulty solved (`None`: expect no gate).
