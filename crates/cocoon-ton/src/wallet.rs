@@ -95,8 +95,9 @@ impl InternalMessage {
         Ok(b.build()?)
     }
 
-    /// Parses what [`InternalMessage::to_cell`] builds (StateInit and body as
-    /// references or empty; inline bodies with data are refused).
+    /// Parses a `MessageRelaxed` with `src:addr_none` (what wallets and contracts
+    /// send). An inline StateInit is refused; an inline body is read into a cell
+    /// of its own (so writing the message again stores it as a reference).
     pub fn from_cell(cell: &Cell) -> Result<Self> {
         let mut s = open(cell)?;
         if s.load_bit()? {
@@ -126,14 +127,17 @@ impl InternalMessage {
             None
         };
         let body = if s.load_bit()? {
-            Some(s.load_reference_cloned()?)
-        } else {
-            if s.size_bits() != 0 || s.size_refs() != 0 {
-                return Err(TonError::layout("internal message", "inline body"));
-            }
+            let b = s.load_reference_cloned()?;
+            expect_end(&s, "internal message")?;
+            Some(b)
+        } else if s.size_bits() == 0 && s.size_refs() == 0 {
             None
+        } else {
+            // An inline body (as contracts write short ones): copy it into a cell.
+            let mut b = CellBuilder::new();
+            b.store_slice(s)?;
+            Some(b.build()?)
         };
-        expect_end(&s, "internal message")?;
         Ok(InternalMessage {
             dest,
             value,
