@@ -396,3 +396,84 @@ fn proxy_contract_recomputes_our_derived_addresses() {
         0
     );
 }
+
+#[test]
+fn root_contract_reads_and_writes_our_root_layout() {
+    use cocoon_ton::root::RootConfig;
+    let cfg = RootConfig {
+        owner: addr(0x99),
+        version: 10,
+        proxy_hashes: vec![[0xa1; 32]],
+        registered_proxies: vec![],
+        last_proxy_seqno: 4,
+        worker_hashes: vec![],
+        model_hashes: vec![[0xc1; 32]],
+        params: params("v3", "ours"),
+    };
+    let root = ContractInit::new(code("ours-root.boc"), cfg.to_data_cell().unwrap()).unwrap();
+    let owner = addr(0x99);
+
+    let add = Body::RootHash {
+        op: cocoon_ton::opcodes::ROOT_ADD_WORKER_TYPE,
+        query_id: 1,
+        hash: [0xb1; 32],
+    };
+    let run = run_internal(&root, &root.data, &owner, ONE_TON, &add.to_cell().unwrap());
+    assert_eq!(run.exit_code, 0, "root refused add_worker_type");
+    let after = RootConfig::from_data_cell(run.data.as_ref().unwrap()).unwrap();
+    assert_eq!(after.version, 11);
+    assert_eq!(after.worker_hashes, vec![[0xb1; 32]]);
+    assert_eq!(after.proxy_hashes, cfg.proxy_hashes);
+    assert_eq!(after.model_hashes, cfg.model_hashes);
+
+    let reg = Body::RootRegisterProxy {
+        query_id: 2,
+        info: "10.0.0.7:8001 10.0.0.7:8002".into(),
+    };
+    let run = run_internal(
+        &root,
+        run.data.as_ref().unwrap(),
+        &owner,
+        ONE_TON,
+        &reg.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 0, "root refused register_proxy");
+    let after = RootConfig::from_data_cell(run.data.as_ref().unwrap()).unwrap();
+    assert_eq!(after.last_proxy_seqno, 5);
+    assert_eq!(after.registered_proxies.len(), 1);
+    assert_eq!(after.registered_proxies[0].seqno, 5);
+    assert_eq!(
+        after.registered_proxies[0].address,
+        "10.0.0.7:8001 10.0.0.7:8002"
+    );
+
+    let price = Body::RootChangePrice {
+        query_id: 3,
+        price_per_token: 2000,
+        worker_fee_per_token: 1500,
+    };
+    let run = run_internal(
+        &root,
+        run.data.as_ref().unwrap(),
+        &owner,
+        ONE_TON,
+        &price.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 0, "root refused change_price");
+    let after = RootConfig::from_data_cell(run.data.as_ref().unwrap()).unwrap();
+    assert_eq!(after.params.price_per_token, 2000);
+    assert_eq!(after.params.worker_fee_per_token, 1500);
+    assert_eq!(after.params.params_version, cfg.params.params_version + 1);
+    assert_eq!(after.version, 13);
+    assert_eq!(after.params.client_sc_code, cfg.params.client_sc_code);
+
+    // Not the owner: 1010.
+    let run = run_internal(
+        &root,
+        &root.data,
+        &addr(0x98),
+        ONE_TON,
+        &add.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 1010);
+}
