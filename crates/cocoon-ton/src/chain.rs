@@ -215,3 +215,51 @@ pub trait ChainBackend: Send + Sync {
     /// Chain time (unix seconds) of the latest known block.
     fn now(&self) -> BoxFuture<'_, ChainResult<u32>>;
 }
+
+/// Follows the transactions of one account, as the C++ `TonScWrapper` does
+/// with `raw.getTransactionsV2`: each [`TxFollower::poll`] returns the
+/// transactions that appeared since the previous one, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxFollower {
+    /// The account followed.
+    pub address: StdAddr,
+    /// The newest transaction already returned.
+    pub cursor: Option<TxId>,
+}
+
+impl TxFollower {
+    /// Page size used by [`TxFollower::poll`].
+    pub const PAGE: usize = 64;
+
+    /// Follows `address` from its first transaction.
+    pub fn from_start(address: StdAddr) -> Self {
+        TxFollower {
+            address,
+            cursor: None,
+        }
+    }
+
+    /// Follows `address` from now on: transactions that already exist are skipped.
+    pub async fn from_now(chain: &dyn ChainBackend, address: StdAddr) -> ChainResult<Self> {
+        let state = chain.account_state(&address).await?;
+        Ok(TxFollower {
+            address,
+            cursor: state.last_tx,
+        })
+    }
+
+    /// New transactions since the last call, oldest first.
+    pub async fn poll(&mut self, chain: &dyn ChainBackend) -> ChainResult<Vec<Transaction>> {
+        let mut out = Vec::new();
+        loop {
+            let page = chain
+                .transactions(&self.address, self.cursor, Self::PAGE)
+                .await?;
+            out.extend(page.transactions);
+            self.cursor = page.cursor;
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+}

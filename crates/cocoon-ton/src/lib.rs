@@ -12,6 +12,7 @@
 //! * [`wallet`]: the cocoon wallet and wallet v5r1 external messages;
 //! * [`outbox`]: the cocoon wallet's send queue (batching, resends, confirmation);
 //! * [`settlement`]: settlement amounts, thresholds and ready-made messages (§5.5);
+//! * [`units`]: nanoTON ↔ decimal TON strings;
 //! * [`chain`]: the [`chain::ChainBackend`] trait the roles use, and
 //!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5).
 //!
@@ -92,6 +93,7 @@ pub mod outbox;
 pub mod pseudo;
 pub mod root;
 pub mod settlement;
+pub mod units;
 pub mod voucher;
 pub mod wallet;
 

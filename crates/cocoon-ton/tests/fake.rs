@@ -209,3 +209,42 @@ async fn pseudo_file() {
     assert!(f.is_testnet());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn follower_pages_and_from_now() {
+    use cocoon_ton::chain::TxFollower;
+    let f = chain();
+    let w = CocoonWallet::new(key(5), addr(0x55), &code("ours-wallet.boc")).unwrap();
+    f.fund(w.address(), 500 * cocoon_ton::root::ONE_TON);
+    let target = addr(0x70);
+    let send = |seqno: u32, n: usize| {
+        let msgs: Vec<_> = (0..n)
+            .map(|i| {
+                (
+                    1u8,
+                    InternalMessage::cocoon(target.clone(), 1 + i as u64, None, None),
+                )
+            })
+            .collect();
+        w.external_message(seqno, 1_800_003_600, &msgs)
+            .unwrap()
+            .to_boc()
+            .unwrap()
+    };
+    f.send_external(send(0, 4)).await.unwrap();
+    let mut from_start = TxFollower::from_start(target.clone());
+    let mut from_now = TxFollower::from_now(f.as_ref(), target.clone())
+        .await
+        .unwrap();
+    assert_eq!(from_start.poll(f.as_ref()).await.unwrap().len(), 4);
+    assert!(from_now.poll(f.as_ref()).await.unwrap().is_empty());
+    // More than a page at once: 100 transactions, then nothing new.
+    for seqno in 1..=25 {
+        f.send_external(send(seqno, 4)).await.unwrap();
+    }
+    let got = from_start.poll(f.as_ref()).await.unwrap();
+    assert_eq!(got.len(), 100);
+    assert!(got.windows(2).all(|p| p[0].id.lt < p[1].id.lt));
+    assert_eq!(from_now.poll(f.as_ref()).await.unwrap().len(), 100);
+    assert!(from_start.poll(f.as_ref()).await.unwrap().is_empty());
+}

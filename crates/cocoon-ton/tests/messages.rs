@@ -323,3 +323,101 @@ fn unknown_op_is_refused() {
     .to_cell()
     .is_err());
 }
+
+mod prop {
+    use super::*;
+    use cocoon_ton::tycho_types::cell::HashBytes;
+    use cocoon_ton::StdAddr;
+    use proptest::prelude::*;
+
+    fn arb_addr() -> impl Strategy<Value = StdAddr> {
+        (any::<i8>(), any::<[u8; 32]>()).prop_map(|(w, h)| StdAddr::new(w, HashBytes(h)))
+    }
+
+    fn arb_body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>(), arb_addr()).prop_map(|(q, a, e)| Body::ExtClientTopUp {
+                query_id: q,
+                amount: a,
+                send_excesses_to: e
+            }),
+            (any::<u64>(), any::<u64>(), arb_addr()).prop_map(|(q, n, e)| {
+                Body::OwnerClientRegister {
+                    query_id: q,
+                    nonce: n,
+                    send_excesses_to: e,
+                }
+            }),
+            (any::<u64>(), any::<i32>(), any::<[u8; 32]>()).prop_map(|(q, s, h)| {
+                Body::ProxySaveState {
+                    query_id: q,
+                    seqno: s,
+                    session_hash: h,
+                }
+            }),
+            (
+                any::<u64>(),
+                arb_addr(),
+                0u8..4,
+                any::<u64>(),
+                proptest::option::of((any::<u64>(), any::<u64>(), arb_addr()))
+            )
+                .prop_map(|(q, o, s, t, p)| Body::WorkerProxyRequest {
+                    query_id: q,
+                    owner: o,
+                    state: s,
+                    tokens: t,
+                    payload: p.map(|(w, pp, e)| WorkerPayoutPayload {
+                        worker_part: w,
+                        proxy_part: pp,
+                        send_excesses_to: e,
+                    }),
+                }),
+            (
+                any::<u64>(),
+                arb_addr(),
+                (
+                    0u8..4,
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<[u8; 32]>()
+                ),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(q, o, (st, b, sk, t, h), n)| Body::ClientProxyRequest {
+                    query_id: q,
+                    owner: o,
+                    state: ClientStateReport {
+                        state: st,
+                        balance: b,
+                        stake: sk,
+                        tokens_used: t,
+                        secret_hash: h,
+                    },
+                    payload: n.map(|nonce| ClientProxyPayload::Register { nonce }),
+                }),
+            (any::<u64>(), "[ -~]{0,60}")
+                .prop_map(|(q, info)| Body::RootRegisterProxy { query_id: q, info }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_bodies_round_trip(body in arb_body()) {
+            let cell = body.to_cell().unwrap();
+            prop_assert_eq!(Body::parse(&from_boc(&to_boc(&cell)).unwrap()).unwrap(), body);
+        }
+
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), bits in 0u16..1023) {
+            let bits = bits.min(bytes.len() as u16 * 8);
+            if let Ok(cell) = CellBuilder::from_raw_data(&bytes, bits).and_then(|b| b.build()) {
+                let _ = Body::parse(&cell);
+                let _ = cocoon_ton::voucher::SignedVoucher::from_cell(&cell);
+                let _ = cocoon_ton::root::RootConfig::from_data_cell(&cell);
+                let _ = cocoon_ton::wallet::InternalMessage::from_cell(&cell);
+            }
+        }
+    }
+}
