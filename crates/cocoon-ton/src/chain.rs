@@ -263,3 +263,17 @@ impl TxFollower {
         }
     }
 }
+
+/// Reads and parses the root contract's state through any backend.
+pub async fn read_root_config(
+    chain: &dyn ChainBackend,
+    root: &StdAddr,
+) -> ChainResult<crate::root::RootConfig> {
+    let state = chain.account_state(root).await?;
+    let data = state.data.ok_or_else(|| {
+        ChainError::Ton(TonError::Config(
+            "root contract has no data (not deployed?)".into(),
+        ))
+    })?;
+    Ok(crate::root::RootConfig::from_data_cell(&data)?)
+}

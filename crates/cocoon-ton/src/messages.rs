@@ -531,9 +531,6 @@ impl Body {
 
     /// Builds the body cell.
     pub fn to_cell(&self) -> Result<Cell> {
-        if let Body::Signed(v) = self {
-            return v.to_cell();
-        }
         let mut b = CellBuilder::new();
         let code = self.op();
         match self {
@@ -759,7 +756,7 @@ impl Body {
                 b.store_u32(0)?;
                 b.store_raw(t.as_bytes(), t.len() as u16 * 8)?;
             }
-            Body::Signed(_) => unreachable_signed()?,
+            Body::Signed(v) => return v.to_cell(),
         }
         Ok(b.build()?)
     }
@@ -968,11 +965,4 @@ impl Body {
         let q = s.load_u64().ok()?;
         Some((o, q))
     }
-}
-
-fn unreachable_signed() -> Result<()> {
-    Err(TonError::layout(
-        "body",
-        "signed vouchers are built by SignedVoucher",
-    ))
 }

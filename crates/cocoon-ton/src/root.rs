@@ -211,6 +211,10 @@ impl CocoonParams {
 
 /// A registered proxy: `seqno` (dict key) and its `ProxyInfo` text
 /// `"ip:port[ ip:port]"` (first for workers, second for clients).
+///
+/// Entries read from the root whose text does not parse are kept here (with
+/// [`RegisteredProxy::endpoints`] giving `None`); the C++ reader drops them,
+/// so callers choosing a proxy should skip those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredProxy {
     /// Key in the root's registry.

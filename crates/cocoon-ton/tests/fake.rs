@@ -59,6 +59,16 @@ async fn root_is_readable_like_on_chain() {
     f.advance_time(10);
     assert_eq!(backend.now().await.unwrap(), 1_800_000_010);
 
+    let via_helper = cocoon_ton::chain::read_root_config(backend.as_ref(), &addr(0xee))
+        .await
+        .unwrap();
+    assert_eq!(via_helper.version, 4);
+    assert!(
+        cocoon_ton::chain::read_root_config(backend.as_ref(), &addr(0x01))
+            .await
+            .is_err()
+    );
+
     let unknown = backend.account_state(&addr(0x01)).await.unwrap();
     assert_eq!(unknown.status, AccountStatus::NonExist);
 }
