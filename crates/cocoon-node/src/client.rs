@@ -266,6 +266,13 @@ impl ProxySession {
         !self.handle.is_closed()
     }
 
+    /// Resolves when the connection ends.
+    pub fn closed(
+        &self,
+    ) -> impl std::future::Future<Output = cocoon_net::CloseReason> + Send + 'static {
+        self.handle.closed()
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.handle.close();
@@ -323,6 +330,16 @@ impl ProxySession {
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
         Ok((request_id, rx))
+    }
+
+    /// Tells the proxy that the caller of a request went away, so the worker stops
+    /// (protocol 3; older proxies are not told and the request runs to its end).
+    pub async fn cancel(&self, request_id: [u8; 32]) {
+        lock(&self.routes).remove(&request_id);
+        if self.proto >= 3 {
+            let msg = cocoon_tl::types::cocoonrs::CancelQuery { request_id };
+            let _ = self.handle.send_packet(&msg).await;
+        }
     }
 
     /// The proxy's models with their workers (`getWorkerTypesV2`).

@@ -3,8 +3,10 @@
 
 pub mod backend;
 pub mod client;
+pub mod gateway;
 pub mod ledger;
 pub mod metering;
+pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod request;

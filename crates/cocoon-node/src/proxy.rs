@@ -369,28 +369,7 @@ impl Proxy {
                 }
             }
             // The client went away: cancel its requests at the workers.
-            let cancels = {
-                let mut state = self.state();
-                let mut out = Vec::new();
-                let State {
-                    requests, workers, ..
-                } = &mut *state;
-                for (id, r) in requests.iter_mut() {
-                    if r.client.is_closed() && !r.client_gone {
-                        r.client_gone = true;
-                        if let Some(w) = workers.get(&r.worker) {
-                            if w.proto >= 3 {
-                                let msg = cocoonrs::CancelQuery { request_id: *id };
-                                out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
-                            }
-                        }
-                    }
-                }
-                out
-            };
-            for c in cancels {
-                c.run().await;
-            }
+            self.cancel_requests(|r| r.client.is_closed()).await;
         }
         .instrument(span)
         .await
@@ -594,7 +573,45 @@ impl Proxy {
         }
     }
 
+    /// Marks the requests matching `which` as abandoned by their client and cancels them
+    /// at workers that understand cancellation (protocol 3). Tokens the worker reports
+    /// for the part it delivered are still booked.
+    async fn cancel_requests(&self, which: impl Fn(&Running) -> bool) {
+        let cancels = {
+            let mut state = self.state();
+            let State {
+                requests, workers, ..
+            } = &mut *state;
+            let mut out = Vec::new();
+            for (id, r) in requests.iter_mut() {
+                if r.client_gone || !which(r) {
+                    continue;
+                }
+                r.client_gone = true;
+                if let Some(w) = workers.get(&r.worker).filter(|w| w.proto >= 3) {
+                    let msg = cocoonrs::CancelQuery { request_id: *id };
+                    out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
+                }
+            }
+            out
+        };
+        for c in cancels {
+            c.run().await;
+        }
+    }
+
     async fn client_packet(&self, handle: &RpcHandle, owner: &str, proto: i32, data: &[u8]) {
+        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto >= 3 {
+            if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
+                debug!(request = %hex_short(&c.request_id), "client cancelled a request");
+                let owner = owner.to_owned();
+                self.cancel_requests(|r| {
+                    r.client_request_id == c.request_id && r.client_owner == owner
+                })
+                .await;
+            }
+            return;
+        }
         let request = match cocoon_tl::peek_id(data) {
             Some(client_fn::RunQueryEx::ID) => cocoon_tl::from_bytes::<client_fn::RunQueryEx>(data),
             Some(client_fn::RunQuery::ID) => cocoon_tl::from_bytes::<client_fn::RunQuery>(data)
@@ -1010,10 +1027,13 @@ impl Proxy {
                         .as_ref()
                         .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
                         .unwrap_or_default();
-                    let retryable =
-                        a.error_code != ErrorCode::ProtocolViolation.code() && !r.client_gone;
+                    // A bad request fails the same everywhere, and a timeout has used the
+                    // request's time: neither is worth another worker.
+                    let retryable = a.error_code != ErrorCode::ProtocolViolation.code()
+                        && a.error_code != ErrorCode::Timeout.code()
+                        && !r.client_gone;
                     if !r.head_sent && retryable {
-                        retry = Some(format!("worker error {}: {}", a.error_code, a.error));
+                        retry = Some((a.error_code, a.error.clone()));
                     } else {
                         // Billed: what the worker reports it delivered (nothing before the head).
                         let billed = if r.head_sent {
@@ -1047,8 +1067,8 @@ impl Proxy {
         for s in sends {
             s.run().await;
         }
-        if let Some(reason) = retry {
-            self.retry_or_fail(request_id, &reason).await;
+        if let Some((code, reason)) = retry {
+            self.retry_or_fail(request_id, code, &reason).await;
         } else if let Some((tokens, ok, last)) = finished {
             self.finish(request_id, tokens, ok, last).await;
         }
@@ -1077,13 +1097,15 @@ impl Proxy {
                 )
                 .await;
             } else {
-                self.retry_or_fail(rid, "worker disconnected").await;
+                self.retry_or_fail(rid, ErrorCode::NotReady.code(), "worker disconnected")
+                    .await;
             }
         }
     }
 
     /// Sends the request to another worker if one is left to try, else fails it.
-    async fn retry_or_fail(&self, request_id: [u8; 32], reason: &str) {
+    /// On failure the client gets the last worker's error code and message.
+    async fn retry_or_fail(&self, request_id: [u8; 32], code: i32, reason: &str) {
         let send = {
             let mut state = self.state();
             let Some(r) = state.requests.get(&request_id) else {
@@ -1126,13 +1148,8 @@ impl Proxy {
                 send.run().await;
             }
             None => {
-                self.fail_request(
-                    request_id,
-                    ErrorCode::NotReady,
-                    &format!("no worker could answer: {reason}"),
-                    None,
-                )
-                .await
+                self.fail_request_with_code(request_id, code, reason, None)
+                    .await
             }
         }
     }
@@ -1145,6 +1162,18 @@ impl Proxy {
         message: &str,
         tokens: Option<AdjustedTokens>,
     ) {
+        self.fail_request_with_code(request_id, code.code(), message, tokens)
+            .await
+    }
+
+    /// [`Proxy::fail_request`] with a raw code (e.g. one a worker sent).
+    async fn fail_request_with_code(
+        &self,
+        request_id: [u8; 32],
+        code: i32,
+        message: &str,
+        tokens: Option<AdjustedTokens>,
+    ) {
         let msg = {
             let state = self.state();
             let Some(r) = state.requests.get(&request_id) else {
@@ -1154,13 +1183,13 @@ impl Proxy {
             client_error(
                 r.client_proto,
                 r.client_request_id,
-                code.code(),
+                code,
                 message,
                 tokens,
                 Some(r),
             )
         };
-        warn!(proxy_request = %hex_short(&request_id), code = code.code(), %message, "request failed");
+        warn!(proxy_request = %hex_short(&request_id), code, %message, "request failed");
         self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
             .await;
     }

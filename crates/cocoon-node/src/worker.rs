@@ -662,14 +662,15 @@ async fn run_request(
         body: validated.body,
     };
     let deadline = tokio::time::Instant::now() + timeout;
-    let response = match tokio::time::timeout_at(
-        deadline,
-        shared.backend.send(backend_request, timeout),
-    )
-    .await
-    {
+    let sent = tokio::select! {
+        r = tokio::time::timeout_at(deadline, shared.backend.send(backend_request, timeout)) => r,
+        _ = cancel.cancelled() => {
+            return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), AdjustedTokens::default()).await
+        }
+    };
+    let response = match sent {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+        Ok(Err(e)) if e != crate::backend::BackendError::Timeout => {
             return fail(
                 ErrorCode::NotReady.code(),
                 e.to_string(),
@@ -677,7 +678,7 @@ async fn run_request(
             )
             .await
         }
-        Err(_) => {
+        Ok(Err(_)) | Err(_) => {
             return fail(
                 ErrorCode::Timeout.code(),
                 "model server did not answer in time".into(),

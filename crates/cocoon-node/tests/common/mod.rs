@@ -391,3 +391,38 @@ pub fn count_by_owner(net: &Net) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// Starts a client node with sessions to the given proxies and serves its HTTP API;
+/// returns the base URL (`http://127.0.0.1:PORT`) and the node.
+pub async fn start_gateway(
+    proxies: &[SocketAddr],
+    settings: cocoon_node::gateway::GatewaySettings,
+) -> (String, Arc<cocoon_node::gateway::ClientNode>) {
+    let node = cocoon_node::gateway::ClientNode::new(settings);
+    for addr in proxies {
+        node.spawn_proxy_link(
+            addr.to_string(),
+            Arc::new(TcpDialer),
+            ClientSettings {
+                owner_address: "http-client".into(),
+                is_test: true,
+                secret_string: "secret".into(),
+                config_version: 1,
+                max_proto: 3,
+            },
+            ConnectionConfig::default(),
+        );
+    }
+    let n = proxies.len();
+    let node2 = node.clone();
+    wait_until(move || node2.open_sessions().len() >= n).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = node.router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), node)
+}

@@ -1,0 +1,734 @@
+//! The client role's OpenAI-compatible HTTP API (cocoon-protocol.md §3.1), on axum.
+//!
+//! `POST /v1/chat/completions` and `/v1/completions` (streaming or not, SSE passed through
+//! chunk by chunk), `GET /v1/models`, `GET /jsonstats`, `GET /metrics`. Requests go to
+//! one of several proxy sessions with failover. Unlike COCOON's client, no call can hang:
+//! every request has a timer, every proxy error becomes an OpenAI-style JSON error with a
+//! meaningful status, and a caller that hangs up cancels its request upstream.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cocoon_net::{ConnectionConfig, RpcConnection};
+use cocoon_tl::functions::http as http_fn;
+use cocoon_tl::types::http;
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::backend::is_hop_by_hop;
+use crate::client::{AnswerEvent, ClientSettings, ProxySession, QueryRequest};
+use crate::metrics::{Histogram, MetricsText};
+use crate::pricing::DEFAULT_MAX_TOKENS;
+use crate::transport::Dialer;
+
+/// Tunables of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Request timeout when the body sets none (seconds).
+    pub default_timeout: f64,
+    /// Largest timeout a body may ask for (seconds).
+    pub max_timeout: f64,
+    /// Highest worker coefficient accepted when the body sets none (1000 = 1.0×).
+    pub default_max_coefficient: u32,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            max_body_bytes: 16 << 20,
+            default_timeout: 120.0,
+            max_timeout: 3600.0,
+            default_max_coefficient: 4000,
+        }
+    }
+}
+
+/// Counters of the client.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Inference requests received.
+    pub requests_received: AtomicU64,
+    /// Requests answered completely.
+    pub requests_success: AtomicU64,
+    /// Requests that ended in an error, by HTTP status.
+    pub requests_failed: Mutex<BTreeMap<u16, u64>>,
+    /// Requests cancelled because the caller went away.
+    pub requests_cancelled: AtomicU64,
+    /// Adjusted tokens of completed requests.
+    pub adjusted_tokens: AtomicU64,
+    /// Request body bytes received.
+    pub bytes_received: AtomicU64,
+    /// Time to the response head.
+    pub head_latency: Histogram,
+    /// Time to the end of the answer.
+    pub total_latency: Histogram,
+}
+
+/// The client node: proxy sessions and the HTTP API over them.
+pub struct ClientNode {
+    settings: GatewaySettings,
+    sessions: Mutex<Vec<ProxySession>>,
+    next: AtomicUsize,
+    stats: ClientStats,
+    started: Instant,
+}
+
+impl std::fmt::Debug for ClientNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientNode")
+            .field("sessions", &self.open_sessions().len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl ClientNode {
+    /// A client node without proxy sessions yet.
+    pub fn new(settings: GatewaySettings) -> Arc<Self> {
+        Arc::new(ClientNode {
+            settings,
+            sessions: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            stats: ClientStats::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Adds an authorized proxy session.
+    pub fn add_session(&self, session: ProxySession) {
+        lock(&self.sessions).push(session);
+    }
+
+    /// Sessions that are still open (closed ones are dropped).
+    pub fn open_sessions(&self) -> Vec<ProxySession> {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(ProxySession::is_open);
+        sessions.clone()
+    }
+
+    /// Keeps a session to the proxy at `endpoint`: connects, authorizes, refreshes the
+    /// payment status every 10–20 s, and reconnects with backoff when it drops.
+    pub fn spawn_proxy_link(
+        self: &Arc<Self>,
+        endpoint: String,
+        dialer: Arc<dyn Dialer>,
+        settings: ClientSettings,
+        connection: ConnectionConfig,
+    ) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        let span = info_span!("proxy_link", proxy = %endpoint);
+        tokio::spawn(
+            async move {
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    let attempt = async {
+                        let stream = dialer.dial(&endpoint).await.map_err(|e| e.to_string())?;
+                        let conn = RpcConnection::connect(stream, &connection, &endpoint)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        ProxySession::connect(conn, settings.clone())
+                            .await
+                            .map_err(|e| e.to_string())
+                    };
+                    match attempt.await {
+                        Ok(session) => {
+                            backoff = Duration::from_millis(100);
+                            node.add_session(session.clone());
+                            while session.is_open() {
+                                let wait =
+                                    Duration::from_millis(10_000 + rand::random::<u64>() % 10_000);
+                                tokio::select! {
+                                    _ = tokio::time::sleep(wait) => {
+                                        if let Err(e) = session.refresh_payment_status().await {
+                                            warn!(error = %e, "payment status refresh failed");
+                                        }
+                                    }
+                                    _ = session.closed() => break,
+                                }
+                            }
+                            info!("proxy session ended; reconnecting");
+                        }
+                        Err(e) => warn!(error = %e, "cannot connect to proxy"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            .instrument(span),
+        )
+    }
+
+    fn pick(&self, skip: &[usize]) -> Option<(usize, ProxySession)> {
+        let sessions = self.open_sessions();
+        if sessions.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..sessions.len())
+            .map(|i| (start + i) % sessions.len())
+            .find(|i| !skip.contains(i))
+            .map(|i| (i, sessions[i].clone()))
+    }
+
+    /// The router of the HTTP API.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(inference))
+            .route("/v1/completions", post(inference))
+            .route("/v1/models", get(models))
+            .route("/jsonstats", get(json_stats))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(self.settings.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    fn failed(&self, status: StatusCode) {
+        *lock(&self.stats.requests_failed)
+            .entry(status.as_u16())
+            .or_default() += 1;
+    }
+}
+
+/// An OpenAI-style error response.
+pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}});
+    (status, Json(body)).into_response()
+}
+
+/// Maps a COCOON error (code and message, from the proxy or the worker) to the HTTP
+/// status and OpenAI error type the caller sees. This is the one table of that mapping.
+pub fn classify_error(code: i32, message: &str) -> (StatusCode, &'static str, &'static str) {
+    let m = message.to_ascii_lowercase();
+    match code {
+        621 if m.starts_with("unknown model") => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        621 => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        602 | 651 if m.contains("balance") => (
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "insufficient_balance",
+        ),
+        651 | 602
+            if m.contains("no ready workers")
+                || m.contains("coefficient")
+                || m.contains("too many active") =>
+        {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "no_free_worker",
+            )
+        }
+        652 => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
+        651 if m.contains("model server") => {
+            (StatusCode::BAD_GATEWAY, "api_error", "upstream_error")
+        }
+        651 | 653 => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable"),
+        _ => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
+    }
+}
+
+fn cocoon_error(node: &ClientNode, code: i32, message: &str) -> Response {
+    let (status, kind, short) = classify_error(code, message);
+    node.failed(status);
+    error_response(
+        status,
+        kind,
+        short,
+        &format!("{message} (cocoon error {code})"),
+    )
+}
+
+/// A request prepared for the network.
+struct Prepared {
+    request: QueryRequest,
+    stream: bool,
+}
+
+fn bad_request(node: &ClientNode, message: &str) -> Box<Response> {
+    node.failed(StatusCode::BAD_REQUEST);
+    Box::new(error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "invalid_request",
+        message,
+    ))
+}
+
+/// Reads the body, takes out COCOON's extension fields and builds the `http.request`.
+fn prepare(
+    node: &ClientNode,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Prepared, Box<Response>> {
+    let s = &node.settings;
+    let mut obj: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(bad_request(node, "request body must be a JSON object")),
+        Err(e) => {
+            return Err(bad_request(
+                node,
+                &format!("request body is not valid JSON: {e}"),
+            ))
+        }
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => return Err(bad_request(node, "'model' must be a non-empty string")),
+    };
+    let max_coefficient = match obj.remove("max_coefficient") {
+        None | Some(Value::Null) => s.default_max_coefficient,
+        Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(c) => c,
+            None => {
+                return Err(bad_request(
+                    node,
+                    "'max_coefficient' must be a non-negative integer",
+                ))
+            }
+        },
+    };
+    let timeout = match obj.remove("timeout") {
+        None | Some(Value::Null) => s.default_timeout,
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t.is_finite() => t.min(s.max_timeout),
+            _ => {
+                return Err(bad_request(
+                    node,
+                    "'timeout' must be a positive number of seconds",
+                ))
+            }
+        },
+    };
+    let enable_debug = match obj.remove("enable_debug") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad_request(node, "'enable_debug' must be a boolean")),
+    };
+    obj.remove("request_guid");
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k))
+        .map(|v| v.as_u64().ok_or(()))
+        .transpose()
+        .map_err(|_| bad_request(node, "'max_tokens' must be a non-negative integer"))?
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        || obj.contains_key("stream_options");
+    let payload =
+        serde_json::to_vec(&Value::Object(obj)).map_err(|e| bad_request(node, &e.to_string()))?;
+    let mut forwarded = vec![http::Header {
+        name: "Content-Type".into(),
+        value: "application/json".into(),
+    }];
+    for name in ["accept", "user-agent"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            forwarded.push(http::Header {
+                name: name.into(),
+                value: v.to_owned(),
+            });
+        }
+    }
+    Ok(Prepared {
+        request: QueryRequest {
+            model,
+            http: http_fn::Request {
+                method: "POST".into(),
+                url: uri.path().to_owned(),
+                http_version: "HTTP/1.1".into(),
+                headers: forwarded,
+                payload,
+            },
+            max_coefficient,
+            max_tokens: u32::try_from(max_tokens).unwrap_or(u32::MAX),
+            timeout,
+            enable_debug,
+        },
+        stream,
+    })
+}
+
+/// Cancels a request upstream if its caller goes away before the end.
+struct CancelOnDrop {
+    session: ProxySession,
+    request_id: [u8; 32],
+    armed: bool,
+    node: Arc<ClientNode>,
+}
+
+impl CancelOnDrop {
+    /// The request ended on its own: nothing to cancel.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.node
+                .stats
+                .requests_cancelled
+                .fetch_add(1, Ordering::Relaxed);
+            let session = self.session.clone();
+            let id = self.request_id;
+            tokio::spawn(async move { session.cancel(id).await });
+        }
+    }
+}
+
+async fn inference(
+    State(node): State<Arc<ClientNode>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.status();
+            node.failed(status);
+            return error_response(
+                status,
+                "invalid_request_error",
+                "invalid_body",
+                &format!("cannot read the request body: {}", e.body_text()),
+            );
+        }
+    };
+    let started = Instant::now();
+    let client_start = unix_now();
+    node.stats.requests_received.fetch_add(1, Ordering::Relaxed);
+    node.stats
+        .bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let prepared = match prepare(&node, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
+    let span =
+        info_span!("http_request", model = %prepared.request.model, stream = prepared.stream);
+    async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(prepared.request.timeout);
+        // Send through the first proxy that takes it.
+        let mut tried = Vec::new();
+        let (session, request_id, mut rx) = loop {
+            let Some((index, session)) = node.pick(&tried) else {
+                node.failed(StatusCode::SERVICE_UNAVAILABLE);
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "no_proxy",
+                    "no proxy connection is ready",
+                );
+            };
+            match session.run_query(prepared.request.clone()).await {
+                Ok((id, rx)) => break (session, id, rx),
+                Err(e) => {
+                    warn!(error = %e, "proxy refused the request; trying another");
+                    tried.push(index);
+                }
+            }
+        };
+        let mut guard = CancelOnDrop {
+            session,
+            request_id,
+            armed: true,
+            node: node.clone(),
+        };
+        let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                guard.disarm();
+                return cocoon_error(&node, 651, "connection to proxy lost");
+            }
+            Err(_) => return cocoon_error(&node, 652, "request timed out before the answer started"),
+        };
+        let head = match first {
+            AnswerEvent::Head(head) => head,
+            AnswerEvent::Error { code, message, .. } => {
+                guard.disarm();
+                return cocoon_error(&node, code, &message);
+            }
+            AnswerEvent::Chunk(_) | AnswerEvent::Done(_) => {
+                guard.disarm();
+                return cocoon_error(&node, 621, "answer arrived without a head");
+            }
+        };
+        node.stats.head_latency.observe(started.elapsed().as_secs_f64());
+        let status = StatusCode::from_u16(u16::try_from(head.status_code).unwrap_or(502)).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut builder = Response::builder().status(status);
+        let mut is_sse = false;
+        for h in &head.headers {
+            if is_hop_by_hop(&h.name) {
+                continue;
+            }
+            if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {
+                is_sse = true;
+            }
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(h.name.as_str()), HeaderValue::try_from(h.value.as_str())) {
+                builder = builder.header(name, value);
+            }
+        }
+        builder = builder.header("X-Cocoon-Client-Start", format!("{client_start:.6}"));
+
+        if is_sse || prepared.stream {
+            // Stream: forward every chunk as it arrives; end with the proxy's verdict.
+            let (tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+            let first_bytes = head.payload;
+            let node2 = node.clone();
+            tokio::spawn(async move {
+                if !first_bytes.is_empty() && tx.send(Ok(Bytes::from(first_bytes))).await.is_err() {
+                    return; // caller gone: the guard cancels upstream
+                }
+                loop {
+                    let event = tokio::select! {
+                        e = tokio::time::timeout_at(deadline, rx.recv()) => e,
+                        _ = tx.closed() => return,
+                    };
+                    match event {
+                        Ok(Some(AnswerEvent::Chunk(c))) => {
+                            if tx.send(Ok(Bytes::from(c))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(AnswerEvent::Done(info))) => {
+                            guard.disarm();
+                            node2.stats.requests_success.fetch_add(1, Ordering::Relaxed);
+                            node2.stats.adjusted_tokens.fetch_add(info.tokens.total(), Ordering::Relaxed);
+                            node2.stats.total_latency.observe(started.elapsed().as_secs_f64());
+                            return;
+                        }
+                        Ok(Some(AnswerEvent::Error { code, message, .. })) => {
+                            guard.disarm();
+                            let (status, kind, short) = classify_error(code, &message);
+                            node2.failed(status);
+                            let event = json!({"error": {"message": format!("{message} (cocoon error {code})"), "type": kind, "code": short}});
+                            let _ = tx.send(Ok(Bytes::from(format!("data: {event}\n\n")))).await;
+                            return;
+                        }
+                        Ok(Some(AnswerEvent::Head(_))) => {}
+                        Ok(None) => {
+                            guard.disarm();
+                            node2.failed(StatusCode::SERVICE_UNAVAILABLE);
+                            return;
+                        }
+                        Err(_) => {
+                            // Timed out mid-stream: say so in-band and cancel upstream.
+                            node2.failed(StatusCode::GATEWAY_TIMEOUT);
+                            let event = json!({"error": {"message": "request timed out", "type": "timeout_error", "code": "timeout"}});
+                            let _ = tx.send(Ok(Bytes::from(format!("data: {event}\n\n")))).await;
+                            return;
+                        }
+                    }
+                }
+            });
+            let stream = futures::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            return builder
+                .body(Body::from_stream(stream.boxed()))
+                .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "api_error", "bad_head", "invalid answer head"));
+        }
+
+        // Not streamed: collect the whole answer, then answer at once.
+        let mut body = head.payload;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(AnswerEvent::Chunk(c))) => body.extend_from_slice(&c),
+                Ok(Some(AnswerEvent::Done(info))) => {
+                    guard.disarm();
+                    node.stats.requests_success.fetch_add(1, Ordering::Relaxed);
+                    node.stats.adjusted_tokens.fetch_add(info.tokens.total(), Ordering::Relaxed);
+                    node.stats.total_latency.observe(started.elapsed().as_secs_f64());
+                    builder = builder.header("X-Cocoon-Client-End", format!("{:.6}", unix_now()));
+                    return builder
+                        .header(header::CONTENT_LENGTH, body.len())
+                        .body(Body::from(body))
+                        .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "api_error", "bad_head", "invalid answer head"));
+                }
+                Ok(Some(AnswerEvent::Error { code, message, .. })) => {
+                    guard.disarm();
+                    return cocoon_error(&node, code, &message);
+                }
+                Ok(Some(AnswerEvent::Head(_))) => {}
+                Ok(None) => {
+                    guard.disarm();
+                    return cocoon_error(&node, 651, "connection to proxy lost");
+                }
+                Err(_) => return cocoon_error(&node, 652, "request timed out"),
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn models(State(node): State<Arc<ClientNode>>) -> Response {
+    let mut merged: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let sessions = node.open_sessions();
+    if sessions.is_empty() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "no_proxy",
+            "no proxy connection is ready",
+        );
+    }
+    for session in sessions {
+        match session.worker_types().await {
+            Ok(types) => {
+                for t in types.types {
+                    let entry = merged.entry(t.name).or_default();
+                    for w in t.workers {
+                        entry.push(json!({"coefficient": w.coefficient, "running_requests": w.active_requests, "max_running_requests": w.max_active_requests}));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "worker types query failed"),
+        }
+    }
+    let data: Vec<Value> = merged
+        .into_iter()
+        .map(|(id, workers)| json!({"id": id, "object": "model", "created": 0, "owned_by": "cocoon", "workers": workers}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn json_stats(State(node): State<Arc<ClientNode>>) -> Response {
+    let s = &node.stats;
+    let proxies: Vec<Value> = node
+        .open_sessions()
+        .iter()
+        .map(|p| {
+            let pay = p.payments();
+            json!({
+                "proxy_sc_address": p.proxy_params().proxy_sc_address,
+                "proxy_public_key": hex::encode(p.proxy_params().proxy_public_key),
+                "protocol": p.proto(),
+                "requests_sent": p.requests_sent(),
+                "tokens_used_proxy_committed_to_db": pay.db_tokens,
+                "tokens_used_proxy_max": pay.max_tokens,
+                "tokens_billed": pay.tokens_billed,
+            })
+        })
+        .collect();
+    Json(json!({
+        "status": {"enabled": true, "uptime_seconds": node.started.elapsed().as_secs()},
+        "stats": {
+            "queries": s.requests_received.load(Ordering::Relaxed),
+            "success": s.requests_success.load(Ordering::Relaxed),
+            "failed": lock(&s.requests_failed).values().sum::<u64>(),
+            "cancelled": s.requests_cancelled.load(Ordering::Relaxed),
+            "adjusted_tokens": s.adjusted_tokens.load(Ordering::Relaxed),
+            "bytes_received": s.bytes_received.load(Ordering::Relaxed),
+        },
+        "proxies": proxies,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(node): State<Arc<ClientNode>>) -> Response {
+    let s = &node.stats;
+    let mut m = MetricsText::new();
+    m.counter(
+        "cocoon_client_requests_total",
+        "Inference requests received.",
+        &[(&[], s.requests_received.load(Ordering::Relaxed))],
+    );
+    m.counter(
+        "cocoon_client_requests_success_total",
+        "Requests answered completely.",
+        &[(&[], s.requests_success.load(Ordering::Relaxed))],
+    );
+    let failed: Vec<(String, u64)> = lock(&s.requests_failed)
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let failed_values: Vec<([(&str, &str); 1], u64)> = failed
+        .iter()
+        .map(|(k, v)| ([("status", k.as_str())], *v))
+        .collect();
+    let failed_refs: Vec<(&[(&str, &str)], u64)> = failed_values
+        .iter()
+        .map(|(l, v)| (l.as_slice(), *v))
+        .collect();
+    m.counter(
+        "cocoon_client_requests_failed_total",
+        "Requests that failed, by HTTP status.",
+        &failed_refs,
+    );
+    m.counter(
+        "cocoon_client_requests_cancelled_total",
+        "Requests whose caller went away.",
+        &[(&[], s.requests_cancelled.load(Ordering::Relaxed))],
+    );
+    m.counter(
+        "cocoon_client_adjusted_tokens_total",
+        "Adjusted tokens of completed requests.",
+        &[(&[], s.adjusted_tokens.load(Ordering::Relaxed))],
+    );
+    m.gauge(
+        "cocoon_client_proxy_connections",
+        "Open proxy sessions.",
+        &[(&[], node.open_sessions().len() as f64)],
+    );
+    m.histogram(
+        "cocoon_client_head_latency_seconds",
+        "Time to the response head.",
+        &s.head_latency,
+    );
+    m.histogram(
+        "cocoon_client_request_latency_seconds",
+        "Time to the end of the answer.",
+        &s.total_latency,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.finish(),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_url",
+        &format!("unknown endpoint {}", uri.path()),
+    )
+}
