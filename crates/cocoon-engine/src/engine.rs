@@ -163,6 +163,14 @@ struct Job {
     span: tracing::Span,
 }
 
+/// Tokenized sequences of a request: `(choice index, request)`, per-choice echo text
+/// and the prompt token count.
+struct Prepared {
+    seqs: Vec<(usize, GenRequest)>,
+    echo: Vec<String>,
+    prompt_tokens: usize,
+}
+
 struct Inner {
     info: ModelInfo,
     created: u64,
@@ -382,10 +390,7 @@ impl Engine {
         }
     }
 
-    fn build_seqs(
-        &self,
-        req: &ParsedRequest,
-    ) -> std::result::Result<(Vec<(usize, GenRequest)>, Vec<String>, usize), ApiError> {
+    fn build_seqs(&self, req: &ParsedRequest) -> std::result::Result<Prepared, ApiError> {
         let m = &self.inner.model;
         let prompts: Vec<(Vec<u32>, String)> = match req.endpoint {
             Endpoint::Chat => {
@@ -478,7 +483,11 @@ impl Engine {
                 });
             }
         }
-        Ok((seqs, echo_texts, prompt_tokens))
+        Ok(Prepared {
+            seqs,
+            echo: echo_texts,
+            prompt_tokens,
+        })
     }
 
     async fn run(
@@ -493,7 +502,11 @@ impl Engine {
                 return Err(ApiError::model_not_found(m));
             }
         }
-        let (seqs, echo, prompt_tokens) = self.build_seqs(&req)?;
+        let Prepared {
+            seqs,
+            echo,
+            prompt_tokens,
+        } = self.build_seqs(&req)?;
         let fmt = ResponseFormatter::new(endpoint, self.inner.info.name.clone());
         span.record("id", fmt.id.as_str());
         tracing::info!(

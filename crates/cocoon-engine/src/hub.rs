@@ -66,10 +66,9 @@ pub(crate) async fn resolve(
         let cfg = c
             .get("config.json")
             .ok_or_else(|| dl_err("offline mode and the model is not in the local cache".into()))?;
-        for f in ["tokenizer.json"] {
-            c.get(f)
-                .ok_or_else(|| dl_err(format!("offline mode and {f} is not in the local cache")))?;
-        }
+        c.get("tokenizer.json").ok_or_else(|| {
+            dl_err("offline mode and tokenizer.json is not in the local cache".into())
+        })?;
         return cfg
             .parent()
             .map(|p| p.to_path_buf())
