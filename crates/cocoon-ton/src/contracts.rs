@@ -294,6 +294,20 @@ impl ProxyContractState {
         expect_end(&s, "proxy contract data")?;
         Ok(st)
     }
+
+    /// Builds the data cell (the inverse of [`ProxyContractState::from_data`]).
+    pub fn to_data(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        store_address(&mut b, &self.owner)?;
+        b.store_u256(&HashBytes(self.public_key))?;
+        store_address(&mut b, &self.root)?;
+        b.store_small_uint(self.status.bits(), 2)?;
+        store_coins(&mut b, self.balance)?;
+        store_coins(&mut b, self.stake)?;
+        b.store_u32(self.unlock_ts)?;
+        b.store_reference(self.params.clone())?;
+        Ok(b.build()?)
+    }
 }
 
 /// The data of a client contract as read back by the runners.
@@ -352,6 +366,24 @@ impl ClientContractState {
             params,
         })
     }
+
+    /// Builds the data cell (the inverse of [`ClientContractState::from_data`]).
+    pub fn to_data(&self) -> Result<Cell> {
+        let mut c = CellBuilder::new();
+        store_address(&mut c, &self.owner)?;
+        store_address(&mut c, &self.proxy_sc)?;
+        c.store_u256(&HashBytes(self.proxy_public_key))?;
+        let mut b = CellBuilder::new();
+        b.store_small_uint(self.status.bits(), 2)?;
+        store_coins(&mut b, self.balance)?;
+        store_coins(&mut b, self.stake)?;
+        b.store_u64(self.tokens_used)?;
+        b.store_u32(self.unlock_ts)?;
+        b.store_u256(&HashBytes(self.secret_hash))?;
+        b.store_reference(c.build()?)?;
+        b.store_reference(self.params.clone())?;
+        Ok(b.build()?)
+    }
 }
 
 /// The data of a worker contract as read back by the runners.
@@ -386,6 +418,18 @@ impl WorkerContractState {
         expect_end(&s, "worker contract data")?;
         Ok(st)
     }
+
+    /// Builds the data cell (the inverse of [`WorkerContractState::from_data`]).
+    pub fn to_data(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        store_address(&mut b, &self.owner)?;
+        store_address(&mut b, &self.proxy_sc)?;
+        b.store_u256(&HashBytes(self.proxy_public_key))?;
+        b.store_small_uint(self.status.bits(), 2)?;
+        b.store_u64(self.tokens)?;
+        b.store_reference(self.params.clone())?;
+        Ok(b.build()?)
+    }
 }
 
 /// The data of a cocoon wallet.
@@ -416,5 +460,16 @@ impl CocoonWalletState {
         };
         expect_end(&s, "cocoon wallet data")?;
         Ok(st)
+    }
+
+    /// Builds the data cell (the inverse of [`CocoonWalletState::from_data`]).
+    pub fn to_data(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        b.store_u32(self.seqno)?;
+        b.store_u32(self.subwallet)?;
+        b.store_u256(&HashBytes(self.public_key))?;
+        b.store_u32(self.status)?;
+        store_address(&mut b, &self.owner)?;
+        Ok(b.build()?)
     }
 }

@@ -9,6 +9,9 @@
 //! * accounts can be pseudo-funded ([`FakeTon::fund`]); an account deployed by a
 //!   message with a StateInit gets [`FakeTon::DEFAULT_DEPLOY_BALANCE`] if it has none
 //!   (the C++ pseudo-deploys with 100 TON);
+//! * a client contract (code = the root's client code) deployed that way is
+//!   pseudo-funded: booked balance and stake [`FakeTon::PSEUDO_CLIENT_FUNDS`],
+//!   secret hash `sha256("")`, as the C++ pseudo state;
 //! * an external message to an account without code (and without a StateInit)
 //!   is refused, as on a real chain;
 //! * every other external message is accepted at once and recorded
@@ -34,6 +37,7 @@ use crate::chain::{
     AccountState, AccountStatus, BoxFuture, ChainBackend, ChainError, ChainResult, GetMethodResult,
     StackValue, Transaction, TxId, TxMessage, TxPage,
 };
+use crate::contracts::ClientContractState;
 use crate::messages::Body;
 use crate::root::RootConfig;
 use crate::wallet::{CocoonWalletRequest, ExternalMessage, InternalMessage};
@@ -130,6 +134,9 @@ fn parse_state_init(cell: &Cell) -> ChainResult<(Cell, Cell)> {
 impl FakeTon {
     /// Balance given to an account deployed without funds (100 TON, as the C++).
     pub const DEFAULT_DEPLOY_BALANCE: u64 = 100 * crate::root::ONE_TON;
+    /// Booked balance and stake of a pseudo-funded client contract (10^6 TON,
+    /// as the C++ `ClientContract::init_pseudo_state`).
+    pub const PSEUDO_CLIENT_FUNDS: u64 = 1_000_000 * crate::root::ONE_TON;
 
     /// A fake chain whose root at `root_address` holds `root_config`.
     /// `testnet` is only used when printing addresses in errors.
@@ -219,6 +226,16 @@ impl FakeTon {
         a.balance = a.balance.saturating_add(amount);
     }
 
+    /// Replaces the data of an account (e.g. to simulate a contract state change
+    /// that the fake chain does not compute, such as a charge or a closing).
+    pub fn set_data(&self, address: &StdAddr, data: Cell) {
+        let mut st = self.lock();
+        st.accounts
+            .entry(address.clone())
+            .or_insert_with(FakeAccount::empty)
+            .data = Some(data);
+    }
+
     /// Marks an account deployed with `code` and `data` (pseudo-deploy).
     pub fn deploy(&self, address: &StdAddr, code: Cell, data: Cell) {
         let mut st = self.lock();
@@ -291,7 +308,22 @@ impl FakeTon {
                 "StateInit hash does not match the destination address".into(),
             ));
         }
-        let (code, data) = parse_state_init(si)?;
+        let (code, mut data) = parse_state_init(si)?;
+        // Clients are pseudo-funded, as in COCOON's --disable-ton mode.
+        let is_client = st
+            .root_config
+            .params
+            .client_sc_code
+            .as_ref()
+            .is_some_and(|c| c.repr_hash() == code.repr_hash());
+        if is_client {
+            if let Ok(mut cs) = ClientContractState::from_data(&data) {
+                cs.balance = Self::PSEUDO_CLIENT_FUNDS;
+                cs.stake = Self::PSEUDO_CLIENT_FUNDS;
+                cs.secret_hash = Sha256::digest(b"").into();
+                data = cs.to_data()?;
+            }
+        }
         let acc = st
             .accounts
             .entry(addr.clone())

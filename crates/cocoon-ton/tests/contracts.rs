@@ -48,6 +48,15 @@ fn initial_states_read_back() {
         assert_eq!(c.state_init.repr_hash(), &c.address.address);
         assert_eq!(contract_address(&c.code, &c.data).unwrap(), c.address);
     }
+    // The state structs write back the very same cells.
+    let pst = ProxyContractState::from_data(&proxy.data).unwrap();
+    assert_eq!(pst.to_data().unwrap(), proxy.data);
+    let cst = ClientContractState::from_data(&client.data).unwrap();
+    assert_eq!(cst.to_data().unwrap(), client.data);
+    let wst = WorkerContractState::from_data(&worker.data).unwrap();
+    assert_eq!(wst.to_data().unwrap(), worker.data);
+    let wal = CocoonWalletState::from_data(&wallet.data).unwrap();
+    assert_eq!(wal.to_data().unwrap(), wallet.data);
     // Wrong parsers refuse other layouts.
     assert!(WorkerContractState::from_data(&client.data).is_err());
     assert!(ClientContractState::from_data(&worker.data).is_err());

@@ -132,6 +132,26 @@ async fn wallet_request_is_checked_and_delivered() {
         .await
         .unwrap()
         .is_active());
+    // Pseudo-funded client, as COCOON's --disable-ton.
+    let cst = backend.account_state(&client.address).await.unwrap();
+    let cs =
+        cocoon_ton::contracts::ClientContractState::from_data(cst.data.as_ref().unwrap()).unwrap();
+    assert_eq!(cs.balance, FakeTon::PSEUDO_CLIENT_FUNDS);
+    assert_eq!(cs.stake, FakeTon::PSEUDO_CLIENT_FUNDS);
+    assert_eq!(
+        hex::encode(cs.secret_hash),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(cs.owner, addr(0x33));
+    // Tests may move a contract's state themselves.
+    let mut closing = cs.clone();
+    closing.status = cocoon_ton::contracts::ContractStatus::Closing;
+    f.set_data(&client.address, closing.to_data().unwrap());
+    let cst = backend.account_state(&client.address).await.unwrap();
+    assert_eq!(
+        cocoon_ton::contracts::ClientContractState::from_data(cst.data.as_ref().unwrap()).unwrap(),
+        closing
+    );
     assert_eq!(f.balance(wallet.address()), 50_000_000_000 - 700_000_001);
     assert_eq!(f.sent_externals().len(), 1);
 
