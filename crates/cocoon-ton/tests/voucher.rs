@@ -181,4 +181,29 @@ proptest! {
             prop_assert_eq!(slot.tokens(), max_seen);
         }
     }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = SignedVoucher::from_boc(&bytes);
+        let mut with_magic = vec![0xb5, 0xee, 0x9c, 0x72];
+        with_magic.extend_from_slice(&bytes);
+        let _ = SignedVoucher::from_boc(&with_magic);
+    }
+
+    #[test]
+    fn mutated_voucher_boc_never_verifies_falsely(v in arb_voucher(), pos in any::<usize>(), bit in 0u8..8) {
+        let s = signer();
+        let signed = s.sign(v).unwrap();
+        let mut boc = signed.to_boc().unwrap();
+        let i = pos % boc.len();
+        boc[i] ^= 1 << bit;
+        if let Ok(parsed) = SignedVoucher::from_boc(&boc) {
+            // Either the flip hit the unsigned excess address (still valid and
+            // the same voucher), or verification must fail.
+            if parsed.verify(&s.public_key()).is_ok() {
+                prop_assert_eq!(parsed.voucher, signed.voucher);
+                prop_assert_eq!(parsed.signature, signed.signature);
+            }
+        }
+    }
 }
