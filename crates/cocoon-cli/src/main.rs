@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod attest;
+mod devnet;
+mod roles;
 
 /// cocoon-rs: a Rust implementation of COCOON, the Confidential Compute Open Network on TON.
 #[derive(Debug, Parser)]
@@ -18,8 +20,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a whole COCOON network on this machine (not available yet; see README).
-    Devnet,
+    /// Run a whole COCOON network on this machine: chain, proxy, workers and an
+    /// OpenAI-compatible client.
+    Devnet(devnet::DevnetArgs),
+    /// Run a proxy: admits workers and clients, routes requests, books tokens.
+    Proxy(roles::RoleArgs),
+    /// Run a worker: serves a model to proxies and gets paid per token.
+    Worker(roles::RoleArgs),
+    /// Run a client: the OpenAI-compatible HTTP API in front of the network.
+    Client(roles::RoleArgs),
     /// Attestation tools: certificates, quotes, and what this machine can produce.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -37,18 +46,20 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     match cli.command {
-        Command::Devnet => {
-            anyhow::bail!(
-                "`cocoon devnet` is not available yet: it arrives with the client/devnet \
-                 milestone (chain, proxy, workers and an OpenAI-compatible client in one \
-                 process tree). What works today: the COCOON wire protocol (cocoon-tl, \
-                 cocoon-net) and RA-TLS (`cocoon attest --help`)."
-            )
-        }
+        Command::Devnet(args) => runtime()?.block_on(devnet::run(args)),
+        Command::Proxy(args) => runtime()?.block_on(roles::proxy(args)),
+        Command::Worker(args) => runtime()?.block_on(roles::worker(args)),
+        Command::Client(args) => runtime()?.block_on(roles::client(args)),
         Command::Attest(cmd) => attest::run(cmd),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod config;
 pub mod gateway;
 pub mod ledger;
 pub mod metering;
@@ -10,5 +11,6 @@ pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod request;
+pub mod runner;
 pub mod transport;
 pub mod worker;

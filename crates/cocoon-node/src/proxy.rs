@@ -293,7 +293,7 @@ impl Proxy {
         let proxy = self.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match listener.accept().await {
+                let pending = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
                         warn!(error = %e, "client listener failed");
@@ -302,6 +302,13 @@ impl Proxy {
                 };
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
+                    let (stream, peer) = match pending.await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            info!(error = %e, "client refused");
+                            return;
+                        }
+                    };
                     let cfg = proxy.shared.settings.connection.clone();
                     match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
                         Ok(conn) => proxy.handle_client(conn, peer).await,
@@ -317,7 +324,7 @@ impl Proxy {
         let proxy = self.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match listener.accept().await {
+                let pending = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
                         warn!(error = %e, "worker listener failed");
@@ -326,6 +333,13 @@ impl Proxy {
                 };
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
+                    let (stream, peer) = match pending.await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            info!(error = %e, "worker refused");
+                            return;
+                        }
+                    };
                     let cfg = proxy.shared.settings.connection.clone();
                     match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
                         Ok(conn) => proxy.handle_worker(conn, peer).await,

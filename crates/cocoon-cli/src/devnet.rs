@@ -1,0 +1,212 @@
+//! `cocoon devnet`: a whole COCOON network in one process — chain, proxy, workers and
+//! an OpenAI-compatible client — with all state under one directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cocoon_attest::{PolicyConfig, PolicyKind};
+use cocoon_node::config::{
+    AttestationConfig, ChainConfig, ClientConfig, ProxyConfig, WorkerConfig,
+};
+use cocoon_node::runner;
+use serde_json::json;
+use tracing::info;
+
+use crate::roles::shutdown_signal;
+
+/// Options of `cocoon devnet`.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// OpenAI-compatible model server for the workers (vLLM, SGLang, llama.cpp server,
+    /// Ollama), e.g. `http://127.0.0.1:8000`; the model name is read from its /v1/models.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Port of the OpenAI-compatible API.
+    #[arg(long, default_value_t = 10000)]
+    pub http_port: u16,
+    /// Port where the proxy accepts clients (0 = any free port).
+    #[arg(long, default_value_t = 11002)]
+    pub proxy_client_port: u16,
+    /// Port where the proxy accepts workers (0 = any free port).
+    #[arg(long, default_value_t = 11001)]
+    pub proxy_worker_port: u16,
+    /// Directory for all state (keys, ledger); a restart with the same directory
+    /// continues where it stopped.
+    #[arg(long, default_value = ".cocoon-devnet")]
+    pub dir: PathBuf,
+    /// Worker price coefficient (1000 = 1.0×).
+    #[arg(long, default_value_t = 1000)]
+    pub coefficient: u32,
+    /// nanoTON per adjusted token paid by the client.
+    #[arg(long, default_value_t = 2)]
+    pub price_per_token: u64,
+    /// nanoTON per adjusted token earned by workers.
+    #[arg(long, default_value_t = 1)]
+    pub worker_fee_per_token: u64,
+    /// Proof-of-work difficulty of the proxy's ports (COCOON uses 20 in production).
+    #[arg(long, default_value_t = 16)]
+    pub pow_difficulty: u32,
+}
+
+fn fake_tdx() -> PolicyConfig {
+    PolicyConfig::new(PolicyKind::FakeTdx)
+}
+
+fn attestation(tee: &str, key: Option<PathBuf>, pow: u32) -> AttestationConfig {
+    AttestationConfig {
+        tee: tee.into(),
+        key_file: key,
+        pow_difficulty: Some(pow),
+        ..AttestationConfig::default()
+    }
+}
+
+/// Runs the devnet until Ctrl-C.
+pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    let Some(upstream) = args.upstream.clone() else {
+        bail!(
+            "cocoon devnet needs a model server: pass --upstream URL (an OpenAI-compatible \
+             server such as vLLM, SGLang, llama.cpp server or Ollama, e.g. \
+             --upstream http://127.0.0.1:8000)"
+        );
+    };
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    let keys = dir.join("keys");
+    let chain = ChainConfig {
+        price_per_token: args.price_per_token,
+        worker_fee_per_token: args.worker_fee_per_token,
+        ..ChainConfig::default()
+    };
+
+    let proxy_cfg = ProxyConfig {
+        owner_address: "devnet-proxy-owner".into(),
+        client_listen: format!("127.0.0.1:{}", args.proxy_client_port),
+        worker_listen: format!("127.0.0.1:{}", args.proxy_worker_port),
+        http_listen: String::new(),
+        db_path: dir.join("proxy-ledger.sqlite"),
+        is_test: true,
+        max_attempts: 3,
+        attestation: attestation(
+            "fake_tdx",
+            Some(keys.join("proxy_key.pem")),
+            args.pow_difficulty,
+        ),
+        client_policy: PolicyConfig::new(PolicyKind::Any),
+        worker_policy: fake_tdx(),
+        chain: chain.clone(),
+    };
+    let proxy = runner::start_proxy(&proxy_cfg)
+        .await
+        .context("starting the proxy")?;
+
+    let mut workers = Vec::new();
+    for i in 0..args.workers {
+        let cfg = WorkerConfig {
+            owner_address: format!("devnet-worker-{i}"),
+            upstream: upstream.clone(),
+            model: String::new(),
+            coefficient: args.coefficient,
+            max_active_requests: 60,
+            proxies: vec![proxy.worker_addr.to_string()],
+            http_listen: String::new(),
+            is_test: true,
+            attestation: attestation(
+                "fake_tdx",
+                Some(keys.join(format!("worker_{i}_key.pem"))),
+                args.pow_difficulty,
+            ),
+            proxy_policy: fake_tdx(),
+            chain: chain.clone(),
+        };
+        workers.push(
+            runner::start_worker(&cfg, None)
+                .await
+                .context("starting a worker")?,
+        );
+    }
+    let model = workers[0].model.clone();
+
+    let client_cfg = ClientConfig {
+        owner_address: "devnet-client".into(),
+        http_listen: format!("127.0.0.1:{}", args.http_port),
+        proxies: vec![proxy.client_addr.to_string()],
+        secret_string: String::new(),
+        is_test: true,
+        default_max_coefficient: 4000,
+        default_timeout: 120.0,
+        attestation: attestation("none", None, args.pow_difficulty),
+        proxy_policy: fake_tdx(),
+        chain,
+    };
+    let client = runner::start_client(&client_cfg)
+        .await
+        .context("starting the client")?;
+
+    // Ready when every worker is routable and the client holds a session.
+    let base = cocoon_node::request::base_model_name(&model).to_owned();
+    let ready = async {
+        loop {
+            let workers_ready = proxy.proxy.ready_workers().get(&base).copied().unwrap_or(0);
+            if workers_ready >= args.workers && !client.node.open_sessions().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .context("the network did not become ready within 60 s (see the log above)")?;
+
+    let api = format!("http://{}/v1", client.http_addr);
+    let info = json!({
+        "client_api": api,
+        "proxy_client_endpoint": proxy.client_addr.to_string(),
+        "proxy_worker_endpoint": proxy.worker_addr.to_string(),
+        "proxy_public_key": hex::encode(proxy.proxy.public_key()),
+        "models": [base],
+        "workers": args.workers,
+        "upstream": upstream,
+        "chain": "fake-ton",
+        "dir": dir.display().to_string(),
+    });
+    let info_path = dir.join("devnet.json");
+    std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)
+        .with_context(|| format!("writing {}", info_path.display()))?;
+
+    println!("cocoon devnet is ready");
+    println!("  OpenAI API:      {api}");
+    println!("  model:           {base}");
+    println!(
+        "  proxy:           clients {} / workers {}",
+        proxy.client_addr, proxy.worker_addr
+    );
+    println!(
+        "  workers:         {} (fake TDX attestation; a stand-in for TDX hardware)",
+        args.workers
+    );
+    println!("  chain:           fake-TON (no chain; a stand-in for TON until the embedded TVM chain lands)");
+    println!("  state:           {}", dir.display());
+    println!();
+    println!("  curl {api}/chat/completions -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"model\":\"{base}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'");
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    shutdown_signal().await;
+    info!("devnet stopping: draining workers");
+    for w in &workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w.worker.drain()).await;
+    }
+    println!("cocoon devnet stopped");
+    Ok(())
+}

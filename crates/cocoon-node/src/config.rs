@@ -1,0 +1,524 @@
+//! TOML configuration of the three roles, and what turns it into running settings.
+//!
+//! Every file has the same shape: role fields at the top, an `[attestation]` table (what
+//! this node presents and which peers it accepts) and a `[chain]` table. Documented
+//! examples live in `configs/` at the repository root.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attest::dcap::{DcapConfig, DcapVerifier};
+use cocoon_attest::{CertResolver, Policy, PolicyConfig, PolicyKind, TeeMode};
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+
+use crate::pricing::{Multipliers, Prices, MULTIPLIER_ONE};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped fields.
+    #[error("invalid configuration {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The node key or certificate could not be prepared.
+    #[error("attestation setup failed: {0}")]
+    Attestation(String),
+}
+
+/// Reads and parses a TOML file.
+pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The `[chain]` table. Only fake-TON exists until the TON layer lands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// `fake`: **fake-TON, a stand-in for the TON chain** (like COCOON's
+    /// `--disable-ton`): prices come from this table, clients are pseudo-funded, nothing
+    /// is settled on chain.
+    #[serde(default = "default_chain_mode")]
+    pub mode: String,
+    /// nanoTON per adjusted token paid by clients.
+    #[serde(default = "default_price")]
+    pub price_per_token: u64,
+    /// nanoTON per adjusted token earned by workers.
+    #[serde(default = "default_fee")]
+    pub worker_fee_per_token: u64,
+    /// Token class multipliers, 10000 = 1.0×: prompt, cached, completion, reasoning.
+    #[serde(default = "default_multipliers")]
+    pub multipliers: [u32; 4],
+    /// Fake-TON only: adjusted tokens each client may use.
+    #[serde(default = "default_pseudo_tokens")]
+    pub pseudo_client_tokens: u64,
+    /// Root config version the node runs on.
+    #[serde(default = "default_config_version")]
+    pub config_version: i32,
+}
+
+fn default_chain_mode() -> String {
+    "fake".into()
+}
+fn default_price() -> u64 {
+    2
+}
+fn default_fee() -> u64 {
+    1
+}
+fn default_multipliers() -> [u32; 4] {
+    [MULTIPLIER_ONE; 4]
+}
+fn default_pseudo_tokens() -> u64 {
+    1_000_000_000_000
+}
+fn default_config_version() -> i32 {
+    1
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            mode: default_chain_mode(),
+            price_per_token: default_price(),
+            worker_fee_per_token: default_fee(),
+            multipliers: default_multipliers(),
+            pseudo_client_tokens: default_pseudo_tokens(),
+            config_version: default_config_version(),
+        }
+    }
+}
+
+impl ChainConfig {
+    /// Checks the table and returns the prices.
+    pub fn prices(&self) -> Result<Prices, ConfigError> {
+        if self.mode != "fake" {
+            return Err(ConfigError::Invalid(format!(
+                "chain mode {:?} is not available yet; use \"fake\" (fake-TON)",
+                self.mode
+            )));
+        }
+        if self.worker_fee_per_token > self.price_per_token {
+            return Err(ConfigError::Invalid(format!(
+                "worker_fee_per_token {} exceeds price_per_token {}",
+                self.worker_fee_per_token, self.price_per_token
+            )));
+        }
+        let [prompt, cached, completion, reasoning] = self.multipliers;
+        Ok(Prices {
+            price_per_token: self.price_per_token,
+            worker_fee_per_token: self.worker_fee_per_token,
+            multipliers: Multipliers {
+                prompt,
+                cached,
+                completion,
+                reasoning,
+            },
+        })
+    }
+}
+
+/// The `[attestation]` table: this node's identity and its TEE evidence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// What this node presents: `none`, `fake_tdx` (a stand-in for TDX hardware) or
+    /// `tdx` (a real quote; only inside a TD).
+    #[serde(default = "default_tee")]
+    pub tee: String,
+    /// The node's Ed25519 key (PEM, PKCS#8). Created on first start if missing; keeps
+    /// the proxy's identity and ledger signatures stable across restarts.
+    pub key_file: Option<PathBuf>,
+    /// DCAP settings for `tdx` policies.
+    #[serde(default)]
+    pub dcap: DcapConfig,
+    /// Proof-of-work difficulty this node's listening ports demand (default 20).
+    pub pow_difficulty: Option<u32>,
+    /// Highest difficulty this node solves when dialing (default 28).
+    pub max_pow_difficulty: Option<u32>,
+}
+
+fn default_tee() -> String {
+    "none".into()
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig {
+            tee: default_tee(),
+            key_file: None,
+            dcap: DcapConfig::default(),
+            pow_difficulty: None,
+            max_pow_difficulty: None,
+        }
+    }
+}
+
+/// The pieces a role needs for attested connections.
+pub struct Identity {
+    /// The node key.
+    pub key: SigningKey,
+    /// The certificate source (renewed in the background by the role).
+    pub certs: Arc<CertResolver>,
+    dcap: Option<Arc<DcapVerifier>>,
+    attestation: AttestationConfig,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field(
+                "public_key",
+                &hex::encode(self.key.verifying_key().as_bytes()),
+            )
+            .finish()
+    }
+}
+
+/// Loads the key from `path`, creating it (mode 0600) if the file does not exist.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, ConfigError> {
+    if path.exists() {
+        let pem = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        return cocoon_attest::cert::load_key_pem(&pem)
+            .map_err(|e| ConfigError::Attestation(format!("{}: {e}", path.display())));
+    }
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&key)
+        .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+    let pem = cocoon_attest::cert::pem_encode("PRIVATE KEY", der.as_bytes());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ConfigError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    write_private(path, pem.as_bytes())?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.write_all(data).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl AttestationConfig {
+    /// Prepares the node identity: key (loaded, created, or ephemeral) and certificate.
+    pub fn identity(&self) -> Result<Identity, ConfigError> {
+        let tee: TeeMode = self
+            .tee
+            .parse()
+            .map_err(|e: String| ConfigError::Invalid(format!("attestation.tee: {e}")))?;
+        let key = match &self.key_file {
+            Some(path) => load_or_create_key(path)?,
+            None => SigningKey::generate(&mut rand::rngs::OsRng),
+        };
+        let certs = CertResolver::new(key.clone(), tee)
+            .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+        Ok(Identity {
+            key,
+            certs,
+            dcap: None,
+            attestation: self.clone(),
+        })
+    }
+}
+
+impl Identity {
+    /// The policy object for `cfg`, building the DCAP verifier on first need.
+    pub fn policy(&mut self, cfg: &PolicyConfig) -> Result<Arc<Policy>, ConfigError> {
+        let dcap = if cfg.kind == PolicyKind::Tdx {
+            if self.dcap.is_none() {
+                let v = DcapVerifier::from_config(&self.attestation.dcap)
+                    .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+                self.dcap = Some(Arc::new(v));
+            }
+            self.dcap.clone()
+        } else {
+            None
+        };
+        Policy::from_config(cfg, dcap)
+            .map(Arc::new)
+            .map_err(|e| ConfigError::Attestation(e.to_string()))
+    }
+
+    /// Server side of attested connections, checking peers with `policy`.
+    pub fn server(
+        &mut self,
+        policy: &PolicyConfig,
+    ) -> Result<cocoon_attest::ServerConfig, ConfigError> {
+        let policy = self.policy(policy)?;
+        let cfg = cocoon_attest::ServerConfig::new(self.certs.clone(), policy)
+            .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+        Ok(match self.attestation.pow_difficulty {
+            Some(d) => cfg.with_pow_difficulty(Some(d)),
+            None => cfg,
+        })
+    }
+
+    /// Client side of attested connections, checking the server with `policy`.
+    pub fn client(
+        &mut self,
+        policy: &PolicyConfig,
+    ) -> Result<cocoon_attest::ClientConfig, ConfigError> {
+        let policy = self.policy(policy)?;
+        let cfg = cocoon_attest::ClientConfig::new(self.certs.clone(), policy)
+            .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+        Ok(match self.attestation.max_pow_difficulty {
+            Some(d) => cfg.with_pow_max_difficulty(Some(d)),
+            None => cfg,
+        })
+    }
+
+    /// Renews the certificate before it expires (it is valid for one day).
+    pub fn spawn_renewal(&self) -> tokio::task::JoinHandle<()> {
+        self.certs.spawn_renewal(Duration::from_secs(6 * 3600))
+    }
+}
+
+fn policy_any() -> PolicyConfig {
+    PolicyConfig::new(PolicyKind::Any)
+}
+
+/// `proxy.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Owner of the proxy (receives its earnings).
+    pub owner_address: String,
+    /// Where clients connect (`host:port`).
+    #[serde(default = "default_client_listen")]
+    pub client_listen: String,
+    /// Where workers connect (`host:port`).
+    #[serde(default = "default_worker_listen")]
+    pub worker_listen: String,
+    /// Stats and metrics HTTP (`host:port`); empty disables it.
+    #[serde(default = "default_proxy_http")]
+    pub http_listen: String,
+    /// The SQLite ledger file.
+    pub db_path: PathBuf,
+    /// Test network mode (must match clients and workers).
+    #[serde(default = "yes")]
+    pub is_test: bool,
+    /// Workers tried per request (1 disables retries).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// This node's identity and evidence.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Which clients are accepted (default `any`).
+    #[serde(default = "policy_any")]
+    pub client_policy: PolicyConfig,
+    /// Which workers are accepted (default `any`; production uses `tdx`).
+    #[serde(default = "policy_any")]
+    pub worker_policy: PolicyConfig,
+    /// Chain access.
+    #[serde(default)]
+    pub chain: ChainConfig,
+}
+
+fn default_client_listen() -> String {
+    "0.0.0.0:11002".into()
+}
+fn default_worker_listen() -> String {
+    "0.0.0.0:11001".into()
+}
+fn default_proxy_http() -> String {
+    "127.0.0.1:11000".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+/// `worker.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Payout recipient.
+    pub owner_address: String,
+    /// The OpenAI-compatible model server (`http://host:port`).
+    pub upstream: String,
+    /// Full model id `NAME@COMMIT:HASH`; read from the upstream's `/v1/models` if empty.
+    #[serde(default)]
+    pub model: String,
+    /// Price coefficient (1000 = 1.0×).
+    #[serde(default = "default_coefficient")]
+    pub coefficient: u32,
+    /// Requests run at once, over all proxies.
+    #[serde(default = "default_max_active")]
+    pub max_active_requests: u32,
+    /// Proxies to serve (`host:port` of their worker ports).
+    pub proxies: Vec<String>,
+    /// Stats and metrics HTTP (`host:port`); empty disables it.
+    #[serde(default = "default_worker_http")]
+    pub http_listen: String,
+    /// Test network mode.
+    #[serde(default = "yes")]
+    pub is_test: bool,
+    /// This node's identity and evidence.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Which proxies are accepted (default `any`; production uses `tdx`).
+    #[serde(default = "policy_any")]
+    pub proxy_policy: PolicyConfig,
+    /// Chain access (prices for the cost fields).
+    #[serde(default)]
+    pub chain: ChainConfig,
+}
+
+fn default_coefficient() -> u32 {
+    1000
+}
+fn default_max_active() -> u32 {
+    60
+}
+fn default_worker_http() -> String {
+    "127.0.0.1:12000".into()
+}
+
+/// `client.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client's wallet address (how proxies know it).
+    pub owner_address: String,
+    /// The OpenAI-compatible HTTP API (`host:port`).
+    #[serde(default = "default_client_http")]
+    pub http_listen: String,
+    /// Proxies to use, with failover (`host:port` of their client ports).
+    pub proxies: Vec<String>,
+    /// Shared secret for short authorization.
+    #[serde(default)]
+    pub secret_string: String,
+    /// Test network mode.
+    #[serde(default = "yes")]
+    pub is_test: bool,
+    /// Default highest worker coefficient per request (1000 = 1.0×).
+    #[serde(default = "default_max_coefficient")]
+    pub default_max_coefficient: u32,
+    /// Default request timeout in seconds.
+    #[serde(default = "default_timeout")]
+    pub default_timeout: f64,
+    /// This node's identity and evidence.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Which proxies are accepted (default `any`; production uses `tdx`).
+    #[serde(default = "policy_any")]
+    pub proxy_policy: PolicyConfig,
+    /// Chain access.
+    #[serde(default)]
+    pub chain: ChainConfig,
+}
+
+fn default_client_http() -> String {
+    "127.0.0.1:10000".into()
+}
+fn default_max_coefficient() -> u32 {
+    4000
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_worker_config_gets_defaults() {
+        let cfg: WorkerConfig = toml::from_str(
+            r#"
+            owner_address = "UQworker"
+            upstream = "http://127.0.0.1:8000"
+            proxies = ["127.0.0.1:11001"]
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.coefficient, 1000);
+        assert_eq!(cfg.max_active_requests, 60);
+        assert_eq!(cfg.proxy_policy.kind, PolicyKind::Any);
+        assert_eq!(cfg.chain.prices().expect("prices").price_per_token, 2);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let err = toml::from_str::<ProxyConfig>(
+            "owner_address = \"x\"\ndb_path = \"l\"\nclient_port = 5",
+        )
+        .expect_err("unknown field");
+        assert!(
+            err.to_string().contains("unknown field `client_port`"),
+            "{err}"
+        );
+        let chain = ChainConfig {
+            worker_fee_per_token: 5,
+            ..ChainConfig::default()
+        };
+        assert_eq!(
+            chain.prices().expect_err("fee above price").to_string(),
+            "invalid configuration: worker_fee_per_token 5 exceeds price_per_token 2"
+        );
+        let chain = ChainConfig {
+            mode: "mainnet".into(),
+            ..ChainConfig::default()
+        };
+        assert!(chain.prices().is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/node_key.pem");
+        let a = load_or_create_key(&path).expect("create");
+        let b = load_or_create_key(&path).expect("load");
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Starting each role from its configuration: attested ports, proxy links, the role's
+//! HTTP endpoints. Used by `cocoon proxy|worker|client` and by `cocoon devnet`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use cocoon_net::ConnectionConfig;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::backend::{HttpUpstream, InferenceBackend};
+use crate::client::ClientSettings;
+use crate::config::{ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
+use crate::gateway::{ClientNode, GatewaySettings};
+use crate::ledger::Ledger;
+use crate::metrics::MetricsText;
+use crate::proxy::{Proxy, ProxySettings};
+use crate::transport::{AttestedDialer, AttestedServer, Listener};
+use crate::worker::{Worker, WorkerSettings};
+
+/// Why a role could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The model server is unusable.
+    #[error("model server: {0}")]
+    Backend(String),
+}
+
+async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, StartError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let bound = listener.local_addr().ok();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            warn!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// A running proxy and its bound addresses.
+#[derive(Debug)]
+pub struct RunningProxy {
+    /// The proxy.
+    pub proxy: Proxy,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where workers connect.
+    pub worker_addr: SocketAddr,
+    /// The stats/metrics HTTP address, if enabled.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// Starts a proxy from its configuration.
+pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> {
+    let prices = cfg.chain.prices()?;
+    let mut identity = cfg.attestation.identity()?;
+    identity.spawn_renewal();
+    if let Some(dir) = cfg.db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ConfigError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let ledger = Arc::new(Ledger::open(&cfg.db_path, &identity.key)?);
+    let settings = ProxySettings {
+        owner_address: cfg.owner_address.clone(),
+        sc_address: format!(
+            "fake-proxy-sc:{}",
+            hex::encode(identity.key.verifying_key().as_bytes())
+        ),
+        signing_key: identity.key.clone(),
+        is_test: cfg.is_test,
+        prices,
+        config_version: cfg.chain.config_version,
+        fake_ton: true,
+        pseudo_client_tokens: cfg.chain.pseudo_client_tokens,
+        max_attempts: cfg.max_attempts.max(1),
+        connection: ConnectionConfig::default(),
+    };
+    let proxy = Proxy::new(settings, ledger);
+    let bind = |addr: &str, e: std::io::Error| StartError::Bind {
+        addr: addr.to_owned(),
+        source: e,
+    };
+    let clients = AttestedServer::bind(&cfg.client_listen, identity.server(&cfg.client_policy)?)
+        .await
+        .map_err(|e| bind(&cfg.client_listen, e))?;
+    let workers = AttestedServer::bind(&cfg.worker_listen, identity.server(&cfg.worker_policy)?)
+        .await
+        .map_err(|e| bind(&cfg.worker_listen, e))?;
+    let client_addr = clients
+        .local_addr()
+        .map_err(|e| bind(&cfg.client_listen, e))?;
+    let worker_addr = workers
+        .local_addr()
+        .map_err(|e| bind(&cfg.worker_listen, e))?;
+    proxy.serve_clients(clients);
+    proxy.serve_workers(workers);
+    let http_addr = serve_http(&cfg.http_listen, proxy_router(proxy.clone())).await?;
+    info!(%client_addr, %worker_addr, ?http_addr, public_key = %hex::encode(proxy.public_key()), "proxy running");
+    Ok(RunningProxy {
+        proxy,
+        client_addr,
+        worker_addr,
+        http_addr,
+    })
+}
+
+fn proxy_router(proxy: Proxy) -> Router {
+    async fn stats(State(p): State<Proxy>) -> impl IntoResponse {
+        let s = p.stats();
+        let (clients, workers) = p.ledger().grand_totals().unwrap_or((0, 0));
+        Json(json!({
+            "status": {"public_key": hex::encode(p.public_key()), "running_requests": p.running_requests()},
+            "stats": {
+                "requests_received": s.requests_received.load(Ordering::Relaxed),
+                "requests_rejected": s.requests_rejected.load(Ordering::Relaxed),
+                "requests_success": s.requests_success.load(Ordering::Relaxed),
+                "requests_failed": s.requests_failed.load(Ordering::Relaxed),
+                "requests_retried": s.requests_retried.load(Ordering::Relaxed),
+                "adjusted_tokens_used": s.adjusted_tokens.load(Ordering::Relaxed),
+            },
+            "ledger": {"client_tokens": clients, "worker_tokens": workers},
+            "models": p.ready_workers(),
+        }))
+    }
+    async fn metrics(State(p): State<Proxy>) -> impl IntoResponse {
+        let s = p.stats();
+        let mut m = MetricsText::new();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        m.counter(
+            "cocoon_proxy_requests_total",
+            "Requests by outcome.",
+            &[
+                (&[("outcome", "success")], load(&s.requests_success)),
+                (&[("outcome", "failed")], load(&s.requests_failed)),
+                (&[("outcome", "rejected")], load(&s.requests_rejected)),
+            ],
+        );
+        m.counter(
+            "cocoon_proxy_requests_retried_total",
+            "Requests retried on another worker.",
+            &[(&[], load(&s.requests_retried))],
+        );
+        m.counter(
+            "cocoon_proxy_adjusted_tokens_total",
+            "Adjusted tokens booked.",
+            &[(&[], load(&s.adjusted_tokens))],
+        );
+        m.gauge(
+            "cocoon_proxy_running_requests",
+            "Requests in flight.",
+            &[(&[], p.running_requests() as f64)],
+        );
+        let models = p.ready_workers();
+        let values: Vec<([(&str, &str); 1], f64)> = models
+            .iter()
+            .map(|(k, v)| ([("model", k.as_str())], *v as f64))
+            .collect();
+        let refs: Vec<(&[(&str, &str)], f64)> =
+            values.iter().map(|(l, v)| (l.as_slice(), *v)).collect();
+        m.gauge(
+            "cocoon_proxy_ready_workers",
+            "Ready worker connections per model.",
+            &refs,
+        );
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            m.finish(),
+        )
+    }
+    Router::new()
+        .route("/jsonstats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(proxy)
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct RunningWorker {
+    /// The worker.
+    pub worker: Worker,
+    /// The model it serves.
+    pub model: String,
+    /// The stats/metrics HTTP address, if enabled.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// Starts a worker from its configuration, with the backend given (HTTP upstream from
+/// the configuration when `backend` is `None`).
+pub async fn start_worker(
+    cfg: &WorkerConfig,
+    backend: Option<Arc<dyn InferenceBackend>>,
+) -> Result<RunningWorker, StartError> {
+    let prices = cfg.chain.prices()?;
+    let backend: Arc<dyn InferenceBackend> = match backend {
+        Some(b) => b,
+        None => Arc::new(
+            HttpUpstream::new(&cfg.upstream).map_err(|e| StartError::Backend(e.to_string()))?,
+        ),
+    };
+    let model = if cfg.model.is_empty() {
+        discover_model(backend.as_ref()).await?
+    } else {
+        cfg.model.clone()
+    };
+    let mut identity = cfg.attestation.identity()?;
+    identity.spawn_renewal();
+    let dialer = Arc::new(AttestedDialer::new(identity.client(&cfg.proxy_policy)?));
+    let settings = WorkerSettings {
+        owner_address: cfg.owner_address.clone(),
+        model: model.clone(),
+        coefficient: cfg.coefficient,
+        max_active_requests: cfg.max_active_requests.max(1),
+        proxy_connections: u32::try_from(cfg.proxies.len().max(1)).unwrap_or(1),
+        is_test: cfg.is_test,
+        prices,
+        health_interval: Duration::from_secs(2),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(10),
+        connection: ConnectionConfig::default(),
+    };
+    let worker = Worker::new(settings, backend);
+    worker.spawn_health_monitor();
+    for proxy in &cfg.proxies {
+        worker.spawn_proxy_link(proxy.clone(), dialer.clone());
+    }
+    let http_addr = serve_http(&cfg.http_listen, worker_router(worker.clone())).await?;
+    info!(%model, coefficient = cfg.coefficient, proxies = ?cfg.proxies, "worker running");
+    Ok(RunningWorker {
+        worker,
+        model,
+        http_addr,
+    })
+}
+
+/// Reads the served model from the backend's `/v1/models`, waiting up to a minute for
+/// the server to come up.
+async fn discover_model(backend: &dyn InferenceBackend) -> Result<String, StartError> {
+    let mut last = String::new();
+    for attempt in 0..60 {
+        match backend.models().await {
+            Ok(models) => match models.into_iter().next() {
+                Some(m) => return Ok(m),
+                None => {
+                    return Err(StartError::Backend(format!(
+                        "{} serves no model",
+                        backend.describe()
+                    )))
+                }
+            },
+            Err(e) => {
+                if attempt == 0 {
+                    info!(backend = %backend.describe(), "waiting for the model server");
+                }
+                last = e.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(StartError::Backend(format!(
+        "{} did not answer /v1/models within a minute: {last}",
+        backend.describe()
+    )))
+}
+
+fn worker_router(worker: Worker) -> Router {
+    async fn stats(State(w): State<Worker>) -> impl IntoResponse {
+        let s = w.stats();
+        Json(json!({
+            "status": {"healthy": w.is_healthy(), "active_requests": w.active_requests()},
+            "stats": {
+                "requests_received": s.requests_received.load(Ordering::Relaxed),
+                "requests_success": s.requests_success.load(Ordering::Relaxed),
+                "requests_failed": s.requests_failed.load(Ordering::Relaxed),
+                "adjusted_tokens": s.adjusted_tokens.load(Ordering::Relaxed),
+            },
+        }))
+    }
+    async fn metrics(State(w): State<Worker>) -> impl IntoResponse {
+        let s = w.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut m = MetricsText::new();
+        m.counter(
+            "cocoon_worker_requests_total",
+            "Requests by outcome.",
+            &[
+                (&[("outcome", "success")], load(&s.requests_success)),
+                (&[("outcome", "failed")], load(&s.requests_failed)),
+            ],
+        );
+        m.counter(
+            "cocoon_worker_adjusted_tokens_total",
+            "Adjusted tokens served.",
+            &[(&[], load(&s.adjusted_tokens))],
+        );
+        m.gauge(
+            "cocoon_worker_active_requests",
+            "Requests running.",
+            &[(&[], f64::from(w.active_requests()))],
+        );
+        m.gauge(
+            "cocoon_worker_healthy",
+            "1 when the model server passes its health check.",
+            &[(&[], f64::from(u8::from(w.is_healthy())))],
+        );
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            m.finish(),
+        )
+    }
+    Router::new()
+        .route("/jsonstats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(worker)
+}
+
+/// A running client.
+#[derive(Debug)]
+pub struct RunningClient {
+    /// The client node.
+    pub node: Arc<ClientNode>,
+    /// The OpenAI API address.
+    pub http_addr: SocketAddr,
+}
+
+/// Starts a client from its configuration.
+pub async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, StartError> {
+    cfg.chain.prices()?;
+    if cfg.proxies.is_empty() {
+        return Err(ConfigError::Invalid("client needs at least one proxy".into()).into());
+    }
+    let mut identity = cfg.attestation.identity()?;
+    identity.spawn_renewal();
+    let dialer = Arc::new(AttestedDialer::new(identity.client(&cfg.proxy_policy)?));
+    let node = ClientNode::new(GatewaySettings {
+        default_max_coefficient: cfg.default_max_coefficient,
+        default_timeout: cfg.default_timeout,
+        ..GatewaySettings::default()
+    });
+    let settings = ClientSettings {
+        owner_address: cfg.owner_address.clone(),
+        is_test: cfg.is_test,
+        secret_string: cfg.secret_string.clone(),
+        config_version: cfg.chain.config_version,
+        max_proto: crate::client::MAX_PROTO,
+    };
+    for proxy in &cfg.proxies {
+        node.spawn_proxy_link(
+            proxy.clone(),
+            dialer.clone(),
+            settings.clone(),
+            ConnectionConfig::default(),
+        );
+    }
+    let http_addr = serve_http(&cfg.http_listen, node.router())
+        .await?
+        .ok_or_else(|| ConfigError::Invalid("client needs http_listen".into()))?;
+    info!(%http_addr, proxies = ?cfg.proxies, "client running: OpenAI API at http://{http_addr}/v1");
+    Ok(RunningClient { node, http_addr })
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""A mock OpenAI-compatible model server for the end-to-end tests (a stand-in for vLLM).
+
+Standard library only. Serves /v1/models, /v1/chat/completions and /v1/completions,
+plain JSON or Server-Sent Events, always with COCOON's benchmark usage numbers
+(prompt 34, cached 11, completion 100, reasoning 10 -> 134 adjusted tokens at 1.0x).
+A request may carry {"mock": {"delay_ms": N, "chunks": N, "status": CODE}} to shape it.
+
+Usage: mock_upstream.py PORT [MODEL]
+"""
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = sys.argv[2] if len(sys.argv) > 2 else "mock-model"
+USAGE = {
+    "prompt_tokens": 34,
+    "completion_tokens": 100,
+    "total_tokens": 134,
+    "prompt_tokens_details": {"cached_tokens": 11},
+    "completion_tokens_details": {"reasoning_tokens": 10},
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def send_json(self, status, value):
+        body = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            self.send_json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]})
+        else:
+            self.send_json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        try:
+            req = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return self.send_json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+        mock = req.get("mock") or {}
+        if "status" in mock:
+            return self.send_json(int(mock["status"]), {"error": {"message": "mock failure", "type": "server_error"}})
+        delay = float(mock.get("delay_ms", 0)) / 1000.0
+        chat = self.path.startswith("/v1/chat/completions")
+        if not chat and not self.path.startswith("/v1/completions"):
+            return self.send_json(404, {"error": {"message": "not found"}})
+        created = int(time.time())
+        if req.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def send(obj):
+                data = ("data: " + (obj if isinstance(obj, str) else json.dumps(obj)) + "\n\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            words = ["Hello", " from", " the", " mock", " model", "!"][: int(mock.get("chunks", 6))]
+            for word in words:
+                time.sleep(delay)
+                if chat:
+                    choice = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                    send({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": MODEL, "choices": [choice]})
+                else:
+                    choice = {"index": 0, "text": word, "finish_reason": None}
+                    send({"id": "cmpl-mock", "object": "text_completion", "created": created, "model": MODEL, "choices": [choice]})
+            last = {"id": "chatcmpl-mock" if chat else "cmpl-mock",
+                    "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": created, "model": MODEL, "choices": [], "usage": USAGE}
+            send(last)
+            send("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
+        time.sleep(delay)
+        if chat:
+            body = {"id": "chatcmpl-mock", "object": "chat.completion", "created": created, "model": MODEL,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock model!"},
+                                 "finish_reason": "stop"}],
+                    "usage": USAGE}
+        else:
+            body = {"id": "cmpl-mock", "object": "text_completion", "created": created, "model": MODEL,
+                    "choices": [{"index": 0, "text": "Hello from the mock model!", "finish_reason": "stop"}],
+                    "usage": USAGE}
+        self.send_json(200, body)
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
