@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite of cocoon-rs, runnable on a fresh machine.
 #
-# Installs what the tests need (Node.js for the contract tests, if missing), then runs:
-# formatting, clippy, every Rust test, a build check of the fuzz targets, and the
-# contract tests. Exits non-zero on the first failure.
+# Installs what the tests need (a Python venv with the openai SDK and pytest; Node.js for
+# the contract tests, if missing), then runs: formatting, clippy, every Rust test, a build
+# check of the fuzz targets, the end-to-end tests with the official openai SDK against
+# `cocoon devnet`, and the contract tests. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,18 @@ cargo test --workspace --locked
 
 step "fuzz targets build (cargo check; run them with cargo fuzz, see README)"
 cargo check --manifest-path fuzz/Cargo.toml --locked
+
+step "end-to-end: the official openai SDK against cocoon devnet"
+cargo build --locked -p cocoon
+venv=target/e2e-venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        python3 -m venv "$venv"
+    }
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+COCOON_BIN="$PWD/target/debug/cocoon" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
 
 if [ -f contracts/test.sh ]; then
     need_node

@@ -48,6 +48,9 @@ pub struct DevnetArgs {
     /// nanoTON per adjusted token earned by workers.
     #[arg(long, default_value_t = 1)]
     pub worker_fee_per_token: u64,
+    /// Fake-TON pseudo-balance of the devnet client, in adjusted tokens.
+    #[arg(long, default_value_t = 1_000_000_000_000)]
+    pub client_tokens: u64,
     /// Proof-of-work difficulty of the proxy's ports (COCOON uses 20 in production).
     #[arg(long, default_value_t = 16)]
     pub pow_difficulty: u32,
@@ -85,6 +88,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let chain = ChainConfig {
         price_per_token: args.price_per_token,
         worker_fee_per_token: args.worker_fee_per_token,
+        pseudo_client_tokens: args.client_tokens,
         ..ChainConfig::default()
     };
 

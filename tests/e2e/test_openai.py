@@ -1,0 +1,103 @@
+"""The official `openai` Python SDK against `cocoon devnet --upstream <mock>`."""
+import openai
+import pytest
+
+from conftest import MODEL
+
+
+@pytest.fixture()
+def client(devnet):
+    # No SDK retries: every status must be the first answer's.
+    return openai.OpenAI(base_url=devnet["client_api"], api_key="unused", max_retries=0)
+
+
+def test_devnet_json_describes_the_network(devnet):
+    assert devnet["client_api"].startswith("http://127.0.0.1:")
+    assert devnet["client_api"].endswith("/v1")
+    assert ":" in devnet["proxy_client_endpoint"] and ":" in devnet["proxy_worker_endpoint"]
+    assert len(bytes.fromhex(devnet["proxy_public_key"])) == 32
+    assert devnet["models"] == [MODEL]
+
+
+def test_chat_completion_carries_usage_and_cost(client):
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}])
+    assert r.choices[0].message.content == "Hello from the mock model!"
+    assert r.usage.prompt_tokens == 34 and r.usage.completion_tokens == 100
+    # 134 adjusted tokens at coefficient 1.0 and 2 nanoTON per token.
+    assert r.usage.model_extra["total_cost"] == 268
+    assert r.usage.model_extra["prompt_total_cost"] == 68
+
+
+def test_streamed_chat_with_include_usage(client):
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True,
+        stream_options={"include_usage": True})
+    text, usage, chunks = "", None, 0
+    for chunk in stream:
+        chunks += 1
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert text == "Hello from the mock model!"
+    assert chunks >= 6
+    assert usage is not None and usage.model_extra["total_cost"] == 268
+
+
+def test_completions_create(client):
+    r = client.completions.create(model=MODEL, prompt="Say hi")
+    assert r.choices[0].text == "Hello from the mock model!"
+    assert r.usage.model_extra["total_cost"] == 268
+
+
+def test_models_list_shows_workers(client, devnet):
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    assert ids == [MODEL]
+    workers = models.data[0].model_extra["workers"]
+    assert len(workers) == devnet["workers"]
+    assert all(w["coefficient"] == 1000 for w in workers)
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 404
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_malformed_request_is_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"timeout": "soon"})
+    assert e.value.status_code == 400
+
+
+def test_no_worker_within_price_is_rate_limited(client):
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"max_coefficient": 1})
+    assert e.value.status_code == 429
+    assert "coefficient=1000" in e.value.message
+
+
+def test_balance_too_low_is_payment_required(client):
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       max_tokens=2_000_000_000)
+    assert e.value.status_code == 402
+    assert e.value.body["code"] == "insufficient_balance"
+
+
+def test_request_timeout_is_gateway_timeout(client):
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"timeout": 0.5, "mock": {"delay_ms": 3000}})
+    assert e.value.status_code == 504
+
+
+def test_upstream_error_status_passes_through(client):
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"mock": {"status": 500}})
+    assert e.value.status_code == 500
