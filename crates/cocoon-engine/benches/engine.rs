@@ -77,11 +77,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CPU threads: {}, prompt {prompt_len} tokens, decode {decode} tokens",
         candle_core::utils::get_num_threads()
     );
+    #[cfg(target_arch = "x86_64")]
     println!(
-        "SIMD: avx2={} fma={} avx512f={} (build with RUSTFLAGS=\"-C target-cpu=native\" to use them all)",
-        candle_core::utils::with_avx(),
+        "CPU (runtime): avx2={} fma={} avx512f={}; compiled with target-cpu avx2={} fma={} \
+         (RUSTFLAGS=\"-C target-cpu=native\" enables them at compile time)",
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("fma"),
+        std::arch::is_x86_feature_detected!("avx512f"),
+        cfg!(target_feature = "avx2"),
         cfg!(target_feature = "fma"),
-        cfg!(target_feature = "avx512f"),
     );
     let mv = gflops_matmul(1)?;
     let mm = gflops_matmul(prompt_len)?;

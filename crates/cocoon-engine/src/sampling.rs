@@ -79,47 +79,72 @@ impl Sampler {
     fn sample_stochastic(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         let inv_t = 1.0 / p.temperature;
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return 0;
+        }
+        // Unnormalized probabilities.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
+            .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp()))
             .collect();
-        if cand.is_empty() {
-            return 0;
-        }
-        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| {
-            b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal)
+        let desc = |a: &(u32, f32), b: &(u32, f32)| {
+            b.1.partial_cmp(&a.1)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.0.cmp(&b.0))
         };
         if let Some(k) = p.top_k.filter(|&k| k > 0 && k < cand.len()) {
-            cand.select_nth_unstable_by(k - 1, by_logit_desc);
+            cand.select_nth_unstable_by(k - 1, desc);
             cand.truncate(k);
         }
-        cand.sort_unstable_by(|a, b| by_logit_desc(a, b).then(a.0.cmp(&b.0)));
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|(_, l)| (l - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        let mut keep = probs.len();
         if p.top_p < 1.0 {
+            let total: f32 = cand.iter().map(|c| c.1).sum();
+            let target = p.top_p * total;
+            // Usually the nucleus is small: sort only the head when it suffices.
+            let head = 256.min(cand.len());
+            if head < cand.len() {
+                cand.select_nth_unstable_by(head - 1, desc);
+            }
+            cand[..head].sort_unstable_by(desc);
+            let mut cut = None;
             let mut acc = 0.0;
-            for (i, &pr) in probs.iter().enumerate() {
-                acc += pr;
-                if acc >= p.top_p {
-                    keep = i + 1;
+            for (i, c) in cand[..head].iter().enumerate() {
+                acc += c.1;
+                if acc >= target {
+                    cut = Some(i + 1);
                     break;
                 }
             }
+            let cut = match cut {
+                Some(c) => c,
+                None => {
+                    cand.sort_unstable_by(desc);
+                    let mut acc = 0.0;
+                    cand.iter()
+                        .position(|c| {
+                            acc += c.1;
+                            acc >= target
+                        })
+                        .map_or(cand.len(), |i| i + 1)
+                }
+            };
+            cand.truncate(cut.max(1));
         }
-        let total: f32 = probs[..keep].iter().sum();
+        let total: f32 = cand.iter().map(|c| c.1).sum();
         let mut r = self.rng.gen::<f32>() * total;
-        for (i, &pr) in probs[..keep].iter().enumerate() {
-            if r < pr {
-                return cand[i].0;
+        for &(tok, w) in &cand {
+            if r < w {
+                return tok;
             }
-            r -= pr;
+            r -= w;
         }
-        cand[keep - 1].0
+        cand.last().map_or(0, |c| c.0)
     }
 }
 
@@ -138,6 +163,30 @@ fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        let mut logits = vec![0.0f32; 1000];
+        logits[7] = 20.0;
+        logits[8] = 19.0;
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            seed: Some(1),
+            ..Default::default()
+        });
+        for _ in 0..50 {
+            assert_eq!(s.sample(&mut logits.clone()), 7);
+        }
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.99,
+            top_k: Some(2),
+            seed: Some(1),
+            ..Default::default()
+        });
+        let picks: std::collections::BTreeSet<u32> =
+            (0..200).map(|_| s.sample(&mut logits.clone())).collect();
+        assert_eq!(picks, [7, 8].into_iter().collect());
+    }
 
     #[test]
     fn greedy_picks_max() {
