@@ -433,9 +433,15 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
 fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let file = fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut reader = BufReader::new(file);
-    let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+    let mut content = gguf_file::Content::read(&mut reader).map_err(|e| {
         EngineError::InvalidModel(format!("{}: not a GGUF file: {e}", path.display()))
     })?;
+    // candle's quantized Qwen3 builds its RoPE tables in `general.dtype`, defaulting
+    // to F16, which cannot represent positions above 2048 exactly. Ask for F32.
+    content
+        .metadata
+        .entry("general.dtype".to_string())
+        .or_insert(gguf_file::Value::U32(0));
     let md = &content.metadata;
     let arch_name = md
         .get("general.architecture")

@@ -409,7 +409,6 @@ pub fn write_gguf_model(dir: &Path, cfg: &TinyModelConfig, qtype: GgmlDType) -> 
             "general.architecture".into(),
             gguf_file::Value::String(arch.into()),
         ),
-        ("general.dtype".into(), gguf_file::Value::U32(0)),
         (k("attention.head_count"), u(cfg.heads)),
         (k("attention.head_count_kv"), u(cfg.kv_heads)),
         (k("attention.key_length"), u(cfg.head_dim)),

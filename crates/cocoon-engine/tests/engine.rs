@@ -440,3 +440,33 @@ async fn missing_path_is_a_clear_error() {
         .expect("fail");
     assert!(err.to_string().contains("/definitely/not/here"));
 }
+
+#[tokio::test]
+async fn full_queue_answers_429() {
+    use futures::StreamExt;
+    let mut spec = EngineSpec::new(fixtures().qwen3.to_string_lossy());
+    spec.served_model_name = Some("tiny".into());
+    spec.workers = 1;
+    spec.queue_capacity = 1;
+    let engine = Engine::load_blocking(spec).expect("load");
+    let long = chat_body(json!({"max_tokens": 400, "stream": true}));
+    // The first request occupies the only worker (it has started streaming) ...
+    let EngineResponse::Stream(mut first) = engine
+        .handle("/v1/chat/completions", long.to_string().as_bytes())
+        .await
+    else {
+        panic!("expected a stream");
+    };
+    assert!(first.next().await.is_some());
+    // ... the second one fills the queue ...
+    let second = engine
+        .handle("/v1/chat/completions", long.to_string().as_bytes())
+        .await;
+    assert_eq!(second.status(), 200);
+    // ... so the third is refused.
+    let (status, v) = call(&engine, "/v1/chat/completions", chat_body(json!({}))).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_requests");
+    drop(first);
+    drop(second);
+}
