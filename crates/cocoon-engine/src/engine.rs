@@ -60,6 +60,10 @@ pub struct EngineSpec {
     pub workers: usize,
     /// Requests that may wait for a worker; beyond that requests get HTTP 429.
     pub queue_capacity: usize,
+    /// Prompt tokens each worker keeps in its prefix cache (KV states of recent
+    /// prompts, reused when a new prompt starts with one; reported as
+    /// `usage.prompt_tokens_details.cached_tokens`). 0 disables it.
+    pub prefix_cache_tokens: usize,
     /// Hugging Face download options.
     pub hub: HubOptions,
 }
@@ -76,6 +80,7 @@ impl EngineSpec {
             dtype: None,
             workers: 1,
             queue_capacity: 64,
+            prefix_cache_tokens: 4096,
             hub: HubOptions {
                 progress: true,
                 ..Default::default()
@@ -177,6 +182,8 @@ struct Inner {
     model: Arc<LoadedModel>,
     template: Option<ChatTemplate>,
     queue: SyncSender<Job>,
+    /// Session reused by [`Engine::score`].
+    scorer: Mutex<Option<SequenceState>>,
 }
 
 /// The embedded inference engine. Cheap to clone; all clones share the model and
@@ -264,9 +271,10 @@ impl Engine {
         for i in 0..spec.workers.max(1) {
             let rx = rx.clone();
             let model = model.clone();
+            let prefix = spec.prefix_cache_tokens;
             std::thread::Builder::new()
                 .name(format!("cocoon-engine-{i}"))
-                .spawn(move || worker_loop(model, rx))
+                .spawn(move || worker_loop(model, rx, prefix))
                 .map_err(|e| EngineError::io("worker thread", e))?;
         }
         Ok(Engine {
@@ -279,6 +287,7 @@ impl Engine {
                 model,
                 template,
                 queue: tx,
+                scorer: Mutex::new(None),
             }),
         })
     }
@@ -339,7 +348,12 @@ impl Engine {
                 "score: empty prompt or sequence longer than the context".into(),
             ));
         }
-        let mut state = SequenceState::new(self.inner.model.session());
+        let mut guard = self
+            .inner
+            .scorer
+            .lock()
+            .map_err(|_| EngineError::InvalidModel("scorer lock poisoned".into()))?;
+        let state = guard.get_or_insert_with(|| SequenceState::new(self.inner.model.session(), 0));
         state.reset();
         let mut out = vec![state.forward(prompt, 0)?];
         for (i, &t) in continuation.iter().enumerate() {
@@ -474,6 +488,7 @@ impl Engine {
                         },
                         ignore_eos: req.ignore_eos,
                         skip_special_tokens: req.skip_special_tokens,
+                        report_cached: c == 0,
                     },
                 ));
                 echo_texts.push(if req.echo {
@@ -565,6 +580,7 @@ async fn collect_full(
             Event::End(i, o) => {
                 usage.completion_tokens += o.completion_tokens;
                 usage.reasoning_tokens += o.reasoning_tokens;
+                usage.cached_tokens += o.cached_tokens;
                 choices.push(ChoiceResult {
                     index: i,
                     text: texts.get_mut(i).map(std::mem::take).unwrap_or_default(),
@@ -629,6 +645,7 @@ fn sse_stream(
                 Event::End(i, o) => {
                     st.usage.completion_tokens += o.completion_tokens;
                     st.usage.reasoning_tokens += o.reasoning_tokens;
+                    st.usage.cached_tokens += o.cached_tokens;
                     sse(&st.fmt.chunk_finish(i, &o)).to_vec()
                 }
                 Event::Error(e) => {
@@ -652,8 +669,8 @@ fn sse_stream(
     }))
 }
 
-fn worker_loop(model: Arc<LoadedModel>, rx: Arc<Mutex<Receiver<Job>>>) {
-    let mut state = SequenceState::new(model.session());
+fn worker_loop(model: Arc<LoadedModel>, rx: Arc<Mutex<Receiver<Job>>>, prefix: usize) {
+    let mut state = SequenceState::new(model.session(), prefix);
     let think = think_tokens(&model);
     let ctx = GenContext {
         tokenizer: &model.tokenizer,

@@ -37,6 +37,9 @@ pub(crate) struct GenRequest {
     pub(crate) sampling: SamplingParams,
     pub(crate) ignore_eos: bool,
     pub(crate) skip_special_tokens: bool,
+    /// Whether this sequence's prompt cache hits are reported (the first choice of
+    /// each prompt; later choices of the same prompt always hit).
+    pub(crate) report_cached: bool,
 }
 
 /// Result of one sequence.
@@ -49,6 +52,8 @@ pub(crate) struct GenOutcome {
     pub(crate) stop_string: Option<String>,
     /// The EOS token id that ended generation, if any.
     pub(crate) stop_token: Option<u32>,
+    /// Prompt tokens served from the prefix cache (0 unless `report_cached`).
+    pub(crate) cached_tokens: usize,
 }
 
 /// Token ids bounding a reasoning span (`<think>` … `</think>`).
@@ -233,7 +238,6 @@ pub(crate) fn generate(
     req: &GenRequest,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Option<GenOutcome>> {
-    state.reset();
     let mut sampler = Sampler::new(req.sampling.clone());
     let mut detok = Detokenizer::new(ctx.tokenizer, req.skip_special_tokens);
     let mut stops = StopMatcher::new(req.stop.clone());
@@ -247,12 +251,16 @@ pub(crate) fn generate(
         finish_reason: FinishReason::Length,
         stop_string: None,
         stop_token: None,
+        cached_tokens: 0,
     };
     if budget == 0 {
         return Ok(Some(outcome));
     }
     let prefill = tracing::debug_span!("prefill", tokens = req.prompt_tokens.len());
-    let mut logits = prefill.in_scope(|| state.forward(&req.prompt_tokens, 0))?;
+    let (mut logits, cached) = prefill.in_scope(|| state.prefill(&req.prompt_tokens))?;
+    if req.report_cached {
+        outcome.cached_tokens = cached;
+    }
     let mut pos = req.prompt_tokens.len();
     loop {
         let tok = sampler.sample(&mut logits);

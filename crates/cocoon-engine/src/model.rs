@@ -70,6 +70,9 @@ pub(crate) enum Weights {
 
 /// One inference context: a model instance plus its KV cache. Each engine worker
 /// thread owns one; weights are shared between sessions (tensors are refcounted).
+/// Cloning snapshots the KV cache (candle appends by concatenation, so later steps
+/// never modify a snapshot's tensors).
+#[derive(Clone)]
 pub(crate) struct Session {
     weights: Weights,
     device: Device,
@@ -116,18 +119,39 @@ impl Session {
     }
 }
 
+/// A saved KV-cache state after prefilling `tokens`, with the logits of the last
+/// prompt position.
+struct Snapshot {
+    tokens: Vec<u32>,
+    session: Session,
+    llama_cache: Option<llama::Cache>,
+    logits: Vec<f32>,
+    last_used: u64,
+}
+
 /// A per-sequence context: the session plus the Llama cache (Llama keeps its KV cache
-/// outside the model).
+/// outside the model), and a small prefix cache of prompt KV states.
 pub(crate) struct SequenceState {
     pub(crate) session: Session,
     llama_cache: Option<llama::Cache>,
+    prefix: Vec<Snapshot>,
+    /// Total prompt tokens the prefix cache may hold (0 disables it).
+    prefix_budget: usize,
+    clock: u64,
 }
 
 impl SequenceState {
-    pub(crate) fn new(session: Session) -> Self {
+    pub(crate) fn new(session: Session, prefix_budget: usize) -> Self {
+        // Snapshots clone the model state. candle's CPU quantized Qwen3 keeps a
+        // preallocated raw KV buffer per layer, which would make each snapshot a copy
+        // of hundreds of MB, so the prefix cache is off for it.
+        let cheap_snapshots = !matches!(session.weights, Weights::QuantQwen3(_));
         Self {
             session,
             llama_cache: None,
+            prefix: Vec::new(),
+            prefix_budget: if cheap_snapshots { prefix_budget } else { 0 },
+            clock: 0,
         }
     }
 
@@ -140,6 +164,60 @@ impl SequenceState {
     /// See [`Session::forward`].
     pub(crate) fn forward(&mut self, tokens: &[u32], offset: usize) -> Result<Vec<f32>> {
         self.session.forward(tokens, offset, &mut self.llama_cache)
+    }
+
+    /// Starts a new sequence with `prompt`, reusing the longest cached prompt prefix.
+    /// Returns the last position's logits and how many prompt tokens came from the
+    /// prefix cache.
+    pub(crate) fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+        self.clock += 1;
+        let best = self
+            .prefix
+            .iter_mut()
+            .filter(|s| s.tokens.len() <= prompt.len() && prompt.starts_with(&s.tokens))
+            .max_by_key(|s| s.tokens.len());
+        let (logits, cached) = match best {
+            Some(snap) => {
+                snap.last_used = self.clock;
+                let n = snap.tokens.len();
+                self.session = snap.session.clone();
+                self.llama_cache = snap.llama_cache.clone();
+                let logits = if n == prompt.len() {
+                    snap.logits.clone()
+                } else {
+                    self.forward(&prompt[n..], n)?
+                };
+                (logits, n)
+            }
+            None => {
+                self.reset();
+                (self.forward(prompt, 0)?, 0)
+            }
+        };
+        if cached < prompt.len() && prompt.len() <= self.prefix_budget {
+            self.prefix.push(Snapshot {
+                tokens: prompt.to_vec(),
+                session: self.session.clone(),
+                llama_cache: self.llama_cache.clone(),
+                logits: logits.clone(),
+                last_used: self.clock,
+            });
+            while self.prefix.iter().map(|s| s.tokens.len()).sum::<usize>() > self.prefix_budget {
+                let oldest = self
+                    .prefix
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(i, _)| i);
+                match oldest {
+                    Some(i) => {
+                        self.prefix.swap_remove(i);
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok((logits, cached))
     }
 }
 

@@ -323,7 +323,7 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Generated tokens inside `<think>…</think>`.
     pub reasoning_tokens: usize,
-    /// Prompt tokens served from a prefix cache (always 0: no prefix cache yet).
+    /// Prompt tokens whose KV state came from the prefix cache.
     pub cached_tokens: usize,
 }
 

@@ -470,3 +470,48 @@ async fn full_queue_answers_429() {
     drop(first);
     drop(second);
 }
+
+async fn prefix_cache_case(path: &std::path::Path) {
+    let cached_engine = load(path, 1);
+    let mut spec = EngineSpec::new(path.to_string_lossy());
+    spec.served_model_name = Some("tiny".into());
+    spec.prefix_cache_tokens = 0;
+    let plain_engine = Engine::load_blocking(spec).expect("load");
+
+    let first = chat_body(json!({"messages": [{"role": "user", "content": "hello"}]}));
+    let second = chat_body(json!({"messages": [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "more"}]}));
+    let (_, a) = call(&cached_engine, "/v1/chat/completions", first.clone()).await;
+    assert_eq!(a["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let n_first = a["usage"]["prompt_tokens"].as_u64().expect("n");
+
+    // The same prompt again: fully cached, same output.
+    let (_, again) = call(&cached_engine, "/v1/chat/completions", first).await;
+    assert_eq!(
+        again["usage"]["prompt_tokens_details"]["cached_tokens"],
+        n_first
+    );
+    assert_eq!(again["choices"], a["choices"]);
+
+    // A longer conversation reuses the first prompt's KV state, and generates exactly
+    // what an engine without a prefix cache generates.
+    let (_, b) = call(&cached_engine, "/v1/chat/completions", second.clone()).await;
+    assert_eq!(
+        b["usage"]["prompt_tokens_details"]["cached_tokens"], n_first,
+        "{b}"
+    );
+    let (_, want) = call(&plain_engine, "/v1/chat/completions", second).await;
+    assert_eq!(want["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(b["choices"], want["choices"]);
+    assert_eq!(b["usage"]["prompt_tokens"], want["usage"]["prompt_tokens"]);
+}
+
+#[tokio::test]
+async fn prefix_cache_reuses_prompt_kv() {
+    let f = fixtures();
+    prefix_cache_case(&f.qwen3).await;
+    prefix_cache_case(&f.llama).await;
+    prefix_cache_case(&f.llama_q8).await;
+}
