@@ -87,6 +87,7 @@ pub mod chain;
 pub mod contracts;
 pub mod error;
 pub mod fake;
+pub mod local;
 pub mod messages;
 pub mod opcodes;
 pub mod outbox;

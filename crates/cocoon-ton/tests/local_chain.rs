@@ -1,0 +1,681 @@
+//! The embedded TVM chain ([`LocalChain`]) running our compiled contracts:
+//! genesis (root + cocoon wallets), signed wallet externals that deploy and fund
+//! per-party contracts, proxy-signed vouchers (client charge, worker payout),
+//! refusals with the contracts' exit codes, get-methods, value conservation to
+//! the nanoTON, and restarts from the state directory.
+
+mod common;
+
+use cocoon_ton::chain::{AccountStatus, ChainBackend, ChainError, StackValue, TxFollower};
+use cocoon_ton::contracts::{
+    client_contract, proxy_contract, worker_contract, ClientContractState, ContractInit,
+    ContractStatus, ProxyContractState, WorkerContractState,
+};
+use cocoon_ton::local::{
+    codes, Clock, ExecutionReport, GenesisConfig, GenesisRoot, GenesisWallet, LocalChain,
+    LocalChainError, FAUCET_ADDRESS,
+};
+use cocoon_ton::messages::Body;
+use cocoon_ton::root::{RootConfig, ONE_TON};
+use cocoon_ton::settlement::{
+    client_top_up_message, deploy_message, voucher_message, OPERATION_VALUE,
+};
+use cocoon_ton::tycho_types::models::{MsgInfo, Transaction};
+use cocoon_ton::voucher::{Voucher, VoucherKind, VoucherSigner};
+use cocoon_ton::wallet::{cocoon_send_mode, CocoonWallet, InternalMessage};
+use cocoon_ton::StdAddr;
+use common::*;
+
+const T0: u32 = 1_800_000_000;
+
+struct World {
+    chain: LocalChain,
+    root: StdAddr,
+    root_cfg: RootConfig,
+    admin: CocoonWallet,
+    proxy_wallet: CocoonWallet,
+    client_wallet: CocoonWallet,
+    worker_wallet: CocoonWallet,
+    proxy_owner: StdAddr,
+    worker_owner: StdAddr,
+    proxy: ContractInit,
+    client: ContractInit,
+    worker: ContractInit,
+    signer: VoucherSigner,
+}
+
+fn wallet(k: u8, owner: StdAddr) -> CocoonWallet {
+    CocoonWallet::new(key(k), owner, &codes::wallet_code().unwrap()).unwrap()
+}
+
+fn genesis_wallet(w: &CocoonWallet) -> GenesisWallet {
+    GenesisWallet::new(w.public_key(), w.owner().clone(), 100 * ONE_TON)
+}
+
+fn world() -> World {
+    let admin = wallet(9, addr(0x99));
+    let proxy_wallet = wallet(1, addr(0x11));
+    let client_wallet = wallet(3, addr(0x33));
+    let worker_wallet = wallet(4, addr(0x44));
+    let proxy_owner = addr(0x12);
+    let worker_owner = addr(0x45);
+    let groot = GenesisRoot::devnet(admin.address().clone()).unwrap();
+    let root = groot.contract().unwrap().address;
+    let chain = LocalChain::genesis(GenesisConfig {
+        root: Some(groot),
+        wallets: [&admin, &proxy_wallet, &client_wallet, &worker_wallet]
+            .into_iter()
+            .map(genesis_wallet)
+            .collect(),
+        funded: vec![
+            (proxy_owner.clone(), ONE_TON),
+            (worker_owner.clone(), ONE_TON),
+        ],
+        clock: Clock::Fixed(T0),
+        config: None,
+    })
+    .unwrap();
+    let root_cfg = chain.root_config().unwrap();
+    let pk = key(1).verifying_key().to_bytes();
+    let proxy = proxy_contract(&root_cfg.params, &root, &proxy_owner, &pk).unwrap();
+    let client = client_contract(
+        &root_cfg.params,
+        client_wallet.address(),
+        &proxy.address,
+        &pk,
+    )
+    .unwrap();
+    let worker = worker_contract(&root_cfg.params, &worker_owner, &proxy.address, &pk).unwrap();
+    World {
+        chain,
+        root,
+        root_cfg,
+        admin,
+        signer: VoucherSigner::new(key(1), proxy_wallet.address().clone()),
+        proxy_wallet,
+        client_wallet,
+        worker_wallet,
+        proxy_owner,
+        worker_owner,
+        proxy,
+        client,
+        worker,
+    }
+}
+
+fn seqno(chain: &LocalChain, w: &CocoonWallet) -> u32 {
+    let r = chain.get_method(w.address(), "seqno", vec![]).unwrap();
+    assert_eq!(r.exit_code, 0);
+    match r.stack.as_slice() {
+        [StackValue::Int(s)] => u32::try_from(*s).unwrap(),
+        other => panic!("seqno stack {other:?}"),
+    }
+}
+
+/// Signs and sends one wallet request carrying `msgs`; returns what it caused.
+fn send(chain: &LocalChain, w: &CocoonWallet, msgs: Vec<InternalMessage>) -> ExecutionReport {
+    let s = seqno(chain, w);
+    let msgs: Vec<(u8, InternalMessage)> = msgs
+        .into_iter()
+        .map(|m| (cocoon_send_mode(m.value), m))
+        .collect();
+    let ext = w
+        .external_message(s, chain.time() + 3600, &msgs)
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    let report = chain.execute_external(&ext).unwrap();
+    assert_eq!(seqno(chain, w), s + 1);
+    assert_conserved(chain);
+    report
+}
+
+fn assert_conserved(chain: &LocalChain) {
+    let s = chain.supply().unwrap();
+    assert!(s.is_conserved(), "value not conserved: {s:?}");
+}
+
+fn tx_on<'a>(report: &'a ExecutionReport, on: &'a StdAddr) -> &'a cocoon_ton::local::ExecutedTx {
+    report
+        .on(on)
+        .next()
+        .unwrap_or_else(|| panic!("no transaction on {on}: {report:#?}"))
+}
+
+/// Every transaction succeeded, except those on `owner`: an account without
+/// code, whose incoming payments are credited in transactions with a skipped
+/// compute phase (aborted, as TON reports them).
+fn assert_succeeded_but_on_owner(r: &ExecutionReport, owner: &StdAddr) {
+    for t in &r.transactions {
+        if &t.address == owner {
+            assert_eq!(t.exit_code, None);
+            assert!(!t.bounced);
+        } else {
+            assert!(t.summary.success, "{r:#?}");
+        }
+    }
+    assert!(r.on(owner).count() > 0);
+}
+
+fn client_state(chain: &LocalChain, c: &ContractInit) -> ClientContractState {
+    ClientContractState::from_data(&chain.account(&c.address).unwrap().data.unwrap()).unwrap()
+}
+
+/// Deploys the proxy contract, then the client contract with a top-up of 10 TON.
+fn deploy_proxy_and_client(w: &World) {
+    let r = send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![deploy_message(&w.proxy, 3 * ONE_TON / 10, None)],
+    );
+    assert!(r.all_succeeded(), "{r:#?}");
+    assert_eq!(
+        w.chain.account(&w.proxy.address).unwrap().status,
+        AccountStatus::Active
+    );
+
+    let top_up = client_top_up_message(
+        w.client.address.clone(),
+        2,
+        10 * ONE_TON,
+        w.client_wallet.address().clone(),
+    )
+    .unwrap();
+    let deploy_and_top_up = deploy_message(&w.client, top_up.value, top_up.body.clone());
+    let r = send(&w.chain, &w.client_wallet, vec![deploy_and_top_up]);
+    assert!(r.all_succeeded(), "{r:#?}");
+    assert_eq!(tx_on(&r, &w.client.address).exit_code, Some(0));
+    // The client contract notified the proxy contract of the top-up.
+    let note = tx_on(&r, &w.proxy.address);
+    assert!(note.summary.success);
+    assert!(matches!(
+        Body::parse(&note.summary.in_msg.as_ref().unwrap().body).unwrap(),
+        Body::ClientProxyRequest { .. }
+    ));
+    let st = client_state(&w.chain, &w.client);
+    assert_eq!(st.balance, 10 * ONE_TON);
+    assert_eq!(st.stake, ONE_TON);
+    assert_eq!(st.tokens_used, 0);
+}
+
+#[test]
+fn genesis_deploys_root_and_wallets_and_get_methods_read_them() {
+    let w = world();
+    assert_eq!(w.chain.root_address(), Some(w.root.clone()));
+    assert_eq!(w.root_cfg.owner, *w.admin.address());
+    assert_eq!(w.root_cfg.params.price_per_token, 1000);
+    assert_eq!(
+        w.root_cfg.params.client_sc_code,
+        Some(codes::client_code().unwrap())
+    );
+    assert_conserved(&w.chain);
+    assert_eq!(w.chain.supply().unwrap().minted, u128::from(412 * ONE_TON));
+
+    // Wallet get-methods return what the data holds.
+    assert_eq!(seqno(&w.chain, &w.proxy_wallet), 0);
+    let pk = w
+        .chain
+        .get_method(w.proxy_wallet.address(), "get_public_key", vec![])
+        .unwrap();
+    assert_eq!(
+        pk.stack,
+        vec![StackValue::Uint256(w.proxy_wallet.public_key())]
+    );
+    let owner = w
+        .chain
+        .get_method(w.proxy_wallet.address(), "get_owner_address", vec![])
+        .unwrap();
+    match owner.stack.as_slice() {
+        [StackValue::Slice(c)] => {
+            let mut s = c.as_slice().unwrap();
+            assert_eq!(cocoon_ton::cells::load_address(&mut s).unwrap(), addr(0x11));
+        }
+        other => panic!("owner stack {other:?}"),
+    }
+
+    // Root get-methods agree with RootConfig.
+    let d = w
+        .chain
+        .get_method(&w.root, "get_cocoon_data", vec![])
+        .unwrap();
+    assert_eq!(d.exit_code, 0);
+    assert_eq!(d.stack.len(), 10);
+    assert_eq!(d.stack[0], StackValue::Int(1)); // version
+    assert_eq!(d.stack[2], StackValue::Int(1)); // params_version
+    assert_eq!(d.stack[3], StackValue::Int(13)); // unique_id
+    assert_eq!(d.stack[4], StackValue::Int(-1)); // is_test
+    assert_eq!(d.stack[5], StackValue::Int(1000));
+    assert_eq!(d.stack[6], StackValue::Int(600));
+    assert_eq!(d.stack[7], StackValue::Int(i128::from(ONE_TON)));
+    let h = w
+        .chain
+        .get_method(
+            &w.root,
+            "proxy_hash_is_valid",
+            vec![StackValue::Uint256([7; 32])],
+        )
+        .unwrap();
+    assert_eq!(h.stack, vec![StackValue::Int(0)]);
+
+    // An unknown get-method fails with TVM's exit code 11, through the trait too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(w.chain.run_get_method(&w.root, "no_such_method", vec![]))
+        .unwrap_err();
+    assert!(
+        matches!(err, ChainError::GetMethodFailed { exit_code: 11, .. }),
+        "{err}"
+    );
+    // A plain funded account exists, uninit.
+    let st = rt.block_on(w.chain.account_state(&w.proxy_owner)).unwrap();
+    assert_eq!(st.status, AccountStatus::Uninit);
+    assert_eq!(st.balance, ONE_TON);
+}
+
+#[test]
+fn client_top_up_charge_and_forged_voucher() {
+    let w = world();
+    deploy_proxy_and_client(&w);
+    let before = client_state(&w.chain, &w.client);
+
+    // The proxy charges 3M tokens (price 1000 = 3 TON) with a signed voucher,
+    // sent through its own wallet.
+    let v = w
+        .signer
+        .sign(Voucher::client_charge(
+            3,
+            3_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    let r = send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![voucher_message(&v, OPERATION_VALUE).unwrap()],
+    );
+    let on_client = tx_on(&r, &w.client.address);
+    assert_eq!(on_client.exit_code, Some(0), "{r:#?}");
+    let st = client_state(&w.chain, &w.client);
+    assert_eq!(st.tokens_used, 3_000_000);
+    assert_eq!(st.balance, before.balance - 3 * ONE_TON);
+    // The get-method agrees with the parsed data.
+    let g = w
+        .chain
+        .get_method(&w.client.address, "get_cocoon_client_data", vec![])
+        .unwrap();
+    assert_eq!(g.stack[4], StackValue::Int(i128::from(7 * ONE_TON)));
+    assert_eq!(g.stack[6], StackValue::Int(3_000_000));
+
+    // A forged voucher (another key): the client contract refuses it with 1007
+    // (as in contracts/tests/client.test.mjs), its state is unchanged and the
+    // value bounces back to the proxy wallet.
+    let forged = VoucherSigner::new(key(2), w.proxy_wallet.address().clone())
+        .sign(Voucher::client_charge(
+            4,
+            5_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    let wallet_before = w.chain.balance(w.proxy_wallet.address()).unwrap();
+    let r = send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![voucher_message(&forged, OPERATION_VALUE).unwrap()],
+    );
+    let on_client = tx_on(&r, &w.client.address);
+    assert_eq!(on_client.exit_code, Some(1007));
+    assert!(!on_client.summary.success);
+    assert!(on_client.bounced);
+    assert_eq!(client_state(&w.chain, &w.client), st);
+    let wallet_after = w.chain.balance(w.proxy_wallet.address()).unwrap();
+    let spent = wallet_before - wallet_after;
+    assert!(
+        spent < ONE_TON / 10,
+        "the bounce returned the value: spent {spent}"
+    );
+    // A replayed voucher: 1000.
+    let r = send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![voucher_message(&v, OPERATION_VALUE).unwrap()],
+    );
+    assert_eq!(tx_on(&r, &w.client.address).exit_code, Some(1000));
+    assert_eq!(client_state(&w.chain, &w.client), st);
+}
+
+#[test]
+fn worker_payout_pays_the_owner_and_the_proxy_commission() {
+    let w = world();
+    deploy_proxy_and_client(&w);
+    let owner_before = w.chain.balance(&w.worker_owner).unwrap();
+
+    // The worker deploys its contract with a payout voucher for 2M tokens
+    // (fee 600/token to the worker, 400/token to the proxy).
+    let v = w
+        .signer
+        .sign(Voucher::worker_payout(
+            5,
+            2_000_000,
+            w.worker.address.clone(),
+        ))
+        .unwrap()
+        .repack(w.worker_owner.clone());
+    let r = send(
+        &w.chain,
+        &w.worker_wallet,
+        vec![deploy_message(
+            &w.worker,
+            ONE_TON / 2,
+            Some(v.to_cell().unwrap()),
+        )],
+    );
+    assert_succeeded_but_on_owner(&r, &w.worker_owner);
+    let paid: u64 = r
+        .on(&w.worker_owner)
+        .filter_map(|t| t.summary.in_msg.as_ref())
+        .filter(|m| m.source.as_ref() == Some(&w.proxy.address))
+        .filter(|m| {
+            Body::peek_op_query_id(&m.body).map(|(op, _)| op) == Some(cocoon_ton::opcodes::PAYOUT)
+        })
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(paid, 2_000_000 * 600);
+    let ws =
+        WorkerContractState::from_data(&w.chain.account(&w.worker.address).unwrap().data.unwrap())
+            .unwrap();
+    assert_eq!(ws.tokens, 2_000_000);
+    let ps =
+        ProxyContractState::from_data(&w.chain.account(&w.proxy.address).unwrap().data.unwrap())
+            .unwrap();
+    assert_eq!(ps.balance, 2_000_000 * 400);
+    // The worker owner received the payout and the excesses.
+    assert!(w.chain.balance(&w.worker_owner).unwrap() >= owner_before + paid);
+
+    // The last payout closes the worker contract.
+    let last = w
+        .signer
+        .sign(Voucher::new(
+            VoucherKind::WorkerLastPayout,
+            6,
+            3_000_000,
+            w.worker.address.clone(),
+        ))
+        .unwrap()
+        .repack(w.worker_owner.clone());
+    let r = send(
+        &w.chain,
+        &w.worker_wallet,
+        vec![voucher_message(&last, ONE_TON / 2).unwrap()],
+    );
+    assert_succeeded_but_on_owner(&r, &w.worker_owner);
+    let ws =
+        WorkerContractState::from_data(&w.chain.account(&w.worker.address).unwrap().data.unwrap())
+            .unwrap();
+    assert_eq!(ws.status, ContractStatus::Closed);
+    let ps =
+        ProxyContractState::from_data(&w.chain.account(&w.proxy.address).unwrap().data.unwrap())
+            .unwrap();
+    assert_eq!(ps.balance, 3_000_000 * 400);
+}
+
+#[test]
+fn conservation_is_exact_over_a_whole_flow() {
+    let w = world();
+    let minted = w.chain.supply().unwrap().minted;
+    deploy_proxy_and_client(&w);
+    w.chain.fund(w.admin.address(), 5 * ONE_TON).unwrap();
+    w.chain.fund(&addr(0x77), 3 * ONE_TON).unwrap();
+    let s = w.chain.supply().unwrap();
+    assert_eq!(s.minted, minted + u128::from(8 * ONE_TON));
+    assert!(s.is_conserved());
+    // Fees equal the transactions' total fees plus the forward fees carried by
+    // delivered internal messages, recomputed here from the transaction cells.
+    let mut fees = 0u128;
+    let mut balances = 0u128;
+    for a in w.chain.addresses() {
+        balances += u128::from(w.chain.balance(&a).unwrap());
+        for t in w.chain.transactions_of(&a) {
+            let tx = t.cell.parse::<Transaction>().unwrap();
+            fees += tx.total_fees.tokens.into_inner();
+            let in_msg = tx.in_msg.as_ref().unwrap().parse::<MsgInfo>().unwrap();
+            if let MsgInfo::Int(i) = in_msg {
+                fees += i.fwd_fee.into_inner();
+            }
+        }
+    }
+    assert_eq!(fees, s.fees);
+    assert_eq!(balances, s.balances);
+    assert_eq!(s.minted, balances + fees);
+    assert_eq!(s.burned, 0);
+    // The faucet's message shows in the receiver's transactions.
+    let txs = w.chain.transactions_of(&addr(0x77));
+    assert_eq!(txs.len(), 1);
+    assert_eq!(
+        txs[0].summary.in_msg.as_ref().unwrap().source,
+        Some(FAUCET_ADDRESS)
+    );
+    assert_eq!(w.chain.balance(&addr(0x77)).unwrap(), 3 * ONE_TON);
+}
+
+#[test]
+fn refused_externals_change_nothing() {
+    let w = world();
+    let before = w.chain.supply().unwrap();
+    let count = w.chain.transaction_count();
+    // Wrong seqno: the wallet throws 1032 before accepting; no transaction.
+    let ext = w
+        .proxy_wallet
+        .external_message(5, T0 + 3600, &[])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    match w.chain.execute_external(&ext) {
+        Err(LocalChainError::NotAccepted { exit_code, .. }) => assert_eq!(exit_code, Some(1032)),
+        other => panic!("{other:?}"),
+    }
+    // Forged signature: 1034 (wallet.test.mjs).
+    let forged = CocoonWallet::new(key(8), addr(0x11), &codes::wallet_code().unwrap()).unwrap();
+    let body = forged.sign_request(0, T0 + 3600, &[]).unwrap();
+    let ext = cocoon_ton::wallet::ExternalMessage {
+        dest: w.proxy_wallet.address().clone(),
+        state_init: None,
+        body,
+    }
+    .to_boc()
+    .unwrap();
+    match w.chain.execute_external(&ext) {
+        Err(LocalChainError::NotAccepted { exit_code, .. }) => assert_eq!(exit_code, Some(1034)),
+        other => panic!("{other:?}"),
+    }
+    // Expired: 1030.
+    let ext = w
+        .proxy_wallet
+        .external_message(0, T0 - 1, &[])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    match w.chain.execute_external(&ext) {
+        Err(LocalChainError::NotAccepted { exit_code, .. }) => assert_eq!(exit_code, Some(1030)),
+        other => panic!("{other:?}"),
+    }
+    // To an account that does not exist, without StateInit: not accepted.
+    let ext = cocoon_ton::wallet::ExternalMessage {
+        dest: addr(0x5a),
+        state_init: None,
+        body: cocoon_ton::Cell::default(),
+    }
+    .to_boc()
+    .unwrap();
+    assert!(w.chain.execute_external(&ext).is_err());
+    // Garbage bytes.
+    assert!(w.chain.execute_external(b"not a boc").is_err());
+    assert_eq!(w.chain.supply().unwrap(), before);
+    assert_eq!(w.chain.transaction_count(), count);
+    assert_eq!(seqno(&w.chain, &w.proxy_wallet), 0);
+}
+
+#[test]
+fn transactions_are_followed_through_the_trait() {
+    let w = world();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let chain: &dyn ChainBackend = &w.chain;
+    let mut follower = rt
+        .block_on(TxFollower::from_now(
+            chain,
+            w.proxy_wallet.address().clone(),
+        ))
+        .unwrap();
+    assert!(rt.block_on(follower.poll(chain)).unwrap().is_empty());
+    deploy_proxy_and_client(&w);
+    let seen = rt.block_on(follower.poll(chain)).unwrap();
+    // The deploy external; the wallet's transactions are its own.
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].in_msg.as_ref().unwrap().source, None);
+    assert_eq!(seen[0].out_msgs.len(), 1);
+    assert_eq!(seen[0].out_msgs[0].dest, Some(w.proxy.address.clone()));
+    // Through send_external too.
+    let ext = w
+        .proxy_wallet
+        .external_message(1, T0 + 3600, &[])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    let hash = rt.block_on(chain.send_external(ext.clone())).unwrap();
+    assert_eq!(
+        hash,
+        cocoon_ton::cells::from_boc(&ext).unwrap().repr_hash().0
+    );
+    let seen = rt.block_on(follower.poll(chain)).unwrap();
+    assert_eq!(seen.len(), 1);
+    // Replaying it: refused (seqno moved on).
+    assert!(matches!(
+        rt.block_on(chain.send_external(ext)),
+        Err(ChainError::Rejected(_))
+    ));
+    assert_eq!(rt.block_on(chain.now()).unwrap(), T0);
+    w.chain.advance_time(600).unwrap();
+    assert_eq!(rt.block_on(chain.now()).unwrap(), T0 + 600);
+}
+
+#[test]
+fn a_runaway_cascade_is_rolled_back() {
+    let w = world();
+    deploy_proxy_and_client(&w);
+    w.chain.set_max_transactions(2);
+    let before = w.chain.supply().unwrap();
+    let count = w.chain.transaction_count();
+    let top_up = client_top_up_message(
+        w.client.address.clone(),
+        9,
+        ONE_TON,
+        w.client_wallet.address().clone(),
+    )
+    .unwrap();
+    let ext = w
+        .client_wallet
+        .external_message(1, T0 + 3600, &[(0, top_up)])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    assert!(matches!(
+        w.chain.execute_external(&ext),
+        Err(LocalChainError::Runaway(2))
+    ));
+    assert_eq!(w.chain.supply().unwrap(), before);
+    assert_eq!(w.chain.transaction_count(), count);
+    assert_eq!(seqno(&w.chain, &w.client_wallet), 1);
+}
+
+#[test]
+fn a_restart_from_the_directory_gives_identical_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    w.chain.persist_to(dir.path()).unwrap();
+    deploy_proxy_and_client(&w);
+    let v = w
+        .signer
+        .sign(Voucher::client_charge(
+            3,
+            1_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![voucher_message(&v, OPERATION_VALUE).unwrap()],
+    );
+
+    let reopened = LocalChain::open(dir.path()).unwrap();
+    assert_eq!(reopened.addresses(), w.chain.addresses());
+    for a in w.chain.addresses() {
+        assert_eq!(reopened.shard_account(&a), w.chain.shard_account(&a));
+        assert_eq!(reopened.account(&a).unwrap(), w.chain.account(&a).unwrap());
+        assert_eq!(reopened.transactions_of(&a), w.chain.transactions_of(&a));
+    }
+    assert_eq!(reopened.supply().unwrap(), w.chain.supply().unwrap());
+    assert_eq!(reopened.logical_time(), w.chain.logical_time());
+    assert_eq!(reopened.time(), w.chain.time());
+    assert_eq!(reopened.root_address(), w.chain.root_address());
+    assert_eq!(reopened.root_config().unwrap(), w.root_cfg);
+
+    // Both continue identically: the same message gives the same transactions.
+    let v = w
+        .signer
+        .sign(Voucher::client_charge(
+            4,
+            2_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    let s = seqno(&w.chain, &w.proxy_wallet);
+    let ext = w
+        .proxy_wallet
+        .external_message(
+            s,
+            T0 + 3600,
+            &[(0, voucher_message(&v, OPERATION_VALUE).unwrap())],
+        )
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    let a = w.chain.execute_external(&ext).unwrap();
+    let b = reopened.execute_external(&ext).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(client_state(&reopened, &w.client).tokens_used, 2_000_000);
+
+    // open_or_genesis opens the existing chain (the genesis given is ignored).
+    drop(reopened);
+    let again = LocalChain::open_or_genesis(dir.path(), GenesisConfig::default()).unwrap();
+    assert_eq!(again.transaction_count(), w.chain.transaction_count());
+    assert_eq!(again.root_address(), Some(w.root.clone()));
+    // genesis_in refuses to overwrite it.
+    assert!(LocalChain::genesis_in(dir.path(), GenesisConfig::default()).is_err());
+}
+
+#[test]
+fn an_interrupted_save_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    w.chain.persist_to(dir.path()).unwrap();
+    deploy_proxy_and_client(&w);
+    let count = w.chain.transaction_count();
+    // A crash after the log append but before the snapshot: extra lines.
+    let log = dir.path().join("transactions.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    std::fs::write(&log, format!("{text}{first}\n")).unwrap();
+    let reopened = LocalChain::open(dir.path()).unwrap();
+    assert_eq!(reopened.transaction_count(), count);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        count
+    );
+    // A log shorter than the snapshot is an error, not silent loss.
+    std::fs::write(&log, "").unwrap();
+    assert!(LocalChain::open(dir.path()).is_err());
+}
