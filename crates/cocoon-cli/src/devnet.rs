@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use cocoon_attest::{PolicyConfig, PolicyKind};
+use cocoon_node::chain::devnet_address_text;
 use cocoon_node::config::{
     AttestationConfig, ChainConfig, ClientConfig, ProxyConfig, WorkerConfig,
 };
@@ -93,7 +94,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     };
 
     let proxy_cfg = ProxyConfig {
-        owner_address: "devnet-proxy-owner".into(),
+        owner_address: devnet_address_text("devnet-proxy-owner"),
         client_listen: format!("127.0.0.1:{}", args.proxy_client_port),
         worker_listen: format!("127.0.0.1:{}", args.proxy_worker_port),
         http_listen: String::new(),
@@ -116,7 +117,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for i in 0..args.workers {
         let cfg = WorkerConfig {
-            owner_address: format!("devnet-worker-{i}"),
+            owner_address: devnet_address_text(&format!("devnet-worker-{i}")),
             upstream: upstream.clone(),
             model: String::new(),
             coefficient: args.coefficient,
@@ -141,7 +142,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let model = workers[0].model.clone();
 
     let client_cfg = ClientConfig {
-        owner_address: "devnet-client".into(),
+        owner_address: devnet_address_text("devnet-client"),
         http_listen: format!("127.0.0.1:{}", args.http_port),
         proxies: vec![proxy.client_addr.to_string()],
         secret_string: String::new(),

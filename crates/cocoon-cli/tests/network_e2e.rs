@@ -114,7 +114,7 @@ fn write(path: &Path, text: &str) {
 
 fn proxy_toml(dir: &Path, clients: &str, workers: &str) -> String {
     format!(
-        r#"owner_address = "e2e-proxy-owner"
+        r#"owner_address = "0:1111111111111111111111111111111111111111111111111111111111111111"
 client_listen = "{clients}"
 worker_listen = "{workers}"
 http_listen = ""
@@ -156,7 +156,7 @@ async fn proxy_killed_mid_batch_bills_every_completed_request_exactly_once() {
     write(
         &d.join("worker.toml"),
         &format!(
-            "owner_address = \"e2e-worker\"\nupstream = \"http://{upstream}\"\nproxies = [\"{workers}\"]\nhttp_listen = \"\"\n\
+            "owner_address = \"0:2222222222222222222222222222222222222222222222222222222222222222\"\nupstream = \"http://{upstream}\"\nproxies = [\"{workers}\"]\nhttp_listen = \"\"\n\
              [attestation]\ntee = \"fake_tdx\"\nkey_file = \"{}\"\n[proxy_policy]\nkind = \"fake_tdx\"\n",
             d.join("worker_key.pem").display()
         ),
@@ -173,7 +173,7 @@ async fn proxy_killed_mid_batch_bills_every_completed_request_exactly_once() {
     write(
         &d.join("client.toml"),
         &format!(
-            "owner_address = \"e2e-client\"\nhttp_listen = \"127.0.0.1:0\"\nproxies = [\"{clients}\"]\n\
+            "owner_address = \"0:3333333333333333333333333333333333333333333333333333333333333333\"\nhttp_listen = \"127.0.0.1:0\"\nproxies = [\"{clients}\"]\n\
              [proxy_policy]\nkind = \"fake_tdx\"\n"
         ),
     );

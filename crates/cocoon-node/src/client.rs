@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::chain::{ChainContext, VoucherWallet};
 use crate::pricing::AdjustedTokens;
+use cocoon_ton::voucher::VoucherKind;
 
 /// Protocol versions this client speaks (3 = with cocoon-rs extensions).
 pub const MIN_PROTO: i32 = 1;
@@ -39,6 +41,9 @@ pub struct ClientSettings {
     pub config_version: i32,
     /// Highest protocol version to offer (normally [`MAX_PROTO`]).
     pub max_proto: i32,
+    /// Root parameters and contract derivation (checks the proxy's addresses and
+    /// vouchers).
+    pub chain: ChainContext,
 }
 
 /// One request for the network.
@@ -136,8 +141,12 @@ pub struct PaymentState {
     pub tokens_billed: u64,
     /// Payment notices received.
     pub notices: u64,
-    /// The newest voucher (BOC), if any.
+    /// Tokens covered by the best valid voucher.
+    pub voucher_tokens: u64,
+    /// The best valid voucher (BOC), if any.
     pub voucher: Option<Vec<u8>>,
+    /// Vouchers refused (bad signature, wrong contract or kind).
+    pub vouchers_refused: u64,
 }
 
 type Routes = Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<AnswerEvent>>>>;
@@ -151,6 +160,7 @@ pub struct ProxySession {
     settings: ClientSettings,
     routes: Routes,
     payments: Arc<Mutex<PaymentState>>,
+    vouchers: Arc<Mutex<VoucherWallet>>,
     sent: Arc<AtomicU64>,
 }
 
@@ -195,6 +205,44 @@ impl ProxySession {
         if params.is_test.unwrap_or(false) != settings.is_test {
             return Err(ClientError::Handshake("is_test mismatch".into()));
         }
+        // Recompute the proxy's and our own contract addresses (§2.5 step 4).
+        let chain = &settings.chain;
+        let derived = chain
+            .parse_address(&params.proxy_owner_address)
+            .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
+            .and_then(|proxy_sc| {
+                let wallet = chain.parse_address(&settings.owner_address)?;
+                Ok((
+                    proxy_sc.clone(),
+                    chain.client_sc(&wallet, &proxy_sc, &params.proxy_public_key)?,
+                ))
+            })
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let (proxy_sc, client_sc) = derived;
+        if chain.parse_address(&params.proxy_sc_address).ok().as_ref() != Some(&proxy_sc) {
+            return Err(ClientError::Handshake(format!(
+                "proxy contract address mismatch: announced {}, derived {}",
+                params.proxy_sc_address,
+                chain.format(&proxy_sc)
+            )));
+        }
+        if chain
+            .parse_address(&connected.client_sc_address)
+            .ok()
+            .as_ref()
+            != Some(&client_sc)
+        {
+            return Err(ClientError::Handshake(format!(
+                "client contract address mismatch: proxy says {}, derived {}",
+                connected.client_sc_address,
+                chain.format(&client_sc)
+            )));
+        }
+        let vouchers = Arc::new(Mutex::new(VoucherWallet::new(
+            params.proxy_public_key,
+            client_sc,
+            VoucherKind::ClientCharge,
+        )));
         let proto = params.proto_version.unwrap_or(0);
         if proto > max_proto {
             return Err(ClientError::Handshake(format!(
@@ -229,6 +277,7 @@ impl ProxySession {
                 let mut p = lock(&payments);
                 p.db_tokens = s.tokens_committed_to_db;
                 p.max_tokens = s.max_tokens;
+                offer_voucher(&mut p, &vouchers, &s.signed_payment);
             }
             AuthorizationWithProxy::AuthorizationWithProxyFailed(f) => {
                 return Err(ClientError::Handshake(format!(
@@ -239,7 +288,12 @@ impl ProxySession {
         }
         info!(proto, proxy = %params.proxy_sc_address, "connected to proxy");
         let routes: Routes = Arc::default();
-        tokio::spawn(dispatch(incoming, routes.clone(), payments.clone()));
+        tokio::spawn(dispatch(
+            incoming,
+            routes.clone(),
+            payments.clone(),
+            vouchers.clone(),
+        ));
         Ok(ProxySession {
             handle,
             proto,
@@ -247,6 +301,7 @@ impl ProxySession {
             settings,
             routes,
             payments,
+            vouchers,
             sent: Arc::default(),
         })
     }
@@ -360,6 +415,7 @@ impl ProxySession {
         let mut p = lock(&self.payments);
         p.db_tokens = p.db_tokens.max(s.db_tokens);
         p.max_tokens = p.max_tokens.max(s.max_tokens);
+        offer_voucher(&mut p, &self.vouchers, &s.signed_payment);
         Ok(p.clone())
     }
 }
@@ -369,6 +425,7 @@ async fn dispatch(
     mut incoming: mpsc::Receiver<Incoming>,
     routes: Routes,
     payments: Arc<Mutex<PaymentState>>,
+    vouchers: Arc<Mutex<VoucherWallet>>,
 ) {
     while let Some(item) = incoming.recv().await {
         let data = match item {
@@ -385,7 +442,7 @@ async fn dispatch(
         };
         if cocoon_tl::peek_id(&data) == Some(proxy::ClientRequestPayment::ID) {
             match cocoon_tl::from_bytes::<proxy::ClientRequestPayment>(&data) {
-                Ok(p) => record_payment(&payments, p),
+                Ok(p) => record_payment(&payments, &vouchers, p),
                 Err(e) => warn!(error = %e, "malformed payment notice ignored"),
             }
             continue;
@@ -423,14 +480,39 @@ async fn dispatch(
     }
 }
 
-fn record_payment(payments: &Mutex<PaymentState>, p: proxy::ClientRequestPayment) {
+fn record_payment(
+    payments: &Mutex<PaymentState>,
+    vouchers: &Mutex<VoucherWallet>,
+    p: proxy::ClientRequestPayment,
+) {
     let mut state = lock(payments);
     state.db_tokens = state.db_tokens.max(p.db_tokens);
     state.max_tokens = state.max_tokens.max(p.max_tokens);
     state.tokens_billed += u64::try_from(p.request_tokens).unwrap_or(0);
     state.notices += 1;
-    if let cocoon_tl::enums::proxy::SignedPayment::SignedPayment(v) = p.signed_payment {
-        state.voucher = Some(v.data);
+    offer_voucher(&mut state, vouchers, &p.signed_payment);
+}
+
+/// Checks a voucher from the proxy and keeps it if it is valid and covers more.
+fn offer_voucher(
+    state: &mut PaymentState,
+    vouchers: &Mutex<VoucherWallet>,
+    payment: &cocoon_tl::enums::proxy::SignedPayment,
+) {
+    let cocoon_tl::enums::proxy::SignedPayment::SignedPayment(v) = payment else {
+        return;
+    };
+    let mut wallet = lock(vouchers);
+    match wallet.offer(&v.data) {
+        Ok(true) => {
+            state.voucher_tokens = wallet.tokens();
+            state.voucher = Some(v.data.clone());
+        }
+        Ok(false) => {}
+        Err(e) => {
+            state.vouchers_refused += 1;
+            warn!(error = %e, "voucher from proxy refused");
+        }
     }
 }
 

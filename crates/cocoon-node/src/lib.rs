@@ -2,6 +2,7 @@
 //! metering of model answers, request validation and inference backends.
 
 pub mod backend;
+pub mod chain;
 pub mod client;
 pub mod config;
 pub mod gateway;

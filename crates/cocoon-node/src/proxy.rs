@@ -20,7 +20,9 @@ use cocoon_tl::types::{client, cocoonrs, http, proxy, worker};
 use cocoon_tl::{enums, TlBoxed, TlConstructor};
 use ed25519_dalek::SigningKey;
 use tracing::{debug, info, info_span, warn, Instrument};
+use tycho_types::models::StdAddr;
 
+use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::{Booking, Ledger};
 use crate::pricing::{reservation, AdjustedTokens, Prices, DEFAULT_MAX_TOKENS};
 use crate::request::base_model_name;
@@ -36,8 +38,8 @@ pub const MAX_PROTO: i32 = 3;
 pub struct ProxySettings {
     /// Owner of the proxy (receives its earnings).
     pub owner_address: String,
-    /// The proxy contract address announced to peers.
-    pub sc_address: String,
+    /// Root parameters and contract derivation (fake-TON until the chain backends land).
+    pub chain: ChainContext,
     /// The machine key: signs ledger rows and (with the TON layer) vouchers.
     pub signing_key: SigningKey,
     /// Test network mode; must match clients' and workers'.
@@ -113,8 +115,19 @@ impl Reputation {
     }
 }
 
+/// An authorized client connection.
+struct ClientSession {
+    /// The client's wallet address, canonical text (its ledger key).
+    owner: String,
+    proto: i32,
+    /// Its client contract at this proxy.
+    sc: StdAddr,
+}
+
 struct WorkerLink {
     owner: String,
+    /// Its worker contract at this proxy.
+    sc: StdAddr,
     model: String,
     coefficient: u32,
     max_active: u32,
@@ -128,6 +141,7 @@ struct WorkerLink {
 
 struct Running {
     client_owner: String,
+    client_sc: StdAddr,
     client: RpcHandle,
     client_proto: i32,
     client_request_id: [u8; 32],
@@ -139,6 +153,7 @@ struct Running {
     debug: bool,
     worker: u64,
     worker_owner: String,
+    worker_sc: StdAddr,
     tried: Vec<u64>,
     head_sent: bool,
     started: Instant,
@@ -156,6 +171,10 @@ struct State {
 struct Shared {
     settings: ProxySettings,
     ledger: Arc<Ledger>,
+    /// The proxy contract and its text form.
+    sc: StdAddr,
+    sc_text: String,
+    vouchers: ProxyVouchers,
     state: Mutex<State>,
     next_id: AtomicU64,
     stats: ProxyStats,
@@ -170,7 +189,7 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("sc_address", &self.shared.settings.sc_address)
+            .field("sc_address", &self.shared.sc_text)
             .finish()
     }
 }
@@ -225,19 +244,55 @@ struct Finished {
     worker: Option<RpcHandle>,
     proxy_request_id: [u8; 32],
     tokens: u64,
+    client_sc: StdAddr,
+    worker_sc: StdAddr,
 }
 
 impl Proxy {
-    /// A proxy with its ledger.
-    pub fn new(settings: ProxySettings, ledger: Arc<Ledger>) -> Self {
-        Proxy {
+    /// A proxy with its ledger; fails if the owner address is not a TON address.
+    pub fn new(settings: ProxySettings, ledger: Arc<Ledger>) -> Result<Self, ChainError> {
+        let owner = settings.chain.parse_address(&settings.owner_address)?;
+        let key = settings.signing_key.verifying_key().to_bytes();
+        let sc = settings.chain.proxy_sc(&owner, &key)?;
+        let sc_text = settings.chain.format(&sc);
+        let vouchers = ProxyVouchers::new(settings.signing_key.clone(), owner);
+        Ok(Proxy {
             shared: Arc::new(Shared {
                 settings,
                 ledger,
+                sc,
+                sc_text,
+                vouchers,
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
             }),
+        })
+    }
+
+    /// The proxy contract address (canonical text form).
+    pub fn sc_address(&self) -> &str {
+        &self.shared.sc_text
+    }
+
+    /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
+    /// contract covering `tokens`, or the empty payment when nothing is owed.
+    fn payment(&self, sc: &StdAddr, tokens: u64, worker: bool) -> SignedPayment {
+        if tokens == 0 {
+            return proxy::SignedPaymentEmpty {}.into();
+        }
+        let v = &self.shared.vouchers;
+        let signed = if worker {
+            v.worker_payout(sc, tokens)
+        } else {
+            v.client_charge(sc, tokens)
+        };
+        match signed {
+            Ok(data) => proxy::SignedPayment { data }.into(),
+            Err(e) => {
+                warn!(error = %e, "cannot sign a voucher");
+                proxy::SignedPaymentEmpty {}.into()
+            }
         }
     }
 
@@ -282,7 +337,7 @@ impl Proxy {
             flags: 1 | if proto > 0 { 2 } else { 0 },
             proxy_public_key: self.public_key(),
             proxy_owner_address: s.owner_address.clone(),
-            proxy_sc_address: s.sc_address.clone(),
+            proxy_sc_address: self.shared.sc_text.clone(),
             is_test: Some(s.is_test),
             proto_version: (proto > 0).then_some(proto),
         }
@@ -357,7 +412,7 @@ impl Proxy {
         let span = info_span!("client", peer = %peer.addr);
         async move {
             let (handle, mut incoming) = conn.split();
-            let mut session: Option<(String, i32)> = None; // (owner, proto) once connected
+            let mut session: Option<ClientSession> = None;
             let mut authorized = false;
             while let Some(item) = incoming.recv().await {
                 match item {
@@ -370,14 +425,12 @@ impl Proxy {
                                     break;
                                 }
                             }
-                        } else if let Some((owner, _)) = &session {
-                            self.client_query(q, owner).await;
+                        } else if let Some(session) = &session {
+                            self.client_query(q, session).await;
                         }
                     }
                     Incoming::Packet(data) => match (&session, authorized) {
-                        (Some((owner, proto)), true) => {
-                            self.client_packet(&handle, owner, *proto, &data).await
-                        }
+                        (Some(session), true) => self.client_packet(&handle, session, &data).await,
                         _ => debug!("packet before authorization ignored"),
                     },
                 }
@@ -393,7 +446,7 @@ impl Proxy {
     async fn client_handshake_query(
         &self,
         q: IncomingQuery,
-        session: &mut Option<(String, i32)>,
+        session: &mut Option<ClientSession>,
     ) -> Result<bool, ()> {
         let s = &self.shared.settings;
         match q.function_id() {
@@ -433,10 +486,29 @@ impl Proxy {
                         return Err(());
                     }
                 };
-                let owner = p.client_owner_address.clone();
+                let chain = &s.chain;
+                let derived = chain
+                    .parse_address(&p.client_owner_address)
+                    .and_then(|wallet| {
+                        let pk = self.public_key();
+                        Ok((
+                            chain.format(&wallet),
+                            chain.client_sc(&wallet, &self.shared.sc, &pk)?,
+                        ))
+                    });
+                let (owner, client_sc) = match derived {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = q
+                            .error(ErrorCode::Error.code(), &format!("client owner: {e}"))
+                            .await;
+                        return Err(());
+                    }
+                };
+                let used = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
                 let answer = client::ConnectedToProxy {
                     params: self.params(proto),
-                    client_sc_address: format!("fake-client-sc:{owner}"),
+                    client_sc_address: chain.format(&client_sc),
                     // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
                     // so the client falls back to long auth, which succeeds at once.
                     auth: client::ProxyConnectionAuthShort {
@@ -444,17 +516,21 @@ impl Proxy {
                         nonce: 0,
                     }
                     .into(),
-                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    signed_payment: self.payment(&client_sc, used, false),
                 };
                 let _ = q.answer(&answer).await;
                 info!(%owner, proto, "client connected");
-                *session = Some((owner, proto));
+                *session = Some(ClientSession {
+                    owner,
+                    proto,
+                    sc: client_sc,
+                });
                 Ok(false)
             }
             Some(
                 client_fn::AuthorizeWithProxyLong::ID | client_fn::AuthorizeWithProxyShort::ID,
             ) => {
-                let Some((owner, _)) = session.as_ref() else {
+                let Some(ClientSession { owner, sc, .. }) = session.as_ref() else {
                     let _ = q
                         .error(
                             ErrorCode::ProtocolViolation.code(),
@@ -474,7 +550,7 @@ impl Proxy {
                 }
                 let used = self.shared.ledger.client_tokens(owner).unwrap_or(0);
                 let answer = client::AuthorizationWithProxySuccess {
-                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    signed_payment: self.payment(sc, used, false),
                     tokens_committed_to_db: to_i64(used),
                     max_tokens: to_i64(used),
                 };
@@ -503,14 +579,18 @@ impl Proxy {
             .saturating_sub(reserved)
     }
 
-    async fn client_query(&self, q: IncomingQuery, owner: &str) {
+    async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
         match q.function_id() {
             Some(client_fn::UpdatePaymentStatus::ID) => {
-                let used = to_i64(self.shared.ledger.client_tokens(owner).unwrap_or(0));
+                let used = self
+                    .shared
+                    .ledger
+                    .client_tokens(&session.owner)
+                    .unwrap_or(0);
                 let answer = client::PaymentStatus {
-                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
-                    db_tokens: used,
-                    max_tokens: used,
+                    signed_payment: self.payment(&session.sc, used, false),
+                    db_tokens: to_i64(used),
+                    max_tokens: to_i64(used),
                 };
                 let _ = q.answer(&answer).await;
             }
@@ -614,7 +694,8 @@ impl Proxy {
         }
     }
 
-    async fn client_packet(&self, handle: &RpcHandle, owner: &str, proto: i32, data: &[u8]) {
+    async fn client_packet(&self, handle: &RpcHandle, session: &ClientSession, data: &[u8]) {
+        let (owner, proto) = (session.owner.as_str(), session.proto);
         if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto >= 3 {
             if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
                 debug!(request = %hex_short(&c.request_id), "client cancelled a request");
@@ -646,10 +727,7 @@ impl Proxy {
             }
         };
         match request {
-            Ok(request) => {
-                self.forward_query(handle.clone(), owner, proto, request)
-                    .await
-            }
+            Ok(request) => self.forward_query(handle.clone(), session, request).await,
             Err(e) => warn!(error = %e, "malformed client request ignored"),
         }
     }
@@ -657,10 +735,10 @@ impl Proxy {
     async fn forward_query(
         &self,
         client: RpcHandle,
-        owner: &str,
-        proto: i32,
+        session: &ClientSession,
         q: client_fn::RunQueryEx,
     ) {
+        let (owner, proto) = (session.owner.as_str(), session.proto);
         let stats = &self.shared.stats;
         stats.requests_received.fetch_add(1, Ordering::Relaxed);
         let s = &self.shared.settings;
@@ -738,11 +816,12 @@ impl Proxy {
                         proxy_request_id,
                         q.enable_debug.unwrap_or(false),
                     );
-                    let worker_owner = link.owner.clone();
+                    let (worker_owner, worker_sc) = (link.owner.clone(), link.sc.clone());
                     state.requests.insert(
                         proxy_request_id,
                         Running {
                             client_owner: owner.to_owned(),
+                            client_sc: session.sc.clone(),
                             client: client.clone(),
                             client_proto: proto,
                             client_request_id: q.request_id,
@@ -754,6 +833,7 @@ impl Proxy {
                             debug: q.enable_debug.unwrap_or(false),
                             worker,
                             worker_owner,
+                            worker_sc,
                             tried: vec![worker],
                             head_sent: false,
                             started: Instant::now(),
@@ -842,10 +922,31 @@ impl Proxy {
                         return Err(());
                     }
                 };
+                let chain = &s.chain;
+                let derived = chain
+                    .parse_address(&p.worker_owner_address)
+                    .and_then(|owner| {
+                        let pk = self.public_key();
+                        Ok((
+                            chain.format(&owner),
+                            chain.worker_sc(&owner, &self.shared.sc, &pk)?,
+                        ))
+                    });
+                let (owner, worker_sc) = match derived {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = q
+                            .error(ErrorCode::Error.code(), &format!("worker owner: {e}"))
+                            .await;
+                        return Err(());
+                    }
+                };
                 let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
                 let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
+                let worker_sc_address = chain.format(&worker_sc);
                 let link = WorkerLink {
-                    owner: p.worker_owner_address.clone(),
+                    owner,
+                    sc: worker_sc,
                     model: base_model_name(&p.model).to_owned(),
                     coefficient: u32::try_from(p.coefficient).unwrap_or(0),
                     max_active: max_active.div_ceil(proxies),
@@ -860,13 +961,18 @@ impl Proxy {
                 self.state().workers.insert(id, link);
                 let answer = worker::ConnectedToProxy {
                     params: self.params(proto),
-                    worker_sc_address: format!("fake-worker-sc:{}", p.worker_owner_address),
+                    worker_sc_address,
                 };
                 q.answer(&answer).await.map_err(|_| ())
             }
             Some(worker_fn::CompareBalanceWithProxy::ID) => {
                 let req: worker_fn::CompareBalanceWithProxy = q.decode().map_err(|_| ())?;
-                let Some(owner) = self.state().workers.get(&id).map(|w| w.owner.clone()) else {
+                let Some((owner, sc)) = self
+                    .state()
+                    .workers
+                    .get(&id)
+                    .map(|w| (w.owner.clone(), w.sc.clone()))
+                else {
                     let _ = q
                         .error(
                             ErrorCode::ProtocolViolation.code(),
@@ -888,7 +994,7 @@ impl Proxy {
                     return Err(());
                 }
                 let answer = worker::CompareBalanceWithProxyResult {
-                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                    signed_payment: self.payment(&sc, u64::try_from(known).unwrap_or(0), true),
                     tokens_committed_to_db: known,
                     max_tokens: known,
                     error_code: i32::from(req.max_tokens > known),
@@ -914,17 +1020,25 @@ impl Proxy {
                     .map_err(|_| ())
             }
             Some(worker_fn::UpdatePaymentStatus::ID) => {
-                let owner = self
+                let Some((owner, sc)) = self
                     .state()
                     .workers
                     .get(&id)
-                    .map(|w| w.owner.clone())
-                    .unwrap_or_default();
-                let earned = to_i64(self.shared.ledger.worker_tokens(&owner).unwrap_or(0));
+                    .map(|w| (w.owner.clone(), w.sc.clone()))
+                else {
+                    let _ = q
+                        .error(
+                            ErrorCode::ProtocolViolation.code(),
+                            "payment status before connectToProxy",
+                        )
+                        .await;
+                    return Err(());
+                };
+                let earned = self.shared.ledger.worker_tokens(&owner).unwrap_or(0);
                 let answer = worker::PaymentStatus {
-                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
-                    db_tokens: earned,
-                    max_tokens: earned,
+                    signed_payment: self.payment(&sc, earned, true),
+                    db_tokens: to_i64(earned),
+                    max_tokens: to_i64(earned),
                 };
                 q.answer(&answer).await.map_err(|_| ())
             }
@@ -1142,10 +1256,11 @@ impl Proxy {
                     let link = state.workers.get_mut(&next).expect("chosen worker exists");
                     link.running += 1;
                     let send = run_query_message(link, &query, timeout, request_id, debug);
-                    let owner = link.owner.clone();
+                    let (owner, sc) = (link.owner.clone(), link.sc.clone());
                     let r = state.requests.get_mut(&request_id).expect("present");
                     r.worker = next;
                     r.worker_owner = owner;
+                    r.worker_sc = sc;
                     r.tried.push(next);
                     Some(send)
                 }
@@ -1246,6 +1361,8 @@ impl Proxy {
                 worker,
                 proxy_request_id: request_id,
                 tokens: total,
+                client_sc: r.client_sc.clone(),
+                worker_sc: r.worker_sc.clone(),
             }
         };
         let counter = if ok {
@@ -1295,7 +1412,7 @@ impl Proxy {
             .fetch_add(done.tokens, Ordering::Relaxed);
         let client_msg = proxy::ClientRequestPayment {
             request_id: done.client_request_id,
-            signed_payment: SignedPayment::from(proxy::SignedPaymentEmpty {}),
+            signed_payment: self.payment(&done.client_sc, totals.client_tokens, false),
             db_tokens: to_i64(totals.client_tokens),
             max_tokens: to_i64(totals.client_tokens),
             request_tokens: to_i64(done.tokens),
@@ -1306,7 +1423,7 @@ impl Proxy {
         if let Some(worker) = done.worker {
             let worker_msg = proxy::WorkerRequestPayment {
                 request_id: done.proxy_request_id,
-                signed_payment: SignedPayment::from(proxy::SignedPaymentEmpty {}),
+                signed_payment: self.payment(&done.worker_sc, totals.worker_tokens, true),
                 db_tokens: to_i64(totals.worker_tokens),
                 max_tokens: to_i64(totals.worker_tokens),
                 request_tokens: to_i64(done.tokens),

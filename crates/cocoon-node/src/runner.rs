@@ -93,10 +93,8 @@ pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> 
     let ledger = Arc::new(Ledger::open(&cfg.db_path, &identity.key)?);
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
-        sc_address: format!(
-            "fake-proxy-sc:{}",
-            hex::encode(identity.key.verifying_key().as_bytes())
-        ),
+        chain: crate::chain::ChainContext::fake(&prices, cfg.is_test)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
         signing_key: identity.key.clone(),
         is_test: cfg.is_test,
         prices,
@@ -106,7 +104,8 @@ pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> 
         max_attempts: cfg.max_attempts.max(1),
         connection: ConnectionConfig::default(),
     };
-    let proxy = Proxy::new(settings, ledger);
+    let proxy = Proxy::new(settings, ledger)
+        .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
     let bind = |addr: &str, e: std::io::Error| StartError::Bind {
         addr: addr.to_owned(),
         source: e,
@@ -248,8 +247,11 @@ pub async fn start_worker(
         reconnect_min: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(10),
         connection: ConnectionConfig::default(),
+        chain: crate::chain::ChainContext::fake(&prices, cfg.is_test)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
     };
-    let worker = Worker::new(settings, backend);
+    let worker = Worker::new(settings, backend)
+        .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
     worker.spawn_health_monitor();
     for proxy in &cfg.proxies {
         worker.spawn_proxy_link(proxy.clone(), dialer.clone());
@@ -373,6 +375,8 @@ pub async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, StartErro
         secret_string: cfg.secret_string.clone(),
         config_version: cfg.chain.config_version,
         max_proto: crate::client::MAX_PROTO,
+        chain: crate::chain::ChainContext::fake(&cfg.chain.prices()?, cfg.is_test)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
     };
     for proxy in &cfg.proxies {
         node.spawn_proxy_link(

@@ -18,10 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::backend::{is_hop_by_hop, BackendRequest, InferenceBackend};
+use crate::chain::{ChainContext, ChainError, VoucherWallet};
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
 use crate::request::{base_model_name, validate_request};
 use crate::transport::Dialer;
+use cocoon_ton::voucher::VoucherKind;
+use tycho_types::models::StdAddr;
 
 /// Lowest and highest protocol versions this worker speaks.
 pub const MIN_PROTO: i32 = 1;
@@ -54,6 +57,9 @@ pub struct WorkerSettings {
     pub reconnect_max: Duration,
     /// Transport tunables for proxy connections.
     pub connection: ConnectionConfig,
+    /// Root parameters and contract derivation (checks the proxy's addresses and
+    /// vouchers).
+    pub chain: ChainContext,
 }
 
 /// Counters of a worker, for stats.
@@ -78,12 +84,18 @@ pub struct ProxyBalance {
     pub tokens_committed_to_db: i64,
     /// Everything the proxy has reported.
     pub max_tokens: i64,
-    /// The best voucher received (BOC bytes), if any.
+    /// Tokens covered by the best valid voucher received.
+    pub voucher_tokens: u64,
+    /// The best valid voucher (BOC bytes), if any.
     pub best_voucher: Option<Vec<u8>>,
+    /// Vouchers refused (bad signature, wrong contract).
+    pub vouchers_refused: u64,
 }
 
 struct Shared {
     settings: WorkerSettings,
+    owner: StdAddr,
+    vouchers: Mutex<HashMap<String, VoucherWallet>>,
     base_model: String,
     backend: Arc<dyn InferenceBackend>,
     active: AtomicU32,
@@ -132,13 +144,20 @@ fn unix_now() -> f64 {
 
 impl Worker {
     /// A worker serving `settings.model` through `backend`. It starts as unhealthy until
-    /// the first health check passes (see [`Worker::spawn_health_monitor`]).
-    pub fn new(settings: WorkerSettings, backend: Arc<dyn InferenceBackend>) -> Self {
+    /// the first health check passes (see [`Worker::spawn_health_monitor`]). Fails if
+    /// the owner address is not a TON address.
+    pub fn new(
+        settings: WorkerSettings,
+        backend: Arc<dyn InferenceBackend>,
+    ) -> Result<Self, ChainError> {
         let base_model = base_model_name(&settings.model).to_owned();
+        let owner = settings.chain.parse_address(&settings.owner_address)?;
         let (healthy, _) = watch::channel(false);
-        Worker {
+        Ok(Worker {
             shared: Arc::new(Shared {
                 settings,
+                owner,
+                vouchers: Mutex::new(HashMap::new()),
                 base_model,
                 backend,
                 active: AtomicU32::new(0),
@@ -148,7 +167,7 @@ impl Worker {
                 balances: Mutex::new(HashMap::new()),
                 links: Mutex::new(Vec::new()),
             }),
-        }
+        })
     }
 
     /// Requests running now.
@@ -417,14 +436,33 @@ impl Worker {
         db_tokens: i64,
         max_tokens: i64,
     ) {
+        let offered = match payment {
+            SignedPayment::SignedPayment(p) => {
+                let mut wallets = lock(&self.shared.vouchers);
+                wallets
+                    .get_mut(proxy_sc)
+                    .map(|w| (w.offer(&p.data), w.tokens(), p.data.clone()))
+            }
+            SignedPayment::SignedPaymentEmpty(_) => None,
+        };
         let mut balances = self.balances();
         let entry = balances.entry(proxy_sc.to_owned()).or_default();
         entry.tokens_committed_to_db = entry.tokens_committed_to_db.max(db_tokens);
         entry.max_tokens = entry.max_tokens.max(max_tokens);
-        if let SignedPayment::SignedPayment(p) = payment {
-            // Voucher verification and ordering by tokens arrive with the TON layer; until
-            // then the newest voucher is kept as received.
-            entry.best_voucher = Some(p.data.clone());
+        match offered {
+            Some((Ok(true), tokens, data)) => {
+                entry.voucher_tokens = tokens;
+                entry.best_voucher = Some(data);
+                // Fake-TON confirms at once: a voucher covers tokens committed on chain.
+                entry.tokens_committed_to_blockchain = entry
+                    .tokens_committed_to_blockchain
+                    .max(i64::try_from(tokens).unwrap_or(i64::MAX));
+            }
+            Some((Ok(false), _, _)) | None => {}
+            Some((Err(e), _, _)) => {
+                entry.vouchers_refused += 1;
+                warn!(error = %e, proxy = %proxy_sc, "voucher from proxy refused");
+            }
         }
     }
 
@@ -465,7 +503,49 @@ impl Worker {
                 "proxy chose protocol {proto}, this worker speaks {MIN_PROTO}..={MAX_PROTO}"
             )));
         }
-        let proxy_sc = params.proxy_sc_address.clone();
+        // Recompute both contract addresses; a proxy that announces others is lying.
+        let chain = &s.chain;
+        let derived = chain
+            .parse_address(&params.proxy_owner_address)
+            .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
+            .and_then(|sc| {
+                Ok((
+                    sc.clone(),
+                    chain.worker_sc(&self.shared.owner, &sc, &params.proxy_public_key)?,
+                ))
+            });
+        let (proxy_sc_addr, worker_sc) =
+            derived.map_err(|e| WorkerError::Handshake(e.to_string()))?;
+        let announced = chain.parse_address(&params.proxy_sc_address).ok();
+        if announced.as_ref() != Some(&proxy_sc_addr) {
+            return Err(WorkerError::Handshake(format!(
+                "proxy contract address mismatch: announced {}, derived {}",
+                params.proxy_sc_address,
+                chain.format(&proxy_sc_addr)
+            )));
+        }
+        if chain
+            .parse_address(&connected.worker_sc_address)
+            .ok()
+            .as_ref()
+            != Some(&worker_sc)
+        {
+            return Err(WorkerError::Handshake(format!(
+                "worker contract address mismatch: proxy says {}, derived {}",
+                connected.worker_sc_address,
+                chain.format(&worker_sc)
+            )));
+        }
+        let proxy_sc = chain.format(&proxy_sc_addr);
+        lock(&self.shared.vouchers)
+            .entry(proxy_sc.clone())
+            .or_insert_with(|| {
+                VoucherWallet::new(
+                    params.proxy_public_key,
+                    worker_sc,
+                    VoucherKind::WorkerPayout,
+                )
+            });
         let known = self.proxy_balance(&proxy_sc).unwrap_or_default();
         let compare = worker_fn::CompareBalanceWithProxy {
             tokens_committed_to_blockchain: known.tokens_committed_to_blockchain,

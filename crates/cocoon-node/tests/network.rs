@@ -49,14 +49,14 @@ async fn json_answer_is_metered_costed_and_booked() {
     assert_eq!(
         net.proxy
             .ledger()
-            .client_tokens("client-1")
+            .client_tokens(&party("client-1"))
             .expect("ledger"),
         134
     );
     assert_eq!(
         net.proxy
             .ledger()
-            .worker_tokens("worker-a")
+            .worker_tokens(&party("worker-a"))
             .expect("ledger"),
         134
     );
@@ -107,10 +107,19 @@ async fn routing_respects_max_coefficient() {
         assert!(out.error.is_none(), "{:?}", out.error);
     }
     assert_eq!(
-        net.proxy.ledger().worker_tokens("cheap").expect("ledger"),
+        net.proxy
+            .ledger()
+            .worker_tokens(&party("cheap"))
+            .expect("ledger"),
         4 * 134
     );
-    assert_eq!(net.proxy.ledger().worker_tokens("dear").expect("ledger"), 0);
+    assert_eq!(
+        net.proxy
+            .ledger()
+            .worker_tokens(&party("dear"))
+            .expect("ledger"),
+        0
+    );
     let out = collect(&client, chat_request(chat_body(false, json!({})), 500)).await;
     let (code, message, _) = out.error.expect("refused");
     assert_eq!(code, 651);
@@ -138,8 +147,16 @@ async fn routing_spreads_load() {
     for t in tasks {
         assert!(t.await.expect("task").error.is_none());
     }
-    let w1 = net.proxy.ledger().worker_tokens("w1").expect("ledger");
-    let w2 = net.proxy.ledger().worker_tokens("w2").expect("ledger");
+    let w1 = net
+        .proxy
+        .ledger()
+        .worker_tokens(&party("w1"))
+        .expect("ledger");
+    let w2 = net
+        .proxy
+        .ledger()
+        .worker_tokens(&party("w2"))
+        .expect("ledger");
     assert_eq!(w1 + w2, 6 * 134);
     assert!(w1 > 0 && w2 > 0, "both workers got work: {w1} / {w2}");
 }
@@ -195,7 +212,10 @@ async fn retries_on_another_worker_before_the_first_byte() {
         assert!(out.error.is_none(), "{:?}", out.error);
     }
     assert_eq!(
-        net.proxy.ledger().worker_tokens("healthy").expect("ledger"),
+        net.proxy
+            .ledger()
+            .worker_tokens(&party("healthy"))
+            .expect("ledger"),
         3 * 134
     );
     assert!(net.proxy.stats().requests_retried.load(Ordering::Relaxed) >= 1);
@@ -252,11 +272,17 @@ async fn worker_disconnect_before_answer_is_retried() {
     let out = slow.await.expect("task");
     assert!(out.error.is_none(), "{:?}", out.error);
     assert_eq!(
-        net.proxy.ledger().worker_tokens("second").expect("ledger"),
+        net.proxy
+            .ledger()
+            .worker_tokens(&party("second"))
+            .expect("ledger"),
         134
     );
     assert_eq!(
-        net.proxy.ledger().worker_tokens("first").expect("ledger"),
+        net.proxy
+            .ledger()
+            .worker_tokens(&party("first"))
+            .expect("ledger"),
         0
     );
 }
@@ -361,10 +387,11 @@ async fn worker_ahead_of_proxy_is_refused_and_proxy_keeps_running() {
     let liar = cocoon_node::worker::Worker::new(
         worker_settings(&WorkerSpec::new("liar", 1000)),
         Arc::new(cocoon_node::backend::HttpUpstream::new(&net.upstream_url).expect("upstream")),
-    );
+    )
+    .expect("worker");
     liar.set_healthy(true);
     liar.restore_proxy_balance(
-        "proxy-sc",
+        net.proxy.sc_address(),
         cocoon_node::worker::ProxyBalance {
             tokens_committed_to_blockchain: 1_000,
             ..Default::default()
@@ -422,12 +449,34 @@ async fn money_adds_up_after_a_batch() {
     assert_eq!(clients_total, workers_total);
     assert_eq!(ledger.request_count().expect("count"), 20);
     let s = settle(clients_total, &prices()).expect("no overflow");
-    let worker_earnings = (ledger.worker_tokens("a").expect("a")
-        + ledger.worker_tokens("b").expect("b"))
+    let worker_earnings = (ledger.worker_tokens(&party("a")).expect("a")
+        + ledger.worker_tokens(&party("b")).expect("b"))
         * prices().worker_fee_per_token;
     assert_eq!(s.client_pays, worker_earnings + s.proxy_commission);
     // Each client was told exactly its share.
     wait_until(|| clients.iter().map(|c| c.payments().notices).sum::<u64>() == 20).await;
     let billed: u64 = clients.iter().map(|c| c.payments().tokens_billed).sum();
     assert_eq!(billed, clients_total);
+    // Each party holds a valid proxy-signed voucher for exactly its booked total.
+    for (client, name) in clients.iter().zip(["alice", "bob"]) {
+        let p = client.payments();
+        assert_eq!(
+            p.voucher_tokens,
+            ledger.client_tokens(&party(name)).expect("ledger"),
+            "{name}"
+        );
+        assert_eq!(p.vouchers_refused, 0);
+        assert!(p.voucher.is_some());
+    }
+    for (worker, name) in net.workers.iter().zip(["a", "b"]) {
+        let balance = worker
+            .proxy_balance(net.proxy.sc_address())
+            .expect("known proxy");
+        assert_eq!(
+            balance.voucher_tokens,
+            ledger.worker_tokens(&party(name)).expect("ledger"),
+            "{name}"
+        );
+        assert_eq!(balance.vouchers_refused, 0);
+    }
 }

@@ -29,6 +29,15 @@ use serde_json::{json, Value};
 
 pub const MODEL: &str = "test-model";
 
+/// The canonical address string of a test party named `name`.
+pub fn party(name: &str) -> String {
+    chain().format(&cocoon_node::chain::devnet_address(name))
+}
+
+pub fn chain() -> cocoon_node::chain::ChainContext {
+    cocoon_node::chain::ChainContext::fake(&prices(), true).expect("chain context")
+}
+
 pub fn prices() -> Prices {
     Prices {
         price_per_token: 2,
@@ -183,7 +192,7 @@ pub struct Net {
 
 pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
     WorkerSettings {
-        owner_address: spec.owner.clone(),
+        owner_address: party(&spec.owner),
         model: format!("{MODEL}@commit:hash"),
         coefficient: spec.coefficient,
         max_active_requests: spec.max_active,
@@ -194,13 +203,14 @@ pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
         connection: ConnectionConfig::default(),
+        chain: chain(),
     }
 }
 
 pub fn proxy_settings() -> ProxySettings {
     ProxySettings {
-        owner_address: "proxy-owner".into(),
-        sc_address: "proxy-sc".into(),
+        owner_address: party("proxy-owner"),
+        chain: chain(),
         signing_key: ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
         is_test: true,
         prices: prices(),
@@ -219,7 +229,7 @@ pub async fn start_network_with(
     ledger: Arc<Ledger>,
 ) -> Net {
     let (upstream_url, upstream) = mock_upstream().await;
-    let proxy = Proxy::new(settings, ledger);
+    let proxy = Proxy::new(settings, ledger).expect("proxy");
     let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let workers_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     use cocoon_node::transport::Listener;
@@ -255,7 +265,7 @@ impl Net {
             .clone()
             .unwrap_or_else(|| self.upstream_url.clone());
         let backend = Arc::new(HttpUpstream::new(&url).expect("upstream"));
-        let worker = Worker::new(worker_settings(spec), backend);
+        let worker = Worker::new(worker_settings(spec), backend).expect("worker");
         worker.set_healthy(true);
         let link = worker.spawn_proxy_link(self.worker_addr.to_string(), Arc::new(TcpDialer));
         self.workers.push(worker.clone());
@@ -280,11 +290,12 @@ pub async fn client_to(addr: SocketAddr, max_proto: i32, owner: &str) -> ProxySe
     ProxySession::connect(
         conn,
         ClientSettings {
-            owner_address: owner.into(),
+            owner_address: party(owner),
             is_test: true,
             secret_string: "secret".into(),
             config_version: 1,
             max_proto,
+            chain: chain(),
         },
     )
     .await
@@ -404,11 +415,12 @@ pub async fn start_gateway(
             addr.to_string(),
             Arc::new(TcpDialer),
             ClientSettings {
-                owner_address: "http-client".into(),
+                owner_address: party("http-client"),
                 is_test: true,
                 secret_string: "secret".into(),
                 config_version: 1,
                 max_proto: 3,
+                chain: chain(),
             },
             ConnectionConfig::default(),
         );

@@ -1,0 +1,316 @@
+//! What the roles need from the TON side: the root parameters, the per-party contract
+//! addresses (derived exactly as the contracts do) and the signed vouchers that settle
+//! usage (cocoon-protocol.md §5.4, §6.3).
+//!
+//! In fake-TON mode (a stand-in for the chain, like COCOON's `--disable-ton`) the root
+//! parameters come from the node's configuration and the contract codes are our own
+//! compiled Tolk contracts from `contracts/build`, so every address and voucher is the
+//! one a real deployment of those contracts would accept.
+
+use cocoon_ton::root::CocoonParams;
+use cocoon_ton::voucher::{
+    BestVoucher, SignedVoucher, Voucher, VoucherKind, VoucherSigner, VoucherVerifier,
+};
+use ed25519_dalek::SigningKey;
+use tycho_types::boc::Boc;
+use tycho_types::cell::Cell;
+use tycho_types::models::StdAddr;
+
+use crate::pricing::Prices;
+
+static PROXY_CODE: &[u8] = include_bytes!("../../../contracts/build/proxy.boc");
+static WORKER_CODE: &[u8] = include_bytes!("../../../contracts/build/worker.boc");
+static CLIENT_CODE: &[u8] = include_bytes!("../../../contracts/build/client.boc");
+
+/// Why an address or voucher operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Not a TON address.
+    #[error("invalid TON address {input:?}: {reason}")]
+    Address {
+        /// The text.
+        input: String,
+        /// Why.
+        reason: String,
+    },
+    /// Deriving or signing failed.
+    #[error("{0}")]
+    Ton(String),
+    /// A voucher failed verification.
+    #[error("voucher refused: {0}")]
+    Voucher(String),
+}
+
+fn ton(e: impl std::fmt::Display) -> ChainError {
+    ChainError::Ton(e.to_string())
+}
+
+/// The root parameters and address the roles derive contracts from.
+#[derive(Debug, Clone)]
+pub struct ChainContext {
+    root: StdAddr,
+    params: CocoonParams,
+    testnet: bool,
+}
+
+impl ChainContext {
+    /// Fake-TON: a fixed root address, root parameters from `prices`, and our compiled
+    /// contract codes.
+    pub fn fake(prices: &Prices, is_test: bool) -> Result<Self, ChainError> {
+        let code = |bytes: &[u8]| Boc::decode(bytes).map_err(ton);
+        let m = prices.multipliers;
+        let params = CocoonParams {
+            struct_version: 3,
+            is_test,
+            price_per_token: prices.price_per_token,
+            worker_fee_per_token: prices.worker_fee_per_token,
+            prompt_tokens_price_multiplier: m.prompt,
+            cached_tokens_price_multiplier: m.cached,
+            completion_tokens_price_multiplier: m.completion,
+            reasoning_tokens_price_multiplier: m.reasoning,
+            proxy_sc_code: Some(code(PROXY_CODE)?),
+            worker_sc_code: Some(code(WORKER_CODE)?),
+            client_sc_code: Some(code(CLIENT_CODE)?),
+            ..CocoonParams::default()
+        };
+        Ok(ChainContext {
+            root: StdAddr::new(0, tycho_types::cell::HashBytes([0x0c; 32])),
+            params,
+            testnet: is_test,
+        })
+    }
+
+    /// Parses a TON address (raw `0:…` or user-friendly).
+    pub fn parse_address(&self, s: &str) -> Result<StdAddr, ChainError> {
+        cocoon_ton::address::parse(s)
+            .map(|(a, _)| a)
+            .map_err(|e| ChainError::Address {
+                input: s.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The canonical string of an address in the protocol: user-friendly,
+    /// non-bounceable, testnet flag as configured (§11 item 18).
+    pub fn format(&self, a: &StdAddr) -> String {
+        cocoon_ton::address::to_friendly(a, self.testnet)
+    }
+
+    /// The proxy contract of (`owner`, `public_key`).
+    pub fn proxy_sc(&self, owner: &StdAddr, public_key: &[u8; 32]) -> Result<StdAddr, ChainError> {
+        cocoon_ton::contracts::proxy_contract_address(&self.params, &self.root, owner, public_key)
+            .map_err(ton)
+    }
+
+    /// The client contract of the client wallet `client` at `proxy_sc`.
+    pub fn client_sc(
+        &self,
+        client: &StdAddr,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<StdAddr, ChainError> {
+        cocoon_ton::contracts::client_contract_address(&self.params, client, proxy_sc, proxy_key)
+            .map_err(ton)
+    }
+
+    /// The worker contract of `worker` (its payout owner) at `proxy_sc`.
+    pub fn worker_sc(
+        &self,
+        worker: &StdAddr,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<StdAddr, ChainError> {
+        cocoon_ton::contracts::worker_contract_address(&self.params, worker, proxy_sc, proxy_key)
+            .map_err(ton)
+    }
+}
+
+/// Signs the proxy's vouchers.
+pub struct ProxyVouchers {
+    signer: VoucherSigner,
+}
+
+impl std::fmt::Debug for ProxyVouchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyVouchers").finish_non_exhaustive()
+    }
+}
+
+fn query_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl ProxyVouchers {
+    /// Vouchers signed with the proxy `key`; excesses go to `excesses_to`.
+    pub fn new(key: SigningKey, excesses_to: StdAddr) -> Self {
+        ProxyVouchers {
+            signer: VoucherSigner::new(key, excesses_to),
+        }
+    }
+
+    /// A signed charge of `tokens` (the client's total) on `client_sc`, as BOC.
+    pub fn client_charge(&self, client_sc: &StdAddr, tokens: u64) -> Result<Vec<u8>, ChainError> {
+        self.signer
+            .sign_to_boc(Voucher::client_charge(
+                query_id(),
+                tokens,
+                client_sc.clone(),
+            ))
+            .map_err(ton)
+    }
+
+    /// A signed payout of `tokens` (the worker's total) from `worker_sc`, as BOC.
+    pub fn worker_payout(&self, worker_sc: &StdAddr, tokens: u64) -> Result<Vec<u8>, ChainError> {
+        self.signer
+            .sign_to_boc(Voucher::worker_payout(
+                query_id(),
+                tokens,
+                worker_sc.clone(),
+            ))
+            .map_err(ton)
+    }
+}
+
+/// What a client or worker keeps: the best valid voucher for its own contract.
+#[derive(Debug)]
+pub struct VoucherWallet {
+    verifier: VoucherVerifier,
+    kind: VoucherKind,
+    best: BestVoucher,
+    refused: u64,
+}
+
+impl VoucherWallet {
+    /// Accepts vouchers of `kind` for `contract`, signed by `proxy_key`.
+    pub fn new(proxy_key: [u8; 32], contract: StdAddr, kind: VoucherKind) -> Self {
+        VoucherWallet {
+            verifier: VoucherVerifier::new(proxy_key, contract),
+            kind,
+            best: BestVoucher::new(),
+            refused: 0,
+        }
+    }
+
+    /// Checks a voucher received from the proxy; keeps it if it covers more tokens.
+    /// Returns whether it became the best one.
+    pub fn offer(&mut self, boc: &[u8]) -> Result<bool, ChainError> {
+        match self.verifier.check_boc(boc, self.kind) {
+            Ok(v) => Ok(self.best.offer(v)),
+            Err(e) => {
+                self.refused += 1;
+                Err(ChainError::Voucher(e.to_string()))
+            }
+        }
+    }
+
+    /// Tokens covered by the best voucher (0 without one).
+    pub fn tokens(&self) -> u64 {
+        self.best.tokens()
+    }
+
+    /// The best voucher, ready to submit (after repacking the excess address).
+    pub fn best(&self) -> Option<&SignedVoucher> {
+        self.best.get()
+    }
+
+    /// Vouchers refused so far (bad signature, wrong contract or kind).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+/// A deterministic test-network address for a name (not a real wallet): workchain 0,
+/// account id = SHA-256 of the name. Used by `cocoon devnet` and tests.
+pub fn devnet_address(name: &str) -> StdAddr {
+    use sha2::{Digest, Sha256};
+    let hash: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+    StdAddr::new(0, tycho_types::cell::HashBytes(hash))
+}
+
+/// [`devnet_address`] as text: user-friendly, non-bounceable, testnet.
+pub fn devnet_address_text(name: &str) -> String {
+    cocoon_ton::address::to_friendly(&devnet_address(name), true)
+}
+
+/// Parses `cell` bytes as a BOC root (for callers holding raw contract code).
+pub fn decode_boc(bytes: &[u8]) -> Result<Cell, ChainError> {
+    Boc::decode(bytes).map_err(ton)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::Multipliers;
+
+    fn ctx() -> ChainContext {
+        ChainContext::fake(
+            &Prices {
+                price_per_token: 2,
+                worker_fee_per_token: 1,
+                multipliers: Multipliers::default(),
+            },
+            true,
+        )
+        .expect("context")
+    }
+
+    #[test]
+    fn addresses_round_trip_and_derivation_is_deterministic() {
+        let c = ctx();
+        let owner = devnet_address("proxy-owner");
+        let text = c.format(&owner);
+        assert!(text.starts_with("0Q"), "testnet non-bounceable: {text}");
+        assert_eq!(c.parse_address(&text).expect("parse"), owner);
+        let key = SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+        let a = c.proxy_sc(&owner, &key).expect("derive");
+        assert_eq!(a, c.proxy_sc(&owner, &key).expect("derive again"));
+        let other = SigningKey::from_bytes(&[2; 32]).verifying_key().to_bytes();
+        assert_ne!(a, c.proxy_sc(&owner, &other).expect("other key"));
+        assert!(c.parse_address("client-1").is_err());
+    }
+
+    #[test]
+    fn vouchers_verify_only_for_their_contract_and_only_grow() {
+        let c = ctx();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let pk = key.verifying_key().to_bytes();
+        let proxy_sc = c.proxy_sc(&devnet_address("p"), &pk).expect("proxy");
+        let client_sc = c
+            .client_sc(&devnet_address("c"), &proxy_sc, &pk)
+            .expect("client");
+        let other_sc = c
+            .client_sc(&devnet_address("d"), &proxy_sc, &pk)
+            .expect("other");
+        let vouchers = ProxyVouchers::new(key, devnet_address("p"));
+        let mut wallet = VoucherWallet::new(pk, client_sc.clone(), VoucherKind::ClientCharge);
+        assert!(wallet
+            .offer(&vouchers.client_charge(&client_sc, 134).expect("sign"))
+            .expect("valid"));
+        assert!(
+            !wallet
+                .offer(&vouchers.client_charge(&client_sc, 100).expect("sign"))
+                .expect("valid"),
+            "lower voucher kept out"
+        );
+        assert!(wallet
+            .offer(&vouchers.client_charge(&client_sc, 268).expect("sign"))
+            .expect("valid"));
+        assert_eq!(wallet.tokens(), 268);
+        // Another client's voucher, a worker voucher, a forged signature: refused.
+        assert!(wallet
+            .offer(&vouchers.client_charge(&other_sc, 999).expect("sign"))
+            .is_err());
+        assert!(wallet
+            .offer(&vouchers.worker_payout(&client_sc, 999).expect("sign"))
+            .is_err());
+        let forger = ProxyVouchers::new(SigningKey::from_bytes(&[6; 32]), devnet_address("p"));
+        assert!(wallet
+            .offer(&forger.client_charge(&client_sc, 999).expect("sign"))
+            .is_err());
+        assert_eq!(wallet.refused(), 3);
+        assert_eq!(wallet.tokens(), 268);
+    }
+}
