@@ -522,3 +522,51 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_files {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(name)
+    }
+
+    fn valid_address(s: &str) {
+        cocoon_ton::address::parse(s).unwrap_or_else(|e| panic!("example address {s}: {e}"));
+    }
+
+    #[test]
+    fn the_documented_examples_parse_and_validate() {
+        let proxy: ProxyConfig = load(&example("proxy.toml")).expect("proxy.toml");
+        assert_eq!(proxy.worker_policy.kind, PolicyKind::FakeTdx);
+        assert_eq!(proxy.attestation.pow_difficulty, Some(20));
+        proxy.chain.prices().expect("proxy prices");
+        valid_address(&proxy.owner_address);
+
+        let worker: WorkerConfig = load(&example("worker.toml")).expect("worker.toml");
+        assert_eq!(worker.coefficient, 1000);
+        assert_eq!(worker.proxies.len(), 1);
+        worker.chain.prices().expect("worker prices");
+        valid_address(&worker.owner_address);
+
+        let client: ClientConfig = load(&example("client.toml")).expect("client.toml");
+        assert_eq!(client.http_listen, "127.0.0.1:10000");
+        assert_eq!(client.proxy_policy.kind, PolicyKind::FakeTdx);
+        valid_address(&client.owner_address);
+    }
+
+    #[test]
+    fn a_config_error_names_the_file_and_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "owner_address = \"x\"\nupstream = 5\nproxies = []\n")
+            .expect("write");
+        let err = load::<WorkerConfig>(&path)
+            .expect_err("bad type")
+            .to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
