@@ -679,3 +679,245 @@ fn an_interrupted_save_is_recovered() {
     std::fs::write(&log, "").unwrap();
     assert!(LocalChain::open(dir.path()).is_err());
 }
+
+// ---- Cross-check with @ton/sandbox (the official C++ emulator in WASM) ----
+//
+// `tests/data/crosscheck-scenario.json` holds the genesis accounts (ShardAccount
+// BOCs) and the external messages of a settlement scenario, as produced by
+// this test (`COCOON_UPDATE_CROSSCHECK=1` rewrites it). `tests/golden/
+// crosscheck.mjs` replays it on @ton/sandbox with the same mainnet config and
+// writes `tests/data/crosscheck-sandbox.json`: per step, every transaction's
+// account, exit code, abort flag and total fees, and every balance. Here the
+// local chain must give the same, to the nanoTON.
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn external(
+    chain: &LocalChain,
+    w: &CocoonWallet,
+    seqno: u32,
+    msgs: Vec<InternalMessage>,
+) -> Vec<u8> {
+    let msgs: Vec<(u8, InternalMessage)> = msgs
+        .into_iter()
+        .map(|m| (cocoon_send_mode(m.value), m))
+        .collect();
+    w.external_message(seqno, chain.time() + 3600, &msgs)
+        .unwrap()
+        .to_boc()
+        .unwrap()
+}
+
+fn crosscheck_scenario(w: &World) -> serde_json::Value {
+    let mut accounts = Vec::new();
+    for a in w.chain.addresses() {
+        let sa = w.chain.shard_account(&a).unwrap();
+        accounts.push(serde_json::json!({
+            "address": cocoon_ton::address::to_raw(&a),
+            "shard_account": b64(&cocoon_ton::tycho_types::boc::BocRepr::encode(&sa).unwrap()),
+        }));
+    }
+    let charge = w
+        .signer
+        .sign(Voucher::client_charge(
+            3,
+            3_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    let forged = VoucherSigner::new(key(2), w.proxy_wallet.address().clone())
+        .sign(Voucher::client_charge(
+            4,
+            5_000_000,
+            w.client.address.clone(),
+        ))
+        .unwrap();
+    let payout = w
+        .signer
+        .sign(Voucher::worker_payout(
+            5,
+            2_000_000,
+            w.worker.address.clone(),
+        ))
+        .unwrap()
+        .repack(w.worker_owner.clone());
+    let last = w
+        .signer
+        .sign(Voucher::new(
+            VoucherKind::WorkerLastPayout,
+            6,
+            3_000_000,
+            w.worker.address.clone(),
+        ))
+        .unwrap()
+        .repack(w.worker_owner.clone());
+    let top_up = client_top_up_message(
+        w.client.address.clone(),
+        2,
+        10 * ONE_TON,
+        w.client_wallet.address().clone(),
+    )
+    .unwrap();
+    let c = &w.chain;
+    let steps: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "deploy proxy",
+            external(
+                c,
+                &w.proxy_wallet,
+                0,
+                vec![deploy_message(&w.proxy, 3 * ONE_TON / 10, None)],
+            ),
+        ),
+        (
+            "deploy client + top up 10 TON",
+            external(
+                c,
+                &w.client_wallet,
+                0,
+                vec![deploy_message(&w.client, top_up.value, top_up.body.clone())],
+            ),
+        ),
+        (
+            "charge 3M tokens",
+            external(
+                c,
+                &w.proxy_wallet,
+                1,
+                vec![voucher_message(&charge, OPERATION_VALUE).unwrap()],
+            ),
+        ),
+        (
+            "forged charge (1007)",
+            external(
+                c,
+                &w.proxy_wallet,
+                2,
+                vec![voucher_message(&forged, OPERATION_VALUE).unwrap()],
+            ),
+        ),
+        (
+            "replayed charge (1000)",
+            external(
+                c,
+                &w.proxy_wallet,
+                3,
+                vec![voucher_message(&charge, OPERATION_VALUE).unwrap()],
+            ),
+        ),
+        (
+            "deploy worker + payout 2M",
+            external(
+                c,
+                &w.worker_wallet,
+                0,
+                vec![deploy_message(
+                    &w.worker,
+                    ONE_TON / 2,
+                    Some(payout.to_cell().unwrap()),
+                )],
+            ),
+        ),
+        (
+            "last payout 3M",
+            external(
+                c,
+                &w.worker_wallet,
+                1,
+                vec![voucher_message(&last, ONE_TON / 2).unwrap()],
+            ),
+        ),
+        (
+            "wrong seqno (1032, not accepted)",
+            external(c, &w.worker_wallet, 7, vec![]),
+        ),
+    ];
+    serde_json::json!({
+        "now": T0,
+        "accounts": accounts,
+        "steps": steps
+            .into_iter()
+            .map(|(name, boc)| serde_json::json!({"name": name, "external": b64(&boc)}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn local_chain_matches_ton_sandbox_to_the_nanoton() {
+    let w = world();
+    let scenario = crosscheck_scenario(&w);
+    let scenario_path = data_path("crosscheck-scenario.json");
+    let text = serde_json::to_string_pretty(&scenario).unwrap() + "\n";
+    if std::env::var_os("COCOON_UPDATE_CROSSCHECK").is_some() {
+        std::fs::write(&scenario_path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&scenario_path).expect("crosscheck scenario");
+    assert_eq!(
+        committed, text,
+        "the scenario changed: rerun with COCOON_UPDATE_CROSSCHECK=1, then \
+         `node crates/cocoon-ton/tests/golden/crosscheck.mjs`"
+    );
+    let sandbox: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_path("crosscheck-sandbox.json")).expect("sandbox results"),
+    )
+    .unwrap();
+    let steps = scenario["steps"].as_array().unwrap();
+    let expected = sandbox["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), expected.len());
+    for (step, exp) in steps.iter().zip(expected) {
+        use base64::Engine;
+        let name = step["name"].as_str().unwrap();
+        let boc = base64::engine::general_purpose::STANDARD
+            .decode(step["external"].as_str().unwrap())
+            .unwrap();
+        match w.chain.execute_external(&boc) {
+            Ok(report) => {
+                assert_eq!(
+                    exp["accepted"], true,
+                    "{name}: accepted here, not in the sandbox"
+                );
+                let got: Vec<serde_json::Value> = report
+                    .transactions
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "account": cocoon_ton::address::to_raw(&t.address),
+                            "exit_code": t.exit_code,
+                            "aborted": t.aborted,
+                            "total_fees": t.total_fees.to_string(),
+                        })
+                    })
+                    .collect();
+                assert_eq!(
+                    serde_json::Value::Array(got),
+                    exp["transactions"],
+                    "{name}: transactions differ from the sandbox"
+                );
+            }
+            Err(LocalChainError::NotAccepted { exit_code, .. }) => {
+                assert_eq!(
+                    exp["accepted"], false,
+                    "{name}: refused here, not in the sandbox"
+                );
+                assert_eq!(
+                    serde_json::json!(exit_code),
+                    exp["exit_code"],
+                    "{name}: exit code"
+                );
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+        for (addr, bal) in exp["balances"].as_object().unwrap() {
+            let a = cocoon_ton::address::parse_addr(addr).unwrap();
+            assert_eq!(
+                w.chain.balance(&a).unwrap().to_string(),
+                bal.as_str().unwrap(),
+                "{name}: balance of {addr}"
+            );
+        }
+        assert_conserved(&w.chain);
+    }
+}

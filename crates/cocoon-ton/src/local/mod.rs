@@ -435,6 +435,91 @@ fn direct_account(
     })
 }
 
+/// How much more `tycho-executor` charges than the C++ executor (TON node,
+/// @ton/sandbox) for importing an inbound external message.
+///
+/// Both price the cells and bits of the message except its root cell; the C++
+/// executor also leaves out the root cells of the StateInit and of the body
+/// when they are stored as references (measured against @ton/sandbox 0.41 on
+/// TON mainnet's config: 1 cell + 616 bits for a cocoon wallet body, plus
+/// 1 cell + 5 bits with a StateInit). 0 when the message is malformed (the
+/// executor refuses it anyway).
+fn import_fee_excess(config: &ParsedConfig, msg: &Cell, masterchain: bool) -> LocalResult<u128> {
+    use tycho_types::cell::{CellTreeStats, Load};
+    let mut s = msg.as_slice()?;
+    MsgInfo::load_from(&mut s)?;
+    let limits = tycho_executor::StorageStatLimits {
+        bit_count: config.size_limits.max_msg_bits,
+        cell_count: config.size_limits.max_msg_cells,
+    };
+    let Some(all) = tycho_executor::ExtStorageStat::compute_for_slice(&s, limits) else {
+        return Ok(0);
+    };
+    let tycho = CellTreeStats {
+        cell_count: all.cell_count.saturating_sub(1),
+        bit_count: all.bit_count.saturating_sub(u64::from(s.size_bits())),
+    };
+    let mut free_roots: Vec<Cell> = Vec::new();
+    let mut rest = s;
+    let parsed: Result<(), tycho_types::error::Error> = (|| {
+        if rest.load_bit()? {
+            if rest.load_bit()? {
+                free_roots.push(rest.load_reference_cloned()?);
+            } else {
+                tycho_types::models::StateInit::load_from(&mut rest)?;
+            }
+        }
+        if rest.load_bit()? {
+            free_roots.push(rest.load_reference_cloned()?);
+        }
+        Ok(())
+    })();
+    if parsed.is_err() {
+        return Ok(0);
+    }
+    free_roots.dedup_by(|a, b| a.repr_hash() == b.repr_hash());
+    let cpp = CellTreeStats {
+        cell_count: tycho.cell_count.saturating_sub(free_roots.len() as u64),
+        bit_count: tycho.bit_count.saturating_sub(
+            free_roots
+                .iter()
+                .map(|c| u64::from(c.bit_len()))
+                .sum::<u64>(),
+        ),
+    };
+    let prices = config.fwd_prices(masterchain);
+    Ok(prices
+        .compute_fwd_fee(tycho)
+        .into_inner()
+        .saturating_sub(prices.compute_fwd_fee(cpp).into_inner()))
+}
+
+/// `sa` with `amount` more nanoTON, its storage statistics kept consistent
+/// (the balance is in the root cell of the account storage).
+fn credit(sa: &ShardAccount, amount: u128) -> LocalResult<ShardAccount> {
+    let Some(mut acc) = sa.load_account()? else {
+        return Ok(sa.clone());
+    };
+    let root_bits = |a: &Account| -> LocalResult<u64> {
+        let mut b = CellBuilder::new();
+        b.store_u64(a.last_trans_lt)?;
+        tycho_types::cell::Store::store_into(&a.balance, &mut b, Cell::empty_context())?;
+        tycho_types::cell::Store::store_into(&a.state, &mut b, Cell::empty_context())?;
+        Ok(u64::from(b.size_bits()))
+    };
+    let before = root_bits(&acc)?;
+    acc.balance.tokens = Tokens::new(acc.balance.tokens.into_inner().saturating_add(amount));
+    let after = root_bits(&acc)?;
+    let used = acc.storage_stat.used.bits.into_inner();
+    acc.storage_stat.used.bits =
+        tycho_types::num::VarUint56::new(used.saturating_sub(before).saturating_add(after));
+    Ok(ShardAccount {
+        account: Lazy::new(&OptionalAccount(Some(acc)))?,
+        last_trans_hash: sa.last_trans_hash,
+        last_trans_lt: sa.last_trans_lt,
+    })
+}
+
 fn account_balance(sa: &ShardAccount) -> LocalResult<u128> {
     Ok(match sa.load_account()? {
         Some(a) => a.balance.tokens.into_inner(),
@@ -513,9 +598,22 @@ impl Inner {
                 }
                 continue;
             }
-            let state = match overlay.get(&dst).or_else(|| self.accounts.get(&dst)) {
+            let original = match overlay.get(&dst).or_else(|| self.accounts.get(&dst)) {
                 Some(s) => s.clone(),
                 None => empty_shard_account()?,
+            };
+            // Inbound externals: align the import fee with the C++ executor
+            // (see `import_fee_excess`) by crediting the excess before
+            // execution and taking it out of the recorded fees after.
+            let excess = if ext && !self.config.is_special(&dst) {
+                import_fee_excess(&self.config, &msg, dst.is_masterchain())?
+            } else {
+                0
+            };
+            let state = if excess > 0 {
+                credit(&original, excess)?
+            } else {
+                original.clone()
             };
             let mut seed = Sha256::new();
             seed.update(lt.to_be_bytes());
@@ -546,9 +644,27 @@ impl Inner {
                 }
                 Err(TxError::Fatal(e)) => return Err(LocalChainError::Executor(format!("{e:#}"))),
             };
-            let out = uncommitted
+            let mut out = uncommitted
                 .commit()
                 .map_err(|e| LocalChainError::Executor(format!("{e:#}")))?;
+            if excess > 0 {
+                let mut tx = out.transaction.load()?;
+                let charged = tx.total_fees.tokens.into_inner();
+                tx.total_fees.tokens = Tokens::new(charged.saturating_sub(excess));
+                let update = tx.state_update.load()?;
+                tx.state_update = Lazy::new(&tycho_types::models::HashUpdate {
+                    old: *original.account.repr_hash(),
+                    new: update.new,
+                })?;
+                out.transaction = Lazy::new(&tx)?;
+                out.new_state.last_trans_hash = *out.transaction.repr_hash();
+                out.transaction_meta.total_fees = Tokens::new(
+                    out.transaction_meta
+                        .total_fees
+                        .into_inner()
+                        .saturating_sub(excess),
+                );
+            }
             lt = lt.max(out.transaction_meta.next_lt) + 1;
             fees += out.transaction_meta.total_fees.into_inner();
             burned += out.burned.into_inner();
