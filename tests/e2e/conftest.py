@@ -29,6 +29,42 @@ def wait_for(predicate, timeout, what):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def start_devnet(extra_args, prefix):
+    """Starts `cocoon devnet` with `extra_args`; returns (process, devnet.json, state dir)."""
+    cocoon = os.environ.get("COCOON_BIN", os.path.join(ROOT, "target", "debug", "cocoon"))
+    state = tempfile.mkdtemp(prefix=prefix)
+    http_port = free_port()
+    log = open(os.path.join(state, "devnet.log"), "w")
+    proc = subprocess.Popen(
+        [cocoon, "devnet", "--dir", state, "--http-port", str(http_port),
+         "--proxy-client-port", "0", "--proxy-worker-port", "0"] + extra_args,
+        stdout=subprocess.PIPE, stderr=log, text=True)
+    info_path = os.path.join(state, "devnet.json")
+    wait_for(lambda: os.path.exists(info_path) or proc.poll() is not None, 180, "devnet.json")
+    if proc.poll() is not None:
+        raise RuntimeError(f"cocoon devnet exited with {proc.returncode}; see {state}/devnet.log")
+    with open(info_path) as f:
+        return proc, json.load(f), state
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def engine_devnet():
+    """A devnet on the embedded engine with its generated tiny random-weight model."""
+    proc, info, _ = start_devnet(["--workers", "1"], "cocoon-engine-devnet-")
+    try:
+        yield info
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="session")
 def devnet():
     cocoon = os.environ.get("COCOON_BIN", os.path.join(ROOT, "target", "debug", "cocoon"))

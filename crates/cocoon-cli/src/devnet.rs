@@ -27,6 +27,12 @@ pub struct DevnetArgs {
     /// Ollama), e.g. `http://127.0.0.1:8000`; the model name is read from its /v1/models.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// Run the workers on the embedded engine with this model instead of an upstream:
+    /// a model directory (safetensors + tokenizer), a GGUF file or a Hugging Face id.
+    /// Without --upstream and --model, a tiny random-weight Qwen3 is generated (a
+    /// stand-in for real weights: the whole network runs, the answers are noise).
+    #[arg(long, conflicts_with = "upstream")]
+    pub model: Option<String>,
     /// Port of the OpenAI-compatible API.
     #[arg(long, default_value_t = 10000)]
     pub http_port: u16,
@@ -72,13 +78,6 @@ fn attestation(tee: &str, key: Option<PathBuf>, pow: u32) -> AttestationConfig {
 
 /// Runs the devnet until Ctrl-C.
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
-    let Some(upstream) = args.upstream.clone() else {
-        bail!(
-            "cocoon devnet needs a model server: pass --upstream URL (an OpenAI-compatible \
-             server such as vLLM, SGLang, llama.cpp server or Ollama, e.g. \
-             --upstream http://127.0.0.1:8000)"
-        );
-    };
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
@@ -86,6 +85,25 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     let keys = dir.join("keys");
+    // What the workers serve: an upstream server, or the embedded engine.
+    let (upstream, backend, serving) = match (&args.upstream, &args.model) {
+        (Some(url), _) => (url.clone(), None, format!("upstream {url}")),
+        (None, Some(model)) => (
+            String::new(),
+            Some(crate::roles::embedded_backend(model, None).await?),
+            format!("embedded engine: {model}"),
+        ),
+        (None, None) => {
+            let model = tiny_model(&dir)?.display().to_string();
+            (
+                String::new(),
+                Some(crate::roles::embedded_backend(&model, Some(TINY_MODEL)).await?),
+                "embedded engine: tiny random-weight Qwen3 (a stand-in for real weights; \
+                 its answers are noise: pass --model or --upstream)"
+                    .to_owned(),
+            )
+        }
+    };
     let chain = ChainConfig {
         price_per_token: args.price_per_token,
         worker_fee_per_token: args.worker_fee_per_token,
@@ -134,7 +152,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             chain: chain.clone(),
         };
         workers.push(
-            runner::start_worker(&cfg, None)
+            runner::start_worker(&cfg, backend.clone())
                 .await
                 .context("starting a worker")?,
         );
@@ -180,7 +198,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "proxy_public_key": hex::encode(proxy.proxy.public_key()),
         "models": [base],
         "workers": args.workers,
-        "upstream": upstream,
+        "serving": serving,
         "chain": "fake-ton",
         "dir": dir.display().to_string(),
     });
@@ -195,10 +213,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "  proxy:           clients {} / workers {}",
         proxy.client_addr, proxy.worker_addr
     );
-    println!(
-        "  workers:         {} (fake TDX attestation; a stand-in for TDX hardware)",
-        args.workers
-    );
+    println!("  workers:         {} serving {serving}", args.workers);
+    println!("                   (fake TDX attestation: a stand-in for TDX hardware)");
     println!("  chain:           fake-TON (no chain; a stand-in for TON until the embedded TVM chain lands)");
     println!("  state:           {}", dir.display());
     println!();
@@ -214,4 +230,23 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!("cocoon devnet stopped");
     Ok(())
+}
+
+/// Served name of the generated stand-in model.
+const TINY_MODEL: &str = "tiny-random-qwen3";
+
+/// Generates the devnet's stand-in model under `dir/models` (once).
+#[cfg(feature = "engine")]
+fn tiny_model(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(cocoon_node::engine_backend::ensure_tiny_model(
+        &dir.join("models"),
+    )?)
+}
+
+#[cfg(not(feature = "engine"))]
+fn tiny_model(_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    bail!(
+        "this cocoon was built without the `engine` feature: pass --upstream URL (an \
+         OpenAI-compatible server such as vLLM, SGLang, llama.cpp server or Ollama)"
+    )
 }

@@ -26,7 +26,7 @@ enum Command {
     /// Run a proxy: admits workers and clients, routes requests, books tokens.
     Proxy(roles::RoleArgs),
     /// Run a worker: serves a model to proxies and gets paid per token.
-    Worker(roles::RoleArgs),
+    Worker(roles::WorkerArgs),
     /// Run a client: the OpenAI-compatible HTTP API in front of the network.
     Client(roles::RoleArgs),
     /// Attestation tools: certificates, quotes, and what this machine can produce.

@@ -57,13 +57,29 @@ pub async fn proxy(args: RoleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Arguments of `cocoon worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The worker's TOML configuration (see configs/worker.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Run this model in the embedded engine instead of `upstream`: a model directory
+    /// (safetensors + tokenizer), a GGUF file or a Hugging Face id.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
 /// `cocoon worker`: on SIGTERM it drains (finishes running requests, takes no new ones).
-pub async fn worker(args: RoleArgs) -> anyhow::Result<()> {
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let cfg: config::WorkerConfig = config::load(&args.config)?;
-    let running = runner::start_worker(&cfg, None)
+    let backend = match &args.model {
+        Some(model) => Some(embedded_backend(model, None).await?),
+        None => None,
+    };
+    let running = runner::start_worker(&cfg, backend)
         .await
         .context("starting the worker")?;
-    println!("worker ready: model {} via {}", running.model, cfg.upstream);
+    println!("worker ready: model {}", running.model);
     shutdown_signal().await;
     info!("worker draining");
     if tokio::time::timeout(Duration::from_secs(300), running.worker.drain())
@@ -74,6 +90,25 @@ pub async fn worker(args: RoleArgs) -> anyhow::Result<()> {
     }
     info!("worker stopped");
     Ok(())
+}
+
+/// Loads `model` into the embedded engine.
+#[cfg(feature = "engine")]
+pub async fn embedded_backend(
+    model: &str,
+    name: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::backend::InferenceBackend>> {
+    let backend = cocoon_node::engine_backend::EngineBackend::load(model, name).await?;
+    Ok(std::sync::Arc::new(backend))
+}
+
+/// Without the `engine` feature there is no embedded engine.
+#[cfg(not(feature = "engine"))]
+pub async fn embedded_backend(
+    model: &str,
+    _name: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::backend::InferenceBackend>> {
+    anyhow::bail!("cannot run {model}: this cocoon was built without the `engine` feature")
 }
 
 /// `cocoon client`.

@@ -378,7 +378,9 @@ fn default_attempts() -> u32 {
 pub struct WorkerConfig {
     /// Payout recipient.
     pub owner_address: String,
-    /// The OpenAI-compatible model server (`http://host:port`).
+    /// The OpenAI-compatible model server (`http://host:port`). May be empty when the
+    /// worker runs the embedded engine (`cocoon worker --model`).
+    #[serde(default)]
     pub upstream: String,
     /// Full model id `NAME@COMMIT:HASH`; read from the upstream's `/v1/models` if empty.
     #[serde(default)]

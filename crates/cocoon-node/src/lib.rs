@@ -5,6 +5,8 @@ pub mod backend;
 pub mod chain;
 pub mod client;
 pub mod config;
+#[cfg(feature = "engine")]
+pub mod engine_backend;
 pub mod gateway;
 pub mod ledger;
 pub mod metering;

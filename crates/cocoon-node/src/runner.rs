@@ -223,6 +223,11 @@ pub async fn start_worker(
     let prices = cfg.chain.prices()?;
     let backend: Arc<dyn InferenceBackend> = match backend {
         Some(b) => b,
+        None if cfg.upstream.is_empty() => return Err(ConfigError::Invalid(
+            "worker needs `upstream` (an OpenAI-compatible server) or an embedded model (--model)"
+                .into(),
+        )
+        .into()),
         None => Arc::new(
             HttpUpstream::new(&cfg.upstream).map_err(|e| StartError::Backend(e.to_string()))?,
         ),
