@@ -14,7 +14,10 @@
 //! * [`settlement`]: settlement amounts, thresholds and ready-made messages (§5.5);
 //! * [`units`]: nanoTON ↔ decimal TON strings;
 //! * [`chain`]: the [`chain::ChainBackend`] trait the roles use, and
-//!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5).
+//!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5);
+//! * [`local`]: [`local::LocalChain`], a real TVM (`tycho-executor`) running our
+//!   compiled contracts in-process: a single-node, in-memory chain without
+//!   consensus, persisted to a directory, for the devnet and tests.
 //!
 //! ## Vouchers: proxy signs, client/worker checks and keeps the best
 //!
@@ -75,6 +78,44 @@
 //!     assert_eq!(cfg.params.price_per_token, 2);
 //!     Ok::<_, Box<dyn std::error::Error>>(())
 //! })?;
+//! # Ok(())
+//! # }
+//! ```
+
+//!
+//! ## LocalChain: the devnet's chain
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cocoon_ton::chain::{read_root_config, ChainBackend};
+//! use cocoon_ton::local::{Clock, GenesisConfig, GenesisRoot, GenesisWallet, LocalChain};
+//! use cocoon_ton::root::ONE_TON;
+//! use cocoon_ton::StdAddr;
+//! use ed25519_dalek::SigningKey;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let admin_key = SigningKey::from_bytes(&[9; 32]);
+//! let admin = GenesisWallet::new(admin_key.verifying_key().to_bytes(), StdAddr::default(), 100 * ONE_TON);
+//! let genesis = GenesisConfig {
+//!     // Our root contract, owned by the admin's cocoon wallet, with the devnet params.
+//!     root: Some(GenesisRoot::devnet(admin.contract()?.address)?),
+//!     wallets: vec![admin],
+//!     clock: Clock::SYSTEM,
+//!     ..GenesisConfig::default()
+//! };
+//! // Restarts continue from the directory; the genesis only applies the first time.
+//! let chain = Arc::new(LocalChain::open_or_genesis(dir.path(), genesis)?);
+//! let root = chain.root_address().expect("deployed at genesis");
+//! // Faucet: mint coins to any address (here a runner's wallet to be).
+//! chain.fund(&StdAddr::default(), 50 * ONE_TON)?;
+//!
+//! // Roles see it as any other chain.
+//! let backend: Arc<dyn ChainBackend> = chain.clone();
+//! let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! let cfg = rt.block_on(read_root_config(backend.as_ref(), &root))?;
+//! assert_eq!(cfg.params.price_per_token, 1000);
+//! assert!(chain.supply()?.is_conserved());
 //! # Ok(())
 //! # }
 //! ```

@@ -921,3 +921,123 @@ fn local_chain_matches_ton_sandbox_to_the_nanoton() {
         assert_conserved(&w.chain);
     }
 }
+
+#[test]
+fn the_root_owner_administers_the_root_through_its_wallet() {
+    let w = world();
+    let add = Body::RootHash {
+        op: cocoon_ton::opcodes::ROOT_ADD_WORKER_TYPE,
+        query_id: 1,
+        hash: [0xb1; 32],
+    };
+    let reg = Body::RootRegisterProxy {
+        query_id: 2,
+        info: "127.0.0.1:8801 127.0.0.1:8802".into(),
+    };
+    let r = send(
+        &w.chain,
+        &w.admin,
+        vec![
+            cocoon_ton::settlement::body_message(w.root.clone(), ONE_TON / 2, &add).unwrap(),
+            cocoon_ton::settlement::body_message(w.root.clone(), ONE_TON / 2, &reg).unwrap(),
+        ],
+    );
+    assert!(r.all_succeeded(), "{r:#?}");
+    let cfg = w.chain.root_config().unwrap();
+    assert_eq!(cfg.version, w.root_cfg.version + 2);
+    assert_eq!(cfg.worker_hashes, vec![[0xb1; 32]]);
+    assert_eq!(cfg.registered_proxies.len(), 1);
+    assert_eq!(
+        cfg.registered_proxies[0].address,
+        "127.0.0.1:8801 127.0.0.1:8802"
+    );
+    // The get-methods read the same state.
+    let valid = w
+        .chain
+        .get_method(
+            &w.root,
+            "worker_hash_is_valid",
+            vec![StackValue::Uint256([0xb1; 32])],
+        )
+        .unwrap();
+    assert_eq!(valid.stack, vec![StackValue::Int(-1)]);
+    let seqno = w
+        .chain
+        .get_method(&w.root, "last_proxy_seqno", vec![])
+        .unwrap();
+    assert_eq!(
+        seqno.stack,
+        vec![StackValue::Int(i128::from(cfg.last_proxy_seqno))]
+    );
+    let info = w
+        .chain
+        .get_method(
+            &w.root,
+            "get_proxy_info",
+            vec![StackValue::Int(i128::from(cfg.last_proxy_seqno))],
+        )
+        .unwrap();
+    assert!(matches!(info.stack.as_slice(), [StackValue::Slice(_)]));
+
+    // Anyone else is refused (1010), and the value comes back as a bounce.
+    let r = send(
+        &w.chain,
+        &w.proxy_wallet,
+        vec![cocoon_ton::settlement::body_message(w.root.clone(), ONE_TON / 2, &add).unwrap()],
+    );
+    let on_root = tx_on(&r, &w.root);
+    assert_eq!(on_root.exit_code, Some(1010));
+    assert!(on_root.bounced);
+    assert_eq!(w.chain.root_config().unwrap(), cfg);
+}
+
+#[test]
+fn storage_fees_accrue_with_time_and_the_books_still_balance() {
+    let w = world();
+    deploy_proxy_and_client(&w);
+    let before = w.chain.balance(&w.client.address).unwrap();
+    w.chain.advance_time(365 * 24 * 3600).unwrap();
+    // A top-up a year later pays the client contract's storage for the year.
+    let top_up = client_top_up_message(
+        w.client.address.clone(),
+        7,
+        ONE_TON,
+        w.client_wallet.address().clone(),
+    )
+    .unwrap();
+    let r = send(&w.chain, &w.client_wallet, vec![top_up]);
+    let on_client = tx_on(&r, &w.client.address);
+    assert!(on_client.summary.success, "{r:#?}");
+    let tx = on_client.cell.parse::<Transaction>().unwrap();
+    let storage = match tx.load_info().unwrap() {
+        cocoon_ton::tycho_types::models::TxInfo::Ordinary(o) => {
+            o.storage_phase.unwrap().storage_fees_collected.into_inner()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(storage > 0, "a year of storage costs something");
+    assert!(storage < u128::from(ONE_TON / 10));
+    assert_eq!(on_client.summary.utime, T0 + 365 * 24 * 3600);
+    assert!(w.chain.balance(&w.client.address).unwrap() < before + ONE_TON);
+    assert_conserved(&w.chain);
+}
+
+#[test]
+fn the_system_clock_moves_and_never_goes_back() {
+    let chain = LocalChain::genesis(GenesisConfig::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(chain.time().abs_diff(now) <= 5);
+    chain.advance_time(1000).unwrap();
+    assert!(chain.time() >= now + 1000);
+    assert_eq!(chain.clock(), Clock::System { offset: 1000 });
+    // Funding runs a transaction at the chain time; going back to a fixed time
+    // in the past keeps the chain time at the last transaction's.
+    let r = chain.fund(&addr(1), ONE_TON).unwrap();
+    let t = r.transactions[0].summary.utime;
+    chain.set_time(t - 5000).unwrap();
+    assert_eq!(chain.time(), t);
+    assert_eq!(chain.supply().unwrap().minted, u128::from(ONE_TON));
+}

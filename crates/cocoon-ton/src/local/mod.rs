@@ -947,6 +947,10 @@ impl LocalChain {
     /// Executes an external message (BOC of a `Message` cell) and everything it
     /// causes. Refused without any change when the destination does not accept
     /// it or the cascade runs away.
+    ///
+    /// With a state directory, the result is persisted before returning; a
+    /// [`LocalChainError::Persist`] error means the message **was** executed in
+    /// memory but could not be written.
     pub fn execute_external(&self, boc: &[u8]) -> LocalResult<ExecutionReport> {
         let cell = crate::cells::from_boc(boc)?;
         let mut st = self.lock();
