@@ -835,12 +835,164 @@ fn crosscheck_scenario(w: &World) -> serde_json::Value {
             external(c, &w.worker_wallet, 7, vec![]),
         ),
     ];
+    let body = |dest: &StdAddr, value: u64, b: Body| {
+        cocoon_ton::settlement::body_message(dest.clone(), value, &b).unwrap()
+    };
+    let proxy_wallet = w.proxy_wallet.address().clone();
+    let client_wallet = w.client_wallet.address().clone();
+    let close = w
+        .signer
+        .sign(Voucher::new(
+            VoucherKind::ProxyClose,
+            12,
+            0,
+            w.proxy.address.clone(),
+        ))
+        .unwrap();
+    let close_complete = w
+        .signer
+        .sign(Voucher::new(
+            VoucherKind::ProxyCloseComplete,
+            13,
+            0,
+            w.proxy.address.clone(),
+        ))
+        .unwrap();
+    // (name, seconds to advance first, external)
+    let mut timed: Vec<(&str, u32, Vec<u8>)> = steps.into_iter().map(|(n, b)| (n, 0, b)).collect();
+    timed.extend([
+        (
+            "proxy stakes 2 TON",
+            0,
+            external(
+                c,
+                &w.proxy_wallet,
+                4,
+                vec![body(
+                    &w.proxy.address,
+                    22 * ONE_TON / 10,
+                    Body::ExtProxyIncreaseStake {
+                        query_id: 8,
+                        grams: 2 * ONE_TON,
+                        send_excesses_to: proxy_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "proxy commission payout",
+            0,
+            external(
+                c,
+                &w.proxy_wallet,
+                5,
+                vec![body(
+                    &w.proxy.address,
+                    2 * ONE_TON / 10,
+                    Body::ExtProxyPayoutRequest {
+                        query_id: 9,
+                        send_excesses_to: proxy_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "client withdraws above its stake",
+            0,
+            external(
+                c,
+                &w.client_wallet,
+                1,
+                vec![body(
+                    &w.client.address,
+                    OPERATION_VALUE,
+                    Body::OwnerClientWithdraw {
+                        query_id: 10,
+                        send_excesses_to: client_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "client requests a refund (closing)",
+            0,
+            external(
+                c,
+                &w.client_wallet,
+                2,
+                vec![body(
+                    &w.client.address,
+                    OPERATION_VALUE,
+                    Body::OwnerClientRequestRefund {
+                        query_id: 11,
+                        send_excesses_to: client_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "client refund too early (1011)",
+            60,
+            external(
+                c,
+                &w.client_wallet,
+                3,
+                vec![body(
+                    &w.client.address,
+                    OPERATION_VALUE,
+                    Body::OwnerClientRequestRefund {
+                        query_id: 12,
+                        send_excesses_to: client_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "client refund after the delay (closed)",
+            300,
+            external(
+                c,
+                &w.client_wallet,
+                4,
+                vec![body(
+                    &w.client.address,
+                    OPERATION_VALUE,
+                    Body::OwnerClientRequestRefund {
+                        query_id: 13,
+                        send_excesses_to: client_wallet.clone(),
+                    },
+                )],
+            ),
+        ),
+        (
+            "proxy close request",
+            0,
+            external(
+                c,
+                &w.proxy_wallet,
+                6,
+                vec![voucher_message(&close, ONE_TON).unwrap()],
+            ),
+        ),
+        (
+            "proxy close complete after the delay",
+            601,
+            external(
+                c,
+                &w.proxy_wallet,
+                7,
+                vec![voucher_message(&close_complete, ONE_TON).unwrap()],
+            ),
+        ),
+    ]);
     serde_json::json!({
         "now": T0,
         "accounts": accounts,
-        "steps": steps
+        "steps": timed
             .into_iter()
-            .map(|(name, boc)| serde_json::json!({"name": name, "external": b64(&boc)}))
+            .map(|(name, advance, boc)| {
+                serde_json::json!({"name": name, "advance": advance, "external": b64(&boc)})
+            })
             .collect::<Vec<_>>(),
     })
 }
@@ -870,6 +1022,10 @@ fn local_chain_matches_ton_sandbox_to_the_nanoton() {
     for (step, exp) in steps.iter().zip(expected) {
         use base64::Engine;
         let name = step["name"].as_str().unwrap();
+        let advance = step["advance"].as_u64().unwrap();
+        w.chain
+            .advance_time(u32::try_from(advance).unwrap())
+            .unwrap();
         let boc = base64::engine::general_purpose::STANDARD
             .decode(step["external"].as_str().unwrap())
             .unwrap();
@@ -1040,4 +1196,66 @@ fn the_system_clock_moves_and_never_goes_back() {
     chain.set_time(t - 5000).unwrap();
     assert_eq!(chain.time(), t);
     assert_eq!(chain.supply().unwrap().minted, u128::from(ONE_TON));
+}
+
+#[test]
+fn a_wallet_funded_after_genesis_deploys_itself_with_its_first_external() {
+    let w = world();
+    // A runner key the genesis did not know: fund its wallet address, then its
+    // first request (seqno 0) carries the StateInit, as the C++ runners do.
+    let late = wallet(21, addr(0x21));
+    assert_eq!(
+        w.chain.account(late.address()).unwrap().status,
+        AccountStatus::NonExist
+    );
+    w.chain.fund(late.address(), 10 * ONE_TON).unwrap();
+    assert_eq!(
+        w.chain.account(late.address()).unwrap().status,
+        AccountStatus::Uninit
+    );
+    // Non-bounceable: a bounceable message to an account that does not exist
+    // comes back (checked below).
+    let pay = InternalMessage {
+        bounce: false,
+        ..InternalMessage::cocoon(addr(0x22), ONE_TON, None, None)
+    };
+    let ext = late
+        .external_message(0, T0 + 3600, &[(cocoon_send_mode(pay.value), pay)])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    let r = w.chain.execute_external(&ext).unwrap();
+    assert!(tx_on(&r, late.address()).summary.success, "{r:#?}");
+    assert_eq!(
+        w.chain.account(late.address()).unwrap().status,
+        AccountStatus::Active
+    );
+    assert_eq!(seqno(&w.chain, &late), 1);
+    // Mode 0: the forward fee came out of the value.
+    let payee = addr(0x22);
+    let got = tx_on(&r, &payee).summary.in_msg.as_ref().unwrap().value;
+    assert!(got < ONE_TON && got > ONE_TON - ONE_TON / 1000);
+    assert_eq!(w.chain.balance(&payee).unwrap(), got);
+    assert_conserved(&w.chain);
+
+    // Bounceable to nowhere: the value returns to the wallet, minus fees.
+    let before = w.chain.balance(late.address()).unwrap();
+    let lost = InternalMessage::cocoon(addr(0x23), ONE_TON, None, None);
+    let ext = late
+        .external_message(1, T0 + 3600, &[(0, lost)])
+        .unwrap()
+        .to_boc()
+        .unwrap();
+    let r = w.chain.execute_external(&ext).unwrap();
+    let dead = addr(0x23);
+    let nowhere = tx_on(&r, &dead);
+    assert!(nowhere.bounced);
+    assert_eq!(w.chain.balance(&addr(0x23)).unwrap(), 0);
+    assert_eq!(
+        w.chain.account(&addr(0x23)).unwrap().status,
+        AccountStatus::NonExist
+    );
+    let after = w.chain.balance(late.address()).unwrap();
+    assert!(before - after < ONE_TON / 100, "spent {}", before - after);
+    assert_conserved(&w.chain);
 }

@@ -31,6 +31,7 @@ for (const a of scenario.accounts) {
 
 const steps = [];
 for (const step of scenario.steps) {
+    chain.now += step.advance ?? 0;
     const msg = loadMessage(fromB64(step.external).beginParse());
     let res;
     try {
