@@ -674,9 +674,10 @@ impl Inner {
                     queue.push_back((cell, false));
                 }
             }
+            // A transaction's total fees hold only the first fraction of the
+            // forward fees of what it sends; the rest travels in the message
+            // (`fwd_fee`) and is counted when the message is delivered.
             let tx_cell = out.transaction.inner().clone();
-            // Fees in the transaction include the forward fees' first fraction
-            // only; the rest travels in the message (counted on delivery).
             done.push(ExecutedTx::from_cell(dst.clone(), tx_cell)?);
             overlay.insert(dst, out.new_state);
         }
@@ -690,7 +691,8 @@ impl Inner {
                 self.accounts.remove(&addr);
             }
         }
-        // Fees counted on delivery already include the transaction fees.
+        // `fees`: the transactions' total fees plus the forward fees the
+        // delivered internal messages carried.
         self.ledger.fees += fees;
         self.ledger.burned += burned;
         for tx in &done {
@@ -1187,11 +1189,11 @@ impl ChainBackend for LocalChain {
     }
 }
 
-// Re-exported for `genesis` and `persist`.
+// Used by `genesis` and `persist`.
 pub(crate) use self::config::parse_config;
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<LocalChain>();
-}
+// `LocalChain` is shared between the roles' tasks (`Arc<dyn ChainBackend>`).
+const _: fn() = || {
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<LocalChain>();
+};
