@@ -286,10 +286,20 @@ impl Identity {
         &mut self,
         policy: &PolicyConfig,
     ) -> Result<cocoon_attest::ServerConfig, ConfigError> {
+        self.server_with_pow(policy, None)
+    }
+
+    /// [`Identity::server`] with a port-specific PoW difficulty (falls back to
+    /// `attestation.pow_difficulty`, then to the default 20).
+    pub fn server_with_pow(
+        &mut self,
+        policy: &PolicyConfig,
+        pow_difficulty: Option<u32>,
+    ) -> Result<cocoon_attest::ServerConfig, ConfigError> {
         let policy = self.policy(policy)?;
         let cfg = cocoon_attest::ServerConfig::new(self.certs.clone(), policy)
             .map_err(|e| ConfigError::Attestation(e.to_string()))?;
-        Ok(match self.attestation.pow_difficulty {
+        Ok(match pow_difficulty.or(self.attestation.pow_difficulty) {
             Some(d) => cfg.with_pow_difficulty(Some(d)),
             None => cfg,
         })
@@ -351,6 +361,10 @@ pub struct ProxyConfig {
     /// Which workers are accepted (default `any`; production uses `tdx`).
     #[serde(default = "policy_any")]
     pub worker_policy: PolicyConfig,
+    /// PoW difficulty of the client port (default: `attestation.pow_difficulty`).
+    pub client_pow_difficulty: Option<u32>,
+    /// PoW difficulty of the worker port (default: `attestation.pow_difficulty`).
+    pub worker_pow_difficulty: Option<u32>,
     /// Chain access.
     #[serde(default)]
     pub chain: ChainConfig,

@@ -80,6 +80,14 @@ impl MetricsText {
         }
     }
 
+    /// A gauge with exact integer values (e.g. nanoTON).
+    pub fn gauge_u64(&mut self, name: &str, help: &str, values: &[(&[(&str, &str)], u64)]) {
+        self.header(name, help, "gauge");
+        for (labels, v) in values {
+            let _ = writeln!(self.out, "{name}{} {v}", labels_text(labels));
+        }
+    }
+
     /// A histogram.
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         self.header(name, help, "histogram");

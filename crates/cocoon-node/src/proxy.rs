@@ -74,6 +74,12 @@ pub struct ProxyStats {
     pub requests_retried: AtomicU64,
     /// Adjusted tokens booked.
     pub adjusted_tokens: AtomicU64,
+    /// Adjusted tokens booked per class: prompt, cached, completion, reasoning.
+    pub tokens_by_class: [AtomicU64; 4],
+    /// Time from forwarding a request to its end.
+    pub request_latency: crate::metrics::Histogram,
+    /// Client connections open now.
+    pub client_connections: AtomicU64,
 }
 
 /// Decayed success rate and latency of one worker connection.
@@ -305,6 +311,11 @@ impl Proxy {
         &self.shared.stats
     }
 
+    /// The root prices the proxy books with.
+    pub fn prices(&self) -> Prices {
+        self.shared.settings.prices
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.shared.ledger
@@ -412,6 +423,15 @@ impl Proxy {
         let span = info_span!("client", peer = %peer.addr);
         async move {
             let (handle, mut incoming) = conn.split();
+            let stats = &self.shared.stats;
+            stats.client_connections.fetch_add(1, Ordering::Relaxed);
+            struct Open<'a>(&'a AtomicU64);
+            impl Drop for Open<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _open = Open(&stats.client_connections);
             let mut session: Option<ClientSession> = None;
             let mut authorized = false;
             while let Some(item) = incoming.recv().await {
@@ -1342,6 +1362,7 @@ impl Proxy {
                 *res = res.saturating_sub(r.reserved);
             }
             let elapsed = r.started.elapsed().as_secs_f64();
+            self.shared.stats.request_latency.observe(elapsed);
             let worker = state.workers.get_mut(&r.worker).map(|w| {
                 w.running = w.running.saturating_sub(1);
                 w.reputation.record(ok, elapsed);
@@ -1410,6 +1431,15 @@ impl Proxy {
             .stats
             .adjusted_tokens
             .fetch_add(done.tokens, Ordering::Relaxed);
+        let by_class = &self.shared.stats.tokens_by_class;
+        for (counter, n) in by_class.iter().zip([
+            tokens.prompt,
+            tokens.cached,
+            tokens.completion,
+            tokens.reasoning,
+        ]) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
         let client_msg = proxy::ClientRequestPayment {
             request_id: done.client_request_id,
             signed_payment: self.payment(&done.client_sc, totals.client_tokens, false),

@@ -110,12 +110,18 @@ pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> 
         addr: addr.to_owned(),
         source: e,
     };
-    let clients = AttestedServer::bind(&cfg.client_listen, identity.server(&cfg.client_policy)?)
-        .await
-        .map_err(|e| bind(&cfg.client_listen, e))?;
-    let workers = AttestedServer::bind(&cfg.worker_listen, identity.server(&cfg.worker_policy)?)
-        .await
-        .map_err(|e| bind(&cfg.worker_listen, e))?;
+    let clients = AttestedServer::bind(
+        &cfg.client_listen,
+        identity.server_with_pow(&cfg.client_policy, cfg.client_pow_difficulty)?,
+    )
+    .await
+    .map_err(|e| bind(&cfg.client_listen, e))?;
+    let workers = AttestedServer::bind(
+        &cfg.worker_listen,
+        identity.server_with_pow(&cfg.worker_policy, cfg.worker_pow_difficulty)?,
+    )
+    .await
+    .map_err(|e| bind(&cfg.worker_listen, e))?;
     let client_addr = clients
         .local_addr()
         .map_err(|e| bind(&cfg.client_listen, e))?;
@@ -134,7 +140,8 @@ pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> 
     })
 }
 
-fn proxy_router(proxy: Proxy) -> Router {
+/// The proxy's stats HTTP: `/jsonstats` and Prometheus `/metrics`.
+pub fn proxy_router(proxy: Proxy) -> Router {
     async fn stats(State(p): State<Proxy>) -> impl IntoResponse {
         let s = p.stats();
         let (clients, workers) = p.ledger().grand_totals().unwrap_or((0, 0));
@@ -172,8 +179,37 @@ fn proxy_router(proxy: Proxy) -> Router {
         );
         m.counter(
             "cocoon_proxy_adjusted_tokens_total",
-            "Adjusted tokens booked.",
-            &[(&[], load(&s.adjusted_tokens))],
+            "Adjusted tokens booked, by token class.",
+            &[
+                (&[("class", "prompt")], load(&s.tokens_by_class[0])),
+                (&[("class", "cached")], load(&s.tokens_by_class[1])),
+                (&[("class", "completion")], load(&s.tokens_by_class[2])),
+                (&[("class", "reasoning")], load(&s.tokens_by_class[3])),
+            ],
+        );
+        let (client_tokens, _) = p.ledger().grand_totals().unwrap_or((0, 0));
+        let booked = crate::pricing::settle(client_tokens, &p.prices());
+        let (pays, earns, commission) = booked
+            .map(|b| (b.client_pays, b.worker_earns, b.proxy_commission))
+            .unwrap_or_default();
+        m.gauge_u64(
+            "cocoon_proxy_booked_nanoton",
+            "Booked money: owed by clients, owed to workers, proxy commission (exact nanoTON).",
+            &[
+                (&[("account", "clients")], pays),
+                (&[("account", "workers")], earns),
+                (&[("account", "commission")], commission),
+            ],
+        );
+        m.gauge(
+            "cocoon_proxy_client_connections",
+            "Client connections open.",
+            &[(&[], load(&s.client_connections) as f64)],
+        );
+        m.histogram(
+            "cocoon_proxy_request_latency_seconds",
+            "Time from forwarding a request to its end.",
+            &s.request_latency,
         );
         m.gauge(
             "cocoon_proxy_running_requests",

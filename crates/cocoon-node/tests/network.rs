@@ -468,6 +468,49 @@ async fn money_adds_up_after_a_batch() {
         assert_eq!(p.vouchers_refused, 0);
         assert!(p.voucher.is_some());
     }
+    // The proxy's metrics report the same money, exactly.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stats_addr = listener.local_addr().expect("addr");
+    let router = cocoon_node::runner::proxy_router(net.proxy.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let metrics = reqwest::get(format!("http://{stats_addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!(
+            "cocoon_proxy_booked_nanoton{{account=\"clients\"}} {}",
+            s.client_pays
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "cocoon_proxy_booked_nanoton{{account=\"commission\"}} {}",
+        s.proxy_commission
+    )));
+    assert!(metrics.contains("cocoon_proxy_requests_total{outcome=\"success\"} 20"));
+    assert!(metrics.contains("cocoon_proxy_request_latency_seconds_count 20"));
+    let class_sum: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("cocoon_proxy_adjusted_tokens_total{class="))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .expect("value")
+                .parse::<u64>()
+                .expect("integer")
+        })
+        .sum();
+    assert_eq!(
+        class_sum, clients_total,
+        "token classes add up to the booked total"
+    );
     for (worker, name) in net.workers.iter().zip(["a", "b"]) {
         let balance = worker
             .proxy_balance(net.proxy.sc_address())
