@@ -126,6 +126,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         ),
         client_policy: PolicyConfig::new(PolicyKind::Any),
         worker_policy: fake_tdx(),
+        client_pow_difficulty: None,
+        worker_pow_difficulty: None,
         chain: chain.clone(),
     };
     let proxy = runner::start_proxy(&proxy_cfg)
