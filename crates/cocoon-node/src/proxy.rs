@@ -121,6 +121,22 @@ impl Reputation {
     }
 }
 
+/// The two kinds of parties a proxy admits.
+#[derive(Debug, Clone, Copy)]
+enum Party {
+    Client,
+    Worker,
+}
+
+impl Party {
+    fn name(self) -> &'static str {
+        match self {
+            Party::Client => "client",
+            Party::Worker => "worker",
+        }
+    }
+}
+
 /// An authorized client connection.
 struct ClientSession {
     /// The client's wallet address, canonical text (its ledger key).
@@ -279,6 +295,31 @@ impl Proxy {
     /// The proxy contract address (canonical text form).
     pub fn sc_address(&self) -> &str {
         &self.shared.sc_text
+    }
+
+    /// What both hellos share: the refusal (if any), protocol negotiation from
+    /// `(flags, min, max)`, and the party's address and contract at this proxy.
+    fn admit(
+        &self,
+        refuse: Option<String>,
+        (flags, min, max): (u32, Option<i32>, Option<i32>),
+        owner: &str,
+        party: Party,
+    ) -> Result<(i32, String, StdAddr), (ErrorCode, String)> {
+        if let Some(reason) = refuse {
+            return Err((ErrorCode::Error, reason));
+        }
+        let proto = negotiate(flags, min, max).map_err(|r| (ErrorCode::ProtocolViolation, r))?;
+        let chain = &self.shared.settings.chain;
+        let refused = |e: ChainError| (ErrorCode::Error, format!("{} owner: {e}", party.name()));
+        let address = chain.parse_address(owner).map_err(refused)?;
+        let pk = self.public_key();
+        let sc = match party {
+            Party::Client => chain.client_sc(&address, &self.shared.sc, &pk),
+            Party::Worker => chain.worker_sc(&address, &self.shared.sc, &pk),
+        }
+        .map_err(refused)?;
+        Ok((proto, chain.format(&address), sc))
     }
 
     /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
@@ -495,40 +536,23 @@ impl Proxy {
                 } else {
                     None
                 };
-                if let Some(reason) = refuse {
-                    let _ = q.error(ErrorCode::Error.code(), &reason).await;
-                    return Err(());
-                }
-                let proto = match negotiate(p.flags, p.min_proto_version, p.max_proto_version) {
-                    Ok(v) => v,
-                    Err(reason) => {
-                        let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
-                        return Err(());
-                    }
-                };
-                let chain = &s.chain;
-                let derived = chain
-                    .parse_address(&p.client_owner_address)
-                    .and_then(|wallet| {
-                        let pk = self.public_key();
-                        Ok((
-                            chain.format(&wallet),
-                            chain.client_sc(&wallet, &self.shared.sc, &pk)?,
-                        ))
-                    });
-                let (owner, client_sc) = match derived {
+                let admitted = self.admit(
+                    refuse,
+                    (p.flags, p.min_proto_version, p.max_proto_version),
+                    &p.client_owner_address,
+                    Party::Client,
+                );
+                let (proto, owner, client_sc) = match admitted {
                     Ok(x) => x,
-                    Err(e) => {
-                        let _ = q
-                            .error(ErrorCode::Error.code(), &format!("client owner: {e}"))
-                            .await;
+                    Err((code, reason)) => {
+                        let _ = q.error(code.code(), &reason).await;
                         return Err(());
                     }
                 };
                 let used = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
                 let answer = client::ConnectedToProxy {
                     params: self.params(proto),
-                    client_sc_address: chain.format(&client_sc),
+                    client_sc_address: s.chain.format(&client_sc),
                     // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
                     // so the client falls back to long auth, which succeeds at once.
                     auth: client::ProxyConnectionAuthShort {
@@ -931,39 +955,22 @@ impl Proxy {
                 } else {
                     None
                 };
-                if let Some(reason) = refuse {
-                    let _ = q.error(ErrorCode::Error.code(), &reason).await;
-                    return Err(());
-                }
-                let proto = match negotiate(p.flags, p.min_proto_version, p.max_proto_version) {
-                    Ok(v) => v,
-                    Err(reason) => {
-                        let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
-                        return Err(());
-                    }
-                };
-                let chain = &s.chain;
-                let derived = chain
-                    .parse_address(&p.worker_owner_address)
-                    .and_then(|owner| {
-                        let pk = self.public_key();
-                        Ok((
-                            chain.format(&owner),
-                            chain.worker_sc(&owner, &self.shared.sc, &pk)?,
-                        ))
-                    });
-                let (owner, worker_sc) = match derived {
+                let admitted = self.admit(
+                    refuse,
+                    (p.flags, p.min_proto_version, p.max_proto_version),
+                    &p.worker_owner_address,
+                    Party::Worker,
+                );
+                let (proto, owner, worker_sc) = match admitted {
                     Ok(x) => x,
-                    Err(e) => {
-                        let _ = q
-                            .error(ErrorCode::Error.code(), &format!("worker owner: {e}"))
-                            .await;
+                    Err((code, reason)) => {
+                        let _ = q.error(code.code(), &reason).await;
                         return Err(());
                     }
                 };
                 let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
                 let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
-                let worker_sc_address = chain.format(&worker_sc);
+                let worker_sc_address = s.chain.format(&worker_sc);
                 let link = WorkerLink {
                     owner,
                     sc: worker_sc,
