@@ -58,6 +58,9 @@ pub struct DevnetArgs {
     /// Fake-TON pseudo-balance of the devnet client, in adjusted tokens.
     #[arg(long, default_value_t = 1_000_000_000_000)]
     pub client_tokens: u64,
+    /// Use fake-TON (no chain, a stand-in for TON) instead of the embedded TVM chain.
+    #[arg(long)]
+    pub fake_ton: bool,
     /// Proof-of-work difficulty of the proxy's ports (COCOON uses 20 in production).
     #[arg(long, default_value_t = 16)]
     pub pow_difficulty: u32,
@@ -130,7 +133,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         worker_pow_difficulty: None,
         chain: chain.clone(),
     };
-    let proxy = runner::start_proxy(&proxy_cfg)
+    let (view, chain_name, root_address) = if args.fake_ton {
+        (None, "fake-ton".to_owned(), String::new())
+    } else {
+        let (view, root) = local_chain(&dir, &keys, &args).await?;
+        (Some(view), "local-tvm".to_owned(), root)
+    };
+    let proxy = runner::start_proxy(&proxy_cfg, view.as_ref())
         .await
         .context("starting the proxy")?;
 
@@ -154,7 +163,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             chain: chain.clone(),
         };
         workers.push(
-            runner::start_worker(&cfg, backend.clone())
+            runner::start_worker(&cfg, backend.clone(), view.as_ref())
                 .await
                 .context("starting a worker")?,
         );
@@ -173,7 +182,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         proxy_policy: fake_tdx(),
         chain,
     };
-    let client = runner::start_client(&client_cfg)
+    let client = runner::start_client(&client_cfg, view.as_ref())
         .await
         .context("starting the client")?;
 
@@ -201,7 +210,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "models": [base],
         "workers": args.workers,
         "serving": serving,
-        "chain": "fake-ton",
+        "chain": chain_name,
+        "root_address": root_address,
         "dir": dir.display().to_string(),
     });
     let info_path = dir.join("devnet.json");
@@ -217,7 +227,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     );
     println!("  workers:         {} serving {serving}", args.workers);
     println!("                   (fake TDX attestation: a stand-in for TDX hardware)");
-    println!("  chain:           fake-TON (no chain; a stand-in for TON until the embedded TVM chain lands)");
+    if args.fake_ton {
+        println!("  chain:           fake-TON (no chain; a stand-in for TON)");
+    } else {
+        println!(
+            "  chain:           embedded TVM chain running our contracts; root {root_address}"
+        );
+        println!("                   (prices and contract codes come from the root contract)");
+    }
     println!("  state:           {}", dir.display());
     println!();
     println!("  curl {api}/chat/completions -H 'Content-Type: application/json' \\");
@@ -251,4 +268,38 @@ fn tiny_model(_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
         "this cocoon was built without the `engine` feature: pass --upstream URL (an \
          OpenAI-compatible server such as vLLM, SGLang, llama.cpp server or Ollama)"
     )
+}
+
+/// Opens (or creates at first start) the devnet's embedded TVM chain under `dir/chain`:
+/// our root contract, owned by a devnet admin wallet, with the prices given on the
+/// command line (they are fixed at genesis; a restart keeps the chain's). Returns the
+/// root as the roles see it, read through the chain backend, and its address.
+async fn local_chain(
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    args: &DevnetArgs,
+) -> anyhow::Result<(cocoon_node::chain::ChainView, String)> {
+    use cocoon_ton::local::{GenesisConfig, GenesisRoot, GenesisWallet, LocalChain};
+    let admin_key = cocoon_node::config::load_or_create_key(&keys.join("root_admin_key.pem"))?;
+    let admin = GenesisWallet::new(
+        admin_key.verifying_key().to_bytes(),
+        cocoon_node::chain::devnet_address("devnet-root-owner"),
+        100 * cocoon_ton::root::ONE_TON,
+    );
+    let mut root = GenesisRoot::devnet(admin.contract()?.address)?;
+    root.config.params.price_per_token = args.price_per_token;
+    root.config.params.worker_fee_per_token = args.worker_fee_per_token;
+    let genesis = GenesisConfig {
+        root: Some(root),
+        wallets: vec![admin],
+        ..GenesisConfig::default()
+    };
+    let chain = LocalChain::open_or_genesis(dir.join("chain"), genesis)
+        .context("opening the devnet chain")?;
+    let root_address = chain
+        .root_address()
+        .context("the devnet chain has no root contract")?;
+    let view = cocoon_node::chain::ChainContext::from_chain(&chain, &root_address, true).await?;
+    let text = view.context.format(&root_address);
+    Ok((view, text))
 }

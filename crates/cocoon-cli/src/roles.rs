@@ -43,7 +43,7 @@ pub async fn shutdown_signal() {
 /// `cocoon proxy`.
 pub async fn proxy(args: RoleArgs) -> anyhow::Result<()> {
     let cfg: config::ProxyConfig = config::load(&args.config)?;
-    let running = runner::start_proxy(&cfg)
+    let running = runner::start_proxy(&cfg, None)
         .await
         .context("starting the proxy")?;
     println!(
@@ -76,7 +76,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         Some(model) => Some(embedded_backend(model, None).await?),
         None => None,
     };
-    let running = runner::start_worker(&cfg, backend)
+    let running = runner::start_worker(&cfg, backend, None)
         .await
         .context("starting the worker")?;
     println!("worker ready: model {}", running.model);
@@ -114,7 +114,7 @@ pub async fn embedded_backend(
 /// `cocoon client`.
 pub async fn client(args: RoleArgs) -> anyhow::Result<()> {
     let cfg: config::ClientConfig = config::load(&args.config)?;
-    let running = runner::start_client(&cfg)
+    let running = runner::start_client(&cfg, None)
         .await
         .context("starting the client")?;
     println!(

@@ -97,6 +97,20 @@ async fn chat(http: &reqwest::Client, api: &str, delay_ms: u64) -> u16 {
         .unwrap_or(0)
 }
 
+/// `usage.total_cost` of one chat request.
+async fn chat_cost(http: &reqwest::Client, api: &str) -> u64 {
+    let body: Value = http
+        .post(format!("{api}/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("response")
+        .json()
+        .await
+        .expect("json");
+    body["usage"]["total_cost"].as_u64().expect("total_cost")
+}
+
 async fn wait_serving(http: &reqwest::Client, api: &str) {
     let start = Instant::now();
     while chat(http, api, 0).await != 200 {
@@ -268,10 +282,14 @@ async fn devnet_restart_continues_the_balances() {
         l.local_addr().expect("addr").port()
     };
     let state = d.join("state");
-    let args = |log: &str| -> (Vec<String>, std::path::PathBuf) {
+    // The price is fixed at genesis; the second start asks for another one, which the
+    // persisted root contract overrides.
+    let args = |log: &str, price: &str| -> (Vec<String>, std::path::PathBuf) {
         (
             vec![
                 "devnet".into(),
+                "--price-per-token".into(),
+                price.into(),
                 "--upstream".into(),
                 format!("http://{upstream}"),
                 "--dir".into(),
@@ -291,7 +309,7 @@ async fn devnet_restart_continues_the_balances() {
     let http = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}/v1");
 
-    let (a, log) = args("devnet1.log");
+    let (a, log) = args("devnet1.log", "3");
     let argv: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut devnet = spawn(&argv, &log);
     wait_line(&mut devnet, "cocoon devnet is ready");
@@ -301,9 +319,15 @@ async fn devnet_restart_continues_the_balances() {
     assert_eq!(info["client_api"], api);
     assert_eq!(info["models"][0], MODEL);
     let key_before = info["proxy_public_key"].clone();
-    for _ in 0..2 {
-        assert_eq!(chat(&http, &api, 0).await, 200);
-    }
+    assert_eq!(info["chain"], "local-tvm");
+    let root_before = info["root_address"].clone();
+    assert!(root_before.as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        chat_cost(&http, &api).await,
+        134 * 3,
+        "price 3 from the root contract"
+    );
+    assert_eq!(chat(&http, &api, 0).await, 200);
     // Ctrl-C: a clean stop.
     let pid = devnet.0.id().to_string();
     Command::new("kill")
@@ -319,7 +343,7 @@ async fn devnet_restart_continues_the_balances() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let (a, log) = args("devnet2.log");
+    let (a, log) = args("devnet2.log", "7");
     let argv: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut devnet = spawn(&argv, &log);
     wait_line(&mut devnet, "cocoon devnet is ready");
@@ -330,7 +354,15 @@ async fn devnet_restart_continues_the_balances() {
         info["proxy_public_key"], key_before,
         "same proxy identity after restart"
     );
-    assert_eq!(chat(&http, &api, 0).await, 200);
+    assert_eq!(
+        info["root_address"], root_before,
+        "same chain after restart"
+    );
+    assert_eq!(
+        chat_cost(&http, &api).await,
+        134 * 3,
+        "the persisted root keeps its price"
+    );
     let stats: Value = http
         .get(format!("http://127.0.0.1:{port}/jsonstats"))
         .send()

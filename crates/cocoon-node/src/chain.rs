@@ -54,6 +54,58 @@ pub struct ChainContext {
 }
 
 impl ChainContext {
+    /// The context of a root contract read through any chain backend (the embedded TVM
+    /// chain, or a real network), with the prices it sets.
+    pub async fn from_chain(
+        chain: &dyn cocoon_ton::chain::ChainBackend,
+        root: &StdAddr,
+        testnet: bool,
+    ) -> Result<ChainView, ChainError> {
+        let cfg = cocoon_ton::chain::read_root_config(chain, root)
+            .await
+            .map_err(|e| ChainError::Ton(format!("reading the root contract: {e}")))?;
+        Self::from_params(root.clone(), cfg.params, testnet)
+    }
+
+    /// The context of root `root` with `params` (which must carry the contract codes).
+    pub fn from_params(
+        root: StdAddr,
+        params: CocoonParams,
+        testnet: bool,
+    ) -> Result<ChainView, ChainError> {
+        if params.proxy_sc_code.is_none()
+            || params.worker_sc_code.is_none()
+            || params.client_sc_code.is_none()
+        {
+            return Err(ChainError::Ton(
+                "the root parameters lack contract codes".into(),
+            ));
+        }
+        let prices = Prices {
+            price_per_token: params.price_per_token,
+            worker_fee_per_token: params.worker_fee_per_token,
+            multipliers: crate::pricing::Multipliers {
+                prompt: params.prompt_tokens_price_multiplier,
+                cached: params.cached_tokens_price_multiplier,
+                completion: params.completion_tokens_price_multiplier,
+                reasoning: params.reasoning_tokens_price_multiplier,
+            },
+        };
+        Ok(ChainView {
+            context: ChainContext {
+                root,
+                params,
+                testnet,
+            },
+            prices,
+        })
+    }
+
+    /// Whether the root is a test deployment (must match every role's `is_test`).
+    pub fn is_test(&self) -> bool {
+        self.params.is_test
+    }
+
     /// Fake-TON: a fixed root address, root parameters from `prices`, and our compiled
     /// contract codes.
     pub fn fake(prices: &Prices, is_test: bool) -> Result<Self, ChainError> {
@@ -123,6 +175,15 @@ impl ChainContext {
         cocoon_ton::contracts::worker_contract_address(&self.params, worker, proxy_sc, proxy_key)
             .map_err(ton)
     }
+}
+
+/// A root contract as the roles see it: derivation context and prices.
+#[derive(Debug, Clone)]
+pub struct ChainView {
+    /// Contract derivation.
+    pub context: ChainContext,
+    /// The root's prices.
+    pub prices: Prices,
 }
 
 /// Signs the proxy's vouchers.

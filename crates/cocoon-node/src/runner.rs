@@ -16,8 +16,9 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::backend::{HttpUpstream, InferenceBackend};
+use crate::chain::{ChainContext, ChainView};
 use crate::client::ClientSettings;
-use crate::config::{ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
+use crate::config::{ChainConfig, ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
 use crate::gateway::{ClientNode, GatewaySettings};
 use crate::ledger::Ledger;
 use crate::metrics::MetricsText;
@@ -45,6 +46,37 @@ pub enum StartError {
     /// The model server is unusable.
     #[error("model server: {0}")]
     Backend(String),
+}
+
+/// The chain the role works against: `chain` when given (e.g. the devnet's embedded TVM
+/// chain), else fake-TON from the `[chain]` table.
+fn chain_view(
+    table: &ChainConfig,
+    is_test: bool,
+    chain: Option<&ChainView>,
+) -> Result<ChainView, StartError> {
+    match chain {
+        Some(view) => {
+            if view.context.is_test() != is_test {
+                return Err(ConfigError::Invalid(format!(
+                    "is_test = {is_test}, but the root contract is {} deployment",
+                    if view.context.is_test() {
+                        "a test"
+                    } else {
+                        "a production"
+                    }
+                ))
+                .into());
+            }
+            Ok(view.clone())
+        }
+        None => {
+            let prices = table.prices()?;
+            let context = ChainContext::fake(&prices, is_test)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Ok(ChainView { context, prices })
+        }
+    }
 }
 
 async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, StartError> {
@@ -80,8 +112,12 @@ pub struct RunningProxy {
 }
 
 /// Starts a proxy from its configuration.
-pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> {
-    let prices = cfg.chain.prices()?;
+pub async fn start_proxy(
+    cfg: &ProxyConfig,
+    chain: Option<&ChainView>,
+) -> Result<RunningProxy, StartError> {
+    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
+    let prices = view.prices;
     let mut identity = cfg.attestation.identity()?;
     identity.spawn_renewal();
     if let Some(dir) = cfg.db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -93,8 +129,7 @@ pub async fn start_proxy(cfg: &ProxyConfig) -> Result<RunningProxy, StartError> 
     let ledger = Arc::new(Ledger::open(&cfg.db_path, &identity.key)?);
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
-        chain: crate::chain::ChainContext::fake(&prices, cfg.is_test)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        chain: view.context.clone(),
         signing_key: identity.key.clone(),
         is_test: cfg.is_test,
         prices,
@@ -255,8 +290,10 @@ pub struct RunningWorker {
 pub async fn start_worker(
     cfg: &WorkerConfig,
     backend: Option<Arc<dyn InferenceBackend>>,
+    chain: Option<&ChainView>,
 ) -> Result<RunningWorker, StartError> {
-    let prices = cfg.chain.prices()?;
+    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
+    let prices = view.prices;
     let backend: Arc<dyn InferenceBackend> = match backend {
         Some(b) => b,
         None if cfg.upstream.is_empty() => return Err(ConfigError::Invalid(
@@ -288,8 +325,7 @@ pub async fn start_worker(
         reconnect_min: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(10),
         connection: ConnectionConfig::default(),
-        chain: crate::chain::ChainContext::fake(&prices, cfg.is_test)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        chain: view.context.clone(),
     };
     let worker = Worker::new(settings, backend)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
@@ -397,8 +433,11 @@ pub struct RunningClient {
 }
 
 /// Starts a client from its configuration.
-pub async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, StartError> {
-    cfg.chain.prices()?;
+pub async fn start_client(
+    cfg: &ClientConfig,
+    chain: Option<&ChainView>,
+) -> Result<RunningClient, StartError> {
+    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
     if cfg.proxies.is_empty() {
         return Err(ConfigError::Invalid("client needs at least one proxy".into()).into());
     }
@@ -416,8 +455,7 @@ pub async fn start_client(cfg: &ClientConfig) -> Result<RunningClient, StartErro
         secret_string: cfg.secret_string.clone(),
         config_version: cfg.chain.config_version,
         max_proto: crate::client::MAX_PROTO,
-        chain: crate::chain::ChainContext::fake(&cfg.chain.prices()?, cfg.is_test)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        chain: view.context.clone(),
     };
     for proxy in &cfg.proxies {
         node.spawn_proxy_link(
