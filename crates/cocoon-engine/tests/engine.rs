@@ -515,3 +515,42 @@ async fn prefix_cache_reuses_prompt_kv() {
     prefix_cache_case(&f.llama).await;
     prefix_cache_case(&f.llama_q8).await;
 }
+
+#[tokio::test]
+async fn q4k_gguf_loads_and_generates() {
+    // K-quants need rows that are multiples of 256.
+    let dir = tempfile::tempdir().expect("tmp");
+    for arch in [Architecture::Qwen3, Architecture::Llama] {
+        let cfg = TinyModelConfig {
+            hidden: 256,
+            layers: 1,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            intermediate: 256,
+            ..TinyModelConfig::tiny(arch)
+        };
+        let st = dir.path().join(format!("{}-st", arch.as_str()));
+        write_safetensors_model(&st, &cfg).expect("st");
+        let gguf =
+            write_gguf_model(&dir.path().join(arch.as_str()), &cfg, GgmlDType::Q4K).expect("gguf");
+        let q = load(&gguf, 1);
+        assert_eq!(q.info().format, "gguf/Q4K");
+        let (status, v) = call(
+            &q,
+            "/v1/chat/completions",
+            chat_body(json!({"max_tokens": 4})),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], 4);
+        let reference = load(&st, 1);
+        let prompt = reference.tokenize("the cat is on the mat").expect("tok");
+        let want = reference.score(&prompt, &[9]).expect("score");
+        let got = q.score(&prompt, &[9]).expect("score");
+        for (g, w) in got.iter().zip(&want) {
+            let c = cosine(g, w);
+            assert!(c > 0.97, "{arch:?} Q4K cosine {c}");
+        }
+    }
+}
