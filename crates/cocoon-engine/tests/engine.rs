@@ -554,3 +554,45 @@ async fn q4k_gguf_loads_and_generates() {
         }
     }
 }
+
+#[test]
+fn engine_is_shareable_across_tasks() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<Engine>();
+    fn assert_send<T: Send>() {}
+    assert_send::<EngineResponse>();
+}
+
+#[tokio::test]
+async fn streaming_n_choices_are_indexed() {
+    let engine = load(&fixtures().qwen3, 1);
+    let body = json!({"model": "tiny", "prompt": ["a b", "c d"], "n": 2, "max_tokens": 3,
+                      "temperature": 0.8, "seed": 9, "ignore_eos": true, "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let chunks = call_stream(&engine, "/v1/completions", body.clone()).await;
+    let mut finished: Vec<u64> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .filter(|ch| ch["finish_reason"] == "length")
+        .map(|ch| ch["index"].as_u64().expect("index"))
+        .collect();
+    finished.sort();
+    assert_eq!(finished, vec![0, 1, 2, 3]);
+    let usage = &chunks.last().expect("usage")["usage"];
+    assert_eq!(usage["completion_tokens"], 12);
+    let mut plain = body;
+    plain["stream"] = json!(false);
+    plain.as_object_mut().expect("obj").remove("stream_options");
+    let (_, v) = call(&engine, "/v1/completions", plain).await;
+    assert_eq!(v["choices"].as_array().expect("choices").len(), 4);
+    assert_eq!(v["usage"]["prompt_tokens"], usage["prompt_tokens"]);
+    for i in 0..4u64 {
+        let streamed: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0))
+            .filter(|ch| ch["index"] == i)
+            .filter_map(|ch| ch["text"].as_str())
+            .collect();
+        assert_eq!(v["choices"][i as usize]["text"], streamed, "choice {i}");
+    }
+}
