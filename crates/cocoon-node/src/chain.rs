@@ -12,15 +12,9 @@ use cocoon_ton::voucher::{
     BestVoucher, SignedVoucher, Voucher, VoucherKind, VoucherSigner, VoucherVerifier,
 };
 use ed25519_dalek::SigningKey;
-use tycho_types::boc::Boc;
-use tycho_types::cell::Cell;
 use tycho_types::models::StdAddr;
 
 use crate::pricing::Prices;
-
-static PROXY_CODE: &[u8] = include_bytes!("../../../contracts/build/proxy.boc");
-static WORKER_CODE: &[u8] = include_bytes!("../../../contracts/build/worker.boc");
-static CLIENT_CODE: &[u8] = include_bytes!("../../../contracts/build/client.boc");
 
 /// Why an address or voucher operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,9 +103,8 @@ impl ChainContext {
     /// Fake-TON: a fixed root address, root parameters from `prices`, and our compiled
     /// contract codes.
     pub fn fake(prices: &Prices, is_test: bool) -> Result<Self, ChainError> {
-        let code = |bytes: &[u8]| Boc::decode(bytes).map_err(ton);
         let m = prices.multipliers;
-        let params = CocoonParams {
+        let params = cocoon_ton::local::codes::with_our_codes(CocoonParams {
             struct_version: 3,
             is_test,
             price_per_token: prices.price_per_token,
@@ -120,11 +113,9 @@ impl ChainContext {
             cached_tokens_price_multiplier: m.cached,
             completion_tokens_price_multiplier: m.completion,
             reasoning_tokens_price_multiplier: m.reasoning,
-            proxy_sc_code: Some(code(PROXY_CODE)?),
-            worker_sc_code: Some(code(WORKER_CODE)?),
-            client_sc_code: Some(code(CLIENT_CODE)?),
             ..CocoonParams::default()
-        };
+        })
+        .map_err(ton)?;
         Ok(ChainContext {
             root: StdAddr::new(0, tycho_types::cell::HashBytes([0x0c; 32])),
             params,
@@ -294,11 +285,6 @@ pub fn devnet_address(name: &str) -> StdAddr {
 /// [`devnet_address`] as text: user-friendly, non-bounceable, testnet.
 pub fn devnet_address_text(name: &str) -> String {
     cocoon_ton::address::to_friendly(&devnet_address(name), true)
-}
-
-/// Parses `cell` bytes as a BOC root (for callers holding raw contract code).
-pub fn decode_boc(bytes: &[u8]) -> Result<Cell, ChainError> {
-    Boc::decode(bytes).map_err(ton)
 }
 
 #[cfg(test)]
