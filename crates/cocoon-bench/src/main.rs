@@ -1,0 +1,384 @@
+//! `cocoon-bench`: the network benchmark of issue #5.
+//!
+//! Starts a mock OpenAI upstream (this binary, `cocoon-bench mock`) and the three
+//! `cocoon` roles as separate processes on loopback, then sends the same requests straight
+//! to the upstream and through client → proxy → worker, and prints a Markdown report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use cocoon_bench::procs::{self, Spawned};
+use cocoon_bench::report::{Aims, MemoryRow, Report, Row};
+use cocoon_bench::{driver, mock, run_plan, Plan, Watched};
+
+/// Network benchmark: direct-to-upstream vs client → proxy → worker.
+#[derive(Debug, Parser)]
+#[command(name = "cocoon-bench")]
+struct Cli {
+    /// Measured JSON requests per path and concurrency.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Measured streams per path and concurrency (0 skips streams).
+    #[arg(long, default_value_t = 200)]
+    stream_requests: usize,
+    /// Unmeasured requests per path before each measured run.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Concurrencies to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Content chunks per stream.
+    #[arg(long, default_value_t = 16)]
+    chunks: u64,
+    /// Microseconds between the upstream's stream chunks (1000 = a 1000 tokens/s model).
+    #[arg(long, default_value_t = 1000)]
+    chunk_interval_us: u64,
+    /// The `cocoon` binary (default: next to this one, e.g. target/release/cocoon).
+    #[arg(long)]
+    cocoon: Option<PathBuf>,
+    /// Proof-of-work difficulty of the proxy's ports.
+    #[arg(long, default_value_t = 16)]
+    pow_difficulty: u32,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory of the proxy's SQLite ledger (default: the working directory under
+    /// $TMPDIR); e.g. /dev/shm to take the disk's fsync out of the measurement.
+    #[arg(long)]
+    ledger_dir: Option<PathBuf>,
+    /// Keep the working directory (configs, role logs) instead of deleting it.
+    #[arg(long)]
+    keep_dir: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve only the mock upstream (the benchmark starts it this way).
+    Mock {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &cli.command {
+        Some(Command::Mock { listen }) => runtime.block_on(serve_mock(listen)),
+        None => runtime.block_on(bench(&cli)),
+    }
+}
+
+async fn serve_mock(listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("mock upstream listening on http://{addr}");
+    mock::serve(listener).await?;
+    Ok(())
+}
+
+const START_WITHIN: Duration = Duration::from_secs(60);
+
+/// The processes of the network path.
+struct Network {
+    mock: Spawned,
+    mock_url: String,
+    proxy: Spawned,
+    worker: Spawned,
+    client: Spawned,
+    client_base: String,
+}
+
+async fn start_network(cli: &Cli, dir: &Path, ledger_dir: &Path) -> anyhow::Result<Network> {
+    let cocoon = procs::cocoon_binary(cli.cocoon.clone())?;
+    let me = std::env::current_exe().context("locating this executable")?;
+
+    let mock = Spawned::start(
+        "mock",
+        &me,
+        &["mock", "--listen", "127.0.0.1:0"],
+        &dir.join("mock.log"),
+        "listening on",
+        START_WITHIN,
+    )
+    .await?;
+    let mock_url = mock
+        .ready_line
+        .split_whitespace()
+        .last()
+        .ok_or_else(|| anyhow!("mock printed no address"))?
+        .to_owned();
+
+    let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let config_arg = |p: &Path| p.display().to_string();
+
+    let proxy_toml = write(
+        "proxy.toml",
+        procs::proxy_config(dir, ledger_dir, cli.pow_difficulty),
+    )?;
+    let proxy = Spawned::start(
+        "proxy",
+        &cocoon,
+        &["proxy", "--config", &config_arg(&proxy_toml)],
+        &dir.join("proxy.log"),
+        "proxy ready",
+        START_WITHIN,
+    )
+    .await?;
+    let clients_addr = procs::word_after(&proxy.ready_line, "clients")
+        .ok_or_else(|| anyhow!("proxy printed no client port: {}", proxy.ready_line))?
+        .to_owned();
+    let workers_addr = procs::word_after(&proxy.ready_line, "workers")
+        .ok_or_else(|| anyhow!("proxy printed no worker port: {}", proxy.ready_line))?
+        .to_owned();
+
+    let worker_toml = write(
+        "worker.toml",
+        procs::worker_config(dir, &mock_url, &workers_addr, cli.pow_difficulty),
+    )?;
+    let worker = Spawned::start(
+        "worker",
+        &cocoon,
+        &["worker", "--config", &config_arg(&worker_toml)],
+        &dir.join("worker.log"),
+        "worker ready",
+        START_WITHIN,
+    )
+    .await?;
+
+    let client_toml = write(
+        "client.toml",
+        procs::client_config(&clients_addr, cli.pow_difficulty),
+    )?;
+    let client = Spawned::start(
+        "client",
+        &cocoon,
+        &["client", "--config", &config_arg(&client_toml)],
+        &dir.join("client.log"),
+        "client ready",
+        START_WITHIN,
+    )
+    .await?;
+    let client_base = client
+        .ready_line
+        .split_whitespace()
+        .last()
+        .map(|u| u.trim_end_matches("/v1").to_owned())
+        .ok_or_else(|| anyhow!("client printed no API address"))?;
+
+    Ok(Network {
+        mock,
+        mock_url,
+        proxy,
+        worker,
+        client,
+        client_base,
+    })
+}
+
+/// Waits until a request through the network succeeds (the worker has connected to the
+/// proxy and the client holds a session).
+async fn wait_routable(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_WITHIN;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let run = driver::run(client, base, driver::Workload::json(), 1, 1).await;
+        if run.errors == 0 {
+            return Ok(());
+        }
+        last = run.first_error.unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the network did not answer within {START_WITHIN:?}: {last}")
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs ({model}), {}", std::env::consts::OS)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn print_row(row: &Row) {
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or("—".into());
+    eprintln!(
+        "  {} c={}: direct p50 {} p99 {} ms {:.0} req/s | cocoon p50 {} p99 {} ms {:.0} req/s | errors {}",
+        row.workload.name(),
+        row.concurrency,
+        f(row.direct.p50_ms),
+        f(row.direct.p99_ms),
+        row.direct.rps,
+        f(row.network.p50_ms),
+        f(row.network.p99_ms),
+        row.network.rps,
+        row.direct.errors + row.network.errors,
+    );
+}
+
+async fn bench(cli: &Cli) -> anyhow::Result<()> {
+    if cli.concurrency.contains(&0) {
+        bail!("--concurrency values must be at least 1");
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("cocoon-bench-")
+        .tempdir()
+        .context("creating a working directory")?;
+    let dir = tmp.path().to_owned();
+    eprintln!(
+        "starting the mock upstream and the roles (logs in {})",
+        dir.display()
+    );
+    let ledger_tmp = match &cli.ledger_dir {
+        Some(d) => Some(
+            tempfile::Builder::new()
+                .prefix("cocoon-bench-ledger-")
+                .tempdir_in(d)
+                .with_context(|| format!("creating a directory in {}", d.display()))?,
+        ),
+        None => None,
+    };
+    let ledger_dir = ledger_tmp
+        .as_ref()
+        .map(|t| t.path().to_owned())
+        .unwrap_or_else(|| dir.clone());
+    let net = start_network(cli, &dir, &ledger_dir).await?;
+    let http = driver::http_client().context("building the HTTP client")?;
+    wait_routable(&http, &net.client_base).await?;
+    eprintln!(
+        "ready: upstream {} · client API {}/v1",
+        net.mock_url, net.client_base
+    );
+
+    let me = Watched {
+        name: "driver".into(),
+        pid: std::process::id(),
+    };
+    let watch = |s: &Spawned| Watched {
+        name: s.name.clone(),
+        pid: s.pid,
+    };
+    let direct_watched = vec![me.clone(), watch(&net.mock)];
+    let network_watched = vec![
+        me.clone(),
+        watch(&net.mock),
+        watch(&net.client),
+        watch(&net.proxy),
+        watch(&net.worker),
+    ];
+    let idle: Vec<(String, u64)> = network_watched
+        .iter()
+        .map(|w| {
+            let s = procs::sample(w.pid).unwrap_or_default();
+            (w.name.clone(), s.rss_kib)
+        })
+        .collect();
+
+    let plan = Plan {
+        concurrency: cli.concurrency.clone(),
+        requests: cli.requests,
+        stream_requests: cli.stream_requests,
+        warmup: cli.warmup,
+        chunks: cli.chunks,
+        chunk_interval_us: cli.chunk_interval_us,
+    };
+    let load_before = load_average();
+    let started = Instant::now();
+    let rows = run_plan(
+        &http,
+        &plan,
+        &net.mock_url,
+        &net.client_base,
+        &direct_watched,
+        &network_watched,
+        print_row,
+    )
+    .await;
+    let elapsed = started.elapsed();
+
+    let memory = network_watched
+        .iter()
+        .zip(idle)
+        .map(|(w, (name, idle_kib))| {
+            let end = procs::sample(w.pid).unwrap_or_default();
+            MemoryRow {
+                name,
+                idle_kib,
+                end_kib: end.rss_kib,
+                peak_kib: end.hwm_kib,
+            }
+        })
+        .collect();
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let report = Report {
+        setup: vec![
+            format!("command: `cargo run --release -p cocoon-bench --{}{}`",
+                if command.is_empty() { "" } else { " " },
+                command.join(" ")),
+            format!(
+                "machine: {}; load average (1/5/15 min) {load_before} before, {} after",
+                machine(),
+                load_average()
+            ),
+            format!(
+                "proxy ledger (SQLite, WAL, synchronous=FULL) in {}",
+                cli.ledger_dir
+                    .as_deref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "a temporary directory on the $TMPDIR file system".into())
+            ),
+            "processes: mock upstream (`cocoon-bench mock`, axum), `cocoon proxy`, `cocoon worker`, `cocoon client` \
+             (separate processes on 127.0.0.1, fake-TDX RA-TLS between roles, info logs to files), and this driver \
+             (reqwest, HTTP/1.1 keep-alive); direct = driver → mock, cocoon = driver → client → proxy → worker → mock"
+                .into(),
+            format!(
+                "per path and concurrency: {} JSON requests and {} streams ({} chunks, one every {} µs), after {} warm-up requests; run took {:.0} s",
+                plan.requests, plan.stream_requests, plan.chunks, plan.chunk_interval_us, plan.warmup,
+                elapsed.as_secs_f64()
+            ),
+        ],
+        rows,
+        memory,
+    };
+    let text = report.markdown(Aims::default());
+    println!("{text}");
+    if let Some(out) = &cli.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("report written to {}", out.display());
+    }
+
+    for p in [net.client, net.worker, net.proxy, net.mock] {
+        p.stop().await;
+    }
+    if cli.keep_dir {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}
