@@ -193,6 +193,8 @@ struct State {
 struct Shared {
     settings: ProxySettings,
     ledger: Arc<Ledger>,
+    /// Books finished requests with group commit.
+    writer: crate::ledger::LedgerWriter,
     /// The proxy contract and its text form.
     sc: StdAddr,
     sc_text: String,
@@ -281,6 +283,7 @@ impl Proxy {
         Ok(Proxy {
             shared: Arc::new(Shared {
                 settings,
+                writer: crate::ledger::LedgerWriter::spawn(ledger.clone()),
                 ledger,
                 sc,
                 sc_text,
@@ -1405,18 +1408,11 @@ impl Proxy {
             }
             return;
         };
-        let ledger = self.shared.ledger.clone();
         let worker_owner = booking.worker.clone();
         let client_owner = booking.client.clone();
-        let booked = tokio::task::spawn_blocking(move || ledger.book(&booking)).await;
-        let totals = match booked {
-            Ok(Ok(t)) => t,
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
-                };
+        let totals = match self.shared.writer.book(booking).await {
+            Ok(t) => t,
+            Err(error) => {
                 // The answer cannot be confirmed without its booking: fail it instead.
                 warn!(%error, "booking failed");
                 let msg = client_error(

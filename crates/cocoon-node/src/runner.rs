@@ -90,6 +90,13 @@ async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, St
             source,
         })?;
     let bound = listener.local_addr().ok();
+    // Streamed answers are many small writes: without TCP_NODELAY each chunk would wait
+    // for the caller's delayed ACK (tens of milliseconds).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             warn!(error = %e, "HTTP server stopped");
