@@ -400,44 +400,23 @@ impl Proxy {
 
     /// Accepts client connections from `listener` until it fails.
     pub fn serve_clients<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
-        let proxy = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let pending = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "client listener failed");
-                        return;
-                    }
-                };
-                let proxy = proxy.clone();
-                tokio::spawn(async move {
-                    let (stream, peer) = match pending.await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            info!(error = %e, "client refused");
-                            return;
-                        }
-                    };
-                    let cfg = proxy.shared.settings.connection.clone();
-                    match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
-                        Ok(conn) => proxy.handle_client(conn, peer).await,
-                        Err(e) => debug!(error = %e, "client opening failed"),
-                    }
-                });
-            }
-        })
+        self.serve(listener, Party::Client)
     }
 
     /// Accepts worker connections from `listener` until it fails.
     pub fn serve_workers<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
+        self.serve(listener, Party::Worker)
+    }
+
+    /// The accept loop: each peer's handshake (PoW, TLS, opening) runs in its own task.
+    fn serve<L: Listener>(&self, listener: L, party: Party) -> tokio::task::JoinHandle<()> {
         let proxy = self.clone();
         tokio::spawn(async move {
             loop {
                 let pending = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
-                        warn!(error = %e, "worker listener failed");
+                        warn!(error = %e, party = party.name(), "listener failed");
                         return;
                     }
                 };
@@ -446,14 +425,17 @@ impl Proxy {
                     let (stream, peer) = match pending.await {
                         Ok(x) => x,
                         Err(e) => {
-                            info!(error = %e, "worker refused");
+                            info!(error = %e, party = party.name(), "peer refused");
                             return;
                         }
                     };
                     let cfg = proxy.shared.settings.connection.clone();
                     match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
-                        Ok(conn) => proxy.handle_worker(conn, peer).await,
-                        Err(e) => debug!(error = %e, "worker opening failed"),
+                        Ok(conn) => match party {
+                            Party::Client => proxy.handle_client(conn, peer).await,
+                            Party::Worker => proxy.handle_worker(conn, peer).await,
+                        },
+                        Err(e) => debug!(error = %e, party = party.name(), "opening failed"),
                     }
                 });
             }
