@@ -19,6 +19,9 @@
 //! tokens; decode is a 1-token prompt followed by DECODE single-token steps through the
 //! KV cache (DECODE + 1 forward passes). Best of `BENCH_REPEAT` (default 2) runs each.
 //! It prints one line: `prefill_tps=<f> decode_tps=<f> load_s=<f>`.
+//!
+//! `logits FILE.gguf [PROMPT]` prints the last position's logits of the benchmark
+//! prompt as JSON (the script compares them with llama.cpp's on the same file).
 
 use std::path::Path;
 use std::time::Instant;
@@ -188,6 +191,15 @@ fn run(path: &str, prompt_len: usize, decode: usize) -> Result<(), BoxErr> {
     Ok(())
 }
 
+fn logits(path: &str, prompt_len: usize) -> Result<(), BoxErr> {
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 37) % 270).collect();
+    let engine = Engine::load_blocking(EngineSpec::new(path))?;
+    let out = engine.score(&prompt, &[])?;
+    let last = out.last().ok_or("no logits")?;
+    println!("{}", serde_json::to_string(last)?);
+    Ok(())
+}
+
 fn main() -> Result<(), BoxErr> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
@@ -203,8 +215,10 @@ fn main() -> Result<(), BoxErr> {
             num(2, 128),
             num(3, 32),
         ),
+        Some("logits") => logits(arg(1).ok_or("logits FILE.gguf [PROMPT]")?, num(2, 8)),
         _ => Err(
-            "usage: bench_gguf write DIR [FORMATS] [LAYERS] | run FILE.gguf [PROMPT] [DECODE]"
+            "usage: bench_gguf write DIR [FORMATS] [LAYERS] | run FILE.gguf [PROMPT] \
+                  [DECODE] | logits FILE.gguf [PROMPT]"
                 .into(),
         ),
     }

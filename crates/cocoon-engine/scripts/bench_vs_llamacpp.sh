@@ -19,6 +19,7 @@
 #     then DECODE single-token steps through the KV cache (DECODE+1 forward passes, logits of
 #     the last position each time). Same token ids in both. Best of REPEAT runs.
 #     Threads: RAYON_NUM_THREADS for candle, n_threads/n_threads_batch for llama.cpp.
+#     Before that, checks that both engines agree on the logits of the same file.
 #  4. Prints one Markdown table with both and the ratios (ours / llama.cpp).
 #
 # Environment:
@@ -105,6 +106,31 @@ for _ in range(max(1, repeat)):
 print(f"prefill_tps={prompt_len / prefill_s:.3f} decode_tps={(decode + 1) / decode_s:.3f} load_s={load_s:.2f} threads={threads}")
 EOF
 
+# Both engines must compute the same model: compare the last-position logits of an 8-token
+# prompt (llama.cpp keeps its KV cache in F16, so F32 agrees to ~1e-4, not bit for bit).
+LOGITS_CHECK=$WORK/logits_check.py
+cat >"$LOGITS_CHECK" <<'EOF'
+import json, subprocess, sys
+import numpy as np
+import llama_cpp
+
+path, binary, n = sys.argv[1], sys.argv[2], 8
+prompt = [(i * 37) % 270 for i in range(n)]
+m = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, logits_all=True, verbose=False)
+m.eval(prompt)
+theirs = np.array(m.scores[n - 1], dtype=np.float64)
+ours = np.array(json.loads(subprocess.check_output([binary, "logits", path, str(n)])), dtype=np.float64)
+d = np.abs(ours - theirs)
+top = len(set(np.argsort(-ours)[:5]) & set(np.argsort(-theirs)[:5]))
+print(f"max|dlogit|={d.max():.2e} (max|logit| {np.abs(theirs).max():.2f}), argmax equal: {ours.argmax() == theirs.argmax()}, top-5 overlap {top}/5")
+EOF
+CHECKS=()
+for f in "${FMTS[@]}"; do
+  c=$("$PY" "$LOGITS_CHECK" "$MODELS/qwen3-0.6b-shape-$f.gguf" "$BIN" 2>>"$WORK/llama.log")
+  log "logits $f: $c"
+  CHECKS+=("$f: $c")
+done
+
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 ROWS=()
 for f in "${FMTS[@]}"; do
@@ -133,3 +159,6 @@ for r in "${ROWS[@]}"; do
   awk -v f="$f" -v t="$t" -v po="$po" -v pl="$pl" -v do_="$do_" -v dl="$dl" 'BEGIN {
     printf "| %s | %s | %.1f | %.1f | %.2f× | %.2f | %.2f | %.2f× |\n", f, t, po, pl, (pl > 0 ? po / pl : 0), do_, dl, (dl > 0 ? do_ / dl : 0) }'
 done
+echo
+echo "Logits check (last position of an 8-token prompt, ours vs llama.cpp):"
+for c in "${CHECKS[@]}"; do echo "- $c"; done
