@@ -17,7 +17,7 @@ use cocoon_net::{ConnectionConfig, ErrorCode, Incoming, IncomingQuery, RpcConnec
 use cocoon_tl::enums::proxy::SignedPayment;
 use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn, worker as worker_fn};
 use cocoon_tl::types::{client, cocoonrs, http, proxy, worker};
-use cocoon_tl::{enums, TlBoxed, TlConstructor};
+use cocoon_tl::{enums, TlConstructor};
 use ed25519_dalek::SigningKey;
 use tracing::{debug, info, info_span, warn, Instrument};
 use tycho_types::models::StdAddr;
@@ -1137,7 +1137,7 @@ impl Proxy {
                     let tokens = info
                         .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
                         .unwrap_or_default();
-                    let msg = client_answer_head(r, body, done, tokens, info);
+                    let msg = client_answer(r, true, body, done, tokens, info);
                     if done {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
@@ -1154,7 +1154,7 @@ impl Proxy {
                     let tokens = info
                         .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
                         .unwrap_or_default();
-                    let msg = client_answer_part(r, a.answer, done, tokens, info);
+                    let msg = client_answer(r, false, a.answer, done, tokens, info);
                     if done {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
@@ -1561,57 +1561,53 @@ fn client_final_info(
     }
 }
 
-fn encode<T: TlBoxed>(v: &T) -> Vec<u8> {
-    cocoon_tl::to_bytes(v)
-}
-
-fn client_answer_head(
+/// A worker's answer head (`head`) or part, relayed in the form the client's protocol
+/// understands; `done` marks the last message, which carries the summary.
+fn client_answer(
     r: &Running,
+    head: bool,
     answer: Vec<u8>,
     done: bool,
     tokens: AdjustedTokens,
     worker_info: Option<&proxy::QueryFinalInfo>,
 ) -> Vec<u8> {
+    let request_id = r.client_request_id;
     if r.client_proto >= 1 {
-        encode(&client::QueryAnswerEx {
-            request_id: r.client_request_id,
-            answer,
-            flags: u32::from(done),
-            final_info: done
-                .then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r))),
-        })
+        let flags = u32::from(done);
+        let final_info =
+            done.then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r)));
+        if head {
+            cocoon_tl::to_bytes(&client::QueryAnswerEx {
+                request_id,
+                answer,
+                flags,
+                final_info,
+            })
+        } else {
+            cocoon_tl::to_bytes(&client::QueryAnswerPartEx {
+                request_id,
+                answer,
+                flags,
+                final_info,
+            })
+        }
     } else {
-        encode(&client::QueryAnswer {
-            answer,
-            is_completed: done,
-            request_id: r.client_request_id,
-            request_tokens_used: tokens.to_tl(),
-        })
-    }
-}
-
-fn client_answer_part(
-    r: &Running,
-    answer: Vec<u8>,
-    done: bool,
-    tokens: AdjustedTokens,
-    worker_info: Option<&proxy::QueryFinalInfo>,
-) -> Vec<u8> {
-    if r.client_proto >= 1 {
-        encode(&client::QueryAnswerPartEx {
-            request_id: r.client_request_id,
-            answer,
-            flags: u32::from(done),
-            final_info: done
-                .then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r))),
-        })
-    } else {
-        encode(&client::QueryAnswerPart {
-            answer,
-            is_completed: done,
-            request_id: r.client_request_id,
-            request_tokens_used: tokens.to_tl(),
-        })
+        let request_tokens_used = tokens.to_tl();
+        if head {
+            cocoon_tl::to_bytes(&client::QueryAnswer {
+                answer,
+                is_completed: done,
+                request_id,
+                request_tokens_used,
+            })
+        } else {
+            cocoon_tl::to_bytes(&client::QueryAnswerPart {
+                answer,
+                is_completed: done,
+                request_id,
+                request_tokens_used,
+            })
+        }
     }
 }
 
@@ -1626,7 +1622,7 @@ fn client_error(
     r: Option<&Running>,
 ) -> Vec<u8> {
     if proto >= 1 {
-        encode(&client::QueryAnswerErrorEx {
+        cocoon_tl::to_bytes(&client::QueryAnswerErrorEx {
             request_id,
             error_code: code,
             error: message.to_owned(),
@@ -1634,14 +1630,14 @@ fn client_error(
             final_info: Some(client_final_info(proto, tokens, None, r)),
         })
     } else if r.is_some_and(|r| r.head_sent) {
-        encode(&client::QueryAnswerPartError {
+        cocoon_tl::to_bytes(&client::QueryAnswerPartError {
             error_code: code,
             error: message.to_owned(),
             request_id,
             request_tokens_used: tokens.to_tl(),
         })
     } else {
-        encode(&client::QueryAnswerError {
+        cocoon_tl::to_bytes(&client::QueryAnswerError {
             error_code: code,
             error: message.to_owned(),
             request_id,
