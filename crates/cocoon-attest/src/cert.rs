@@ -135,6 +135,20 @@ impl CertInfo {
 /// Parses a certificate and applies every structural rule of spec §7.1 step 4 except the
 /// time check and the policy: v3, Ed25519 key and signature, valid self-signature,
 /// issuer = subject, no unknown critical extensions, quote ≤ 32 KiB. Never panics.
+/// The canonical DER header of a SEQUENCE whose content is `len` bytes long.
+fn der_sequence_header(len: usize) -> Vec<u8> {
+    let mut out = vec![0x30];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out
+}
+
 pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
     if der.len() > MAX_CERT_LEN {
         return Err(CertError::TooLarge(der.len()));
@@ -165,6 +179,18 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
     if !tail_ok {
         return Err(CertError::Malformed(
             "signature part is not canonical Ed25519 DER".into(),
+        ));
+    }
+    // The outer SEQUENCE header is not signed either: it must be the one canonical DER
+    // header directly followed by the signed TBS bytes and the tail checked above.
+    let tbs_raw = cert.tbs_certificate.as_ref();
+    let header = der_sequence_header(tbs_raw.len() + 74);
+    let canonical = der.len() == header.len() + tbs_raw.len() + 74
+        && der[..header.len()] == header[..]
+        && der[header.len()..header.len() + tbs_raw.len()] == *tbs_raw;
+    if !canonical {
+        return Err(CertError::Malformed(
+            "outer certificate SEQUENCE is not canonical DER".into(),
         ));
     }
     let public_key: [u8; 32] = spki

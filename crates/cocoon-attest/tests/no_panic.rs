@@ -60,3 +60,28 @@ proptest! {
         }
     }
 }
+
+/// Every byte of a valid certificate, flipped in its low bit, its high bit and its two
+/// tag-class bits, must make the certificate fail: nothing outside the signed part may be
+/// accepted in a non-canonical form (a lenient DER reader once let the outer tag change).
+#[test]
+fn every_single_byte_change_is_refused() {
+    let der = valid_cert();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let policy = Policy::fake_tdx();
+    assert!(policy.check_cert(&der, now).is_ok());
+    let mut passed = Vec::new();
+    for i in 0..der.len() {
+        for mask in [0x01u8, 0x80, 0x40, 0xc0] {
+            let mut bad = der.clone();
+            bad[i] ^= mask;
+            if policy.check_cert(&bad, now).is_ok() {
+                passed.push((i, bad[i]));
+            }
+        }
+    }
+    assert!(passed.is_empty(), "changes that still passed: {passed:?}");
+}
