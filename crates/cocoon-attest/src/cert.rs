@@ -132,9 +132,6 @@ impl CertInfo {
     }
 }
 
-/// Parses a certificate and applies every structural rule of spec §7.1 step 4 except the
-/// time check and the policy: v3, Ed25519 key and signature, valid self-signature,
-/// issuer = subject, no unknown critical extensions, quote ≤ 32 KiB. Never panics.
 /// The canonical DER header of a SEQUENCE whose content is `len` bytes long.
 fn der_sequence_header(len: usize) -> Vec<u8> {
     let mut out = vec![0x30];
@@ -149,6 +146,9 @@ fn der_sequence_header(len: usize) -> Vec<u8> {
     out
 }
 
+/// Parses a certificate and applies every structural rule of spec §7.1 step 4 except the
+/// time check and the policy: v3, Ed25519 key and signature, valid self-signature,
+/// issuer = subject, no unknown critical extensions, quote ≤ 32 KiB. Never panics.
 pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
     if der.len() > MAX_CERT_LEN {
         return Err(CertError::TooLarge(der.len()));
