@@ -122,9 +122,26 @@ pub enum LocalChainError {
         /// What went wrong.
         reason: String,
     },
+    /// Another [`LocalChain`] (in this or another process) has the state
+    /// directory open: a directory has one owner at a time.
+    #[error("state directory {path}: {}", in_use(*pid))]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's process id, when it could be read.
+        pid: Option<u32>,
+    },
     /// A cell, BOC or layout problem.
     #[error(transparent)]
     Ton(#[from] TonError),
+}
+
+fn in_use(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) if p == std::process::id() => format!("already open in this process (pid {p})"),
+        Some(p) => format!("in use by another process (pid {p})"),
+        None => "in use by another process".into(),
+    }
 }
 
 impl From<tycho_types::error::Error> for LocalChainError {
@@ -326,8 +343,14 @@ struct Inner {
 
 /// The embedded TVM chain. Cheap to share behind an `Arc`; every method takes
 /// `&self` (one internal lock serialises execution, as one validator would).
+///
+/// A chain opened from a directory ([`LocalChain::open`],
+/// [`LocalChain::genesis_in`], [`LocalChain::open_or_genesis`]) holds that
+/// directory's exclusive lock until it is dropped: a second opener, in this or
+/// another process, gets [`LocalChainError::InUse`].
 pub struct LocalChain {
     inner: Mutex<Inner>,
+    _dir_lock: Option<persist::DirLock>,
 }
 
 impl std::fmt::Debug for LocalChain {
@@ -884,6 +907,7 @@ impl LocalChain {
     fn from_inner(inner: Inner) -> Self {
         LocalChain {
             inner: Mutex::new(inner),
+            _dir_lock: None,
         }
     }
 
@@ -893,43 +917,86 @@ impl LocalChain {
     }
 
     /// A fresh chain from `genesis` that persists to `dir` (created if needed)
-    /// after every change. Fails if `dir` already holds a chain.
+    /// after every change, holding the directory's lock. Fails if `dir`
+    /// already holds a chain or is in use ([`LocalChainError::InUse`]).
     pub fn genesis_in(dir: impl AsRef<Path>, genesis: GenesisConfig) -> LocalResult<Self> {
         let dir = dir.as_ref();
+        let lock = persist::DirLock::acquire(dir)?;
+        Self::genesis_locked(dir, genesis, lock)
+    }
+
+    fn genesis_locked(
+        dir: &Path,
+        genesis: GenesisConfig,
+        lock: persist::DirLock,
+    ) -> LocalResult<Self> {
         if persist::exists(dir) {
             return Err(LocalChainError::Persist {
                 path: dir.to_path_buf(),
                 reason: "already holds a chain (open it instead)".into(),
             });
         }
-        let chain = Self::genesis(genesis)?;
-        chain.persist_to(dir)?;
+        let mut chain = Self::genesis(genesis)?;
+        chain.persist_unlocked(dir)?;
+        chain._dir_lock = Some(lock);
         Ok(chain)
     }
 
-    /// Loads the chain persisted in `dir`; it keeps persisting there.
+    /// Loads the chain persisted in `dir`; it keeps persisting there and holds
+    /// the directory's lock until dropped. Fails with
+    /// [`LocalChainError::InUse`] while another chain has the directory open.
     pub fn open(dir: impl AsRef<Path>) -> LocalResult<Self> {
-        let inner = persist::load(dir.as_ref())?;
-        Ok(Self::from_inner(inner))
+        let dir = dir.as_ref();
+        if !persist::exists(dir) {
+            return Err(LocalChainError::Persist {
+                path: dir.to_path_buf(),
+                reason: "holds no chain".into(),
+            });
+        }
+        let lock = persist::DirLock::acquire(dir)?;
+        Self::open_locked(dir, lock)
+    }
+
+    fn open_locked(dir: &Path, lock: persist::DirLock) -> LocalResult<Self> {
+        let inner = persist::load(dir)?;
+        let mut chain = Self::from_inner(inner);
+        chain._dir_lock = Some(lock);
+        Ok(chain)
     }
 
     /// Opens the chain in `dir` if there is one, else creates it from `genesis`
-    /// (what `cocoon devnet --dir` does: restarts continue).
+    /// (what `cocoon devnet --dir` does: restarts continue). Holds the
+    /// directory's lock, as [`LocalChain::open`].
     pub fn open_or_genesis(dir: impl AsRef<Path>, genesis: GenesisConfig) -> LocalResult<Self> {
         let dir = dir.as_ref();
+        let lock = persist::DirLock::acquire(dir)?;
         if persist::exists(dir) {
-            Self::open(dir)
+            Self::open_locked(dir, lock)
         } else {
-            Self::genesis_in(dir, genesis)
+            Self::genesis_locked(dir, genesis, lock)
         }
     }
 
     /// Writes the whole state to `dir` and keeps persisting there after every
     /// change.
+    ///
+    /// This does not keep `dir` locked (tests persist a chain built in memory
+    /// and open the directory again beside it); it only refuses a directory
+    /// that another chain holds ([`LocalChainError::InUse`]). Use
+    /// [`LocalChain::genesis_in`] or [`LocalChain::open`] for a directory other
+    /// processes may open.
     pub fn persist_to(&self, dir: impl AsRef<Path>) -> LocalResult<()> {
+        let dir = dir.as_ref();
+        let holds_it = self._dir_lock.is_some() && self.lock().dir.as_deref() == Some(dir);
+        if !holds_it {
+            drop(persist::DirLock::acquire(dir)?);
+        }
+        self.persist_unlocked(dir)
+    }
+
+    fn persist_unlocked(&self, dir: &Path) -> LocalResult<()> {
         let mut st = self.lock();
-        let dir = dir.as_ref().to_path_buf();
-        st.dir = Some(dir);
+        st.dir = Some(dir.to_path_buf());
         st.persisted_txs = 0;
         persist::save(&mut st, true)
     }

@@ -8,7 +8,12 @@
 //!   of the Transaction cell>`, appended (and fsynced) **before** the snapshot
 //!   that counts them; lines beyond the snapshot's count (a crash between the
 //!   two writes) are dropped on load;
-//! * `config.boc`: the blockchain config dictionary.
+//! * `config.boc`: the blockchain config dictionary;
+//! * `lock`: held with an exclusive OS file lock ([`DirLock`]) by the one
+//!   [`LocalChain`](super::LocalChain) that has the directory open, and holding
+//!   its process id for the error a second opener gets. The OS releases the
+//!   lock when the holder drops it or its process ends (even killed), so a
+//!   stale file never blocks anyone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +31,7 @@ use super::{Clock, ExecutedTx, Inner, Ledger, LocalChainError, LocalResult};
 const SNAPSHOT: &str = "chain.json";
 const TX_LOG: &str = "transactions.log";
 const CONFIG: &str = "config.boc";
+const LOCK: &str = "lock";
 const FORMAT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
@@ -48,6 +54,54 @@ fn err(path: &Path, reason: impl ToString) -> LocalChainError {
     LocalChainError::Persist {
         path: path.to_path_buf(),
         reason: reason.to_string(),
+    }
+}
+
+/// The exclusive lock on a state directory: `dir/lock`, locked with
+/// [`File::try_lock`] for as long as this value lives.
+#[derive(Debug)]
+pub(super) struct DirLock {
+    // Closing the file releases the lock.
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (created if needed), or fails with
+    /// [`LocalChainError::InUse`] naming the holder's process id.
+    pub(super) fn acquire(dir: &Path) -> LocalResult<DirLock> {
+        use std::fs::TryLockError;
+        use std::io::{Read, Seek};
+        fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+        let path = dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                // The holder writes its pid right after locking; an empty or
+                // unreadable file only means it has not done so yet.
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LocalChainError::InUse {
+                    path,
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(err(&path, e)),
+        }
+        let mut write_pid = || -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            file.write_all(std::process::id().to_string().as_bytes())?;
+            file.sync_all()
+        };
+        write_pid().map_err(|e| err(&path, e))?;
+        Ok(DirLock { _file: file })
     }
 }
 
