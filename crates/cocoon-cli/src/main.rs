@@ -1,9 +1,12 @@
 //! `cocoon`: the one user-facing binary of cocoon-rs. Each role and tool is a subcommand.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 mod attest;
 mod devnet;
+mod money;
 mod roles;
 
 /// cocoon-rs: a Rust implementation of COCOON, the Confidential Compute Open Network on TON.
@@ -23,15 +26,66 @@ enum Command {
     /// Run a whole COCOON network on this machine: chain, proxy, workers and an
     /// OpenAI-compatible client.
     Devnet(devnet::DevnetArgs),
-    /// Run a proxy: admits workers and clients, routes requests, books tokens.
-    Proxy(roles::RoleArgs),
-    /// Run a worker: serves a model to proxies and gets paid per token.
-    Worker(roles::WorkerArgs),
-    /// Run a client: the OpenAI-compatible HTTP API in front of the network.
-    Client(roles::RoleArgs),
+    /// Run a proxy (`--config FILE`): admits workers and clients, routes requests, books
+    /// tokens. Or its money: `balance`, `withdraw`.
+    Proxy(ProxyCommand),
+    /// Run a worker (`--config FILE`): serves a model to proxies and gets paid per token.
+    /// Or its money: `balance`, `payout`.
+    Worker(WorkerCommand),
+    /// Run a client (`--config FILE`): the OpenAI-compatible HTTP API in front of the
+    /// network. Or its money: `balance`, `top-up`, `withdraw`, `close`.
+    Client(ClientCommand),
+    /// Cocoon wallets: create a key, show a wallet, send TON.
+    #[command(subcommand)]
+    Wallet(money::wallet::WalletCommand),
+    /// The root contract: show it, deploy one, administer it as its owner.
+    #[command(subcommand)]
+    Root(money::root::RootCommand),
     /// Attestation tools: certificates, quotes, and what this machine can produce.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+}
+
+/// `cocoon proxy`: run the role, or a money subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ProxyCommand {
+    /// The role's TOML configuration (see configs/ for documented examples).
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    money: Option<money::proxy::ProxyMoney>,
+}
+
+/// `cocoon worker`: run the role, or a money subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct WorkerCommand {
+    /// The worker's TOML configuration (see configs/worker.toml).
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+    /// Run this model in the embedded engine instead of `upstream`: a model directory
+    /// (safetensors + tokenizer), a GGUF file or a Hugging Face id.
+    #[arg(long)]
+    model: Option<String>,
+    #[command(subcommand)]
+    money: Option<money::worker::WorkerMoney>,
+}
+
+/// `cocoon client`: run the role, or a money subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ClientCommand {
+    /// The role's TOML configuration (see configs/ for documented examples).
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    money: Option<money::client::ClientMoney>,
+}
+
+/// The config file of a role run (clap requires it when no subcommand is given).
+fn config(c: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    c.ok_or_else(|| anyhow::anyhow!("pass --config FILE"))
 }
 
 fn init_logging(filter: Option<&str>) {
@@ -57,9 +111,34 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log.as_deref());
     match cli.command {
         Command::Devnet(args) => runtime()?.block_on(devnet::run(args)),
-        Command::Proxy(args) => runtime()?.block_on(roles::proxy(args)),
-        Command::Worker(args) => runtime()?.block_on(roles::worker(args)),
-        Command::Client(args) => runtime()?.block_on(roles::client(args)),
+        Command::Proxy(ProxyCommand {
+            money: Some(cmd), ..
+        }) => runtime()?.block_on(money::proxy::run(cmd)),
+        Command::Proxy(ProxyCommand { config: c, .. }) => {
+            let args = roles::RoleArgs { config: config(c)? };
+            runtime()?.block_on(roles::proxy(args))
+        }
+        Command::Worker(WorkerCommand {
+            money: Some(cmd), ..
+        }) => runtime()?.block_on(money::worker::run(cmd)),
+        Command::Worker(WorkerCommand {
+            config: c, model, ..
+        }) => {
+            let args = roles::WorkerArgs {
+                config: config(c)?,
+                model,
+            };
+            runtime()?.block_on(roles::worker(args))
+        }
+        Command::Client(ClientCommand {
+            money: Some(cmd), ..
+        }) => runtime()?.block_on(money::client::run(cmd)),
+        Command::Client(ClientCommand { config: c, .. }) => {
+            let args = roles::RoleArgs { config: config(c)? };
+            runtime()?.block_on(roles::client(args))
+        }
+        Command::Wallet(cmd) => runtime()?.block_on(money::wallet::run(cmd)),
+        Command::Root(cmd) => runtime()?.block_on(money::root::run(cmd)),
         Command::Attest(cmd) => attest::run(cmd),
     }
 }

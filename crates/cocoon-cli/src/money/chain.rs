@@ -1,0 +1,617 @@
+//! How the money commands reach the chain, send one wallet request and see
+//! what it caused.
+//!
+//! * The devnet's chain opened directly ([`LocalChain`], when no devnet
+//!   process holds it): a request is executed to completion when sent, and its
+//!   whole cascade is reported with exit codes and fees.
+//! * A chain API ([`ChainBackend`]: the running devnet's, or toncenter): the
+//!   request is sent, then the wallet's transactions are polled until one with
+//!   the request's body hash appears (or the timeout passes), then the
+//!   transactions it caused on the destinations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cocoon_ton::address::to_raw;
+use cocoon_ton::chain::{AccountState, AccountStatus, ChainBackend, Transaction, TxFollower};
+use cocoon_ton::contracts::CocoonWalletState;
+use cocoon_ton::local::{ExecutedTx, LocalChain, LocalChainError};
+use cocoon_ton::opcodes as op;
+use cocoon_ton::outbox::BATCH_RESERVE;
+use cocoon_ton::root::ONE_TON;
+use cocoon_ton::tycho_types::models::{MsgInfo, Transaction as TlbTransaction, TxInfo};
+use cocoon_ton::wallet::{InternalMessage, COCOON_WALLET_TTL_SECS};
+use cocoon_ton::StdAddr;
+
+use super::{exit_code_meaning, ton, Wallet};
+
+/// The cocoon wallet contract refuses external messages below this balance (exit code 1035).
+pub const WALLET_MIN_BALANCE: u64 = 2 * ONE_TON;
+
+/// The two ways to the chain.
+pub enum Backend {
+    /// The devnet's state directory, opened (and locked) by this process.
+    Local(Box<LocalChain>),
+    /// A chain API.
+    Remote(Arc<dyn ChainBackend>),
+}
+
+/// A connected chain.
+pub struct Chain {
+    backend: Backend,
+    /// What it is, for messages ("the devnet chain in DIR", "toncenter URL").
+    pub description: String,
+    /// Whether addresses are printed with the testnet flag.
+    pub testnet: bool,
+    /// How long to wait for a request to show on chain (chain APIs only).
+    pub timeout: Duration,
+}
+
+/// A toncenter client for `url` (TON's HTTP API v2).
+fn toncenter_client(url: &str, api_key: Option<&str>) -> anyhow::Result<Arc<dyn ChainBackend>> {
+    let _ = api_key;
+    bail!(
+        "cannot reach {url}: this build has no toncenter client yet \
+         (cocoon-ton feature `toncenter` is not on this branch)"
+    )
+}
+
+impl Chain {
+    /// The devnet in `dir`: its chain API `api` when given and answering, else
+    /// `dir/chain` opened directly.
+    pub async fn devnet(dir: &Path, api: Option<&str>, timeout: Duration) -> anyhow::Result<Chain> {
+        let mut api_problem = None;
+        if let Some(url) = api {
+            let probe = async {
+                let client = toncenter_client(url, None)?;
+                tokio::time::timeout(Duration::from_secs(5), client.now())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
+                anyhow::Ok(client)
+            };
+            match probe.await {
+                Ok(client) => {
+                    return Ok(Chain {
+                        backend: Backend::Remote(client),
+                        description: format!("the devnet chain API {url}"),
+                        testnet: true,
+                        timeout,
+                    })
+                }
+                Err(e) => api_problem = Some(format!("{url}: {e:#}")),
+            }
+        }
+        let chain_dir = dir.join("chain");
+        match LocalChain::open(&chain_dir) {
+            Ok(c) => Ok(Chain {
+                backend: Backend::Local(Box::new(c)),
+                description: format!("the devnet chain in {}", chain_dir.display()),
+                testnet: true,
+                timeout,
+            }),
+            Err(LocalChainError::InUse { pid, .. }) => {
+                let by = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                let api = match &api_problem {
+                    Some(p) => format!(" ({p})"),
+                    None => " (devnet.json names none)".into(),
+                };
+                bail!(
+                    "the devnet in {} is running{by}; its chain API is not reachable{api}",
+                    dir.display()
+                )
+            }
+            Err(LocalChainError::Persist { .. }) if !chain_dir.join("chain.json").exists() => {
+                bail!(
+                    "no devnet chain in {}: start one with `cocoon devnet --dir {}`",
+                    chain_dir.display(),
+                    dir.display()
+                )
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("opening the devnet chain {}", chain_dir.display()))
+            }
+        }
+    }
+
+    /// toncenter at `url`.
+    pub async fn toncenter(
+        url: &str,
+        api_key: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Chain> {
+        let client = toncenter_client(url, api_key)?;
+        Ok(Chain {
+            backend: Backend::Remote(client),
+            description: format!("toncenter {url}"),
+            testnet: url.contains("testnet"),
+            timeout,
+        })
+    }
+
+    /// The chain opened directly, if it is.
+    pub fn local(&self) -> Option<&LocalChain> {
+        match &self.backend {
+            Backend::Local(c) => Some(c),
+            Backend::Remote(_) => None,
+        }
+    }
+
+    fn api(&self) -> &dyn ChainBackend {
+        match &self.backend {
+            Backend::Local(c) => c.as_ref(),
+            Backend::Remote(r) => r.as_ref(),
+        }
+    }
+
+    /// The state of an account.
+    pub async fn account(&self, a: &StdAddr) -> anyhow::Result<AccountState> {
+        self.api()
+            .account_state(a)
+            .await
+            .with_context(|| format!("reading account {}", to_raw(a)))
+    }
+
+    /// The chain's time (unix seconds).
+    pub async fn now(&self) -> anyhow::Result<u32> {
+        self.api().now().await.context("reading the chain time")
+    }
+
+    /// The wallet's state for sending: `(seqno, balance)`, after the checks the
+    /// wallet contract would make (exists, not blocked, at least 2 TON) and
+    /// that `value` plus the fee reserve fits.
+    pub async fn check_wallet(&self, w: &Wallet, value: u64) -> anyhow::Result<(u32, u64)> {
+        let st = self.account(w.address()).await?;
+        let seqno = match st.status {
+            AccountStatus::NonExist => bail!(
+                "{} {} does not exist on {}: send it at least 2 TON first (it deploys \
+                 itself with its first request)",
+                w.label,
+                to_raw(w.address()),
+                self.description
+            ),
+            AccountStatus::Frozen => bail!("{} is frozen (unpaid storage)", w.label),
+            AccountStatus::Uninit => 0,
+            AccountStatus::Active => {
+                let data = st
+                    .data
+                    .as_ref()
+                    .with_context(|| format!("{} has no data", w.label))?;
+                let ws = CocoonWalletState::from_data(data)
+                    .with_context(|| format!("{} is not a cocoon wallet", w.label))?;
+                if ws.status & 1 != 0 {
+                    bail!(
+                        "{} is blocked by its owner: it refuses every request (exit code 1031)",
+                        w.label
+                    );
+                }
+                ws.seqno
+            }
+        };
+        if st.balance < WALLET_MIN_BALANCE {
+            bail!(
+                "refused: {} holds {}, below 2 TON; the cocoon wallet contract refuses every \
+                 request while its balance is under 2 TON (exit code 1035). Top it up with at \
+                 least {} first.",
+                w.label,
+                ton(st.balance),
+                ton(WALLET_MIN_BALANCE - st.balance)
+            );
+        }
+        let needed = value.saturating_add(BATCH_RESERVE);
+        if needed > st.balance {
+            bail!(
+                "refused: {} holds {}, which cannot cover {} (value {} + fee reserve {}); \
+                 short by {}. Nothing was sent.",
+                w.label,
+                ton(st.balance),
+                ton(needed),
+                ton(value),
+                ton(BATCH_RESERVE),
+                ton(needed - st.balance)
+            );
+        }
+        Ok((seqno, st.balance))
+    }
+
+    /// Checks the wallet (see [`Chain::check_wallet`]), signs one request
+    /// carrying `messages` and sends it; returns what it caused once the
+    /// wallet's transaction is seen.
+    pub async fn send(
+        &self,
+        w: &Wallet,
+        messages: Vec<(u8, InternalMessage)>,
+    ) -> anyhow::Result<Outcome> {
+        let value: u64 = messages.iter().map(|(_, m)| m.value).sum();
+        let (seqno, _) = self.check_wallet(w, value).await?;
+        let now = self.now().await?;
+        let ext = w
+            .inner
+            .external_message(seqno, now.saturating_add(COCOON_WALLET_TTL_SECS), &messages)
+            .context("signing the wallet request")?;
+        let body_hash = ext.body.repr_hash().0;
+        let boc = ext.to_boc()?;
+        match &self.backend {
+            Backend::Local(chain) => match chain.execute_external(&boc) {
+                Ok(report) => Ok(Outcome {
+                    txs: report.transactions.iter().map(TxView::from_local).collect(),
+                    complete: true,
+                    destinations_seen: true,
+                }),
+                Err(LocalChainError::NotAccepted { exit_code, .. }) => {
+                    let code = exit_code
+                        .map(|c| format!("exit code {c} ({})", exit_code_meaning(c)))
+                        .unwrap_or_else(|| "no exit code".into());
+                    bail!(
+                        "{} did not accept the request: {code}; nothing was sent",
+                        w.label
+                    )
+                }
+                Err(e) => Err(e).context("executing the request"),
+            },
+            Backend::Remote(api) => {
+                self.send_remote(api.as_ref(), w, &messages, boc, body_hash)
+                    .await
+            }
+        }
+    }
+
+    async fn send_remote(
+        &self,
+        api: &dyn ChainBackend,
+        w: &Wallet,
+        messages: &[(u8, InternalMessage)],
+        boc: Vec<u8>,
+        body_hash: [u8; 32],
+    ) -> anyhow::Result<Outcome> {
+        let mut wallet_follower = TxFollower::from_now(api, w.address().clone()).await?;
+        let mut dest_followers = Vec::new();
+        for (_, m) in messages {
+            dest_followers.push((
+                m,
+                TxFollower::from_now(api, m.dest.clone()).await?,
+                m.body.as_ref().map(|b| b.repr_hash().0),
+            ));
+        }
+        api.send_external(boc)
+            .await
+            .context("sending the wallet request")?;
+        let deadline = Instant::now() + self.timeout;
+        let mut txs = Vec::new();
+        let wallet_tx = loop {
+            let seen = wallet_follower.poll(api).await?;
+            if let Some(t) = seen.into_iter().find(|t| {
+                t.in_msg
+                    .as_ref()
+                    .is_some_and(|m| m.source.is_none() && m.body_hash() == body_hash)
+            }) {
+                break t;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no transaction of {} with this request (body hash {}) within {} s; it may \
+                     still be applied until it expires in {} s: check `cocoon wallet show` (the \
+                     seqno moves when it is) before sending again",
+                    w.label,
+                    hex::encode(body_hash),
+                    self.timeout.as_secs(),
+                    COCOON_WALLET_TTL_SECS
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        txs.push(TxView::from_summary(w.address().clone(), &wallet_tx));
+        // The transactions the messages caused at their destinations (one hop:
+        // what those cause in turn is not followed).
+        let mut all_seen = true;
+        for (m, mut follower, body) in dest_followers {
+            let found = loop {
+                let seen = follower.poll(api).await?;
+                if let Some(t) = seen.into_iter().find(|t| {
+                    t.in_msg.as_ref().is_some_and(|im| {
+                        im.source.as_ref() == Some(w.address())
+                            && body.is_none_or(|h| im.body_hash() == h)
+                    })
+                }) {
+                    break Some(t);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            match found {
+                Some(t) => txs.push(TxView::from_summary(m.dest.clone(), &t)),
+                None => all_seen = false,
+            }
+        }
+        for t in &mut txs {
+            if !t.success {
+                // A failed transaction on an account where code runs is a refusal.
+                t.failed = api.account_state(&t.address).await?.is_active();
+            }
+        }
+        Ok(Outcome {
+            txs,
+            complete: false,
+            destinations_seen: all_seen,
+        })
+    }
+}
+
+/// One transaction, as the commands report it.
+#[derive(Debug, Clone)]
+pub struct TxView {
+    /// Account.
+    pub address: StdAddr,
+    /// Sender of the inbound message (`None`: external).
+    pub from: Option<StdAddr>,
+    /// Value of the inbound message.
+    pub value_in: u64,
+    /// Op of the inbound message body, if it has one.
+    pub op: Option<u32>,
+    /// Whether the inbound body is empty (a plain transfer).
+    pub empty_body: bool,
+    /// Compute phase exit code (`None`: skipped, or not known through a chain API).
+    pub exit_code: Option<i32>,
+    /// Action phase result code, when there was one and it failed.
+    pub action_error: Option<i32>,
+    /// Whether compute and action phases succeeded.
+    pub success: bool,
+    /// Whether it bounced the inbound value back.
+    pub bounced: bool,
+    /// Why the compute phase was skipped, when it was (local chain only).
+    pub skipped: Option<&'static str>,
+    /// Total fees (known on the local chain only).
+    pub total_fees: Option<u64>,
+    /// Forward fees carried by the messages it sent (local chain only).
+    pub fwd_fees_out: Option<u64>,
+    /// Whether a contract refused: its compute or action phase failed. (An
+    /// account without code is credited in a transaction whose compute phase
+    /// is skipped: that is no failure.)
+    pub failed: bool,
+}
+
+impl TxView {
+    fn from_local(t: &ExecutedTx) -> TxView {
+        let mut v = TxView::from_summary(t.address.clone(), &t.summary);
+        v.exit_code = t.exit_code;
+        v.action_error = t.action_result.filter(|&r| r != 0);
+        v.bounced = t.bounced;
+        v.total_fees = Some(t.total_fees);
+        v.fwd_fees_out = out_fwd_fees(t);
+        v.skipped = skip_reason(t);
+        v.failed = !t.summary.success && (t.exit_code.is_some() || v.action_error.is_some());
+        v
+    }
+
+    fn from_summary(address: StdAddr, t: &Transaction) -> TxView {
+        let (from, value_in, op, empty_body) = match &t.in_msg {
+            Some(m) => (
+                m.source.clone(),
+                m.value,
+                body_op(&m.body),
+                m.body.bit_len() == 0 && m.body.reference_count() == 0,
+            ),
+            None => (None, 0, None, true),
+        };
+        TxView {
+            address,
+            from,
+            value_in,
+            op,
+            empty_body,
+            exit_code: None,
+            action_error: None,
+            success: t.success,
+            bounced: false,
+            skipped: None,
+            total_fees: None,
+            fwd_fees_out: None,
+            // Through a chain API: set by the caller, who knows whether code runs there.
+            failed: false,
+        }
+    }
+}
+
+fn body_op(body: &cocoon_ton::Cell) -> Option<u32> {
+    body.as_slice().ok()?.load_u32().ok()
+}
+
+fn skip_reason(t: &ExecutedTx) -> Option<&'static str> {
+    use cocoon_ton::tycho_types::models::{ComputePhase, ComputePhaseSkipReason as R};
+    let tx = t.cell.parse::<TlbTransaction>().ok()?;
+    let TxInfo::Ordinary(o) = tx.load_info().ok()? else {
+        return None;
+    };
+    match o.compute_phase {
+        ComputePhase::Skipped(s) => Some(match s.reason {
+            R::NoState => "credited (no code there)",
+            R::BadState => "not run: the account's state does not match",
+            R::NoGas => "not run: the value cannot pay for any gas",
+            R::Suspended => "not run: the account is suspended",
+        }),
+        ComputePhase::Executed(_) => None,
+    }
+}
+
+fn out_fwd_fees(t: &ExecutedTx) -> Option<u64> {
+    let tx = t.cell.parse::<TlbTransaction>().ok()?;
+    let mut sum: u64 = 0;
+    for m in tx.out_msgs.values() {
+        let cell = m.ok()?;
+        if let Ok(MsgInfo::Int(i)) = cell.parse::<MsgInfo>() {
+            sum = sum.checked_add(u64::try_from(i.fwd_fee.into_inner()).ok()?)?;
+        }
+    }
+    // Make sure it is an ordinary transaction (no tick-tock here).
+    matches!(tx.load_info().ok()?, TxInfo::Ordinary(_)).then_some(sum)
+}
+
+/// What one wallet request caused.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The transactions, the wallet's first.
+    pub txs: Vec<TxView>,
+    /// Whether this is the whole cascade (on the local chain). Through a chain
+    /// API only the wallet's transaction and those of its messages'
+    /// destinations are followed.
+    pub complete: bool,
+    /// Whether the transactions of the messages' destinations were seen.
+    pub destinations_seen: bool,
+}
+
+/// Names of the accounts a command deals with, for the output.
+#[derive(Debug, Clone, Default)]
+pub struct Names(Vec<(StdAddr, String)>);
+
+impl Names {
+    /// Adds a name.
+    pub fn add(&mut self, a: &StdAddr, name: impl Into<String>) -> &mut Self {
+        self.0.push((a.clone(), name.into()));
+        self
+    }
+
+    fn of(&self, a: &StdAddr, testnet: bool) -> String {
+        self.0
+            .iter()
+            .find(|(x, _)| x == a)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| cocoon_ton::address::to_friendly(a, testnet))
+    }
+}
+
+/// A readable name of an op.
+pub fn op_name(o: u32) -> String {
+    let name = match o {
+        0 => "comment",
+        op::EXCESSES => "excesses",
+        op::PAYOUT => "payout",
+        op::DO_NOT_PROCESS => "do_not_process",
+        op::ROOT_ADD_WORKER_TYPE => "root_add_worker_type",
+        op::ROOT_DEL_WORKER_TYPE => "root_del_worker_type",
+        op::ROOT_ADD_PROXY_TYPE => "root_add_proxy_type",
+        op::ROOT_DEL_PROXY_TYPE => "root_del_proxy_type",
+        op::ROOT_ADD_MODEL_TYPE => "root_add_model_type",
+        op::ROOT_DEL_MODEL_TYPE => "root_del_model_type",
+        op::ROOT_REGISTER_PROXY => "root_register_proxy",
+        op::ROOT_UNREGISTER_PROXY => "root_unregister_proxy",
+        op::ROOT_UPDATE_PROXY => "root_update_proxy",
+        op::ROOT_CHANGE_PRICE => "root_change_price",
+        op::ROOT_CHANGE_PARAMS => "root_change_params",
+        op::ROOT_UPGRADE_CONTRACTS => "root_upgrade_contracts",
+        op::ROOT_UPGRADE => "root_upgrade",
+        op::ROOT_RESET => "root_reset",
+        op::ROOT_UPGRADE_FULL => "root_upgrade_full",
+        op::ROOT_CHANGE_OWNER => "root_change_owner",
+        op::WORKER_PROXY_REQUEST => "worker_proxy_request",
+        op::CLIENT_PROXY_REQUEST => "client_proxy_request",
+        op::EXT_PROXY_INCREASE_STAKE => "ext_proxy_increase_stake",
+        op::EXT_PROXY_PAYOUT_REQUEST => "ext_proxy_payout_request",
+        op::OWNER_PROXY_CLOSE => "owner_proxy_close",
+        op::EXT_PROXY_CLOSE_REQUEST_SIGNED => "ext_proxy_close_request_signed",
+        op::EXT_PROXY_CLOSE_COMPLETE_REQUEST_SIGNED => "ext_proxy_close_complete_request_signed",
+        op::EXT_WORKER_PAYOUT_REQUEST_SIGNED => "ext_worker_payout_request_signed",
+        op::EXT_WORKER_LAST_PAYOUT_REQUEST_SIGNED => "ext_worker_last_payout_request_signed",
+        op::OWNER_WORKER_REGISTER => "owner_worker_register",
+        op::EXT_CLIENT_TOP_UP => "ext_client_top_up",
+        op::EXT_CLIENT_CHARGE_SIGNED => "ext_client_charge_signed",
+        op::EXT_CLIENT_GRANT_REFUND_SIGNED => "ext_client_grant_refund_signed",
+        op::OWNER_CLIENT_TOP_UP_REOPEN => "owner_client_top_up_reopen",
+        op::OWNER_CLIENT_REGISTER => "owner_client_register",
+        op::OWNER_CLIENT_CHANGE_SECRET_HASH => "owner_client_change_secret_hash",
+        op::OWNER_CLIENT_CHANGE_SECRET_HASH_AND_TOP_UP => {
+            "owner_client_change_secret_hash_and_top_up"
+        }
+        op::OWNER_CLIENT_REQUEST_REFUND => "owner_client_request_refund",
+        op::OWNER_CLIENT_INCREASE_STAKE => "owner_client_increase_stake",
+        op::OWNER_CLIENT_WITHDRAW => "owner_client_withdraw",
+        op::OWNER_WALLET_SEND_MESSAGE => "owner_wallet_send_message",
+        other => return format!("op {other:#010x}"),
+    };
+    name.to_owned()
+}
+
+impl Outcome {
+    /// The transactions that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &TxView> {
+        self.txs.iter().filter(|t| t.failed)
+    }
+
+    /// Value received by `a` in messages from `from` with op `o`.
+    pub fn received(&self, a: &StdAddr, from: Option<&StdAddr>, o: Option<u32>) -> u64 {
+        self.txs
+            .iter()
+            .filter(|t| &t.address == a)
+            .filter(|t| from.is_none_or(|f| t.from.as_ref() == Some(f)))
+            .filter(|t| o.is_none_or(|o| t.op == Some(o)))
+            .map(|t| t.value_in)
+            .sum()
+    }
+
+    /// Prints every transaction: account, message, exit code, fees.
+    pub fn print(&self, names: &Names, testnet: bool) {
+        println!("transactions:");
+        for (i, t) in self.txs.iter().enumerate() {
+            let what = match (&t.from, t.op) {
+                (None, _) => "signed request (external)".to_owned(),
+                (Some(f), o) => {
+                    let op = match o {
+                        Some(o) => op_name(o),
+                        None if t.empty_body => "transfer".into(),
+                        None => "message".into(),
+                    };
+                    format!("{op} from {}, {}", names.of(f, testnet), ton(t.value_in))
+                }
+            };
+            let result = match (t.exit_code, t.action_error, t.skipped) {
+                (_, Some(a), _) => format!("action phase failed ({a})"),
+                (Some(c), None, _) => format!("exit code {c} ({})", exit_code_meaning(c)),
+                (None, None, Some(why)) => why.into(),
+                (None, None, None) if t.success => "ok".into(),
+                (None, None, None) => "not successful (refused, or an account without code)".into(),
+            };
+            let fees = t
+                .total_fees
+                .map(|f| format!(", fees {}", ton(f)))
+                .unwrap_or_default();
+            let bounced = if t.bounced {
+                ", value bounced back"
+            } else {
+                ""
+            };
+            println!(
+                "  {}. {}: {what}: {result}{fees}{bounced}",
+                i + 1,
+                names.of(&t.address, testnet)
+            );
+        }
+        if !self.destinations_seen {
+            println!("  (the destinations' transactions did not show within the timeout)");
+        } else if !self.complete {
+            println!("  (through a chain API: what these caused in turn is not shown)");
+        }
+    }
+
+    /// Fails with the first refusal (exit code and meaning), after printing.
+    pub fn ensure_ok(&self, names: &Names, testnet: bool) -> anyhow::Result<()> {
+        if let Some(t) = self.failures().next() {
+            let code = match (t.exit_code, t.action_error) {
+                (_, Some(a)) => format!("its action phase failed with result code {a}"),
+                (Some(c), None) => format!("exit code {c}: {}", exit_code_meaning(c)),
+                (None, None) => "it did not succeed".into(),
+            };
+            let back = if t.bounced {
+                "; the value came back to the sender minus fees"
+            } else {
+                ""
+            };
+            bail!(
+                "{} refused the message: {code}{back}",
+                names.of(&t.address, testnet)
+            );
+        }
+        Ok(())
+    }
+}
