@@ -376,14 +376,23 @@ pub struct TxView {
 impl TxView {
     fn from_local(t: &ExecutedTx) -> TxView {
         let mut v = TxView::from_summary(t.address.clone(), &t.summary);
-        v.exit_code = t.exit_code;
-        v.action_error = t.action_result.filter(|&r| r != 0);
-        v.bounced = t.bounced;
-        v.total_fees = Some(t.total_fees);
-        v.fwd_fees_out = out_fwd_fees(t);
-        v.skipped = skip_reason(t);
-        v.failed = !t.summary.success && (t.exit_code.is_some() || v.action_error.is_some());
+        v.read_phases(&t.cell);
         v
+    }
+
+    /// Fills in what only the raw transaction cell tells: exit and result
+    /// codes, bounce, skip reason, fees. A cell that does not parse as an
+    /// ordinary transaction leaves the view as it is.
+    fn read_phases(&mut self, cell: &cocoon_ton::Cell) {
+        if let Some(p) = phases(cell) {
+            self.exit_code = p.exit_code;
+            self.action_error = p.action_error;
+            self.bounced = p.bounced;
+            self.skipped = p.skipped;
+            self.total_fees = Some(p.total_fees);
+            self.fwd_fees_out = Some(p.fwd_fees_out);
+            self.failed = !self.success && (p.exit_code.is_some() || p.action_error.is_some());
+        }
     }
 
     fn from_summary(address: StdAddr, t: &Transaction) -> TxView {
@@ -419,34 +428,52 @@ fn body_op(body: &cocoon_ton::Cell) -> Option<u32> {
     body.as_slice().ok()?.load_u32().ok()
 }
 
-fn skip_reason(t: &ExecutedTx) -> Option<&'static str> {
+/// What a transaction cell tells beyond the summary.
+struct Phases {
+    exit_code: Option<i32>,
+    action_error: Option<i32>,
+    bounced: bool,
+    skipped: Option<&'static str>,
+    total_fees: u64,
+    fwd_fees_out: u64,
+}
+
+fn phases(cell: &cocoon_ton::Cell) -> Option<Phases> {
     use cocoon_ton::tycho_types::models::{ComputePhase, ComputePhaseSkipReason as R};
-    let tx = t.cell.parse::<TlbTransaction>().ok()?;
+    let tx = cell.parse::<TlbTransaction>().ok()?;
     let TxInfo::Ordinary(o) = tx.load_info().ok()? else {
         return None;
     };
-    match o.compute_phase {
-        ComputePhase::Skipped(s) => Some(match s.reason {
-            R::NoState => "credited (no code there)",
-            R::BadState => "not run: the account's state does not match",
-            R::NoGas => "not run: the value cannot pay for any gas",
-            R::Suspended => "not run: the account is suspended",
-        }),
-        ComputePhase::Executed(_) => None,
-    }
-}
-
-fn out_fwd_fees(t: &ExecutedTx) -> Option<u64> {
-    let tx = t.cell.parse::<TlbTransaction>().ok()?;
-    let mut sum: u64 = 0;
+    let (exit_code, skipped) = match &o.compute_phase {
+        ComputePhase::Executed(c) => (Some(c.exit_code), None),
+        ComputePhase::Skipped(s) => (
+            None,
+            Some(match s.reason {
+                R::NoState => "credited (no code there)",
+                R::BadState => "not run: the account's state does not match",
+                R::NoGas => "not run: the value cannot pay for any gas",
+                R::Suspended => "not run: the account is suspended",
+            }),
+        ),
+    };
+    let mut fwd_fees_out: u64 = 0;
     for m in tx.out_msgs.values() {
-        let cell = m.ok()?;
-        if let Ok(MsgInfo::Int(i)) = cell.parse::<MsgInfo>() {
-            sum = sum.checked_add(u64::try_from(i.fwd_fee.into_inner()).ok()?)?;
+        if let Ok(MsgInfo::Int(i)) = m.ok()?.parse::<MsgInfo>() {
+            fwd_fees_out = fwd_fees_out.checked_add(u64::try_from(i.fwd_fee.into_inner()).ok()?)?;
         }
     }
-    // Make sure it is an ordinary transaction (no tick-tock here).
-    matches!(tx.load_info().ok()?, TxInfo::Ordinary(_)).then_some(sum)
+    Some(Phases {
+        exit_code,
+        action_error: o
+            .action_phase
+            .as_ref()
+            .map(|a| a.result_code)
+            .filter(|&r| r != 0),
+        bounced: o.bounce_phase.is_some(),
+        skipped,
+        total_fees: u64::try_from(tx.total_fees.tokens.into_inner()).ok()?,
+        fwd_fees_out,
+    })
 }
 
 /// What one wallet request caused.
