@@ -16,8 +16,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use thiserror::Error;
-use tycho_types::cell::Cell;
-use tycho_types::models::StdAddr;
+use tycho_types::cell::{Cell, CellBuilder, CellSliceParts};
+use tycho_types::models::{
+    ComputePhase, IntAddr, MsgInfo, OwnedMessage, StdAddr, Transaction as TlbTransaction, TxInfo,
+};
+use tycho_types::num::Tokens;
 
 use crate::error::TonError;
 
@@ -128,6 +131,48 @@ impl TxMessage {
     pub fn body_hash(&self) -> [u8; 32] {
         self.body.repr_hash().0
     }
+
+    /// Reads a TL-B `Message` cell (as found in a transaction): sender,
+    /// destination, value and body (inline or in a reference). Addresses other
+    /// than standard ones (`addr_var`, external addresses) read as `None`.
+    pub fn from_cell(cell: &Cell) -> Result<Self, TonError> {
+        let msg = cell.parse::<OwnedMessage>()?;
+        let std = |a: &IntAddr| match a {
+            IntAddr::Std(s) => Some(s.clone()),
+            IntAddr::Var(_) => None,
+        };
+        let (source, dest, value) = match &msg.info {
+            MsgInfo::Int(i) => (std(&i.src), std(&i.dst), tokens_u64(i.value.tokens)?),
+            MsgInfo::ExtIn(e) => (None, std(&e.dst), 0),
+            MsgInfo::ExtOut(e) => (std(&e.src), None, 0),
+        };
+        Ok(TxMessage {
+            source,
+            dest,
+            value,
+            body: body_cell(&msg.body)?,
+        })
+    }
+}
+
+fn tokens_u64(t: Tokens) -> Result<u64, TonError> {
+    u64::try_from(t.into_inner()).map_err(|_| TonError::Range("amount above u64 nanoTON".into()))
+}
+
+/// A cell with exactly the contents of a message body slice.
+fn body_cell(body: &CellSliceParts) -> Result<Cell, TonError> {
+    let (range, cell) = body;
+    if range.offset_bits() == 0
+        && range.offset_refs() == 0
+        && range.size_bits() == cell.bit_len()
+        && range.size_refs() == cell.reference_count()
+    {
+        return Ok(cell.clone());
+    }
+    let slice = range.apply(cell)?;
+    let mut b = CellBuilder::new();
+    b.store_slice(slice)?;
+    Ok(b.build()?)
 }
 
 /// A transaction of one account.
@@ -143,6 +188,46 @@ pub struct Transaction {
     pub out_msgs: Vec<TxMessage>,
     /// Whether compute and action phases succeeded.
     pub success: bool,
+}
+
+impl Transaction {
+    /// Reads a TL-B `Transaction` cell: the id (its logical time and the
+    /// cell's hash), time, messages and outcome. `success` means an ordinary
+    /// transaction whose compute and action phases both succeeded and which was
+    /// not aborted (a skipped compute phase is not a success); tick-tock
+    /// transactions count as successful.
+    pub fn from_cell(cell: &Cell) -> Result<Self, TonError> {
+        let tx = cell.parse::<TlbTransaction>()?;
+        let success = match tx.load_info()? {
+            TxInfo::Ordinary(o) => {
+                let compute_ok = match &o.compute_phase {
+                    ComputePhase::Executed(c) => c.success,
+                    ComputePhase::Skipped(_) => false,
+                };
+                let action_ok = o.action_phase.as_ref().is_some_and(|a| a.success);
+                compute_ok && action_ok && !o.aborted
+            }
+            TxInfo::TickTock(_) => true,
+        };
+        let in_msg = match &tx.in_msg {
+            Some(c) => Some(TxMessage::from_cell(c)?),
+            None => None,
+        };
+        let mut out_msgs = Vec::new();
+        for item in tx.out_msgs.values() {
+            out_msgs.push(TxMessage::from_cell(&item?)?);
+        }
+        Ok(Transaction {
+            id: TxId {
+                lt: tx.lt,
+                hash: cell.repr_hash().0,
+            },
+            utime: tx.now,
+            in_msg,
+            out_msgs,
+            success,
+        })
+    }
 }
 
 /// A page of transactions newer than a cursor.
@@ -214,6 +299,21 @@ pub trait ChainBackend: Send + Sync {
 
     /// Chain time (unix seconds) of the latest known block.
     fn now(&self) -> BoxFuture<'_, ChainResult<u32>>;
+
+    /// The TL-B `Transaction` cell of the transaction `id` of `address` (its
+    /// hash is `id.hash`), for backends that keep raw transactions; `Ok(None)`
+    /// when the backend does not have it (the default).
+    ///
+    /// The toncenter server uses it to put the raw transaction into
+    /// `getTransactions` answers, as toncenter does.
+    fn transaction_cell<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        id: TxId,
+    ) -> BoxFuture<'a, ChainResult<Option<Cell>>> {
+        let _ = (address, id);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Follows the transactions of one account, as the C++ `TonScWrapper` does

@@ -62,7 +62,7 @@ use tycho_vm::{OwnedCellSlice, RcStackValue, SafeRc, Stack, VmCaller, VmGetterAr
 
 use crate::chain::{
     AccountState, AccountStatus, BoxFuture, ChainBackend, ChainError, ChainResult, GetMethodResult,
-    StackValue, Transaction, TxId, TxMessage, TxPage,
+    StackValue, Transaction, TxId, TxPage,
 };
 use crate::error::TonError;
 use crate::root::RootConfig;
@@ -222,45 +222,24 @@ impl ExecutedTx {
     fn from_cell(address: StdAddr, cell: Cell) -> LocalResult<Self> {
         let tx: TlbTransaction = cell.parse::<TlbTransaction>()?;
         let info = tx.load_info()?;
-        let (exit_code, action_result, aborted, bounced, success) = match &info {
+        let (exit_code, action_result, aborted, bounced) = match &info {
             TxInfo::Ordinary(o) => {
                 let exit_code = match &o.compute_phase {
                     tycho_types::models::ComputePhase::Executed(c) => Some(c.exit_code),
                     tycho_types::models::ComputePhase::Skipped(_) => None,
                 };
-                let compute_ok = match &o.compute_phase {
-                    tycho_types::models::ComputePhase::Executed(c) => c.success,
-                    tycho_types::models::ComputePhase::Skipped(_) => false,
-                };
-                let action_ok = o.action_phase.as_ref().is_some_and(|a| a.success);
                 (
                     exit_code,
                     o.action_phase.as_ref().map(|a| a.result_code),
                     o.aborted,
                     o.bounce_phase.is_some(),
-                    compute_ok && action_ok && !o.aborted,
                 )
             }
-            TxInfo::TickTock(_) => (None, None, false, false, true),
+            TxInfo::TickTock(_) => (None, None, false, false),
         };
-        let in_msg = match &tx.in_msg {
-            Some(c) => Some(tx_message(c)?),
-            None => None,
-        };
-        let mut out_msgs = Vec::new();
-        for item in tx.out_msgs.values() {
-            out_msgs.push(tx_message(&item?)?);
-        }
-        let summary = Transaction {
-            id: TxId {
-                lt: tx.lt,
-                hash: cell.repr_hash().0,
-            },
-            utime: tx.now,
-            in_msg,
-            out_msgs,
-            success,
-        };
+        // The summary (messages, success) is read as any backend reads a
+        // transaction cell.
+        let summary = Transaction::from_cell(&cell)?;
         Ok(ExecutedTx {
             address,
             total_fees: tokens_u64(tx.total_fees.tokens)?,
@@ -368,41 +347,6 @@ impl std::fmt::Debug for LocalChain {
 fn tokens_u64(t: Tokens) -> LocalResult<u64> {
     u64::try_from(t.into_inner())
         .map_err(|_| LocalChainError::BadMessage("amount above u64 nanoTON".into()))
-}
-
-/// A cell with exactly the contents of a message body slice.
-fn body_cell(body: &tycho_types::cell::CellSliceParts) -> LocalResult<Cell> {
-    let (range, cell) = body;
-    if range.offset_bits() == 0
-        && range.offset_refs() == 0
-        && range.size_bits() == cell.bit_len()
-        && range.size_refs() == cell.reference_count()
-    {
-        return Ok(cell.clone());
-    }
-    let slice = range.apply(cell)?;
-    let mut b = CellBuilder::new();
-    b.store_slice(slice)?;
-    Ok(b.build()?)
-}
-
-fn tx_message(cell: &Cell) -> LocalResult<TxMessage> {
-    let msg = cell.parse::<OwnedMessage>()?;
-    let std = |a: &IntAddr| match a {
-        IntAddr::Std(s) => Some(s.clone()),
-        IntAddr::Var(_) => None,
-    };
-    let (source, dest, value) = match &msg.info {
-        MsgInfo::Int(i) => (std(&i.src), std(&i.dst), tokens_u64(i.value.tokens)?),
-        MsgInfo::ExtIn(e) => (None, std(&e.dst), 0),
-        MsgInfo::ExtOut(e) => (std(&e.src), None, 0),
-    };
-    Ok(TxMessage {
-        source,
-        dest,
-        value,
-        body: body_cell(&msg.body)?,
-    })
 }
 
 fn empty_shard_account() -> LocalResult<ShardAccount> {
@@ -1253,6 +1197,31 @@ impl ChainBackend for LocalChain {
 
     fn now(&self) -> BoxFuture<'_, ChainResult<u32>> {
         Box::pin(async move { Ok(self.time()) })
+    }
+
+    fn transaction_cell<'a>(
+        &'a self,
+        address: &'a StdAddr,
+        id: TxId,
+    ) -> BoxFuture<'a, ChainResult<Option<Cell>>> {
+        Box::pin(async move {
+            let st = self.lock();
+            // An account's transactions are recorded in logical-time order.
+            let cell = st
+                .by_account
+                .get(address)
+                .and_then(|v| {
+                    let at = v
+                        .binary_search_by_key(&id.lt, |&i| {
+                            st.log.get(i).map_or(0, |t| t.summary.id.lt)
+                        })
+                        .ok()?;
+                    st.log.get(*v.get(at)?)
+                })
+                .filter(|t| t.summary.id == id)
+                .map(|t| t.cell.clone());
+            Ok(cell)
+        })
     }
 }
 
