@@ -17,7 +17,10 @@
 //!   [`fake::FakeTon`], a stand-in without a chain for development and tests (§6.5);
 //! * [`local`]: [`local::LocalChain`], a real TVM (`tycho-executor`) running our
 //!   compiled contracts in-process: a single-node, in-memory chain without
-//!   consensus, persisted to a directory, for the devnet and tests.
+//!   consensus, persisted to a directory, for the devnet and tests;
+//! * `toncenter` (features `toncenter`, `toncenter-server`): `TonCenter`, a
+//!   chain backend over toncenter's HTTP API v2, and a router serving that API
+//!   over any backend (the devnet's `/api/v2`).
 //!
 //! ## Vouchers: proxy signs, client/worker checks and keeps the best
 //!
@@ -135,6 +138,8 @@ pub mod outbox;
 pub mod pseudo;
 pub mod root;
 pub mod settlement;
+#[cfg(any(feature = "toncenter", feature = "toncenter-server"))]
+pub mod toncenter;
 pub mod units;
 pub mod voucher;
 pub mod wallet;
