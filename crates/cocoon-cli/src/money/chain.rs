@@ -9,13 +9,16 @@
 //!   the request's body hash appears (or the timeout passes), then the
 //!   transactions it caused on the destinations.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cocoon_ton::address::to_raw;
-use cocoon_ton::chain::{AccountState, AccountStatus, ChainBackend, Transaction, TxFollower};
+use cocoon_ton::chain::{
+    AccountState, AccountStatus, ChainBackend, Transaction, TxFollower, TxMessage,
+};
 use cocoon_ton::contracts::CocoonWalletState;
 use cocoon_ton::local::{ExecutedTx, LocalChain, LocalChainError};
 use cocoon_ton::opcodes as op;
@@ -217,11 +220,14 @@ impl Chain {
 
     /// Checks the wallet (see [`Chain::check_wallet`]), signs one request
     /// carrying `messages` and sends it; returns what it caused once the
-    /// wallet's transaction is seen.
+    /// wallet's transaction is seen. Through a chain API the cascade is
+    /// followed across the wallet, the messages' destinations and the accounts
+    /// `names` knows.
     pub async fn send(
         &self,
         w: &Wallet,
         messages: Vec<(u8, InternalMessage)>,
+        names: &Names,
     ) -> anyhow::Result<Outcome> {
         let value: u64 = messages.iter().map(|(_, m)| m.value).sum();
         let (seqno, _) = self.check_wallet(w, value).await?;
@@ -237,7 +243,6 @@ impl Chain {
                 Ok(report) => Ok(Outcome {
                     txs: report.transactions.iter().map(TxView::from_local).collect(),
                     complete: true,
-                    destinations_seen: true,
                 }),
                 Err(LocalChainError::NotAccepted { exit_code, .. }) => {
                     let code = exit_code
@@ -251,7 +256,10 @@ impl Chain {
                 Err(e) => Err(e).context("executing the request"),
             },
             Backend::Remote(api) => {
-                self.send_remote(api.as_ref(), w, &messages, boc, body_hash)
+                let mut watch: Vec<StdAddr> = vec![w.address().clone()];
+                watch.extend(messages.iter().map(|(_, m)| m.dest.clone()));
+                watch.extend(names.addresses());
+                self.send_remote(api.as_ref(), w, watch, boc, body_hash)
                     .await
             }
         }
@@ -261,31 +269,33 @@ impl Chain {
         &self,
         api: &dyn ChainBackend,
         w: &Wallet,
-        messages: &[(u8, InternalMessage)],
+        watch: Vec<StdAddr>,
         boc: Vec<u8>,
         body_hash: [u8; 32],
     ) -> anyhow::Result<Outcome> {
-        let mut wallet_follower = TxFollower::from_now(api, w.address().clone()).await?;
-        let mut dest_followers = Vec::new();
-        for (_, m) in messages {
-            dest_followers.push((
-                m,
-                TxFollower::from_now(api, m.dest.clone()).await?,
-                m.body.as_ref().map(|b| b.repr_hash().0),
-            ));
+        // Follow every account concerned from before the request.
+        let mut followers: HashMap<StdAddr, Followed> = HashMap::new();
+        for a in watch {
+            if let std::collections::hash_map::Entry::Vacant(e) = followers.entry(a) {
+                let f = TxFollower::from_now(api, e.key().clone()).await?;
+                e.insert(Followed::new(f));
+            }
         }
         api.send_external(boc)
             .await
             .context("sending the wallet request")?;
         let deadline = Instant::now() + self.timeout;
-        let mut txs = Vec::new();
-        let wallet_tx = loop {
-            let seen = wallet_follower.poll(api).await?;
-            if let Some(t) = seen.into_iter().find(|t| {
-                t.in_msg
-                    .as_ref()
-                    .is_some_and(|m| m.source.is_none() && m.body_hash() == body_hash)
-            }) {
+        let wallet = w.address().clone();
+        let is_request = |t: &Transaction| {
+            t.in_msg
+                .as_ref()
+                .is_some_and(|m| m.source.is_none() && m.body_hash() == body_hash)
+        };
+        let first = loop {
+            let f = followers
+                .get_mut(&wallet)
+                .context("the wallet is followed")?;
+            if let Some(t) = f.take(is_request) {
                 break t;
             }
             if Instant::now() >= deadline {
@@ -299,44 +309,101 @@ impl Chain {
                     COCOON_WALLET_TTL_SECS
                 );
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !f.poll(api).await? {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
         };
-        txs.push(TxView::from_summary(w.address().clone(), &wallet_tx));
-        // The transactions the messages caused at their destinations (one hop:
-        // what those cause in turn is not followed).
-        let mut all_seen = true;
-        for (m, mut follower, body) in dest_followers {
+        // Then each message to where it went, in the order they were sent.
+        let mut complete = true;
+        let mut queue: VecDeque<(StdAddr, TxMessage)> = VecDeque::new();
+        let mut txs = Vec::new();
+        let mut push = |address: StdAddr, t: Transaction, queue: &mut VecDeque<_>| {
+            for m in &t.out_msgs {
+                queue.push_back((address.clone(), m.clone()));
+            }
+            txs.push((address, t));
+        };
+        push(wallet, first, &mut queue);
+        while let Some((src, m)) = queue.pop_front() {
+            let Some(dest) = m.dest.clone() else {
+                continue; // an external log message
+            };
+            let Some(f) = followers.get_mut(&dest) else {
+                complete = false; // to an account this command does not follow
+                continue;
+            };
+            let hash = m.body_hash();
+            let is_it = |t: &Transaction| {
+                t.in_msg
+                    .as_ref()
+                    .is_some_and(|i| i.source.as_ref() == Some(&src) && i.body_hash() == hash)
+            };
             let found = loop {
-                let seen = follower.poll(api).await?;
-                if let Some(t) = seen.into_iter().find(|t| {
-                    t.in_msg.as_ref().is_some_and(|im| {
-                        im.source.as_ref() == Some(w.address())
-                            && body.is_none_or(|h| im.body_hash() == h)
-                    })
-                }) {
+                if let Some(t) = f.take(is_it) {
                     break Some(t);
                 }
                 if Instant::now() >= deadline {
                     break None;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !f.poll(api).await? {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
             };
             match found {
-                Some(t) => txs.push(TxView::from_summary(m.dest.clone(), &t)),
-                None => all_seen = false,
+                Some(t) => push(dest, t, &mut queue),
+                None => complete = false,
             }
         }
-        for t in &mut txs {
-            if !t.success {
+        let mut views = Vec::with_capacity(txs.len());
+        for (address, t) in txs {
+            let mut v = TxView::from_summary(address, &t);
+            if !v.success {
                 // A failed transaction on an account where code runs is a refusal.
-                t.failed = api.account_state(&t.address).await?.is_active();
+                v.failed = api.account_state(&v.address).await?.is_active();
             }
+            views.push(v);
         }
         Ok(Outcome {
-            txs,
-            complete: false,
-            destinations_seen: all_seen,
+            txs: views,
+            complete,
         })
+    }
+}
+
+/// How often a chain API is polled for new transactions.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// An account followed through a chain API, with the transactions seen but
+/// not yet matched to a message.
+struct Followed {
+    follower: TxFollower,
+    unmatched: Vec<Transaction>,
+}
+
+impl Followed {
+    fn new(follower: TxFollower) -> Self {
+        Followed {
+            follower,
+            unmatched: Vec::new(),
+        }
+    }
+
+    /// Takes the first seen transaction that `pred` accepts.
+    fn take(&mut self, pred: impl Fn(&Transaction) -> bool) -> Option<Transaction> {
+        let at = self.unmatched.iter().position(pred)?;
+        Some(self.unmatched.remove(at))
+    }
+
+    /// Fetches new transactions; whether there were any.
+    async fn poll(&mut self, api: &dyn ChainBackend) -> anyhow::Result<bool> {
+        let new = self
+            .follower
+            .poll(api)
+            .await
+            .with_context(|| format!("following {}", to_raw(&self.follower.address)))?;
+        let any = !new.is_empty();
+        self.unmatched.extend(new);
+        Ok(any)
     }
 }
 
@@ -481,12 +548,10 @@ fn phases(cell: &cocoon_ton::Cell) -> Option<Phases> {
 pub struct Outcome {
     /// The transactions, the wallet's first.
     pub txs: Vec<TxView>,
-    /// Whether this is the whole cascade (on the local chain). Through a chain
-    /// API only the wallet's transaction and those of its messages'
-    /// destinations are followed.
+    /// Whether the whole cascade was seen: always on the local chain; through
+    /// a chain API, unless a message went to an account this command does not
+    /// follow or did not show within the timeout.
     pub complete: bool,
-    /// Whether the transactions of the messages' destinations were seen.
-    pub destinations_seen: bool,
 }
 
 /// Names of the accounts a command deals with, for the output.
@@ -498,6 +563,11 @@ impl Names {
     pub fn add(&mut self, a: &StdAddr, name: impl Into<String>) -> &mut Self {
         self.0.push((a.clone(), name.into()));
         self
+    }
+
+    /// Every named address.
+    pub fn addresses(&self) -> impl Iterator<Item = StdAddr> + '_ {
+        self.0.iter().map(|(a, _)| a.clone())
     }
 
     fn of(&self, a: &StdAddr, testnet: bool) -> String {
@@ -614,10 +684,11 @@ impl Outcome {
                 names.of(&t.address, testnet)
             );
         }
-        if !self.destinations_seen {
-            println!("  (the destinations' transactions did not show within the timeout)");
-        } else if !self.complete {
-            println!("  (through a chain API: what these caused in turn is not shown)");
+        if !self.complete {
+            println!(
+                "  (more followed: messages to accounts this command does not follow, or not \
+                 seen within the timeout)"
+            );
         }
     }
 
@@ -640,5 +711,183 @@ impl Outcome {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_ton::local::{codes, Clock, GenesisConfig, GenesisRoot, GenesisWallet};
+    use cocoon_ton::messages::Body;
+    use cocoon_ton::settlement::body_message;
+    use cocoon_ton::tycho_types::cell::HashBytes;
+    use cocoon_ton::wallet::CocoonWallet;
+    use ed25519_dalek::SigningKey;
+
+    fn wallet(k: u8) -> Wallet {
+        let w = CocoonWallet::new(
+            SigningKey::from_bytes(&[k; 32]),
+            StdAddr::new(0, HashBytes([k; 32])),
+            &codes::wallet_code().unwrap(),
+        )
+        .unwrap();
+        Wallet {
+            name: Some(format!("w{k}")),
+            label: format!("wallet w{k}"),
+            inner: w,
+        }
+    }
+
+    /// A chain with a root owned by wallet 1, and wallet 2 (a stranger).
+    fn chain() -> (LocalChain, StdAddr) {
+        let (admin, other) = (wallet(1), wallet(2));
+        let root = GenesisRoot::devnet(admin.address().clone()).unwrap();
+        let root_addr = root.contract().unwrap().address;
+        let g = |w: &Wallet| {
+            GenesisWallet::new(w.inner.public_key(), w.inner.owner().clone(), 10 * ONE_TON)
+        };
+        let chain = LocalChain::genesis(GenesisConfig {
+            root: Some(root),
+            wallets: vec![g(&admin), g(&other)],
+            clock: Clock::Fixed(1_800_000_000),
+            ..GenesisConfig::default()
+        })
+        .unwrap();
+        (chain, root_addr)
+    }
+
+    fn on(backend: Backend) -> Chain {
+        Chain {
+            backend,
+            description: "test".into(),
+            testnet: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    type Row = (StdAddr, Option<StdAddr>, u64, Option<u32>, bool, bool);
+
+    fn summary(o: &Outcome) -> Vec<Row> {
+        o.txs
+            .iter()
+            .map(|t| {
+                (
+                    t.address.clone(),
+                    t.from.clone(),
+                    t.value_in,
+                    t.op,
+                    t.success,
+                    t.failed,
+                )
+            })
+            .collect()
+    }
+
+    /// Through a chain API the whole cascade is followed, message by message,
+    /// and reads as it does on the chain opened directly.
+    #[tokio::test]
+    async fn a_chain_api_shows_the_same_cascade_as_the_chain_itself() {
+        let (a, root) = chain();
+        let (b, _) = chain();
+        let local = on(Backend::Local(Box::new(a)));
+        let remote = on(Backend::Remote(Arc::new(b)));
+        let mut names = Names::default();
+        names.add(&root, "root");
+        // The owner's admin op (wallet → root → excesses back) and a stranger's
+        // comment the root refuses (wallet → root, exit 1010 → bounce back).
+        let add = Body::RootHash {
+            op: op::ROOT_ADD_WORKER_TYPE,
+            query_id: 7,
+            hash: [0xb1; 32],
+        };
+        let cases = [
+            (
+                wallet(1),
+                body_message(root.clone(), ONE_TON / 2, &add).unwrap(),
+                3,
+                false,
+            ),
+            (
+                wallet(2),
+                body_message(root.clone(), ONE_TON / 2, &Body::Text("hi".into())).unwrap(),
+                3,
+                true,
+            ),
+        ];
+        for (w, msg, count, refused) in cases {
+            let mut n = names.clone();
+            n.add(w.address(), w.label.clone());
+            let m = vec![(cocoon_ton::wallet::cocoon_send_mode(msg.value), msg)];
+            let l = local.send(&w, m.clone(), &n).await.unwrap();
+            let r = remote.send(&w, m, &n).await.unwrap();
+            assert!(l.complete && r.complete);
+            assert_eq!(l.txs.len(), count);
+            assert_eq!(summary(&l), summary(&r));
+            assert_eq!(r.failures().count(), usize::from(refused));
+            assert_eq!(l.txs[1].exit_code, Some(if refused { 1010 } else { 0 }));
+        }
+    }
+
+    /// A request the wallet never executes is reported after the timeout.
+    #[tokio::test]
+    async fn a_request_that_never_shows_times_out_with_a_clear_error() {
+        struct Blackhole(LocalChain);
+        impl ChainBackend for Blackhole {
+            fn account_state<'a>(
+                &'a self,
+                a: &'a StdAddr,
+            ) -> cocoon_ton::chain::BoxFuture<'a, cocoon_ton::chain::ChainResult<AccountState>>
+            {
+                self.0.account_state(a)
+            }
+            fn run_get_method<'a>(
+                &'a self,
+                a: &'a StdAddr,
+                m: &'a str,
+                args: Vec<cocoon_ton::chain::StackValue>,
+            ) -> cocoon_ton::chain::BoxFuture<
+                'a,
+                cocoon_ton::chain::ChainResult<cocoon_ton::chain::GetMethodResult>,
+            > {
+                self.0.run_get_method(a, m, args)
+            }
+            fn send_external<'a>(
+                &'a self,
+                _boc: Vec<u8>,
+            ) -> cocoon_ton::chain::BoxFuture<'a, cocoon_ton::chain::ChainResult<[u8; 32]>>
+            {
+                // Accepted by the API, never included.
+                Box::pin(async { Ok([0; 32]) })
+            }
+            fn transactions<'a>(
+                &'a self,
+                a: &'a StdAddr,
+                after: Option<cocoon_ton::chain::TxId>,
+                limit: usize,
+            ) -> cocoon_ton::chain::BoxFuture<
+                'a,
+                cocoon_ton::chain::ChainResult<cocoon_ton::chain::TxPage>,
+            > {
+                self.0.transactions(a, after, limit)
+            }
+            fn now(&self) -> cocoon_ton::chain::BoxFuture<'_, cocoon_ton::chain::ChainResult<u32>> {
+                self.0.now()
+            }
+        }
+        let (c, root) = chain();
+        let mut remote = on(Backend::Remote(Arc::new(Blackhole(c))));
+        remote.timeout = Duration::from_secs(1);
+        let w = wallet(1);
+        let msg = body_message(root, ONE_TON / 2, &Body::Text("x".into())).unwrap();
+        let err = remote
+            .send(&w, vec![(0, msg)], &Names::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no transaction of wallet w1 with this request"),
+            "{err}"
+        );
+        assert!(err.contains("within 1 s"), "{err}");
     }
 }

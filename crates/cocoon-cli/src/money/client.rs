@@ -160,7 +160,11 @@ impl Client {
         let outcome = self
             .ctx
             .chain
-            .send(&self.wallet, vec![(cocoon_send_mode(msg.value), msg)])
+            .send(
+                &self.wallet,
+                vec![(cocoon_send_mode(msg.value), msg)],
+                &self.names,
+            )
             .await?;
         outcome.print(&self.names, self.ctx.chain.testnet);
         outcome.ensure_ok(&self.names, self.ctx.chain.testnet)?;
@@ -265,7 +269,11 @@ async fn top_up(a: TopUpArgs) -> anyhow::Result<()> {
     let outcome = c
         .ctx
         .chain
-        .send(&c.wallet, vec![(cocoon_send_mode(msg.value), msg)])
+        .send(
+            &c.wallet,
+            vec![(cocoon_send_mode(msg.value), msg)],
+            &c.names,
+        )
         .await?;
     outcome.print(&c.names, c.ctx.chain.testnet);
     outcome.ensure_ok(&c.names, c.ctx.chain.testnet)?;
@@ -409,7 +417,7 @@ async fn close(o: ClientOpts) -> anyhow::Result<()> {
         .await?;
     let after = c.reread().await?;
     let now = c.ctx.chain.now().await?;
-    // Through a chain API the refund (two hops away) is not followed: show what is due.
+    // When the cascade was not all seen (a chain API timing out), show what is due.
     let paid = if outcome.complete {
         outcome.received(c.wallet.address(), Some(&c.proxy_sc), Some(op::PAYOUT))
     } else {

@@ -146,7 +146,7 @@ async fn withdraw(o: ProxyMoneyOpts) -> anyhow::Result<()> {
     let msg = body_message(sc.clone(), PROXY_WITHDRAW_VALUE, &body)?;
     let outcome = ctx
         .chain
-        .send(&w, vec![(cocoon_send_mode(msg.value), msg)])
+        .send(&w, vec![(cocoon_send_mode(msg.value), msg)], &names)
         .await?;
     outcome.print(&names, ctx.chain.testnet);
     outcome.ensure_ok(&names, ctx.chain.testnet)?;

@@ -303,12 +303,12 @@ async fn admin(
     }
     let wallet_before = ctx.chain.account(w.address()).await?.balance;
     let msg = body_message(root.clone(), value, &body)?;
-    let outcome = ctx
-        .chain
-        .send(&w, vec![(cocoon_send_mode(value), msg)])
-        .await?;
     let mut names = Names::default();
     names.add(w.address(), w.label.clone()).add(&root, "root");
+    let outcome = ctx
+        .chain
+        .send(&w, vec![(cocoon_send_mode(value), msg)], &names)
+        .await?;
     outcome.print(&names, ctx.chain.testnet);
     outcome.ensure_ok(&names, ctx.chain.testnet)?;
     let (_, after) = ctx.root_config().await?;
@@ -539,17 +539,18 @@ async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         );
     }
     let before = ctx.chain.account(w.address()).await?.balance;
+    let mut names = Names::default();
+    names
+        .add(w.address(), w.label.clone())
+        .add(&init.address, "new root");
     let outcome = ctx
         .chain
         .send(
             &w,
             vec![(cocoon_send_mode(value), deploy_message(&init, value, None))],
+            &names,
         )
         .await?;
-    let mut names = Names::default();
-    names
-        .add(w.address(), w.label.clone())
-        .add(&init.address, "new root");
     outcome.print(&names, ctx.chain.testnet);
     outcome.ensure_ok(&names, ctx.chain.testnet)?;
     let after = ctx.chain.account(w.address()).await?.balance;

@@ -177,11 +177,11 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         state_init: None,
         body,
     };
-    // Mode 1: the wallet pays the fees, so the recipient gets exactly the amount.
-    let outcome = ctx.chain.send(&w, vec![(1, msg)]).await?;
     let mut names = Names::default();
     names.add(w.address(), w.label.clone());
     names.add(&to, format!("recipient {}", ctx.fmt(&to)));
+    // Mode 1: the wallet pays the fees, so the recipient gets exactly the amount.
+    let outcome = ctx.chain.send(&w, vec![(1, msg)], &names).await?;
     outcome.print(&names, ctx.chain.testnet);
     let after = ctx.chain.account(w.address()).await?.balance;
     println!(

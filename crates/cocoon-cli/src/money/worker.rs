@@ -273,11 +273,15 @@ async fn payout(o: WorkerOpts) -> anyhow::Result<()> {
     let outcome = w
         .ctx
         .chain
-        .send(&w.wallet, vec![(cocoon_send_mode(msg.value), msg)])
+        .send(
+            &w.wallet,
+            vec![(cocoon_send_mode(msg.value), msg)],
+            &w.names,
+        )
         .await?;
     outcome.print(&w.names, w.ctx.chain.testnet);
     outcome.ensure_ok(&w.names, w.ctx.chain.testnet)?;
-    // Through a chain API the payout (three hops away) is not followed: show what is due.
+    // When the cascade was not all seen (a chain API timing out), show what is due.
     let paid = if outcome.complete {
         outcome.received(w.owner(), Some(&w.proxy_sc), Some(op::PAYOUT))
     } else {
