@@ -759,3 +759,133 @@ impl Devnet {
         String::from_utf8(out.stderr).unwrap()
     }
 }
+
+/// Serves `chain` as the devnet does (the toncenter API at `/api/v2`) on a
+/// free port of this machine; returns the API's URL.
+fn serve_chain_api(chain: std::sync::Arc<LocalChain>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app =
+                axum::Router::new().nest("/api/v2", cocoon_ton::toncenter::server::router(chain));
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}/api/v2", rx.recv().unwrap())
+}
+
+fn set_chain_api(d: &Devnet, url: &str) {
+    let path = d.path().join("devnet.json");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    info["chain_api"] = serde_json::json!(url);
+    std::fs::write(&path, serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+}
+
+/// While the devnet runs (it holds the chain directory), the CLI goes through
+/// the chain API devnet.json names, and reports the same: every transaction
+/// with its exit code and fees, amounts to the nanoTON, refusals before sending.
+#[test]
+fn a_running_devnet_is_reached_through_its_chain_api() {
+    let d = devnet();
+    let chain = std::sync::Arc::new(d.chain());
+    set_chain_api(&d, &serve_chain_api(chain.clone()));
+
+    let out = d.ok(&["wallet", "show", "--wallet", "client"]);
+    assert_eq!(amount(field(&out, "balance:")), 100 * ONE_TON);
+
+    let out = d.ok(&["client", "top-up", "--amount", "10"]);
+    assert!(
+        out.contains("1. wallet client: signed request (external): exit code 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("client contract: ext_client_top_up from wallet client"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("more followed"),
+        "the whole cascade is shown: {out}"
+    );
+    assert_eq!(
+        field(&out, "balance:"),
+        "0 TON -> 10 TON = 10000000 tokens at 1000 nanoTON/token"
+    );
+    assert_eq!(client_state(&chain, &d.client_sc).balance, 10 * ONE_TON);
+    let wallet_now = chain.balance(d.client_wallet.address()).unwrap();
+    assert_eq!(
+        before_after(field(&out, "wallet client balance:")).1,
+        wallet_now
+    );
+
+    let out = d.ok(&["worker", "payout"]);
+    let due = WORKER_TOKENS * 600;
+    assert_eq!(amount(field(&out, "paid:")), due);
+    assert!(
+        out.contains("worker owner: payout from proxy contract, 1.2 TON: credited (no code there)"),
+        "{out}"
+    );
+    assert_eq!(chain.balance(&d.worker_owner).unwrap(), due);
+
+    let out = d.ok(&["client", "withdraw"]);
+    assert_eq!(amount(field(&out, "withdrawn:")), 9 * ONE_TON);
+    let out = d.ok(&["client", "close"]);
+    assert!(out.contains("phase 1 of 2 done"), "{out}");
+    assert_eq!(amount(field(&out, "refunded now:")), 0);
+    // The proxy contract's 1-nanoTON notification cannot pay for gas: reported, not a failure.
+    assert!(
+        out.contains("not run: the value cannot pay for any gas"),
+        "{out}"
+    );
+    let count = chain.transaction_count();
+    let err = d.refused_while_held(&["client", "close"]);
+    assert!(err.contains("exit code 1011"), "{err}");
+    assert_eq!(chain.transaction_count(), count);
+
+    // A contract's refusal comes back with its exit code through the API too.
+    let out = d.run(&[
+        "wallet",
+        "send",
+        "--wallet",
+        "client",
+        "--to",
+        &friendly(&d.root),
+        "--amount",
+        "0.5",
+        "--comment",
+        "hi",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exit code 1010"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 1010"));
+    assert!(chain.supply().unwrap().is_conserved());
+}
+
+#[test]
+fn a_running_devnet_whose_chain_api_does_not_answer_is_named() {
+    let d = devnet();
+    let _held = d.chain();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/api/v2");
+    set_chain_api(&d, &url);
+    let err = d.refused_while_held(&["wallet", "show", "--wallet", "client"]);
+    assert!(
+        err.contains(&format!(
+            "the devnet in {} is running (pid {}); its chain API is not reachable ({url}",
+            d.path().display(),
+            std::process::id()
+        )),
+        "{err}"
+    );
+}

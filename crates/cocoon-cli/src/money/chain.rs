@@ -4,10 +4,12 @@
 //! * The devnet's chain opened directly ([`LocalChain`], when no devnet
 //!   process holds it): a request is executed to completion when sent, and its
 //!   whole cascade is reported with exit codes and fees.
-//! * A chain API ([`ChainBackend`]: the running devnet's, or toncenter): the
-//!   request is sent, then the wallet's transactions are polled until one with
-//!   the request's body hash appears (or the timeout passes), then the
-//!   transactions it caused on the destinations.
+//! * A chain API (`cocoon_ton::toncenter::TonCenter`: the running devnet's,
+//!   or toncenter): the request is sent, then the wallet's transactions are
+//!   polled until one with the request's body hash appears (or the timeout
+//!   passes); then each message is followed to its destination (the accounts
+//!   the command knows), matched by sender and body hash, and exit codes and
+//!   fees are read from the raw transactions the API returns.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -52,13 +54,24 @@ pub struct Chain {
     pub timeout: Duration,
 }
 
-/// A toncenter client for `url` (TON's HTTP API v2).
-fn toncenter_client(url: &str, api_key: Option<&str>) -> anyhow::Result<Arc<dyn ChainBackend>> {
-    let _ = api_key;
-    bail!(
-        "cannot reach {url}: this build has no toncenter client yet \
-         (cocoon-ton feature `toncenter` is not on this branch)"
-    )
+/// A client of TON's HTTP API v2 at `url` (toncenter, or a devnet's chain API).
+/// A devnet's API on this machine is not rate limited; toncenter's is (1
+/// request per second without an API key, 10 with one).
+fn toncenter_client(
+    url: &str,
+    api_key: Option<&str>,
+    devnet: bool,
+) -> anyhow::Result<Arc<dyn ChainBackend>> {
+    let client = cocoon_ton::toncenter::TonCenter::new(url, api_key.map(str::to_owned))
+        .with_context(|| format!("chain API {url}"))?;
+    Ok(Arc::new(if devnet {
+        client
+            .with_requests_per_second(0.0)
+            .with_retries(1, Duration::from_millis(100))
+            .with_timeout(Duration::from_secs(10))
+    } else {
+        client
+    }))
 }
 
 impl Chain {
@@ -68,7 +81,7 @@ impl Chain {
         let mut api_problem = None;
         if let Some(url) = api {
             let probe = async {
-                let client = toncenter_client(url, None)?;
+                let client = toncenter_client(url, None, true)?;
                 tokio::time::timeout(Duration::from_secs(5), client.now())
                     .await
                     .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
@@ -124,7 +137,7 @@ impl Chain {
         api_key: Option<&str>,
         timeout: Duration,
     ) -> anyhow::Result<Chain> {
-        let client = toncenter_client(url, api_key)?;
+        let client = toncenter_client(url, api_key, false)?;
         Ok(Chain {
             backend: Backend::Remote(client),
             description: format!("toncenter {url}"),
@@ -357,9 +370,14 @@ impl Chain {
         let mut views = Vec::with_capacity(txs.len());
         for (address, t) in txs {
             let mut v = TxView::from_summary(address, &t);
-            if !v.success {
-                // A failed transaction on an account where code runs is a refusal.
-                v.failed = api.account_state(&v.address).await?.is_active();
+            // Exit codes and fees are in the raw transaction, when the API has it.
+            match api.transaction_cell(&v.address, t.id).await {
+                Ok(Some(cell)) => v.read_phases(&cell),
+                Ok(None) | Err(_) if !v.success => {
+                    // Without it: a failed transaction where code runs is a refusal.
+                    v.failed = api.account_state(&v.address).await?.is_active();
+                }
+                Ok(None) | Err(_) => {}
             }
             views.push(v);
         }
@@ -583,6 +601,7 @@ impl Names {
 pub fn op_name(o: u32) -> String {
     let name = match o {
         0 => "comment",
+        0xffff_ffff => "bounce",
         op::EXCESSES => "excesses",
         op::PAYOUT => "payout",
         op::DO_NOT_PROCESS => "do_not_process",

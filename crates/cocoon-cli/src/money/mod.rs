@@ -35,7 +35,7 @@ use serde::Deserialize;
 use chain::Chain;
 
 /// Default toncenter endpoint (TON testnet).
-pub const TESTNET_TONCENTER: &str = "https://testnet.toncenter.com/api/v2";
+pub const TESTNET_TONCENTER: &str = cocoon_ton::toncenter::TESTNET_URL;
 
 /// Which chain to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
