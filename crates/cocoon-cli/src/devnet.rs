@@ -64,6 +64,48 @@ pub struct DevnetArgs {
     /// Proof-of-work difficulty of the proxy's ports (COCOON uses 20 in production).
     #[arg(long, default_value_t = 16)]
     pub pow_difficulty: u32,
+    /// What the client deposits into its contract, and tops up each time, in TON.
+    #[arg(long, default_value = "10", value_parser = parse_ton_arg)]
+    pub client_deposit: u64,
+    /// Seconds between the proxy's on-chain anchors of its ledger (COCOON: 30–60); the
+    /// devnet settles every anchored token at once (no thresholds).
+    #[arg(long, default_value_t = 1)]
+    pub anchor_interval: u64,
+}
+
+fn parse_ton_arg(s: &str) -> Result<u64, String> {
+    cocoon_ton::units::parse_ton(s).map_err(|e| e.to_string())
+}
+
+/// TON each devnet wallet gets at genesis.
+const WALLET_FUNDS: u64 = 1000 * cocoon_ton::root::ONE_TON;
+
+/// A devnet party's cocoon wallet: key file, owner and address.
+struct DevnetWallet {
+    name: String,
+    key_file: PathBuf,
+    owner: cocoon_ton::StdAddr,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl DevnetWallet {
+    fn new(name: &str, key_file: PathBuf, owner_name: &str) -> anyhow::Result<Self> {
+        let key = cocoon_node::config::load_or_create_key(&key_file)?;
+        Ok(DevnetWallet {
+            name: name.to_owned(),
+            key_file,
+            owner: cocoon_node::chain::devnet_address(owner_name),
+            key,
+        })
+    }
+
+    fn wallet(&self) -> anyhow::Result<cocoon_ton::wallet::CocoonWallet> {
+        Ok(cocoon_ton::wallet::CocoonWallet::new(
+            self.key.clone(),
+            self.owner.clone(),
+            &cocoon_ton::local::codes::wallet_code()?,
+        )?)
+    }
 }
 
 fn fake_tdx() -> PolicyConfig {
@@ -113,6 +155,27 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         pseudo_client_tokens: args.client_tokens,
         ..ChainConfig::default()
     };
+    // The parties' cocoon wallets (the proxy's is its node key, as COCOON's).
+    let mut wallets = vec![
+        DevnetWallet::new(
+            "root-admin",
+            keys.join("root_admin_key.pem"),
+            "devnet-root-owner",
+        )?,
+        DevnetWallet::new("proxy", keys.join("proxy_key.pem"), "devnet-proxy-owner")?,
+        DevnetWallet::new(
+            "client",
+            keys.join("client_wallet_key.pem"),
+            "devnet-client",
+        )?,
+    ];
+    for i in 0..args.workers {
+        wallets.push(DevnetWallet::new(
+            &format!("worker-{i}"),
+            keys.join(format!("worker_{i}_wallet_key.pem")),
+            &format!("devnet-worker-{i}"),
+        )?);
+    }
 
     let proxy_cfg = ProxyConfig {
         owner_address: devnet_address_text("devnet-proxy-owner"),
@@ -133,11 +196,11 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         worker_pow_difficulty: None,
         chain: chain.clone(),
     };
-    let (view, chain_name, root_address) = if args.fake_ton {
-        (None, "fake-ton".to_owned(), String::new())
+    let (view, chain_name, root_address, local) = if args.fake_ton {
+        (None, "fake-ton".to_owned(), String::new(), None)
     } else {
-        let (view, root) = local_chain(&dir, &keys, &args).await?;
-        (Some(view), "local-tvm".to_owned(), root)
+        let (view, root, local) = local_chain(&dir, &wallets, &args).await?;
+        (Some(view), "local-tvm".to_owned(), root, Some(local))
     };
     let proxy = runner::start_proxy(&proxy_cfg, view.as_ref())
         .await
@@ -161,6 +224,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             ),
             proxy_policy: fake_tdx(),
             chain: chain.clone(),
+            voucher_dir: Some(dir.join(format!("worker-{i}")).join("vouchers")),
         };
         workers.push(
             runner::start_worker(&cfg, backend.clone(), view.as_ref())
@@ -180,7 +244,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         default_timeout: 120.0,
         attestation: attestation("none", None, args.pow_difficulty),
         proxy_policy: fake_tdx(),
-        chain,
+        chain: ChainConfig {
+            wallet_key_file: Some(keys.join("client_wallet_key.pem")),
+            ..chain
+        },
     };
     let client = runner::start_client(&client_cfg, view.as_ref())
         .await
@@ -202,6 +269,28 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         .context("the network did not become ready within 60 s (see the log above)")?;
 
     let api = format!("http://{}/v1", client.http_addr);
+    let text = |a: &cocoon_ton::StdAddr| cocoon_ton::address::to_friendly(a, true);
+    let mut wallet_info = serde_json::Map::new();
+    for w in &wallets {
+        wallet_info.insert(
+            w.name.clone(),
+            json!({
+                "key_file": w.key_file.display().to_string(),
+                "owner": text(&w.owner),
+                "address": text(w.wallet()?.address()),
+            }),
+        );
+    }
+    let proxy_sc = proxy.proxy.sc_address().to_owned();
+    let worker_vouchers: serde_json::Map<String, serde_json::Value> = (0..args.workers)
+        .map(|i| {
+            let path = cocoon_node::worker::Worker::voucher_path(
+                &dir.join(format!("worker-{i}")).join("vouchers"),
+                &proxy_sc,
+            );
+            (format!("worker-{i}"), json!(path.display().to_string()))
+        })
+        .collect();
     let info = json!({
         "client_api": api,
         "proxy_client_endpoint": proxy.client_addr.to_string(),
@@ -212,6 +301,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "serving": serving,
         "chain": chain_name,
         "root_address": root_address,
+        "proxy_sc_address": proxy_sc,
+        "wallets": wallet_info,
+        "worker_vouchers": worker_vouchers,
         "dir": dir.display().to_string(),
     });
     let info_path = dir.join("devnet.json");
@@ -247,6 +339,23 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     for w in &workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w.worker.drain()).await;
     }
+    if let Some(settlement) = proxy.proxy.settlement() {
+        println!("settling on chain before stopping…");
+        match settlement.settle_all(Duration::from_secs(60)).await {
+            Ok(()) => {
+                println!("settled: every client charged, every worker paid, commission withdrawn")
+            }
+            Err(e) => println!("not fully settled ({e}); the next start continues"),
+        }
+    }
+    if let Some(local) = &local {
+        // Every change is persisted as it happens; this only checks the books.
+        match local.supply() {
+            Ok(s) if s.is_conserved() => info!("chain state saved; value conserved"),
+            Ok(s) => tracing::warn!(?s, "chain value not conserved"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the chain supply"),
+        }
+    }
     println!("cocoon devnet stopped");
     Ok(())
 }
@@ -271,35 +380,68 @@ fn tiny_model(_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Opens (or creates at first start) the devnet's embedded TVM chain under `dir/chain`:
-/// our root contract, owned by a devnet admin wallet, with the prices given on the
-/// command line (they are fixed at genesis; a restart keeps the chain's). Returns the
-/// root as the roles see it, read through the chain backend, and its address.
+/// our root contract, owned by the devnet admin wallet, with the prices given on the
+/// command line (they are fixed at genesis; a restart keeps the chain's), and every
+/// party's cocoon wallet funded. Returns the root as the roles see it (read through the
+/// chain backend, with on-chain settlement), its address and the chain.
 async fn local_chain(
     dir: &std::path::Path,
-    keys: &std::path::Path,
+    wallets: &[DevnetWallet],
     args: &DevnetArgs,
-) -> anyhow::Result<(cocoon_node::chain::ChainView, String)> {
+) -> anyhow::Result<(
+    cocoon_node::chain::ChainView,
+    String,
+    std::sync::Arc<cocoon_ton::local::LocalChain>,
+)> {
     use cocoon_ton::local::{GenesisConfig, GenesisRoot, GenesisWallet, LocalChain};
-    let admin_key = cocoon_node::config::load_or_create_key(&keys.join("root_admin_key.pem"))?;
-    let admin = GenesisWallet::new(
-        admin_key.verifying_key().to_bytes(),
-        cocoon_node::chain::devnet_address("devnet-root-owner"),
-        100 * cocoon_ton::root::ONE_TON,
-    );
+    let genesis_wallets: Vec<GenesisWallet> = wallets
+        .iter()
+        .map(|w| {
+            GenesisWallet::new(
+                w.key.verifying_key().to_bytes(),
+                w.owner.clone(),
+                WALLET_FUNDS,
+            )
+        })
+        .collect();
+    let admin = genesis_wallets
+        .first()
+        .context("the devnet has no root admin wallet")?;
     let mut root = GenesisRoot::devnet(admin.contract()?.address)?;
     root.config.params.price_per_token = args.price_per_token;
     root.config.params.worker_fee_per_token = args.worker_fee_per_token;
     let genesis = GenesisConfig {
         root: Some(root),
-        wallets: vec![admin],
+        wallets: genesis_wallets,
         ..GenesisConfig::default()
     };
-    let chain = LocalChain::open_or_genesis(dir.join("chain"), genesis)
-        .context("opening the devnet chain")?;
+    let chain = std::sync::Arc::new(
+        LocalChain::open_or_genesis(dir.join("chain"), genesis)
+            .context("opening the devnet chain")?,
+    );
+    // A chain made before a wallet existed (e.g. more workers now): fund it from the faucet.
+    for w in wallets {
+        let address = w.wallet()?.address().clone();
+        if chain.balance(&address)? == 0 {
+            chain
+                .fund(&address, WALLET_FUNDS)
+                .with_context(|| format!("funding the {} wallet", w.name))?;
+        }
+    }
     let root_address = chain
         .root_address()
         .context("the devnet chain has no root contract")?;
-    let view = cocoon_node::chain::ChainContext::from_chain(&chain, &root_address, true).await?;
+    let mut view =
+        cocoon_node::chain::ChainContext::from_chain(chain.as_ref(), &root_address, true).await?;
+    view.settlement = Some(cocoon_node::chain::SettlementChain {
+        backend: chain.clone(),
+        wallet_code: cocoon_ton::local::codes::wallet_code()?,
+        policy: cocoon_node::settle::SettlementPolicy {
+            anchor_interval: Duration::from_secs(args.anchor_interval.max(1)),
+            client_deposit: args.client_deposit,
+            ..cocoon_node::settle::SettlementPolicy::devnet()
+        },
+    });
     let text = view.context.format(&root_address);
-    Ok((view, text))
+    Ok((view, text, chain))
 }

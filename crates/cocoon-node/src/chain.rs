@@ -92,6 +92,7 @@ impl ChainContext {
                 testnet,
             },
             prices,
+            settlement: None,
         })
     }
 
@@ -121,6 +122,48 @@ impl ChainContext {
             params,
             testnet: is_test,
         })
+    }
+
+    /// The root parameters (prices, delays, stakes, contract codes).
+    pub fn params(&self) -> &CocoonParams {
+        &self.params
+    }
+
+    /// The root contract address.
+    pub fn root(&self) -> &StdAddr {
+        &self.root
+    }
+
+    /// Code, data and StateInit of the proxy contract of (`owner`, `public_key`).
+    pub fn proxy_init(
+        &self,
+        owner: &StdAddr,
+        public_key: &[u8; 32],
+    ) -> Result<cocoon_ton::contracts::ContractInit, ChainError> {
+        cocoon_ton::contracts::proxy_contract(&self.params, &self.root, owner, public_key)
+            .map_err(ton)
+    }
+
+    /// Code, data and StateInit of the client contract of `client` at `proxy_sc`.
+    pub fn client_init(
+        &self,
+        client: &StdAddr,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<cocoon_ton::contracts::ContractInit, ChainError> {
+        cocoon_ton::contracts::client_contract(&self.params, client, proxy_sc, proxy_key)
+            .map_err(ton)
+    }
+
+    /// Code, data and StateInit of the worker contract of `worker` at `proxy_sc`.
+    pub fn worker_init(
+        &self,
+        worker: &StdAddr,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<cocoon_ton::contracts::ContractInit, ChainError> {
+        cocoon_ton::contracts::worker_contract(&self.params, worker, proxy_sc, proxy_key)
+            .map_err(ton)
     }
 
     /// Parses a TON address (raw `0:…` or user-friendly).
@@ -168,13 +211,54 @@ impl ChainContext {
     }
 }
 
-/// A root contract as the roles see it: derivation context and prices.
+/// A root contract as the roles see it: derivation context and prices, and the chain
+/// to settle on (None: fake-TON, nothing is settled).
 #[derive(Debug, Clone)]
 pub struct ChainView {
     /// Contract derivation.
     pub context: ChainContext,
     /// The root's prices.
     pub prices: Prices,
+    /// Where and how the roles settle on chain.
+    pub settlement: Option<SettlementChain>,
+}
+
+/// The chain the roles settle on, with the cocoon wallet code and the policy.
+#[derive(Clone)]
+pub struct SettlementChain {
+    /// The chain.
+    pub backend: std::sync::Arc<dyn cocoon_ton::chain::ChainBackend>,
+    /// Code of the roles' cocoon wallets (ours on the devnet; COCOON's official code on
+    /// a real network).
+    pub wallet_code: tycho_types::cell::Cell,
+    /// Thresholds and intervals.
+    pub policy: crate::settle::SettlementPolicy,
+}
+
+impl std::fmt::Debug for SettlementChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettlementChain")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SettlementChain {
+    /// Opens the cocoon wallet of `key` owned by `owner` on this chain.
+    pub async fn open_wallet(
+        &self,
+        key: SigningKey,
+        owner: StdAddr,
+    ) -> Result<crate::settle::OnChain, crate::settle::SettleError> {
+        crate::settle::OnChain::open(
+            self.backend.clone(),
+            key,
+            owner,
+            &self.wallet_code,
+            self.policy.clone(),
+        )
+        .await
+    }
 }
 
 /// Signs the proxy's vouchers.

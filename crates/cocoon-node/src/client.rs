@@ -44,6 +44,10 @@ pub struct ClientSettings {
     /// Root parameters and contract derivation (checks the proxy's addresses and
     /// vouchers).
     pub chain: ChainContext,
+    /// On-chain settlement (None in fake-TON mode): the client contract is deployed,
+    /// funded and registered through the client's cocoon wallet, whose address must be
+    /// `owner_address`.
+    pub onchain: Option<crate::settle::ClientChain>,
 }
 
 /// One request for the network.
@@ -219,6 +223,13 @@ impl ProxySession {
             })
             .map_err(|e| ClientError::Handshake(e.to_string()))?;
         let (proxy_sc, client_sc) = derived;
+        let contract = match &settings.onchain {
+            Some(oc) => Some(
+                oc.contract(&proxy_sc, &params.proxy_public_key)
+                    .map_err(|e| ClientError::Handshake(e.to_string()))?,
+            ),
+            None => None,
+        };
         if chain.parse_address(&params.proxy_sc_address).ok().as_ref() != Some(&proxy_sc) {
             return Err(ClientError::Handshake(format!(
                 "proxy contract address mismatch: announced {}, derived {}",
@@ -240,7 +251,7 @@ impl ProxySession {
         }
         let vouchers = Arc::new(Mutex::new(VoucherWallet::new(
             params.proxy_public_key,
-            client_sc,
+            client_sc.clone(),
             VoucherKind::ClientCharge,
         )));
         let proto = params.proto_version.unwrap_or(0);
@@ -262,8 +273,19 @@ impl ProxySession {
                 )
                 .await?
         } else {
-            // Long authorization: the on-chain register message is sent by the TON layer
-            // (fake-TON proxies accept at once).
+            // Long authorization: on chain, register the proxy's nonce through the client
+            // contract first (deploying and funding it if needed); fake-TON proxies
+            // accept at once.
+            if let (Some(oc), Some(contract)) = (&settings.onchain, &contract) {
+                let nonce = match &connected.auth {
+                    ProxyConnectionAuth::ProxyConnectionAuthLong(l) => l.nonce,
+                    ProxyConnectionAuth::ProxyConnectionAuthShort(s) => s.nonce,
+                };
+                // TL `long` to the contract's uint64: the same 64 bits.
+                oc.register(contract, nonce as u64)
+                    .await
+                    .map_err(|e| ClientError::Handshake(format!("on-chain registration: {e}")))?;
+            }
             handle
                 .query_with_timeout(
                     &client_fn::AuthorizeWithProxyLong {},
@@ -287,6 +309,18 @@ impl ProxySession {
             }
         }
         info!(proto, proxy = %params.proxy_sc_address, "connected to proxy");
+        if let Some(oc) = settings.onchain.clone() {
+            let payments = payments.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                oc.maintain(
+                    client_sc,
+                    move || u64::try_from(lock(&payments).max_tokens).unwrap_or(0),
+                    move || !handle.is_closed(),
+                )
+                .await;
+            });
+        }
         let routes: Routes = Arc::default();
         tokio::spawn(dispatch(
             incoming,

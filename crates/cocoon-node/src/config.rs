@@ -78,6 +78,10 @@ pub struct ChainConfig {
     /// Root config version the node runs on.
     #[serde(default = "default_config_version")]
     pub config_version: i32,
+    /// On chain: the key file of the role's cocoon wallet (PEM, created if missing).
+    /// Default: the node's own key (`[attestation] key_file`).
+    #[serde(default)]
+    pub wallet_key_file: Option<PathBuf>,
 }
 
 fn default_chain_mode() -> String {
@@ -108,6 +112,7 @@ impl Default for ChainConfig {
             multipliers: default_multipliers(),
             pseudo_client_tokens: default_pseudo_tokens(),
             config_version: default_config_version(),
+            wallet_key_file: None,
         }
     }
 }
@@ -422,6 +427,10 @@ pub struct WorkerConfig {
     /// Chain access (prices for the cost fields).
     #[serde(default)]
     pub chain: ChainConfig,
+    /// Where the best payout voucher from each proxy is kept (`<proxy contract>.boc`),
+    /// for `cocoon worker payout`; unset keeps them in memory only.
+    #[serde(default)]
+    pub voucher_dir: Option<PathBuf>,
 }
 
 fn default_coefficient() -> u32 {

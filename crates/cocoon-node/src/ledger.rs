@@ -357,6 +357,23 @@ impl Ledger {
         Ok(n.max(0) as u64)
     }
 
+    /// Every client's and every worker's total: `(clients, workers)`, each as
+    /// `(owner, tokens)` pairs (what the proxy anchors on chain, §5.3).
+    pub fn all_totals(&self) -> Result<AllTotals, LedgerError> {
+        let conn = self.conn();
+        let read = |table: &str| -> Result<Vec<(String, u64)>, LedgerError> {
+            let mut stmt = conn.prepare(&format!("SELECT owner, tokens FROM {table}"))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        };
+        Ok(AllTotals {
+            clients: read("clients")?,
+            workers: read("workers")?,
+        })
+    }
+
     /// Sum of all client totals and of all worker totals (they must be equal).
     pub fn grand_totals(&self) -> Result<(u64, u64), LedgerError> {
         let conn = self.conn();
@@ -369,6 +386,15 @@ impl Ledger {
         };
         Ok((sum("clients")?.max(0) as u64, sum("workers")?.max(0) as u64))
     }
+}
+
+/// Every party's total, from [`Ledger::all_totals`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllTotals {
+    /// `(client owner, tokens used)`.
+    pub clients: Vec<(String, u64)>,
+    /// `(worker owner, tokens earned)`.
+    pub workers: Vec<(String, u64)>,
 }
 
 /// Books requests on a dedicated thread with group commit: every booking waiting when a

@@ -15,5 +15,6 @@ pub mod pricing;
 pub mod proxy;
 pub mod request;
 pub mod runner;
+pub mod settle;
 pub mod transport;
 pub mod worker;

@@ -19,6 +19,7 @@ use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn, worker as wor
 use cocoon_tl::types::{client, cocoonrs, http, proxy, worker};
 use cocoon_tl::{enums, TlConstructor};
 use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
 use tracing::{debug, info, info_span, warn, Instrument};
 use tycho_types::models::StdAddr;
 
@@ -27,6 +28,9 @@ use crate::ledger::{Booking, Ledger};
 use crate::pricing::{reservation, AdjustedTokens, Prices, DEFAULT_MAX_TOKENS};
 use crate::request::base_model_name;
 use crate::transport::{Listener, PeerInfo};
+
+/// How long a long authorization waits for the client's register message (§2.5).
+const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
@@ -51,6 +55,9 @@ pub struct ProxySettings {
     /// Fake-TON mode (no chain, a stand-in for development and tests): clients are
     /// pseudo-funded and authorized at once, as COCOON's `--disable-ton`.
     pub fake_ton: bool,
+    /// On-chain settlement (None in fake-TON mode): client contracts fund requests,
+    /// vouchers cover only usage anchored on chain.
+    pub settlement: Option<Arc<crate::settle::ProxyChain>>,
     /// Adjusted tokens each fake-TON client may use.
     pub pseudo_client_tokens: u64,
     /// Workers tried per request (1 = no retry).
@@ -144,6 +151,10 @@ struct ClientSession {
     proto: i32,
     /// Its client contract at this proxy.
     sc: StdAddr,
+    /// Nonce of the long authorization (on chain).
+    nonce: u64,
+    /// The secret hash of its contract, when short authorization is possible.
+    secret_hash: Option<[u8; 32]>,
 }
 
 struct WorkerLink {
@@ -199,6 +210,8 @@ struct Shared {
     sc: StdAddr,
     sc_text: String,
     vouchers: ProxyVouchers,
+    /// The last voucher signed per contract: `(tokens, BOC)`.
+    voucher_cache: Mutex<HashMap<StdAddr, (u64, Vec<u8>)>>,
     state: Mutex<State>,
     next_id: AtomicU64,
     stats: ProxyStats,
@@ -288,11 +301,17 @@ impl Proxy {
                 sc,
                 sc_text,
                 vouchers,
+                voucher_cache: Mutex::new(HashMap::new()),
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
             }),
         })
+    }
+
+    /// The on-chain settlement, when the proxy runs on a chain.
+    pub fn settlement(&self) -> Option<&Arc<crate::settle::ProxyChain>> {
+        self.shared.settings.settlement.as_ref()
     }
 
     /// The proxy contract address (canonical text form).
@@ -331,6 +350,11 @@ impl Proxy {
         if tokens == 0 {
             return proxy::SignedPaymentEmpty {}.into();
         }
+        if let Some((t, data)) = lock(&self.shared.voucher_cache).get(sc) {
+            if *t == tokens {
+                return proxy::SignedPayment { data: data.clone() }.into();
+            }
+        }
         let v = &self.shared.vouchers;
         let signed = if worker {
             v.worker_payout(sc, tokens)
@@ -338,12 +362,32 @@ impl Proxy {
             v.client_charge(sc, tokens)
         };
         match signed {
-            Ok(data) => proxy::SignedPayment { data }.into(),
+            Ok(data) => {
+                lock(&self.shared.voucher_cache).insert(sc.clone(), (tokens, data.clone()));
+                proxy::SignedPayment { data }.into()
+            }
             Err(e) => {
                 warn!(error = %e, "cannot sign a voucher");
                 proxy::SignedPaymentEmpty {}.into()
             }
         }
+    }
+
+    /// The voucher for `owner`'s contract `sc`: on chain it covers the tokens anchored
+    /// by a save-state (§5.3); in fake-TON, where anchoring is instant, `ledger_tokens`.
+    fn voucher_for(
+        &self,
+        owner: &str,
+        sc: &StdAddr,
+        ledger_tokens: u64,
+        worker: bool,
+    ) -> SignedPayment {
+        let tokens = match &self.shared.settings.settlement {
+            Some(chain) if worker => chain.committed_worker(owner),
+            Some(chain) => chain.committed_client(owner),
+            None => ledger_tokens,
+        };
+        self.payment(sc, tokens, worker)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -535,17 +579,53 @@ impl Proxy {
                     }
                 };
                 let used = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
+                let nonce: u64 = rand::random();
+                let (auth, secret_hash) = match &s.settlement {
+                    // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
+                    // so the client falls back to long auth, which succeeds at once.
+                    None => (
+                        client::ProxyConnectionAuthShort {
+                            secret_hash: [0; 32],
+                            nonce: 0,
+                        }
+                        .into(),
+                        None,
+                    ),
+                    // On chain: short auth if the client contract has a secret hash,
+                    // else long auth through a register message with this nonce.
+                    Some(chain) => match chain.client_connected(&owner, &client_sc).await {
+                        Ok(Some(hash)) => (
+                            client::ProxyConnectionAuthShort {
+                                secret_hash: hash,
+                                // TL `long`: the same 64 bits the register message carries.
+                                nonce: nonce as i64,
+                            }
+                            .into(),
+                            Some(hash),
+                        ),
+                        Ok(None) => (
+                            client::ProxyConnectionAuthLong {
+                                nonce: nonce as i64,
+                            }
+                            .into(),
+                            None,
+                        ),
+                        Err(e) => {
+                            let _ = q
+                                .error(
+                                    ErrorCode::NotReady.code(),
+                                    &format!("cannot read the client contract: {e}"),
+                                )
+                                .await;
+                            return Err(());
+                        }
+                    },
+                };
                 let answer = client::ConnectedToProxy {
                     params: self.params(proto),
                     client_sc_address: s.chain.format(&client_sc),
-                    // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
-                    // so the client falls back to long auth, which succeeds at once.
-                    auth: client::ProxyConnectionAuthShort {
-                        secret_hash: [0; 32],
-                        nonce: 0,
-                    }
-                    .into(),
-                    signed_payment: self.payment(&client_sc, used, false),
+                    auth,
+                    signed_payment: self.voucher_for(&owner, &client_sc, used, false),
                 };
                 let _ = q.answer(&answer).await;
                 info!(%owner, proto, "client connected");
@@ -553,13 +633,22 @@ impl Proxy {
                     owner,
                     proto,
                     sc: client_sc,
+                    nonce,
+                    secret_hash,
                 });
                 Ok(false)
             }
             Some(
                 client_fn::AuthorizeWithProxyLong::ID | client_fn::AuthorizeWithProxyShort::ID,
             ) => {
-                let Some(ClientSession { owner, sc, .. }) = session.as_ref() else {
+                let Some(ClientSession {
+                    owner,
+                    sc,
+                    nonce,
+                    secret_hash,
+                    ..
+                }) = session.as_ref()
+                else {
                     let _ = q
                         .error(
                             ErrorCode::ProtocolViolation.code(),
@@ -568,18 +657,38 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                if !s.fake_ton {
-                    let _ = q
-                        .error(
-                            ErrorCode::NotReady.code(),
-                            "on-chain authorization needs the TON backend",
-                        )
-                        .await;
-                    return Err(());
+                if let Some(chain) = &s.settlement {
+                    let refused = if q.function_id() == Some(client_fn::AuthorizeWithProxyShort::ID)
+                    {
+                        match q.decode::<client_fn::AuthorizeWithProxyShort>() {
+                            Ok(req) => {
+                                let got: [u8; 32] = Sha256::digest(&req.data).into();
+                                (Some(got) != *secret_hash).then(|| "sha256 mismatch".to_owned())
+                            }
+                            Err(e) => Some(e.to_string()),
+                        }
+                    } else if chain.wait_registration(sc, *nonce, LONG_AUTH_TIMEOUT).await {
+                        None
+                    } else {
+                        Some(format!(
+                            "no owner_client_register with nonce {nonce} reached the proxy contract within {} s",
+                            LONG_AUTH_TIMEOUT.as_secs()
+                        ))
+                    };
+                    if let Some(reason) = refused {
+                        info!(%owner, %reason, "client authorization refused");
+                        let _ = q.error(ErrorCode::Error.code(), &reason).await;
+                        return Err(());
+                    }
+                    // Read the contract again: the registration may have deployed it.
+                    if let Err(e) = chain.client_connected(owner, sc).await {
+                        let _ = q.error(ErrorCode::NotReady.code(), &e.to_string()).await;
+                        return Err(());
+                    }
                 }
                 let used = self.shared.ledger.client_tokens(owner).unwrap_or(0);
                 let answer = client::AuthorizationWithProxySuccess {
-                    signed_payment: self.payment(sc, used, false),
+                    signed_payment: self.voucher_for(owner, sc, used, false),
                     tokens_committed_to_db: to_i64(used),
                     max_tokens: to_i64(used),
                 };
@@ -601,11 +710,11 @@ impl Proxy {
     fn available_tokens(&self, owner: &str) -> u64 {
         let used = self.shared.ledger.client_tokens(owner).unwrap_or(u64::MAX);
         let reserved = self.state().reserved.get(owner).copied().unwrap_or(0);
-        self.shared
-            .settings
-            .pseudo_client_tokens
-            .saturating_sub(used)
-            .saturating_sub(reserved)
+        let limit = match &self.shared.settings.settlement {
+            Some(chain) => chain.client_token_limit(owner),
+            None => self.shared.settings.pseudo_client_tokens,
+        };
+        limit.saturating_sub(used).saturating_sub(reserved)
     }
 
     async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
@@ -617,7 +726,7 @@ impl Proxy {
                     .client_tokens(&session.owner)
                     .unwrap_or(0);
                 let answer = client::PaymentStatus {
-                    signed_payment: self.payment(&session.sc, used, false),
+                    signed_payment: self.voucher_for(&session.owner, &session.sc, used, false),
                     db_tokens: to_i64(used),
                     max_tokens: to_i64(used),
                 };
@@ -969,6 +1078,20 @@ impl Proxy {
                     handle: handle.clone(),
                     reputation: Reputation::new(),
                 };
+                if let Some(chain) = &s.settlement {
+                    let noted = s
+                        .chain
+                        .parse_address(&link.owner)
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| {
+                            chain
+                                .worker_connected(&a, &link.owner)
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = noted {
+                        warn!(error = %e, "worker contract not derivable");
+                    }
+                }
                 info!(owner = %link.owner, model = %link.model, coefficient = link.coefficient, proto, "worker connected");
                 self.state().workers.insert(id, link);
                 let answer = worker::ConnectedToProxy {
@@ -1006,7 +1129,12 @@ impl Proxy {
                     return Err(());
                 }
                 let answer = worker::CompareBalanceWithProxyResult {
-                    signed_payment: self.payment(&sc, u64::try_from(known).unwrap_or(0), true),
+                    signed_payment: self.voucher_for(
+                        &owner,
+                        &sc,
+                        u64::try_from(known).unwrap_or(0),
+                        true,
+                    ),
                     tokens_committed_to_db: known,
                     max_tokens: known,
                     error_code: i32::from(req.max_tokens > known),
@@ -1048,7 +1176,7 @@ impl Proxy {
                 };
                 let earned = self.shared.ledger.worker_tokens(&owner).unwrap_or(0);
                 let answer = worker::PaymentStatus {
-                    signed_payment: self.payment(&sc, earned, true),
+                    signed_payment: self.voucher_for(&owner, &sc, earned, true),
                     db_tokens: to_i64(earned),
                     max_tokens: to_i64(earned),
                 };
@@ -1427,7 +1555,12 @@ impl Proxy {
         }
         let client_msg = proxy::ClientRequestPayment {
             request_id: done.client_request_id,
-            signed_payment: self.payment(&done.client_sc, totals.client_tokens, false),
+            signed_payment: self.voucher_for(
+                &client_owner,
+                &done.client_sc,
+                totals.client_tokens,
+                false,
+            ),
             db_tokens: to_i64(totals.client_tokens),
             max_tokens: to_i64(totals.client_tokens),
             request_tokens: to_i64(done.tokens),
@@ -1438,7 +1571,12 @@ impl Proxy {
         if let Some(worker) = done.worker {
             let worker_msg = proxy::WorkerRequestPayment {
                 request_id: done.proxy_request_id,
-                signed_payment: self.payment(&done.worker_sc, totals.worker_tokens, true),
+                signed_payment: self.voucher_for(
+                    &worker_owner,
+                    &done.worker_sc,
+                    totals.worker_tokens,
+                    true,
+                ),
                 db_tokens: to_i64(totals.worker_tokens),
                 max_tokens: to_i64(totals.worker_tokens),
                 request_tokens: to_i64(done.tokens),
@@ -1450,6 +1588,10 @@ impl Proxy {
         }
         debug!(%worker_owner, tokens = done.tokens, "request booked");
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn to_i64(v: u64) -> i64 {

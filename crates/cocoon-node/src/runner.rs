@@ -46,6 +46,20 @@ pub enum StartError {
     /// The model server is unusable.
     #[error("model server: {0}")]
     Backend(String),
+    /// The chain could not be used (wallet, contract deployment).
+    #[error("chain: {0}")]
+    Chain(String),
+}
+
+/// The key of the role's cocoon wallet: `[chain] wallet_key_file`, else the node key.
+fn wallet_key(
+    table: &ChainConfig,
+    node_key: &ed25519_dalek::SigningKey,
+) -> Result<ed25519_dalek::SigningKey, StartError> {
+    match &table.wallet_key_file {
+        Some(path) => Ok(crate::config::load_or_create_key(path)?),
+        None => Ok(node_key.clone()),
+    }
 }
 
 /// The chain the role works against: `chain` when given (e.g. the devnet's embedded TVM
@@ -74,7 +88,11 @@ fn chain_view(
             let prices = table.prices()?;
             let context = ChainContext::fake(&prices, is_test)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            Ok(ChainView { context, prices })
+            Ok(ChainView {
+                context,
+                prices,
+                settlement: None,
+            })
         }
     }
 }
@@ -134,6 +152,32 @@ pub async fn start_proxy(
         })?;
     }
     let ledger = Arc::new(Ledger::open(&cfg.db_path, &identity.key)?);
+    let settlement = match &view.settlement {
+        None => None,
+        Some(chain) => {
+            let owner = view
+                .context
+                .parse_address(&cfg.owner_address)
+                .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+            let key = wallet_key(&cfg.chain, &identity.key)?;
+            let onchain = chain
+                .open_wallet(key, owner.clone())
+                .await
+                .map_err(|e| StartError::Chain(e.to_string()))?;
+            info!(wallet = %onchain.wallet.address_text(), "proxy wallet");
+            Some(
+                crate::settle::ProxyChain::start(
+                    onchain,
+                    view.context.clone(),
+                    ledger.clone(),
+                    owner,
+                    &identity.key,
+                )
+                .await
+                .map_err(|e| StartError::Chain(format!("proxy contract: {e}")))?,
+            )
+        }
+    };
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
         chain: view.context.clone(),
@@ -141,7 +185,8 @@ pub async fn start_proxy(
         is_test: cfg.is_test,
         prices,
         config_version: cfg.chain.config_version,
-        fake_ton: true,
+        fake_ton: settlement.is_none(),
+        settlement,
         pseudo_client_tokens: cfg.chain.pseudo_client_tokens,
         max_attempts: cfg.max_attempts.max(1),
         connection: ConnectionConfig::default(),
@@ -333,6 +378,7 @@ pub async fn start_worker(
         reconnect_max: Duration::from_secs(10),
         connection: ConnectionConfig::default(),
         chain: view.context.clone(),
+        voucher_dir: cfg.voucher_dir.clone(),
     };
     let worker = Worker::new(settings, backend)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
@@ -456,13 +502,40 @@ pub async fn start_client(
         default_timeout: cfg.default_timeout,
         ..GatewaySettings::default()
     });
+    // On chain, the client speaks as its cocoon wallet (`client_owner_address`), owned by
+    // the configured owner.
+    let (owner_address, onchain) = match &view.settlement {
+        None => (cfg.owner_address.clone(), None),
+        Some(chain) => {
+            let owner = view
+                .context
+                .parse_address(&cfg.owner_address)
+                .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+            let key = wallet_key(&cfg.chain, &identity.key)?;
+            let onchain = chain
+                .open_wallet(key, owner)
+                .await
+                .map_err(|e| StartError::Chain(e.to_string()))?;
+            let address = view.context.format(onchain.wallet.address());
+            info!(wallet = %address, "client wallet");
+            (
+                address,
+                Some(crate::settle::ClientChain::new(
+                    onchain,
+                    view.context.clone(),
+                    &cfg.secret_string,
+                )),
+            )
+        }
+    };
     let settings = ClientSettings {
-        owner_address: cfg.owner_address.clone(),
+        owner_address,
         is_test: cfg.is_test,
         secret_string: cfg.secret_string.clone(),
         config_version: cfg.chain.config_version,
         max_proto: crate::client::MAX_PROTO,
         chain: view.context.clone(),
+        onchain,
     };
     for proxy in &cfg.proxies {
         node.spawn_proxy_link(

@@ -60,6 +60,10 @@ pub struct WorkerSettings {
     /// Root parameters and contract derivation (checks the proxy's addresses and
     /// vouchers).
     pub chain: ChainContext,
+    /// Where the best payout voucher from each proxy is kept, as
+    /// `<proxy contract address>.boc` (what `cocoon worker payout` submits); None keeps
+    /// them in memory only.
+    pub voucher_dir: Option<std::path::PathBuf>,
 }
 
 /// Counters of a worker, for stats.
@@ -451,6 +455,11 @@ impl Worker {
         entry.max_tokens = entry.max_tokens.max(max_tokens);
         match offered {
             Some((Ok(true), tokens, data)) => {
+                if let Some(dir) = &self.shared.settings.voucher_dir {
+                    if let Err(e) = save_voucher(dir, proxy_sc, &data) {
+                        warn!(error = %e, dir = %dir.display(), "cannot save the payout voucher");
+                    }
+                }
                 entry.voucher_tokens = tokens;
                 entry.best_voucher = Some(data);
                 // Fake-TON confirms at once: a voucher covers tokens committed on chain.
@@ -464,6 +473,11 @@ impl Worker {
                 warn!(error = %e, proxy = %proxy_sc, "voucher from proxy refused");
             }
         }
+    }
+
+    /// The file where the best voucher of the proxy contract `proxy_sc` is kept.
+    pub fn voucher_path(dir: &std::path::Path, proxy_sc: &str) -> std::path::PathBuf {
+        dir.join(format!("{proxy_sc}.boc"))
     }
 
     async fn handshake(&self, handle: &RpcHandle) -> Result<(i32, String), WorkerError> {
@@ -869,4 +883,14 @@ async fn run_request(
     .into();
     debug!(tokens = tokens.total(), "request complete");
     handle.send_packet(&last).await.is_ok()
+}
+
+/// Writes a voucher atomically (temporary file, then rename), so a crash never leaves a
+/// torn file where the last good voucher was.
+fn save_voucher(dir: &std::path::Path, proxy_sc: &str, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = Worker::voucher_path(dir, proxy_sc);
+    let tmp = path.with_extension("boc.tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, &path)
 }

@@ -173,6 +173,24 @@ impl WalletOutbox {
         ids
     }
 
+    /// Gives up the in-flight request (the chain refused it, e.g. the wallet is
+    /// below its 2 TON floor): its messages leave the queue and their ids are
+    /// returned so the senders can be told.
+    pub fn abort_in_flight(&mut self) -> Vec<OutboxId> {
+        let Some(f) = self.in_flight.take() else {
+            return Vec::new();
+        };
+        self.queue.retain(|(id, _)| !f.ids.contains(id));
+        f.ids
+    }
+
+    /// Gives up everything queued or in flight (the wallet cannot pay for it);
+    /// returns the ids dropped.
+    pub fn abort_all(&mut self) -> Vec<OutboxId> {
+        self.in_flight = None;
+        self.queue.drain(..).map(|(id, _)| id).collect()
+    }
+
     /// Feeds the wallet's current seqno (after its transactions were fed). If
     /// it moved past the in-flight request without a confirmation, the batch
     /// will be sent again by the next [`WalletOutbox::poll`].

@@ -204,6 +204,7 @@ pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
         reconnect_max: Duration::from_millis(400),
         connection: ConnectionConfig::default(),
         chain: chain(),
+        voucher_dir: None,
     }
 }
 
@@ -216,6 +217,7 @@ pub fn proxy_settings() -> ProxySettings {
         prices: prices(),
         config_version: 1,
         fake_ton: true,
+        settlement: None,
         pseudo_client_tokens: 1_000_000_000,
         max_attempts: 3,
         connection: ConnectionConfig::default(),
@@ -296,6 +298,7 @@ pub async fn client_to(addr: SocketAddr, max_proto: i32, owner: &str) -> ProxySe
             config_version: 1,
             max_proto,
             chain: chain(),
+            onchain: None,
         },
     )
     .await
@@ -421,6 +424,7 @@ pub async fn start_gateway(
                 config_version: 1,
                 max_proto: 3,
                 chain: chain(),
+                onchain: None,
             },
             ConnectionConfig::default(),
         );

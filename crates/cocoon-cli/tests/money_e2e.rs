@@ -1,0 +1,348 @@
+//! The whole network's money on the devnet's embedded TVM chain: requests through
+//! `cocoon devnet`, a crash (kill -9) in the middle of a batch, a restart, a clean stop
+//! that settles everything — then the chain and the ledger are read back and must agree
+//! to the nanoTON:
+//!
+//! * the client contract was charged for exactly the tokens the ledger booked for it;
+//! * each worker owner received exactly its booked tokens × the worker fee, the proxy
+//!   owner exactly the tokens × (price − fee): what the client paid for usage is the
+//!   workers' earnings plus the proxy's commission;
+//! * every nanoTON minted is in an account or was burned as a chain fee;
+//! * the client can take back what it did not spend.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cocoon_node::chain::{devnet_address, ChainContext};
+use cocoon_ton::contracts::{ClientContractState, CocoonWalletState};
+use cocoon_ton::local::LocalChain;
+use cocoon_ton::messages::Body;
+use cocoon_ton::root::ONE_TON;
+use cocoon_ton::wallet::{cocoon_send_mode, CocoonWallet};
+use serde_json::{json, Value};
+
+const MODEL: &str = "money-model";
+const COCOON: &str = env!("CARGO_BIN_EXE_cocoon");
+/// Adjusted tokens of one request of the mock upstream (all multipliers 1.0×).
+const TOKENS: u64 = 134;
+const PRICE: u64 = 3;
+const FEE: u64 = 2;
+
+async fn mock_upstream() -> SocketAddr {
+    async fn chat(Json(body): Json<Value>) -> Json<Value> {
+        let delay = body["mock"]["delay_ms"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        Json(json!({
+            "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134}
+        }))
+    }
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route(
+            "/v1/models",
+            get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn start_devnet(state: &Path, upstream: SocketAddr, port: u16, log: PathBuf) -> Proc {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(COCOON)
+        .args([
+            "devnet",
+            "--price-per-token",
+            &PRICE.to_string(),
+            "--worker-fee-per-token",
+            &FEE.to_string(),
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--dir",
+            &state.display().to_string(),
+            "--workers",
+            "2",
+            "--http-port",
+            &port.to_string(),
+            "--proxy-client-port",
+            "0",
+            "--proxy-worker-port",
+            "0",
+            "--pow-difficulty",
+            "8",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn cocoon devnet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("cocoon devnet is ready") => break,
+            Ok(_) => {}
+            Err(_) => panic!("the devnet did not get ready"),
+        }
+    }
+    // Keep draining stdout so the devnet never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    proc
+}
+
+async fn chat(http: &reqwest::Client, api: &str, delay_ms: u64) -> u16 {
+    http.post(format!("{api}/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "mock": {"delay_ms": delay_ms}}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn stop(mut devnet: Proc, signal: &str) {
+    let pid = devnet.0.id().to_string();
+    Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    while devnet.0.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "devnet stops on {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn addr(text: &str) -> cocoon_ton::StdAddr {
+    cocoon_ton::address::parse(text).expect("address").0
+}
+
+/// What `to` received from `from` (message values; the account's balance is lower by the
+/// storage fees it paid, which are chain fees).
+fn received_from(chain: &LocalChain, to: &cocoon_ton::StdAddr, from: &cocoon_ton::StdAddr) -> u64 {
+    chain
+        .transactions_of(to)
+        .iter()
+        .filter_map(|t| t.summary.in_msg.as_ref())
+        .filter(|m| m.source.as_ref() == Some(from))
+        .map(|m| m.value)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_money_balances_to_the_nanoton_across_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let upstream = mock_upstream().await;
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{port}/v1");
+
+    // Phase 1: requests, then a crash in the middle of a slow batch.
+    let devnet = start_devnet(&state, upstream, port, dir.path().join("devnet1.log"));
+    for _ in 0..6 {
+        assert_eq!(chat(&http, &api, 0).await, 200);
+    }
+    let batch: Vec<_> = (0..6)
+        .map(|_| {
+            let http = http.clone();
+            let api = api.clone();
+            tokio::spawn(async move { chat(&http, &api, 400).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let crash = tokio::task::spawn_blocking(move || stop(devnet, "-KILL"));
+    for b in batch {
+        let _ = b.await;
+    }
+    crash.await.expect("killed");
+
+    // Phase 2: the restarted devnet continues, then stops cleanly (settling everything).
+    let devnet = start_devnet(&state, upstream, port, dir.path().join("devnet2.log"));
+    for _ in 0..5 {
+        assert_eq!(chat(&http, &api, 0).await, 200);
+    }
+    tokio::task::spawn_blocking(move || stop(devnet, "-INT"))
+        .await
+        .expect("stopped");
+    let log2 = std::fs::read_to_string(dir.path().join("devnet2.log")).unwrap_or_default();
+
+    // Read everything back.
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(state.join("devnet.json")).expect("devnet.json"))
+            .expect("json");
+    let chain = LocalChain::open(state.join("chain")).expect("chain");
+    let proxy_key = cocoon_node::config::load_or_create_key(&state.join("keys/proxy_key.pem"))
+        .expect("proxy key");
+    let ledger = cocoon_node::ledger::Ledger::open(&state.join("proxy-ledger.sqlite"), &proxy_key)
+        .expect("ledger opens and verifies");
+    let totals = ledger.all_totals().expect("totals");
+    assert_eq!(totals.clients.len(), 1, "one client: {totals:?}");
+    let client_tokens = totals.clients[0].1;
+    let worker_tokens: u64 = totals.workers.iter().map(|(_, t)| t).sum();
+    assert_eq!(client_tokens, worker_tokens, "the ledger's two sides agree");
+    assert_eq!(
+        client_tokens % TOKENS,
+        0,
+        "whole requests only: {client_tokens}"
+    );
+    assert!(
+        client_tokens >= 11 * TOKENS,
+        "every request that answered 200 is booked: {client_tokens}"
+    );
+
+    // The client contract was charged for exactly the booked tokens.
+    let root = chain.root_address().expect("root");
+    let view = ChainContext::from_chain(&chain, &root, true)
+        .await
+        .expect("root");
+    let ctx = view.context;
+    let proxy_sc = addr(info["proxy_sc_address"].as_str().expect("proxy sc"));
+    let client_wallet = addr(
+        info["wallets"]["client"]["address"]
+            .as_str()
+            .expect("client"),
+    );
+    let proxy_pk: [u8; 32] = hex::decode(info["proxy_public_key"].as_str().expect("pk"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let client_sc = ctx
+        .client_sc(&client_wallet, &proxy_sc, &proxy_pk)
+        .expect("client sc");
+    let client = ClientContractState::from_data(
+        &chain
+            .account(&client_sc)
+            .expect("client contract")
+            .data
+            .expect("deployed"),
+    )
+    .expect("client state");
+    assert_eq!(
+        client.tokens_used, client_tokens,
+        "charged on chain = booked in the ledger (devnet log: {log2})"
+    );
+    // The deposit is rounded down to whole tokens, as COCOON's top-up.
+    let deposit = 10 * ONE_TON - (10 * ONE_TON) % PRICE;
+    assert_eq!(
+        client.balance,
+        deposit - client_tokens * PRICE,
+        "the client paid exactly tokens × price for its usage"
+    );
+
+    // Workers' earnings and the proxy's commission, received by their owners.
+    let mut earned = 0;
+    for i in 0..2 {
+        let owner = devnet_address(&format!("devnet-worker-{i}"));
+        let booked = totals
+            .workers
+            .iter()
+            .find(|(o, _)| ctx.parse_address(o).expect("owner") == owner)
+            .map_or(0, |(_, t)| *t);
+        let received = received_from(&chain, &owner, &proxy_sc);
+        assert_eq!(received, booked * FEE, "worker {i}: tokens × fee");
+        earned += received;
+    }
+    let commission = received_from(&chain, &devnet_address("devnet-proxy-owner"), &proxy_sc);
+    assert_eq!(
+        commission,
+        client_tokens * (PRICE - FEE),
+        "proxy commission"
+    );
+    assert_eq!(
+        client_tokens * PRICE,
+        earned + commission,
+        "client spend on usage = worker earnings + proxy commission"
+    );
+    let supply = chain.supply().expect("supply");
+    assert!(supply.is_conserved(), "{supply:?}");
+    assert!(supply.fees > 0, "chain fees were paid: {supply:?}");
+
+    // The client takes back what it did not spend (its balance above the stake).
+    let key = cocoon_node::config::load_or_create_key(&state.join("keys/client_wallet_key.pem"))
+        .expect("client key");
+    let wallet = CocoonWallet::new(
+        key,
+        devnet_address("devnet-client"),
+        &cocoon_ton::local::codes::wallet_code().expect("code"),
+    )
+    .expect("wallet");
+    assert_eq!(wallet.address(), &client_wallet);
+    let seqno = CocoonWalletState::from_data(
+        &chain
+            .account(&client_wallet)
+            .expect("wallet")
+            .data
+            .expect("deployed"),
+    )
+    .expect("wallet state")
+    .seqno;
+    let withdraw = cocoon_ton::settlement::body_message(
+        client_sc.clone(),
+        cocoon_ton::settlement::OPERATION_VALUE,
+        &Body::OwnerClientWithdraw {
+            query_id: 1,
+            send_excesses_to: client_wallet.clone(),
+        },
+    )
+    .expect("message");
+    let ext = wallet
+        .external_message(
+            seqno,
+            chain.time() + 600,
+            &[(cocoon_send_mode(withdraw.value), withdraw)],
+        )
+        .expect("external");
+    let report = chain
+        .execute_external(&ext.to_boc().expect("boc"))
+        .expect("accepted");
+    let refund = client.balance - client.stake;
+    let paid_back = report
+        .on(&client_wallet)
+        .filter_map(|t| t.summary.in_msg.as_ref())
+        .filter(|m| m.source.as_ref() == Some(&proxy_sc))
+        .map(|m| m.value)
+        .collect::<Vec<_>>();
+    assert!(
+        paid_back.contains(&refund),
+        "the proxy contract paid the client {refund} back: {paid_back:?}"
+    );
+    assert!(chain.supply().expect("supply").is_conserved());
+}

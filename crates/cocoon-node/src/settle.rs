@@ -1,0 +1,1246 @@
+//! On-chain settlement: what the roles do on a TON chain (the devnet's embedded TVM chain
+//! or a real network) instead of fake-TON's pseudo balances (cocoon-protocol.md §2.5
+//! long/short auth, §5.3 save-state anchoring, §5.5 who triggers what, §5.6 balances).
+//!
+//! * [`ChainWallet`] — a role's cocoon wallet: queues internal messages, sends them in
+//!   signed batches and waits until the wallet's transaction is on chain.
+//! * [`ProxyChain`] — the proxy's side: deploys its contract, anchors its ledger with
+//!   `proxy_save_state` so vouchers only ever cover anchored usage, watches its contract
+//!   for client registrations (long auth) and client state reports, charges clients,
+//!   pays workers and withdraws its commission when the thresholds are reached.
+//! * [`ClientChain`] — the client's side: deploys and funds its client contract,
+//!   registers with the proxy's nonce, publishes its secret hash (short auth next time)
+//!   and tops up before the proxy runs out of balance for it.
+//!
+//! Workers need nothing on chain to be paid: the proxy's payout deploys their contract
+//! if needed and the worker owner receives its fee directly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cocoon_ton::chain::{AccountState, ChainBackend, TxFollower};
+use cocoon_ton::contracts::{
+    ClientContractState, CocoonWalletState, ContractInit, ContractStatus, ProxyContractState,
+    WorkerContractState,
+};
+use cocoon_ton::messages::{Body, ClientProxyPayload};
+use cocoon_ton::outbox::{Blocked, OutboxId, Poll, WalletOutbox};
+use cocoon_ton::root::ONE_TON;
+use cocoon_ton::settlement::{
+    body_message, client_top_up_message, deploy_message, save_state_message, voucher_message,
+    CLIENT_DEPLOY_VALUE, OPERATION_VALUE, PROXY_DEPLOY_VALUE, PROXY_WITHDRAW_VALUE,
+};
+use cocoon_ton::voucher::{Voucher, VoucherSigner};
+use cocoon_ton::wallet::{CocoonWallet, InternalMessage};
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+use tycho_types::models::StdAddr;
+
+use crate::chain::ChainContext;
+use crate::ledger::Ledger;
+
+/// Why a settlement step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// The chain backend failed or refused.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The wallet cannot send (balance, refusal).
+    #[error("wallet {address}: {reason}")]
+    Wallet {
+        /// The wallet.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing confirmed in time.
+    #[error("no confirmation from the chain within {0:?}")]
+    Timeout(Duration),
+    /// A contract or address problem.
+    #[error("{0}")]
+    Contract(String),
+}
+
+fn chain_err(e: impl std::fmt::Display) -> SettleError {
+    SettleError::Chain(e.to_string())
+}
+
+/// When and how much the roles settle. The defaults are COCOON's (§5.3, §5.5); the
+/// devnet lowers the thresholds so that settlement happens within seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementPolicy {
+    /// How often the proxy anchors a grown ledger on chain (COCOON: 30–60 s).
+    pub anchor_interval: Duration,
+    /// How often the roles look at the chain.
+    pub poll_interval: Duration,
+    /// The proxy charges a client once anchored, uncharged usage is worth this much
+    /// (nanoTON; COCOON: 1 TON).
+    pub charge_threshold: u64,
+    /// The proxy pays a worker once anchored, unpaid fees reach this (nanoTON; COCOON: 10 TON).
+    pub payout_threshold: u64,
+    /// The proxy withdraws its commission once it reaches this (nanoTON; COCOON: 10 TON).
+    pub withdraw_threshold: u64,
+    /// What a client deposits when it deploys its contract and at each top-up
+    /// (nanoTON; 0 = the root's minimum client stake, as COCOON).
+    pub client_deposit: u64,
+    /// How long a wallet waits for its message to appear on chain.
+    pub confirm_timeout: Duration,
+}
+
+impl Default for SettlementPolicy {
+    fn default() -> Self {
+        SettlementPolicy {
+            anchor_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(5),
+            charge_threshold: cocoon_ton::settlement::CLIENT_CHARGE_THRESHOLD,
+            payout_threshold: cocoon_ton::settlement::WORKER_PAYOUT_THRESHOLD,
+            withdraw_threshold: cocoon_ton::settlement::PROXY_WITHDRAW_THRESHOLD,
+            client_deposit: 0,
+            confirm_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl SettlementPolicy {
+    /// The devnet's policy: anchor every second, charge and pay any amount, withdraw
+    /// the commission from 0.1 TON.
+    pub fn devnet() -> Self {
+        SettlementPolicy {
+            anchor_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(200),
+            charge_threshold: 1,
+            payout_threshold: 1,
+            withdraw_threshold: ONE_TON / 10,
+            client_deposit: 10 * ONE_TON,
+            confirm_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A role's connection to a chain: the backend, its cocoon wallet and the policy.
+#[derive(Clone)]
+pub struct OnChain {
+    /// The chain.
+    pub backend: Arc<dyn ChainBackend>,
+    /// The role's cocoon wallet.
+    pub wallet: Arc<ChainWallet>,
+    /// Thresholds and intervals.
+    pub policy: SettlementPolicy,
+}
+
+impl std::fmt::Debug for OnChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnChain")
+            .field("wallet", &self.wallet.address_text())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl OnChain {
+    /// Opens the wallet of `key` owned by `owner` (running `wallet_code`) on `backend`.
+    pub async fn open(
+        backend: Arc<dyn ChainBackend>,
+        key: SigningKey,
+        owner: StdAddr,
+        wallet_code: &tycho_types::cell::Cell,
+        policy: SettlementPolicy,
+    ) -> Result<Self, SettleError> {
+        let wallet = CocoonWallet::new(key, owner, wallet_code).map_err(chain_err)?;
+        let wallet = Arc::new(
+            ChainWallet::open(
+                backend.clone(),
+                wallet,
+                policy.poll_interval,
+                policy.confirm_timeout,
+            )
+            .await?,
+        );
+        Ok(OnChain {
+            backend,
+            wallet,
+            policy,
+        })
+    }
+}
+
+/// Reads an account; a backend failure is a [`SettleError::Chain`].
+async fn account(backend: &dyn ChainBackend, a: &StdAddr) -> Result<AccountState, SettleError> {
+    backend.account_state(a).await.map_err(chain_err)
+}
+
+fn data_of<T>(
+    state: &AccountState,
+    parse: impl Fn(&tycho_types::cell::Cell) -> cocoon_ton::Result<T>,
+) -> Result<Option<T>, SettleError> {
+    match (&state.data, state.is_active()) {
+        (Some(d), true) => parse(d).map(Some).map_err(chain_err),
+        _ => Ok(None),
+    }
+}
+
+fn query_id() -> u64 {
+    rand::random()
+}
+
+// ------------------------------------------------------------------------ wallet
+
+struct WalletQueue {
+    outbox: WalletOutbox,
+    follower: TxFollower,
+    results: HashMap<OutboxId, Result<(), String>>,
+}
+
+/// A cocoon wallet on a chain (§6.3): messages are queued, sent in signed batches of up
+/// to four, resent until the wallet's transaction appears, and each [`ChainWallet::send`]
+/// returns once its messages were taken by the chain (or failed).
+pub struct ChainWallet {
+    backend: Arc<dyn ChainBackend>,
+    wallet: CocoonWallet,
+    text: String,
+    queue: tokio::sync::Mutex<WalletQueue>,
+    poll: Duration,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ChainWallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainWallet")
+            .field("address", &self.text)
+            .finish()
+    }
+}
+
+/// The cocoon wallet refuses to act below this balance (exit code 1035).
+pub const WALLET_FLOOR: u64 = 2 * ONE_TON;
+
+impl ChainWallet {
+    /// Follows `wallet` on `backend` from now on.
+    pub async fn open(
+        backend: Arc<dyn ChainBackend>,
+        wallet: CocoonWallet,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<Self, SettleError> {
+        let follower = TxFollower::from_now(backend.as_ref(), wallet.address().clone())
+            .await
+            .map_err(chain_err)?;
+        let text = cocoon_ton::address::to_friendly(wallet.address(), true);
+        Ok(ChainWallet {
+            backend,
+            text,
+            wallet,
+            queue: tokio::sync::Mutex::new(WalletQueue {
+                outbox: WalletOutbox::new(WALLET_FLOOR),
+                follower,
+                results: HashMap::new(),
+            }),
+            poll,
+            timeout,
+        })
+    }
+
+    /// The wallet's address.
+    pub fn address(&self) -> &StdAddr {
+        self.wallet.address()
+    }
+
+    /// The wallet's address as text (user-friendly, testnet form).
+    pub fn address_text(&self) -> &str {
+        &self.text
+    }
+
+    /// The wallet's balance on chain (nanoTON).
+    pub async fn balance(&self) -> Result<u64, SettleError> {
+        Ok(account(self.backend.as_ref(), self.address())
+            .await?
+            .balance)
+    }
+
+    /// Sends `messages` and waits until the chain took them.
+    pub async fn send(&self, messages: Vec<InternalMessage>) -> Result<(), SettleError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<OutboxId> = {
+            let mut q = self.queue.lock().await;
+            messages.into_iter().map(|m| q.outbox.push(m)).collect()
+        };
+        let deadline = Instant::now() + self.timeout;
+        debug!(wallet = %self.text, ?ids, "wallet send");
+        loop {
+            {
+                let mut q = self.queue.lock().await;
+                self.drive(&mut q).await;
+                if ids.iter().all(|id| q.results.contains_key(id)) {
+                    let mut outcome = Ok(());
+                    for id in &ids {
+                        if let Some(Err(reason)) = q.results.remove(id) {
+                            outcome = Err(SettleError::Wallet {
+                                address: self.text.clone(),
+                                reason,
+                            });
+                        }
+                    }
+                    return outcome;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(SettleError::Timeout(self.timeout));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// One round: confirmations, then whatever the outbox wants to send.
+    async fn drive(&self, q: &mut WalletQueue) {
+        let backend = self.backend.as_ref();
+        match q.follower.poll(backend).await {
+            Ok(txs) => {
+                for tx in &txs {
+                    for id in q.outbox.on_transaction(tx) {
+                        q.results.insert(id, Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, wallet = %self.text, "cannot follow the wallet");
+                return;
+            }
+        }
+        let state = match backend.account_state(self.address()).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, wallet = %self.text, "cannot read the wallet");
+                return;
+            }
+        };
+        let seqno = match data_of(&state, CocoonWalletState::from_data) {
+            Ok(s) => s.map_or(0, |s| s.seqno),
+            Err(e) => {
+                warn!(error = %e, wallet = %self.text, "unreadable wallet state");
+                return;
+            }
+        };
+        q.outbox.on_seqno(seqno);
+        let now = backend.now().await.unwrap_or(state.sync_utime);
+        let fail_all = |q: &mut WalletQueue, reason: String| {
+            for id in q.outbox.abort_all() {
+                q.results.insert(id, Err(reason.clone()));
+            }
+        };
+        match q.outbox.poll(&self.wallet, seqno, state.balance, now) {
+            Ok(Poll::Send(ext)) => {
+                let sent = match ext.to_boc() {
+                    Ok(boc) => backend.send_external(boc).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                debug!(wallet = %self.text, ?sent, "external sent");
+                if let Err(reason) = sent {
+                    for id in q.outbox.abort_in_flight() {
+                        q.results.insert(id, Err(reason.clone()));
+                    }
+                }
+            }
+            Ok(Poll::Nothing(Blocked::LowBalance)) => fail_all(
+                q,
+                format!(
+                    "balance {} TON is below the wallet's {} TON floor: fund the wallet",
+                    cocoon_ton::units::format_ton(state.balance),
+                    cocoon_ton::units::format_ton(WALLET_FLOOR)
+                ),
+            ),
+            Ok(Poll::Nothing(Blocked::TooExpensive)) => fail_all(
+                q,
+                format!(
+                    "balance {} TON cannot cover the queued message: fund the wallet",
+                    cocoon_ton::units::format_ton(state.balance)
+                ),
+            ),
+            Ok(Poll::Nothing(_)) => {}
+            Err(e) => fail_all(q, e.to_string()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- proxy
+
+/// A client contract as the proxy knows it.
+#[derive(Debug, Clone)]
+struct KnownClient {
+    sc: StdAddr,
+    state: Option<ClientContractState>,
+}
+
+/// A worker contract as the proxy knows it.
+#[derive(Debug, Clone)]
+struct KnownWorker {
+    init: ContractInit,
+    /// Tokens paid out on chain (the worker contract's `tokens`); None until read.
+    paid: Option<u64>,
+}
+
+/// A save-state in flight (§5.3): the ledger snapshot it anchors.
+#[derive(Debug, Clone)]
+struct PendingAnchor {
+    seqno: i32,
+    clients: HashMap<String, u64>,
+    workers: HashMap<String, u64>,
+    totals: (u64, u64),
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ProxyBook {
+    seqno: i32,
+    pending: Option<PendingAnchor>,
+    anchored_totals: (u64, u64),
+    last_anchor: Option<Instant>,
+    committed_clients: HashMap<String, u64>,
+    committed_workers: HashMap<String, u64>,
+    clients: HashMap<String, KnownClient>,
+    workers: HashMap<String, KnownWorker>,
+    registrations: HashSet<(StdAddr, u64)>,
+    busy: HashSet<StdAddr>,
+    contract: Option<ProxyContractState>,
+}
+
+/// Counters of the proxy's settlement.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SettlementStats {
+    /// Save-states confirmed on chain.
+    pub anchors: u64,
+    /// Charges sent to client contracts.
+    pub charges: u64,
+    /// Payouts sent to worker contracts.
+    pub payouts: u64,
+    /// Commission withdrawals.
+    pub withdrawals: u64,
+    /// Settlement messages the chain refused or that failed.
+    pub failures: u64,
+}
+
+/// The proxy's on-chain side (see the module docs).
+pub struct ProxyChain {
+    chain: OnChain,
+    context: ChainContext,
+    ledger: Arc<Ledger>,
+    contract: ContractInit,
+    owner: StdAddr,
+    public_key: [u8; 32],
+    signer: VoucherSigner,
+    session_hash: [u8; 32],
+    book: Mutex<ProxyBook>,
+    stats: Mutex<SettlementStats>,
+    follower: tokio::sync::Mutex<TxFollower>,
+    registered: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for ProxyChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyChain")
+            .field(
+                "contract",
+                &cocoon_ton::address::to_raw(&self.contract.address),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyChain {
+    /// Deploys the proxy contract of (`owner`, `key`) if needed, takes the ledger's totals
+    /// as committed (as COCOON does at load) and starts the settlement loop.
+    pub async fn start(
+        chain: OnChain,
+        context: ChainContext,
+        ledger: Arc<Ledger>,
+        owner: StdAddr,
+        key: &SigningKey,
+    ) -> Result<Arc<Self>, SettleError> {
+        let public_key = key.verifying_key().to_bytes();
+        let contract = context
+            .proxy_init(&owner, &public_key)
+            .map_err(|e| SettleError::Contract(e.to_string()))?;
+        let backend = chain.backend.clone();
+        let follower = TxFollower::from_now(backend.as_ref(), contract.address.clone())
+            .await
+            .map_err(chain_err)?;
+        let state = account(backend.as_ref(), &contract.address).await?;
+        if !state.is_active() {
+            info!(contract = %context.format(&contract.address), "deploying the proxy contract");
+            chain
+                .wallet
+                .send(vec![deploy_message(&contract, PROXY_DEPLOY_VALUE, None)])
+                .await?;
+            let state = account(backend.as_ref(), &contract.address).await?;
+            if !state.is_active() {
+                return Err(SettleError::Contract(format!(
+                    "the proxy contract {} did not deploy",
+                    context.format(&contract.address)
+                )));
+            }
+        }
+        let totals = ledger.all_totals().map_err(chain_err)?;
+        let mut book = ProxyBook {
+            committed_clients: totals.clients.into_iter().collect(),
+            committed_workers: totals.workers.into_iter().collect(),
+            ..ProxyBook::default()
+        };
+        book.anchored_totals = ledger.grand_totals().map_err(chain_err)?;
+        let signer = VoucherSigner::new(key.clone(), chain.wallet.address().clone());
+        let proxy = Arc::new(ProxyChain {
+            chain,
+            context,
+            ledger,
+            contract,
+            owner,
+            public_key,
+            signer,
+            session_hash: rand::random(),
+            book: Mutex::new(book),
+            stats: Mutex::new(SettlementStats::default()),
+            follower: tokio::sync::Mutex::new(follower),
+            registered: tokio::sync::Notify::new(),
+        });
+        let weak = Arc::downgrade(&proxy);
+        let poll = proxy.chain.policy.poll_interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(p) = weak.upgrade() else { return };
+                p.tick().await;
+                drop(p);
+                tokio::time::sleep(poll).await;
+            }
+        });
+        Ok(proxy)
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, ProxyBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut SettlementStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Settlement counters.
+    pub fn stats(&self) -> SettlementStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The proxy contract.
+    pub fn contract(&self) -> &StdAddr {
+        &self.contract.address
+    }
+
+    /// The proxy's cocoon wallet.
+    pub fn wallet(&self) -> &ChainWallet {
+        &self.chain.wallet
+    }
+
+    /// Tokens of `owner` anchored on chain: what a client voucher may cover.
+    pub fn committed_client(&self, owner: &str) -> u64 {
+        self.book()
+            .committed_clients
+            .get(owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Tokens of worker `owner` anchored on chain: what a payout voucher may cover.
+    pub fn committed_worker(&self, owner: &str) -> u64 {
+        self.book()
+            .committed_workers
+            .get(owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Reads a client's contract (at connect): remembers it and returns its secret hash
+    /// when it has one (short authorization is then possible).
+    pub async fn client_connected(
+        &self,
+        owner: &str,
+        sc: &StdAddr,
+    ) -> Result<Option<[u8; 32]>, SettleError> {
+        let state = account(self.chain.backend.as_ref(), sc).await?;
+        let parsed = data_of(&state, ClientContractState::from_data)?;
+        let secret = parsed
+            .as_ref()
+            .map(|s| s.secret_hash)
+            .filter(|h| *h != [0; 32]);
+        self.book().clients.insert(
+            owner.to_owned(),
+            KnownClient {
+                sc: sc.clone(),
+                state: parsed,
+            },
+        );
+        Ok(secret)
+    }
+
+    /// Remembers a worker's contract (at connect).
+    pub fn worker_connected(&self, owner: &StdAddr, owner_text: &str) -> Result<(), SettleError> {
+        let init = self
+            .context
+            .worker_init(owner, &self.contract.address, &self.public_key)
+            .map_err(|e| SettleError::Contract(e.to_string()))?;
+        self.book()
+            .workers
+            .entry(owner_text.to_owned())
+            .or_insert(KnownWorker { init, paid: None });
+        Ok(())
+    }
+
+    /// Waits until the client contract `sc` has sent `client_proxy_register{nonce}` to the
+    /// proxy contract (long authorization, §2.5). False on timeout.
+    pub async fn wait_registration(&self, sc: &StdAddr, nonce: u64, timeout: Duration) -> bool {
+        let key = (sc.clone(), nonce);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.registered.notified();
+            if self.book().registrations.remove(&key) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.book().registrations.remove(&key);
+            }
+        }
+    }
+
+    /// How many tokens `owner` may have used in all, from its contract (§5.6):
+    /// `min(balance / price + tokens_used, stake / price + tokens_used)`; 0 while unknown
+    /// or when the contract is not in the normal state.
+    pub fn client_token_limit(&self, owner: &str) -> u64 {
+        let price = self.context.params().price_per_token;
+        let book = self.book();
+        let Some(state) = book.clients.get(owner).and_then(|c| c.state.as_ref()) else {
+            return 0;
+        };
+        if state.status != ContractStatus::Normal {
+            return 0;
+        }
+        let per = |v: u64| v.checked_div(price).unwrap_or(1_000_000_000_000);
+        per(state.balance)
+            .min(per(state.stake))
+            .saturating_add(state.tokens_used)
+    }
+
+    /// One round of the settlement loop.
+    async fn tick(&self) {
+        if let Err(e) = self.follow().await {
+            debug!(error = %e, "cannot follow the proxy contract");
+        }
+        self.anchor().await;
+        self.settle(false).await;
+    }
+
+    /// Settles everything now, whatever the thresholds: anchors the whole ledger, charges
+    /// every client and pays every worker for all of it, and withdraws the commission.
+    /// Returns once the chain shows it (`cocoon devnet` does this when it stops).
+    pub async fn settle_all(&self, timeout: Duration) -> Result<(), SettleError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Err(e) = self.follow().await {
+                debug!(error = %e, "cannot follow the proxy contract");
+            }
+            self.book().last_anchor = None;
+            self.anchor().await;
+            if let Err(e) = self.follow().await {
+                debug!(error = %e, "cannot follow the proxy contract");
+            }
+            self.settle(true).await;
+            match self.outstanding() {
+                Ok(None) => return Ok(()),
+                Ok(Some(what)) if Instant::now() >= deadline => {
+                    return Err(SettleError::Contract(format!(
+                        "not settled in time: {what}"
+                    )))
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                _ => {}
+            }
+            tokio::time::sleep(self.chain.policy.poll_interval).await;
+        }
+    }
+
+    /// What is not settled yet, if anything.
+    fn outstanding(&self) -> Result<Option<String>, SettleError> {
+        let totals = self.ledger.grand_totals().map_err(chain_err)?;
+        let book = self.book();
+        if book.anchored_totals != totals {
+            return Ok(Some(format!(
+                "ledger {totals:?} anchored {:?}",
+                book.anchored_totals
+            )));
+        }
+        for (owner, committed) in &book.committed_clients {
+            let charged = book
+                .clients
+                .get(owner)
+                .and_then(|c| c.state.as_ref())
+                .map(|s| s.tokens_used);
+            if *committed > 0 && charged < Some(*committed) {
+                return Ok(Some(format!(
+                    "client {owner}: {committed} tokens, {charged:?} charged"
+                )));
+            }
+        }
+        for (owner, committed) in &book.committed_workers {
+            let paid = book.workers.get(owner).and_then(|w| w.paid);
+            if *committed > 0 && paid < Some(*committed) {
+                return Ok(Some(format!(
+                    "worker {owner}: {committed} tokens, {paid:?} paid"
+                )));
+            }
+        }
+        match &book.contract {
+            Some(c) if c.balance == 0 => Ok(None),
+            Some(c) => Ok(Some(format!("commission {} not withdrawn", c.balance))),
+            None => Ok(Some("proxy contract not read yet".into())),
+        }
+    }
+
+    /// Reads new transactions of the proxy contract: save-state confirmations, client
+    /// registrations and client state reports.
+    async fn follow(&self) -> Result<(), SettleError> {
+        let txs = {
+            let mut f = self.follower.lock().await;
+            f.poll(self.chain.backend.as_ref())
+                .await
+                .map_err(chain_err)?
+        };
+        for tx in txs {
+            let Some(msg) = &tx.in_msg else { continue };
+            let body = match Body::parse(&msg.body) {
+                Ok(b) => b,
+                Err(e) => {
+                    debug!(error = %e, "unparsed message to the proxy contract");
+                    continue;
+                }
+            };
+            debug!(
+                op = body.op(),
+                success = tx.success,
+                "proxy contract transaction"
+            );
+            match body {
+                Body::ProxySaveState {
+                    seqno,
+                    session_hash,
+                    ..
+                } if msg.source.as_ref() == Some(self.chain.wallet.address()) => {
+                    self.on_save_state(seqno, session_hash);
+                }
+                // The source is set by the chain, so only the client contract itself can
+                // send this. Its 1-nanoTON notifications cannot pay for the proxy
+                // contract's gas: like COCOON, read them whether or not that succeeded.
+                Body::ClientProxyRequest { state, payload, .. } => {
+                    let Some(source) = msg.source.clone() else {
+                        continue;
+                    };
+                    let mut book = self.book();
+                    for c in book.clients.values_mut() {
+                        if c.sc == source {
+                            if let Some(s) = c.state.as_mut() {
+                                s.status = ContractStatus::from_bits(state.state);
+                                s.balance = state.balance;
+                                s.stake = state.stake;
+                                s.tokens_used = state.tokens_used;
+                                s.secret_hash = state.secret_hash;
+                            } else {
+                                c.state = None; // read again at the next settle round
+                            }
+                        }
+                    }
+                    if let Some(ClientProxyPayload::Register { nonce }) = payload {
+                        book.registrations.insert((source, nonce));
+                        drop(book);
+                        self.registered.notify_waiters();
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn on_save_state(&self, seqno: i32, session_hash: [u8; 32]) {
+        let mut book = self.book();
+        let Some(p) = book.pending.take() else { return };
+        if p.seqno != seqno {
+            book.pending = Some(p);
+            return;
+        }
+        if session_hash != self.session_hash {
+            // COCOON aborts here: another process signs with this proxy's key.
+            warn!(
+                seqno,
+                "a save-state with another session hash: is a second instance running with this key?"
+            );
+            book.pending = Some(p);
+            return;
+        }
+        for (owner, tokens) in p.clients {
+            let e = book.committed_clients.entry(owner).or_default();
+            *e = (*e).max(tokens);
+        }
+        for (owner, tokens) in p.workers {
+            let e = book.committed_workers.entry(owner).or_default();
+            *e = (*e).max(tokens);
+        }
+        book.anchored_totals = p.totals;
+        drop(book);
+        self.count(|s| s.anchors += 1);
+        debug!(seqno, "ledger anchored on chain");
+    }
+
+    /// Sends a save-state when the ledger grew and none is in flight (§5.3).
+    async fn anchor(&self) {
+        let policy = &self.chain.policy;
+        let totals = match self.ledger.grand_totals() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "cannot read the ledger");
+                return;
+            }
+        };
+        let seqno = {
+            let mut book = self.book();
+            if let Some(p) = &book.pending {
+                if p.since.elapsed() < policy.confirm_timeout {
+                    return;
+                }
+                book.pending = None; // lost: anchor again
+            }
+            let due = book
+                .last_anchor
+                .is_none_or(|t| t.elapsed() >= policy.anchor_interval);
+            if !due || totals == book.anchored_totals {
+                return;
+            }
+            let all = match self.ledger.all_totals() {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the ledger");
+                    return;
+                }
+            };
+            book.seqno = book.seqno.wrapping_add(1);
+            book.last_anchor = Some(Instant::now());
+            book.pending = Some(PendingAnchor {
+                seqno: book.seqno,
+                clients: all.clients.into_iter().collect(),
+                workers: all.workers.into_iter().collect(),
+                totals,
+                since: Instant::now(),
+            });
+            book.seqno
+        };
+        let msg = match save_state_message(
+            self.contract.address.clone(),
+            query_id(),
+            seqno,
+            self.session_hash,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot build a save-state");
+                return;
+            }
+        };
+        if let Err(e) = self.chain.wallet.send(vec![msg]).await {
+            warn!(error = %e, seqno, "save-state not sent");
+            self.book().pending = None;
+            self.count(|s| s.failures += 1);
+        }
+    }
+
+    /// Parties with anchored usage that did not connect since the start (e.g. after a
+    /// restart) are settled too: their contracts are derived from their addresses.
+    fn adopt_ledger_parties(&self) {
+        let mut book = self.book();
+        let book = &mut *book;
+        for owner in book.committed_clients.keys() {
+            if book.clients.contains_key(owner) {
+                continue;
+            }
+            let sc = self.context.parse_address(owner).and_then(|a| {
+                self.context
+                    .client_sc(&a, &self.contract.address, &self.public_key)
+            });
+            match sc {
+                Ok(sc) => {
+                    book.clients
+                        .insert(owner.clone(), KnownClient { sc, state: None });
+                }
+                Err(e) => warn!(%owner, error = %e, "client contract not derivable"),
+            }
+        }
+        for owner in book.committed_workers.keys() {
+            if book.workers.contains_key(owner) {
+                continue;
+            }
+            let init = self.context.parse_address(owner).and_then(|a| {
+                self.context
+                    .worker_init(&a, &self.contract.address, &self.public_key)
+            });
+            match init {
+                Ok(init) => {
+                    book.workers
+                        .insert(owner.clone(), KnownWorker { init, paid: None });
+                }
+                Err(e) => warn!(%owner, error = %e, "worker contract not derivable"),
+            }
+        }
+    }
+
+    /// Charges clients, pays workers and withdraws the commission where due (§5.5).
+    async fn settle(&self, force: bool) {
+        let mut policy = self.chain.policy.clone();
+        if force {
+            policy.charge_threshold = 1;
+            policy.payout_threshold = 1;
+            policy.withdraw_threshold = 1;
+        }
+        let params = self.context.params().clone();
+        let backend = self.chain.backend.clone();
+        self.adopt_ledger_parties();
+        // Clients whose contract state is unknown are read first.
+        let unknown: Vec<(String, StdAddr)> = self
+            .book()
+            .clients
+            .iter()
+            .filter(|(_, c)| c.state.is_none())
+            .map(|(o, c)| (o.clone(), c.sc.clone()))
+            .collect();
+        for (owner, sc) in unknown {
+            if let Ok(state) = account(backend.as_ref(), &sc).await {
+                if let Ok(parsed) = data_of(&state, ClientContractState::from_data) {
+                    if let Some(c) = self.book().clients.get_mut(&owner) {
+                        c.state = parsed;
+                    }
+                }
+            }
+        }
+        let unknown: Vec<(String, StdAddr)> = self
+            .book()
+            .workers
+            .iter()
+            .filter(|(_, w)| w.paid.is_none())
+            .map(|(o, w)| (o.clone(), w.init.address.clone()))
+            .collect();
+        for (owner, sc) in unknown {
+            if let Ok(state) = account(backend.as_ref(), &sc).await {
+                if let Ok(parsed) = data_of(&state, WorkerContractState::from_data) {
+                    if let Some(w) = self.book().workers.get_mut(&owner) {
+                        w.paid = Some(parsed.map_or(0, |p| p.tokens));
+                    }
+                }
+            }
+        }
+        let mut messages: Vec<(StdAddr, InternalMessage, &'static str)> = Vec::new();
+        {
+            let book = self.book();
+            for (owner, c) in &book.clients {
+                let Some(state) = &c.state else { continue };
+                let committed = book.committed_clients.get(owner).copied().unwrap_or(0);
+                if book.busy.contains(&c.sc) || committed <= state.tokens_used {
+                    continue;
+                }
+                if state.status != ContractStatus::Normal {
+                    continue;
+                }
+                let due = u128::from(committed - state.tokens_used)
+                    * u128::from(params.price_per_token)
+                    >= u128::from(policy.charge_threshold);
+                if !due {
+                    continue;
+                }
+                let v = Voucher::client_charge(query_id(), committed, c.sc.clone());
+                match self
+                    .signer
+                    .sign(v)
+                    .and_then(|s| voucher_message(&s, OPERATION_VALUE))
+                {
+                    Ok(m) => messages.push((c.sc.clone(), m, "charge")),
+                    Err(e) => warn!(error = %e, "cannot sign a charge"),
+                }
+            }
+            for (owner, w) in &book.workers {
+                let committed = book.committed_workers.get(owner).copied().unwrap_or(0);
+                let Some(paid) = w.paid else { continue };
+                if book.busy.contains(&w.init.address) || committed <= paid {
+                    continue;
+                }
+                let due = u128::from(committed - paid) * u128::from(params.worker_fee_per_token)
+                    >= u128::from(policy.payout_threshold);
+                if !due {
+                    continue;
+                }
+                let v = Voucher::worker_payout(query_id(), committed, w.init.address.clone());
+                match self.signer.sign(v).and_then(|s| s.to_cell()) {
+                    Ok(body) => {
+                        // The StateInit deploys the worker contract on its first payout;
+                        // it is ignored once the contract exists.
+                        let m = InternalMessage::cocoon(
+                            w.init.address.clone(),
+                            OPERATION_VALUE,
+                            Some(w.init.state_init.clone()),
+                            Some(body),
+                        );
+                        messages.push((w.init.address.clone(), m, "payout"));
+                    }
+                    Err(e) => warn!(error = %e, "cannot sign a payout"),
+                }
+            }
+        }
+        if !messages.is_empty() {
+            let mut book = self.book();
+            for (sc, _, _) in &messages {
+                book.busy.insert(sc.clone());
+            }
+        }
+        let kinds: Vec<(StdAddr, &'static str)> =
+            messages.iter().map(|(a, _, k)| (a.clone(), *k)).collect();
+        let sent = self
+            .chain
+            .wallet
+            .send(messages.into_iter().map(|(_, m, _)| m).collect())
+            .await;
+        if !kinds.is_empty() {
+            match &sent {
+                Ok(()) => self.count(|s| {
+                    for (_, k) in &kinds {
+                        match *k {
+                            "charge" => s.charges += 1,
+                            _ => s.payouts += 1,
+                        }
+                    }
+                }),
+                Err(e) => {
+                    warn!(error = %e, "settlement messages failed");
+                    self.count(|s| s.failures += 1);
+                }
+            }
+            // Read back what the contracts now say.
+            for (sc, kind) in &kinds {
+                if *kind == "payout" {
+                    let paid = account(backend.as_ref(), sc)
+                        .await
+                        .ok()
+                        .and_then(|st| data_of(&st, WorkerContractState::from_data).ok())
+                        .flatten()
+                        .map(|w| w.tokens);
+                    let mut book = self.book();
+                    if let Some(paid) = paid {
+                        for w in book.workers.values_mut() {
+                            if &w.init.address == sc {
+                                w.paid = Some(paid);
+                            }
+                        }
+                    }
+                    book.busy.remove(sc);
+                } else {
+                    let parsed = account(backend.as_ref(), sc)
+                        .await
+                        .ok()
+                        .and_then(|st| data_of(&st, ClientContractState::from_data).ok())
+                        .flatten();
+                    let mut book = self.book();
+                    for c in book.clients.values_mut() {
+                        if &c.sc == sc && parsed.is_some() {
+                            c.state = parsed.clone();
+                        }
+                    }
+                    book.busy.remove(sc);
+                }
+            }
+        }
+        // The commission.
+        let Ok(state) = account(backend.as_ref(), &self.contract.address).await else {
+            return;
+        };
+        let Ok(Some(contract)) = data_of(&state, ProxyContractState::from_data) else {
+            return;
+        };
+        let earned = contract.balance;
+        self.book().contract = Some(contract);
+        if earned == 0 || earned < policy.withdraw_threshold {
+            return;
+        }
+        let msg = body_message(
+            self.contract.address.clone(),
+            PROXY_WITHDRAW_VALUE,
+            &Body::ExtProxyPayoutRequest {
+                query_id: query_id(),
+                send_excesses_to: self.chain.wallet.address().clone(),
+            },
+        );
+        match msg {
+            Ok(m) => match self.chain.wallet.send(vec![m]).await {
+                Ok(()) => {
+                    self.count(|s| s.withdrawals += 1);
+                    info!(
+                        amount = %cocoon_ton::units::format_ton(earned),
+                        owner = %self.context.format(&self.owner),
+                        "commission withdrawn to the proxy owner"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "withdrawal failed");
+                    self.count(|s| s.failures += 1);
+                }
+            },
+            Err(e) => warn!(error = %e, "cannot build a withdrawal"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ client
+
+/// The client's on-chain side (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ClientChain {
+    chain: OnChain,
+    context: ChainContext,
+    secret_hash: [u8; 32],
+}
+
+impl ClientChain {
+    /// The client side of `chain`; `secret` is the short-auth secret it publishes.
+    pub fn new(chain: OnChain, context: ChainContext, secret: &str) -> Self {
+        ClientChain {
+            chain,
+            context,
+            secret_hash: Sha256::digest(secret.as_bytes()).into(),
+        }
+    }
+
+    /// The client's cocoon wallet (its `client_owner_address`).
+    pub fn wallet(&self) -> &ChainWallet {
+        &self.chain.wallet
+    }
+
+    fn deposit(&self) -> u64 {
+        let params = self.context.params();
+        let amount = if self.chain.policy.client_deposit > 0 {
+            self.chain.policy.client_deposit
+        } else {
+            params.min_client_stake
+        };
+        cocoon_ton::settlement::client_top_up_amount(amount, params.price_per_token)
+    }
+
+    /// The client contract at the proxy (`proxy_sc`, `proxy_key`).
+    pub fn contract(
+        &self,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<ContractInit, SettleError> {
+        self.context
+            .client_init(self.chain.wallet.address(), proxy_sc, proxy_key)
+            .map_err(|e| SettleError::Contract(e.to_string()))
+    }
+
+    /// Reads the client contract.
+    pub async fn state(&self, sc: &StdAddr) -> Result<Option<ClientContractState>, SettleError> {
+        let st = account(self.chain.backend.as_ref(), sc).await?;
+        data_of(&st, ClientContractState::from_data)
+    }
+
+    /// Long authorization's on-chain part: deploys and funds the client contract if
+    /// needed, then sends `owner_client_register{nonce}` (§2.5), in one wallet batch.
+    pub async fn register(&self, contract: &ContractInit, nonce: u64) -> Result<(), SettleError> {
+        let me = self.chain.wallet.address().clone();
+        let mut messages = Vec::new();
+        if self.state(&contract.address).await?.is_none() {
+            let deposit = self.deposit();
+            let top_up =
+                client_top_up_message(contract.address.clone(), query_id(), deposit, me.clone())
+                    .map_err(chain_err)?;
+            info!(
+                contract = %self.context.format(&contract.address),
+                deposit = %cocoon_ton::units::format_ton(deposit),
+                "deploying the client contract"
+            );
+            messages.push(deploy_message(
+                contract,
+                top_up.value.max(CLIENT_DEPLOY_VALUE),
+                top_up.body,
+            ));
+        }
+        messages.push(
+            body_message(
+                contract.address.clone(),
+                OPERATION_VALUE,
+                &Body::OwnerClientRegister {
+                    query_id: query_id(),
+                    nonce,
+                    send_excesses_to: me,
+                },
+            )
+            .map_err(chain_err)?,
+        );
+        self.chain.wallet.send(messages).await
+    }
+
+    /// Keeps the client contract usable while the session lives: publishes the secret
+    /// hash (so the next connection can use short auth) and tops up once the balance the
+    /// proxy may still use falls under half the stake (§5.5). `used` reports the tokens
+    /// the proxy has counted; the loop ends when `alive` turns false.
+    pub async fn maintain(
+        &self,
+        sc: StdAddr,
+        used: impl Fn() -> u64 + Send,
+        alive: impl Fn() -> bool + Send,
+    ) {
+        let me = self.chain.wallet.address().clone();
+        let price = self.context.params().price_per_token.max(1);
+        while alive() {
+            match self.state(&sc).await {
+                Ok(Some(state)) if state.status == ContractStatus::Normal => {
+                    let mut messages = Vec::new();
+                    if state.secret_hash != self.secret_hash {
+                        if let Ok(m) = body_message(
+                            sc.clone(),
+                            OPERATION_VALUE,
+                            &Body::OwnerClientChangeSecretHash {
+                                query_id: query_id(),
+                                secret_hash: self.secret_hash,
+                                send_excesses_to: me.clone(),
+                            },
+                        ) {
+                            messages.push(m);
+                        }
+                    }
+                    // tokens_payed − tokens_used < stake_tokens / 2  →  top up.
+                    let payed = (state.balance / price).saturating_add(state.tokens_used);
+                    let left = payed.saturating_sub(used());
+                    if left < state.stake / price / 2 {
+                        if let Ok(m) = client_top_up_message(
+                            sc.clone(),
+                            query_id(),
+                            self.deposit(),
+                            me.clone(),
+                        ) {
+                            info!(
+                                amount = %cocoon_ton::units::format_ton(self.deposit()),
+                                "topping up the client contract"
+                            );
+                            messages.push(m);
+                        }
+                    }
+                    if let Err(e) = self.chain.wallet.send(messages).await {
+                        warn!(error = %e, "client contract upkeep failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "cannot read the client contract"),
+            }
+            tokio::time::sleep(self.chain.policy.poll_interval).await;
+        }
+    }
+}
