@@ -42,6 +42,11 @@ pub struct DevnetArgs {
     /// Port where the proxy accepts workers (0 = any free port).
     #[arg(long, default_value_t = 11001)]
     pub proxy_worker_port: u16,
+    /// Port of the chain's toncenter-compatible API (`http://127.0.0.1:PORT/api/v2`),
+    /// what `cocoon wallet|root|client|worker|proxy --chain devnet` use while the devnet
+    /// runs (0 = any free port).
+    #[arg(long, default_value_t = 11003)]
+    pub chain_api_port: u16,
     /// Directory for all state (keys, ledger); a restart with the same directory
     /// continues where it stopped.
     #[arg(long, default_value = ".cocoon-devnet")]
@@ -202,6 +207,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let (view, root, local) = local_chain(&dir, &wallets, &args).await?;
         (Some(view), "local-tvm".to_owned(), root, Some(local))
     };
+    let chain_api = match &local {
+        Some(local) => Some(serve_chain_api(local.clone(), args.chain_api_port).await?),
+        None => None,
+    };
     let proxy = runner::start_proxy(&proxy_cfg, view.as_ref())
         .await
         .context("starting the proxy")?;
@@ -301,6 +310,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "serving": serving,
         "chain": chain_name,
         "root_address": root_address,
+        "chain_api": chain_api,
         "proxy_sc_address": proxy_sc,
         "wallets": wallet_info,
         "worker_vouchers": worker_vouchers,
@@ -326,6 +336,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             "  chain:           embedded TVM chain running our contracts; root {root_address}"
         );
         println!("                   (prices and contract codes come from the root contract)");
+        if let Some(url) = &chain_api {
+            println!("  chain API:       {url} (toncenter v2 subset; `cocoon wallet show --wallet client`)");
+        }
     }
     println!("  state:           {}", dir.display());
     println!();
@@ -358,6 +371,26 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!("cocoon devnet stopped");
     Ok(())
+}
+
+/// Serves the chain's toncenter-compatible API on 127.0.0.1:`port`; returns its base URL.
+async fn serve_chain_api(
+    chain: std::sync::Arc<cocoon_ton::local::LocalChain>,
+    port: u16,
+) -> anyhow::Result<String> {
+    let router = axum::Router::new().nest("/api/v2", cocoon_ton::toncenter::server::router(chain));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!("cannot listen on 127.0.0.1:{port} for the chain API (--chain-api-port)")
+        })?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "chain API stopped");
+        }
+    });
+    Ok(format!("http://{addr}/api/v2"))
 }
 
 /// Served name of the generated stand-in model.

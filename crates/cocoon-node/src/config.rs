@@ -60,7 +60,9 @@ pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError>
 pub struct ChainConfig {
     /// `fake`: **fake-TON, a stand-in for the TON chain** (like COCOON's
     /// `--disable-ton`): prices come from this table, clients are pseudo-funded, nothing
-    /// is settled on chain.
+    /// is settled on chain. `toncenter`: a real TON network through a toncenter v2 API
+    /// (`toncenter_url`, `api_key`): prices, codes and settlement come from the root
+    /// contract at `root_address`.
     #[serde(default = "default_chain_mode")]
     pub mode: String,
     /// nanoTON per adjusted token paid by clients.
@@ -82,6 +84,15 @@ pub struct ChainConfig {
     /// Default: the node's own key (`[attestation] key_file`).
     #[serde(default)]
     pub wallet_key_file: Option<PathBuf>,
+    /// `toncenter` mode: the API base URL (default: testnet when `is_test`, else mainnet).
+    #[serde(default)]
+    pub toncenter_url: Option<String>,
+    /// `toncenter` mode: the API key (raises the rate limit from 1 to 10 requests/s).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// `toncenter` mode: the root contract (raw `0:…` or user-friendly).
+    #[serde(default)]
+    pub root_address: Option<String>,
 }
 
 fn default_chain_mode() -> String {
@@ -113,6 +124,9 @@ impl Default for ChainConfig {
             pseudo_client_tokens: default_pseudo_tokens(),
             config_version: default_config_version(),
             wallet_key_file: None,
+            toncenter_url: None,
+            api_key: None,
+            root_address: None,
         }
     }
 }
@@ -122,7 +136,7 @@ impl ChainConfig {
     pub fn prices(&self) -> Result<Prices, ConfigError> {
         if self.mode != "fake" {
             return Err(ConfigError::Invalid(format!(
-                "chain mode {:?} is not available yet; use \"fake\" (fake-TON)",
+                "unknown chain mode {:?}: use \"fake\" (fake-TON, a stand-in) or \"toncenter\"",
                 self.mode
             )));
         }

@@ -63,38 +63,70 @@ fn wallet_key(
 }
 
 /// The chain the role works against: `chain` when given (e.g. the devnet's embedded TVM
-/// chain), else fake-TON from the `[chain]` table.
-fn chain_view(
+/// chain), else the `[chain]` table: a toncenter API (`mode = "toncenter"`) or fake-TON.
+async fn chain_view(
     table: &ChainConfig,
     is_test: bool,
     chain: Option<&ChainView>,
 ) -> Result<ChainView, StartError> {
-    match chain {
-        Some(view) => {
-            if view.context.is_test() != is_test {
-                return Err(ConfigError::Invalid(format!(
-                    "is_test = {is_test}, but the root contract is {} deployment",
-                    if view.context.is_test() {
-                        "a test"
-                    } else {
-                        "a production"
-                    }
-                ))
-                .into());
-            }
-            Ok(view.clone())
-        }
+    let view = match chain {
+        Some(view) => view.clone(),
+        None if table.mode == "toncenter" => toncenter_view(table, is_test).await?,
         None => {
             let prices = table.prices()?;
             let context = ChainContext::fake(&prices, is_test)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            Ok(ChainView {
+            return Ok(ChainView {
                 context,
                 prices,
                 settlement: None,
-            })
+            });
         }
+    };
+    if view.context.is_test() != is_test {
+        return Err(ConfigError::Invalid(format!(
+            "is_test = {is_test}, but the root contract is {} deployment",
+            if view.context.is_test() {
+                "a test"
+            } else {
+                "a production"
+            }
+        ))
+        .into());
     }
+    Ok(view)
+}
+
+/// A real network through toncenter: the root read from the chain, settlement with
+/// COCOON's own cocoon wallet code and its thresholds.
+async fn toncenter_view(table: &ChainConfig, is_test: bool) -> Result<ChainView, StartError> {
+    let url = table.toncenter_url.clone().unwrap_or_else(|| {
+        if is_test {
+            cocoon_ton::toncenter::TESTNET_URL.to_owned()
+        } else {
+            cocoon_ton::toncenter::MAINNET_URL.to_owned()
+        }
+    });
+    let root_text = table.root_address.as_deref().ok_or_else(|| {
+        ConfigError::Invalid("[chain] mode = \"toncenter\" needs root_address".into())
+    })?;
+    let root = cocoon_ton::address::parse(root_text)
+        .map_err(|e| ConfigError::Invalid(format!("[chain] root_address: {e}")))?
+        .0;
+    let backend: Arc<dyn cocoon_ton::chain::ChainBackend> = Arc::new(
+        cocoon_ton::toncenter::TonCenter::new(&url, table.api_key.clone())
+            .map_err(|e| StartError::Chain(format!("{url}: {e}")))?,
+    );
+    let mut view = ChainContext::from_chain(backend.as_ref(), &root, is_test)
+        .await
+        .map_err(|e| StartError::Chain(e.to_string()))?;
+    view.settlement = Some(crate::chain::SettlementChain {
+        backend,
+        wallet_code: cocoon_ton::wallet::official_cocoon_wallet_code()
+            .map_err(|e| StartError::Chain(e.to_string()))?,
+        policy: crate::settle::SettlementPolicy::default(),
+    });
+    Ok(view)
 }
 
 async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, StartError> {
@@ -141,7 +173,7 @@ pub async fn start_proxy(
     cfg: &ProxyConfig,
     chain: Option<&ChainView>,
 ) -> Result<RunningProxy, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
+    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     let prices = view.prices;
     let mut identity = cfg.attestation.identity()?;
     identity.spawn_renewal();
@@ -344,7 +376,7 @@ pub async fn start_worker(
     backend: Option<Arc<dyn InferenceBackend>>,
     chain: Option<&ChainView>,
 ) -> Result<RunningWorker, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
+    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     let prices = view.prices;
     let backend: Arc<dyn InferenceBackend> = match backend {
         Some(b) => b,
@@ -490,7 +522,7 @@ pub async fn start_client(
     cfg: &ClientConfig,
     chain: Option<&ChainView>,
 ) -> Result<RunningClient, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain)?;
+    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     if cfg.proxies.is_empty() {
         return Err(ConfigError::Invalid("client needs at least one proxy".into()).into());
     }
