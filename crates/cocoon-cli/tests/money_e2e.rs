@@ -95,6 +95,8 @@ fn start_devnet(state: &Path, upstream: SocketAddr, port: u16, log: PathBuf) -> 
             "0",
             "--proxy-worker-port",
             "0",
+            "--chain-api-port",
+            "0",
             "--pow-difficulty",
             "8",
         ])
