@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Contracts check: install the pinned npm deps if needed, verify that build/
-# equals a fresh compile of src/, then run the sandbox tests.
+# equals a fresh compile of src/, then run the sandbox tests and replay the Rust
+# LocalChain cross-check scenario on @ton/sandbox (identical results required).
 # Exits non-zero on any failure. Usage: contracts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,3 +19,6 @@ npm run --silent check-build
 
 echo "contracts: tests"
 node --test --test-concurrency=1 --test-reporter=spec tests/*.test.mjs
+
+echo "contracts: the Rust LocalChain scenario replayed on @ton/sandbox"
+node ../crates/cocoon-ton/tests/golden/crosscheck.mjs --check

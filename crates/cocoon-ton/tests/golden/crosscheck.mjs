@@ -5,6 +5,9 @@
 //   node crates/cocoon-ton/tests/golden/crosscheck.mjs
 // It reads tests/data/crosscheck-scenario.json (written by the Rust test with
 // COCOON_UPDATE_CROSSCHECK=1) and writes tests/data/crosscheck-sandbox.json.
+// With --check (what contracts/test.sh runs in CI) it writes nothing and fails
+// unless the sandbox gives exactly the committed results, which the Rust test
+// `local_chain_matches_ton_sandbox_to_the_nanoton` compares with LocalChain.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -64,5 +67,18 @@ const out = {
     sandbox: require('@ton/sandbox/package.json').version,
     steps,
 };
-fs.writeFileSync(path.join(dataDir, 'crosscheck-sandbox.json'), JSON.stringify(out, null, 2) + '\n');
-console.log(`${steps.length} steps replayed`);
+const text = JSON.stringify(out, null, 2) + '\n';
+const target = path.join(dataDir, 'crosscheck-sandbox.json');
+if (process.argv.includes('--check')) {
+    const committed = JSON.parse(fs.readFileSync(target, 'utf8'));
+    const same = JSON.stringify(committed.steps) === JSON.stringify(out.steps);
+    if (!same) {
+        console.error('crosscheck: @ton/sandbox no longer gives the committed results; ' +
+            'rerun `node crates/cocoon-ton/tests/golden/crosscheck.mjs` and the Rust test');
+        process.exit(1);
+    }
+    console.log(`crosscheck: ${steps.length} steps replayed on @ton/sandbox ${out.sandbox}, identical to the committed results`);
+} else {
+    fs.writeFileSync(target, text);
+    console.log(`${steps.length} steps replayed`);
+}
