@@ -32,6 +32,10 @@ const SNAPSHOT: &str = "chain.json";
 const TX_LOG: &str = "transactions.log";
 const CONFIG: &str = "config.boc";
 const LOCK: &str = "lock";
+/// Tries to take a lock that is held (see [`DirLock::acquire`]) before giving up.
+const LOCK_ATTEMPTS: u32 = 10;
+/// Pause between those tries (0.5 s in all).
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 const FORMAT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
@@ -80,19 +84,30 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| err(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                // The holder writes its pid right after locking; an empty or
-                // unreadable file only means it has not done so yet.
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LocalChainError::InUse {
-                    path,
-                    pid: text.trim().parse().ok(),
-                });
+        // A lock just released can look taken for a moment: a process that
+        // forks (to start a child) shares every open file, locked ones too,
+        // with the child until the child's exec closes them. So a refusal is
+        // only final after a short while.
+        let mut attempt = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if attempt < LOCK_ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(TryLockError::WouldBlock) => {
+                    // The holder writes its pid right after locking; an empty or
+                    // unreadable file only means it has not done so yet.
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(LocalChainError::InUse {
+                        path,
+                        pid: text.trim().parse().ok(),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(err(&path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(err(&path, e)),
         }
         let mut write_pid = || -> std::io::Result<()> {
             file.set_len(0)?;
