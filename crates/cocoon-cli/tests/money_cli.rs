@@ -203,7 +203,8 @@ fn devnet() -> Devnet {
         "proxy_public_key": hex::encode(pk),
         "proxy_sc_address": friendly(&proxy.address),
         "wallets": entries,
-        "worker_vouchers": { "worker-0": voucher_path.display().to_string() },
+        // Relative paths are relative to the devnet directory.
+        "worker_vouchers": { "worker-0": voucher_path.file_name().unwrap().to_str().unwrap() },
     });
     std::fs::write(
         dir.path().join("devnet.json"),

@@ -131,7 +131,8 @@ pub struct DevnetInfo {
 }
 
 impl DevnetInfo {
-    /// Reads `dir/devnet.json`; `None` when there is none.
+    /// Reads `dir/devnet.json`; `None` when there is none. Relative file
+    /// paths in it are taken relative to `dir`.
     pub fn read(dir: &Path) -> anyhow::Result<Option<DevnetInfo>> {
         let path = dir.join("devnet.json");
         let text = match std::fs::read_to_string(&path) {
@@ -139,8 +140,17 @@ impl DevnetInfo {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let info: DevnetInfo = serde_json::from_str(&text)
+        let mut info: DevnetInfo = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a devnet description", path.display()))?;
+        let within = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        info.wallets
+            .values_mut()
+            .for_each(|w| within(&mut w.key_file));
+        info.worker_vouchers.values_mut().for_each(within);
         Ok(Some(info))
     }
 
