@@ -198,7 +198,10 @@ async fn balance(o: WorkerOpts) -> anyhow::Result<()> {
         "worker fee:  {} nanoTON per token",
         w.params.worker_fee_per_token
     );
-    if w.voucher_file.is_some() {
+    let missing = w.voucher_file.as_ref().is_some_and(|p| !p.exists());
+    if missing {
+        println!("voucher:     none yet (the worker saves the proxy's vouchers as they come)");
+    } else if w.voucher_file.is_some() {
         let v = w.voucher()?;
         let (delta, amount) = w.payable(v.tokens());
         println!(
