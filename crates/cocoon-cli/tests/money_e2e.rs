@@ -8,7 +8,8 @@
 //!   owner exactly the tokens × (price − fee): what the client paid for usage is the
 //!   workers' earnings plus the proxy's commission;
 //! * every nanoTON minted is in an account or was burned as a chain fee;
-//! * the client can take back what it did not spend.
+//! * a client that closes its contract (`cocoon client close`, while the devnet runs) gets
+//!   everything it did not spend back at once: the proxy grants the refund.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,11 +20,10 @@ use std::time::{Duration, Instant};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cocoon_node::chain::{devnet_address, ChainContext};
-use cocoon_ton::contracts::{ClientContractState, CocoonWalletState};
+use cocoon_ton::contracts::ClientContractState;
 use cocoon_ton::local::LocalChain;
 use cocoon_ton::messages::Body;
 use cocoon_ton::root::ONE_TON;
-use cocoon_ton::wallet::{cocoon_send_mode, CocoonWallet};
 use serde_json::{json, Value};
 
 const MODEL: &str = "money-model";
@@ -156,14 +156,16 @@ fn addr(text: &str) -> cocoon_ton::StdAddr {
     cocoon_ton::address::parse(text).expect("address").0
 }
 
-/// What `to` received from `from` (message values; the account's balance is lower by the
-/// storage fees it paid, which are chain fees).
+/// The payouts (`payout` op) `to` received from `from` (message values; the account's
+/// balance is lower by the storage fees it paid, which are chain fees; excesses, the
+/// change of the messages it sent, are not payouts).
 fn received_from(chain: &LocalChain, to: &cocoon_ton::StdAddr, from: &cocoon_ton::StdAddr) -> u64 {
     chain
         .transactions_of(to)
         .iter()
         .filter_map(|t| t.summary.in_msg.as_ref())
         .filter(|m| m.source.as_ref() == Some(from))
+        .filter(|m| matches!(Body::parse(&m.body), Ok(Body::Payout { .. })))
         .map(|m| m.value)
         .sum()
 }
@@ -196,11 +198,65 @@ async fn devnet_money_balances_to_the_nanoton_across_a_crash() {
     }
     crash.await.expect("killed");
 
-    // Phase 2: the restarted devnet continues, then stops cleanly (settling everything).
+    // Phase 2: the restarted devnet continues; the client closes its contract through the
+    // money CLI (over the devnet's chain API) and the proxy grants the refund; then the
+    // devnet stops cleanly (settling everything).
     let devnet = start_devnet(&state, upstream, port, dir.path().join("devnet2.log"));
     for _ in 0..5 {
         assert_eq!(chat(&http, &api, 0).await, 200);
     }
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(state.join("devnet.json")).expect("devnet.json"))
+            .expect("json");
+    let close = Command::new(COCOON)
+        .args(["client", "close", "--dir", &state.display().to_string()])
+        .output()
+        .expect("cocoon client close");
+    assert!(
+        close.status.success(),
+        "client close: {}{}",
+        String::from_utf8_lossy(&close.stdout),
+        String::from_utf8_lossy(&close.stderr)
+    );
+    let api_chain =
+        cocoon_ton::toncenter::TonCenter::new(info["chain_api"].as_str().expect("chain api"), None)
+            .expect("chain api client");
+    let client_sc_text = {
+        let out = Command::new(COCOON)
+            .args(["client", "balance", "--dir", &state.display().to_string()])
+            .output()
+            .expect("client balance");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("client contract: "))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .expect("client contract in `cocoon client balance`")
+    };
+    let client_sc_addr = addr(&client_sc_text);
+    let start = Instant::now();
+    loop {
+        use cocoon_ton::chain::ChainBackend;
+        let st = api_chain
+            .account_state(&client_sc_addr)
+            .await
+            .expect("state");
+        let parsed =
+            ClientContractState::from_data(st.data.as_ref().expect("data")).expect("parse");
+        if parsed.status == cocoon_ton::contracts::ContractStatus::Closed {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the proxy grants the closing client its refund"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(
+        chat(&http, &api, 0).await,
+        200,
+        "a closed client contract funds no request"
+    );
     tokio::task::spawn_blocking(move || stop(devnet, "-INT"))
         .await
         .expect("stopped");
@@ -263,10 +319,13 @@ async fn devnet_money_balances_to_the_nanoton_across_a_crash() {
     );
     // The deposit is rounded down to whole tokens, as COCOON's top-up.
     let deposit = 10 * ONE_TON - (10 * ONE_TON) % PRICE;
+    assert_eq!(client.status, cocoon_ton::contracts::ContractStatus::Closed);
+    assert_eq!(client.balance, 0, "everything was refunded");
+    assert_eq!(client_sc, client_sc_addr);
     assert_eq!(
-        client.balance,
+        received_from(&chain, &client_wallet, &proxy_sc),
         deposit - client_tokens * PRICE,
-        "the client paid exactly tokens × price for its usage"
+        "the client got back exactly its deposit minus tokens × price"
     );
 
     // Workers' earnings and the proxy's commission, received by their owners.
@@ -297,54 +356,5 @@ async fn devnet_money_balances_to_the_nanoton_across_a_crash() {
     assert!(supply.is_conserved(), "{supply:?}");
     assert!(supply.fees > 0, "chain fees were paid: {supply:?}");
 
-    // The client takes back what it did not spend (its balance above the stake).
-    let key = cocoon_node::config::load_or_create_key(&state.join("keys/client_wallet_key.pem"))
-        .expect("client key");
-    let wallet = CocoonWallet::new(
-        key,
-        devnet_address("devnet-client"),
-        &cocoon_ton::local::codes::wallet_code().expect("code"),
-    )
-    .expect("wallet");
-    assert_eq!(wallet.address(), &client_wallet);
-    let seqno = CocoonWalletState::from_data(
-        &chain
-            .account(&client_wallet)
-            .expect("wallet")
-            .data
-            .expect("deployed"),
-    )
-    .expect("wallet state")
-    .seqno;
-    let withdraw = cocoon_ton::settlement::body_message(
-        client_sc.clone(),
-        cocoon_ton::settlement::OPERATION_VALUE,
-        &Body::OwnerClientWithdraw {
-            query_id: 1,
-            send_excesses_to: client_wallet.clone(),
-        },
-    )
-    .expect("message");
-    let ext = wallet
-        .external_message(
-            seqno,
-            chain.time() + 600,
-            &[(cocoon_send_mode(withdraw.value), withdraw)],
-        )
-        .expect("external");
-    let report = chain
-        .execute_external(&ext.to_boc().expect("boc"))
-        .expect("accepted");
-    let refund = client.balance - client.stake;
-    let paid_back = report
-        .on(&client_wallet)
-        .filter_map(|t| t.summary.in_msg.as_ref())
-        .filter(|m| m.source.as_ref() == Some(&proxy_sc))
-        .map(|m| m.value)
-        .collect::<Vec<_>>();
-    assert!(
-        paid_back.contains(&refund),
-        "the proxy contract paid the client {refund} back: {paid_back:?}"
-    );
     assert!(chain.supply().expect("supply").is_conserved());
 }

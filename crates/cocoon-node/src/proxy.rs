@@ -293,7 +293,7 @@ impl Proxy {
         let sc = settings.chain.proxy_sc(&owner, &key)?;
         let sc_text = settings.chain.format(&sc);
         let vouchers = ProxyVouchers::new(settings.signing_key.clone(), owner);
-        Ok(Proxy {
+        let proxy = Proxy {
             shared: Arc::new(Shared {
                 settings,
                 writer: crate::ledger::LedgerWriter::spawn(ledger.clone()),
@@ -306,7 +306,16 @@ impl Proxy {
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
             }),
-        })
+        };
+        if let Some(chain) = &proxy.shared.settings.settlement {
+            let shared = Arc::downgrade(&proxy.shared);
+            chain.set_running_probe(Box::new(move |owner| {
+                shared
+                    .upgrade()
+                    .is_some_and(|s| lock(&s.state).reserved.get(owner).is_some_and(|r| *r > 0))
+            }));
+        }
+        Ok(proxy)
     }
 
     /// The on-chain settlement, when the proxy runs on a chain.

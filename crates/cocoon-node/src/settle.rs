@@ -31,7 +31,7 @@ use cocoon_ton::settlement::{
     body_message, client_top_up_message, deploy_message, save_state_message, voucher_message,
     CLIENT_DEPLOY_VALUE, OPERATION_VALUE, PROXY_DEPLOY_VALUE, PROXY_WITHDRAW_VALUE,
 };
-use cocoon_ton::voucher::{Voucher, VoucherSigner};
+use cocoon_ton::voucher::{Voucher, VoucherKind, VoucherSigner};
 use cocoon_ton::wallet::{CocoonWallet, InternalMessage};
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
@@ -418,6 +418,8 @@ pub struct SettlementStats {
     pub payouts: u64,
     /// Commission withdrawals.
     pub withdrawals: u64,
+    /// Grant-refunds to closing clients.
+    pub refunds: u64,
     /// Settlement messages the chain refused or that failed.
     pub failures: u64,
 }
@@ -436,7 +438,11 @@ pub struct ProxyChain {
     stats: Mutex<SettlementStats>,
     follower: tokio::sync::Mutex<TxFollower>,
     registered: tokio::sync::Notify,
+    running: std::sync::OnceLock<RunningProbe>,
 }
+
+/// Tells whether a client (by owner) has requests in flight at the proxy.
+pub type RunningProbe = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for ProxyChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -503,6 +509,7 @@ impl ProxyChain {
             stats: Mutex::new(SettlementStats::default()),
             follower: tokio::sync::Mutex::new(follower),
             registered: tokio::sync::Notify::new(),
+            running: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&proxy);
         let poll = proxy.chain.policy.poll_interval;
@@ -515,6 +522,12 @@ impl ProxyChain {
             }
         });
         Ok(proxy)
+    }
+
+    /// How the proxy tells whether a client has requests in flight: a closing client is
+    /// refunded only when it has none (their tokens could not be charged afterwards).
+    pub fn set_running_probe(&self, probe: RunningProbe) {
+        let _ = self.running.set(probe);
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, ProxyBook> {
@@ -941,12 +954,41 @@ impl ProxyChain {
                 }
             }
         }
+        let booked: HashMap<String, u64> = self
+            .ledger
+            .all_totals()
+            .map(|t| t.clients.into_iter().collect())
+            .unwrap_or_default();
         let mut messages: Vec<(StdAddr, InternalMessage, &'static str)> = Vec::new();
         {
             let book = self.book();
             for (owner, c) in &book.clients {
                 let Some(state) = &c.state else { continue };
                 let committed = book.committed_clients.get(owner).copied().unwrap_or(0);
+                // A closing client (§5.5): once all its usage is anchored and nothing
+                // runs, a signed grant-refund charges it and returns the rest at once,
+                // instead of the contract's delayed, stake-capped forced refund.
+                if state.status == ContractStatus::Closing && !book.busy.contains(&c.sc) {
+                    let anchored = booked.get(owner).copied().unwrap_or(0) == committed;
+                    let idle = !self.running.get().is_some_and(|running| running(owner));
+                    if anchored && idle && committed >= state.tokens_used {
+                        let v = Voucher::new(
+                            VoucherKind::ClientGrantRefund,
+                            query_id(),
+                            committed,
+                            c.sc.clone(),
+                        );
+                        match self
+                            .signer
+                            .sign(v)
+                            .and_then(|s| voucher_message(&s, OPERATION_VALUE))
+                        {
+                            Ok(m) => messages.push((c.sc.clone(), m, "refund")),
+                            Err(e) => warn!(error = %e, "cannot sign a grant-refund"),
+                        }
+                    }
+                    continue;
+                }
                 if book.busy.contains(&c.sc) || committed <= state.tokens_used {
                     continue;
                 }
@@ -1016,6 +1058,7 @@ impl ProxyChain {
                     for (_, k) in &kinds {
                         match *k {
                             "charge" => s.charges += 1,
+                            "refund" => s.refunds += 1,
                             _ => s.payouts += 1,
                         }
                     }
