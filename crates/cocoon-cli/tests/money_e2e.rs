@@ -14,65 +14,24 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cocoon_node::chain::{devnet_address, ChainContext};
 use cocoon_ton::contracts::ClientContractState;
 use cocoon_ton::local::LocalChain;
 use cocoon_ton::messages::Body;
 use cocoon_ton::root::ONE_TON;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-const MODEL: &str = "money-model";
+mod common;
+use common::{chat, free_port, mock_upstream, Proc};
+
 const COCOON: &str = env!("CARGO_BIN_EXE_cocoon");
 /// Adjusted tokens of one request of the mock upstream (all multipliers 1.0×).
 const TOKENS: u64 = 134;
 const PRICE: u64 = 3;
 const FEE: u64 = 2;
-
-async fn mock_upstream() -> SocketAddr {
-    async fn chat(Json(body): Json<Value>) -> Json<Value> {
-        let delay = body["mock"]["delay_ms"].as_u64().unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        Json(json!({
-            "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134}
-        }))
-    }
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route(
-            "/v1/models",
-            get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn start_devnet(state: &Path, upstream: SocketAddr, port: u16, log: PathBuf) -> Proc {
     let log = std::fs::File::create(log).expect("log file");
@@ -124,16 +83,6 @@ fn start_devnet(state: &Path, upstream: SocketAddr, port: u16, log: PathBuf) -> 
     // Keep draining stdout so the devnet never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
     proc
-}
-
-async fn chat(http: &reqwest::Client, api: &str, delay_ms: u64) -> u16 {
-    http.post(format!("{api}/chat/completions"))
-        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "mock": {"delay_ms": delay_ms}}))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 fn stop(mut devnet: Proc, signal: &str) {

@@ -2,57 +2,16 @@
 //! middle of a batch, and a devnet restarted from its directory.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{json, Value};
 
-const MODEL: &str = "e2e-model";
+mod common;
+use common::{chat, mock_upstream, Proc, MODEL};
+
 const COCOON: &str = env!("CARGO_BIN_EXE_cocoon");
-
-/// A mock OpenAI upstream: JSON answers with COCOON's benchmark usage (134 adjusted
-/// tokens at 1.0×) after `mock.delay_ms`.
-async fn mock_upstream() -> SocketAddr {
-    async fn chat(Json(body): Json<Value>) -> Json<Value> {
-        let delay = body["mock"]["delay_ms"].as_u64().unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        Json(json!({
-            "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134,
-                      "prompt_tokens_details": {"cached_tokens": 11},
-                      "completion_tokens_details": {"reasoning_tokens": 10}}
-        }))
-    }
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route(
-            "/v1/models",
-            get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn(args: &[&str], log: &Path) -> Proc {
     let log = std::fs::File::create(log).expect("log file");
@@ -85,16 +44,6 @@ fn wait_line(proc: &mut Proc, prefix: &str) -> String {
 fn word_after<'a>(line: &'a str, marker: &str) -> &'a str {
     let rest = &line[line.find(marker).expect("marker") + marker.len()..];
     rest.split_whitespace().next().expect("word")
-}
-
-async fn chat(http: &reqwest::Client, api: &str, delay_ms: u64) -> u16 {
-    http.post(format!("{api}/chat/completions"))
-        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "mock": {"delay_ms": delay_ms}}))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 /// `usage.total_cost` of one chat request.
