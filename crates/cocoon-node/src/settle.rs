@@ -28,8 +28,8 @@ use cocoon_ton::messages::{Body, ClientProxyPayload};
 use cocoon_ton::outbox::{Blocked, OutboxId, Poll, WalletOutbox};
 use cocoon_ton::root::ONE_TON;
 use cocoon_ton::settlement::{
-    body_message, client_top_up_message, deploy_message, save_state_message, voucher_message,
-    CLIENT_DEPLOY_VALUE, OPERATION_VALUE, PROXY_DEPLOY_VALUE, PROXY_WITHDRAW_VALUE,
+    body_message, client_top_up_message, deploy_message, save_state_message, CLIENT_DEPLOY_VALUE,
+    OPERATION_VALUE, PROXY_DEPLOY_VALUE, PROXY_WITHDRAW_VALUE,
 };
 use cocoon_ton::voucher::{Voucher, VoucherKind, VoucherSigner};
 use cocoon_ton::wallet::{CocoonWallet, InternalMessage};
@@ -380,6 +380,27 @@ struct KnownWorker {
     init: ContractInit,
     /// Tokens paid out on chain (the worker contract's `tokens`); None until read.
     paid: Option<u64>,
+}
+
+/// What a proxy settles with a signed voucher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    /// Charge a client contract for its anchored usage.
+    Charge,
+    /// Final charge of a closing client, refunding the rest.
+    Refund,
+    /// Pay a worker contract's owner for its anchored work.
+    Payout,
+}
+
+impl Settlement {
+    fn voucher_kind(self) -> VoucherKind {
+        match self {
+            Settlement::Charge => VoucherKind::ClientCharge,
+            Settlement::Refund => VoucherKind::ClientGrantRefund,
+            Settlement::Payout => VoucherKind::WorkerPayout,
+        }
+    }
 }
 
 /// A save-state in flight (§5.3): the ledger snapshot it anchors.
@@ -910,6 +931,60 @@ impl ProxyChain {
         }
     }
 
+    /// A signed voucher of `kind` for `tokens` on contract `sc`, as the message that
+    /// submits it (with `state_init` to deploy the contract if needed).
+    fn voucher_message(
+        &self,
+        kind: Settlement,
+        tokens: u64,
+        sc: &StdAddr,
+        state_init: Option<tycho_types::cell::Cell>,
+    ) -> Option<InternalMessage> {
+        let voucher = Voucher::new(kind.voucher_kind(), query_id(), tokens, sc.clone());
+        let signed = self.signer.sign(voucher).and_then(|v| v.to_cell());
+        match signed {
+            Ok(body) => Some(InternalMessage::cocoon(
+                sc.clone(),
+                OPERATION_VALUE,
+                state_init,
+                Some(body),
+            )),
+            Err(e) => {
+                warn!(error = %e, ?kind, "cannot sign a voucher");
+                None
+            }
+        }
+    }
+
+    /// Reads the contract `sc` again (a client contract for charges and refunds, a
+    /// worker contract for payouts) and remembers what it says; an unreadable contract
+    /// is left as it was.
+    async fn refresh(&self, kind: Settlement, sc: &StdAddr) {
+        let Ok(state) = account(self.chain.backend.as_ref(), sc).await else {
+            return;
+        };
+        if kind == Settlement::Payout {
+            let Ok(parsed) = data_of(&state, WorkerContractState::from_data) else {
+                return;
+            };
+            let paid = parsed.map_or(0, |w| w.tokens);
+            for w in self.book().workers.values_mut() {
+                if &w.init.address == sc {
+                    w.paid = Some(paid);
+                }
+            }
+        } else {
+            let Ok(Some(parsed)) = data_of(&state, ClientContractState::from_data) else {
+                return;
+            };
+            for c in self.book().clients.values_mut() {
+                if &c.sc == sc {
+                    c.state = Some(parsed.clone());
+                }
+            }
+        }
+    }
+
     /// Charges clients, pays workers and withdraws the commission where due (§5.5).
     async fn settle(&self, force: bool) {
         let mut policy = self.chain.policy.clone();
@@ -921,94 +996,75 @@ impl ProxyChain {
         let params = self.context.params().clone();
         let backend = self.chain.backend.clone();
         self.adopt_ledger_parties();
-        // Clients whose contract state is unknown are read first.
-        let unknown: Vec<(String, StdAddr)> = self
-            .book()
-            .clients
-            .iter()
-            .filter(|(_, c)| c.state.is_none())
-            .map(|(o, c)| (o.clone(), c.sc.clone()))
-            .collect();
-        for (owner, sc) in unknown {
-            if let Ok(state) = account(backend.as_ref(), &sc).await {
-                if let Ok(parsed) = data_of(&state, ClientContractState::from_data) {
-                    if let Some(c) = self.book().clients.get_mut(&owner) {
-                        c.state = parsed;
-                    }
-                }
-            }
+        // Contracts whose state is unknown are read first.
+        let (clients, workers): (Vec<StdAddr>, Vec<StdAddr>) = {
+            let book = self.book();
+            (
+                book.clients
+                    .values()
+                    .filter(|c| c.state.is_none())
+                    .map(|c| c.sc.clone())
+                    .collect(),
+                book.workers
+                    .values()
+                    .filter(|w| w.paid.is_none())
+                    .map(|w| w.init.address.clone())
+                    .collect(),
+            )
+        };
+        for sc in clients {
+            self.refresh(Settlement::Charge, &sc).await;
         }
-        let unknown: Vec<(String, StdAddr)> = self
-            .book()
-            .workers
-            .iter()
-            .filter(|(_, w)| w.paid.is_none())
-            .map(|(o, w)| (o.clone(), w.init.address.clone()))
-            .collect();
-        for (owner, sc) in unknown {
-            if let Ok(state) = account(backend.as_ref(), &sc).await {
-                if let Ok(parsed) = data_of(&state, WorkerContractState::from_data) {
-                    if let Some(w) = self.book().workers.get_mut(&owner) {
-                        w.paid = Some(parsed.map_or(0, |p| p.tokens));
-                    }
-                }
-            }
+        for sc in workers {
+            self.refresh(Settlement::Payout, &sc).await;
         }
-        let booked: HashMap<String, u64> = self
-            .ledger
-            .all_totals()
-            .map(|t| t.clients.into_iter().collect())
-            .unwrap_or_default();
-        let mut messages: Vec<(StdAddr, InternalMessage, &'static str)> = Vec::new();
+        // Every party's booked total, only needed when a client is closing.
+        let closing = self.book().clients.values().any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.status == ContractStatus::Closing)
+        });
+        let booked: HashMap<String, u64> = if closing {
+            self.ledger
+                .all_totals()
+                .map(|t| t.clients.into_iter().collect())
+                .unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        let mut due: Vec<(Settlement, StdAddr, InternalMessage)> = Vec::new();
         {
             let book = self.book();
             for (owner, c) in &book.clients {
                 let Some(state) = &c.state else { continue };
+                if book.busy.contains(&c.sc) {
+                    continue;
+                }
                 let committed = book.committed_clients.get(owner).copied().unwrap_or(0);
-                // A closing client (§5.5): once all its usage is anchored and nothing
-                // runs, a signed grant-refund charges it and returns the rest at once,
-                // instead of the contract's delayed, stake-capped forced refund.
-                if state.status == ContractStatus::Closing && !book.busy.contains(&c.sc) {
-                    let anchored = booked.get(owner).copied().unwrap_or(0) == committed;
-                    let idle = !self.running.get().is_some_and(|running| running(owner));
-                    if anchored && idle && committed >= state.tokens_used {
-                        let v = Voucher::new(
-                            VoucherKind::ClientGrantRefund,
-                            query_id(),
-                            committed,
-                            c.sc.clone(),
-                        );
-                        match self
-                            .signer
-                            .sign(v)
-                            .and_then(|s| voucher_message(&s, OPERATION_VALUE))
-                        {
-                            Ok(m) => messages.push((c.sc.clone(), m, "refund")),
-                            Err(e) => warn!(error = %e, "cannot sign a grant-refund"),
+                let kind = match state.status {
+                    // A closing client (§5.5): once all its usage is anchored and nothing
+                    // runs, a signed grant-refund charges it and returns the rest at once,
+                    // instead of the contract's delayed, stake-capped forced refund.
+                    ContractStatus::Closing => {
+                        let anchored = booked.get(owner).copied().unwrap_or(0) == committed;
+                        let idle = !self.running.get().is_some_and(|running| running(owner));
+                        if !(anchored && idle && committed >= state.tokens_used) {
+                            continue;
                         }
+                        Settlement::Refund
                     }
-                    continue;
-                }
-                if book.busy.contains(&c.sc) || committed <= state.tokens_used {
-                    continue;
-                }
-                if state.status != ContractStatus::Normal {
-                    continue;
-                }
-                let due = u128::from(committed - state.tokens_used)
-                    * u128::from(params.price_per_token)
-                    >= u128::from(policy.charge_threshold);
-                if !due {
-                    continue;
-                }
-                let v = Voucher::client_charge(query_id(), committed, c.sc.clone());
-                match self
-                    .signer
-                    .sign(v)
-                    .and_then(|s| voucher_message(&s, OPERATION_VALUE))
-                {
-                    Ok(m) => messages.push((c.sc.clone(), m, "charge")),
-                    Err(e) => warn!(error = %e, "cannot sign a charge"),
+                    ContractStatus::Normal if committed > state.tokens_used => {
+                        let worth = u128::from(committed - state.tokens_used)
+                            * u128::from(params.price_per_token);
+                        if worth < u128::from(policy.charge_threshold) {
+                            continue;
+                        }
+                        Settlement::Charge
+                    }
+                    _ => continue,
+                };
+                if let Some(m) = self.voucher_message(kind, committed, &c.sc, None) {
+                    due.push((kind, c.sc.clone(), m));
                 }
             }
             for (owner, w) in &book.workers {
@@ -1017,49 +1073,42 @@ impl ProxyChain {
                 if book.busy.contains(&w.init.address) || committed <= paid {
                     continue;
                 }
-                let due = u128::from(committed - paid) * u128::from(params.worker_fee_per_token)
-                    >= u128::from(policy.payout_threshold);
-                if !due {
+                let worth = u128::from(committed - paid) * u128::from(params.worker_fee_per_token);
+                if worth < u128::from(policy.payout_threshold) {
                     continue;
                 }
-                let v = Voucher::worker_payout(query_id(), committed, w.init.address.clone());
-                match self.signer.sign(v).and_then(|s| s.to_cell()) {
-                    Ok(body) => {
-                        // The StateInit deploys the worker contract on its first payout;
-                        // it is ignored once the contract exists.
-                        let m = InternalMessage::cocoon(
-                            w.init.address.clone(),
-                            OPERATION_VALUE,
-                            Some(w.init.state_init.clone()),
-                            Some(body),
-                        );
-                        messages.push((w.init.address.clone(), m, "payout"));
-                    }
-                    Err(e) => warn!(error = %e, "cannot sign a payout"),
+                // The StateInit deploys the worker contract on its first payout; it is
+                // ignored once the contract exists.
+                let init = Some(w.init.state_init.clone());
+                if let Some(m) =
+                    self.voucher_message(Settlement::Payout, committed, &w.init.address, init)
+                {
+                    due.push((Settlement::Payout, w.init.address.clone(), m));
                 }
             }
         }
-        if !messages.is_empty() {
-            let mut book = self.book();
-            for (sc, _, _) in &messages {
-                book.busy.insert(sc.clone());
-            }
-        }
-        let kinds: Vec<(StdAddr, &'static str)> =
-            messages.iter().map(|(a, _, k)| (a.clone(), *k)).collect();
-        let sent = self
-            .chain
-            .wallet
-            .send(messages.into_iter().map(|(_, m, _)| m).collect())
-            .await;
-        if !kinds.is_empty() {
-            match &sent {
+        if !due.is_empty() {
+            let sent: Vec<(Settlement, StdAddr)> = {
+                let mut book = self.book();
+                due.iter()
+                    .map(|(kind, sc, _)| {
+                        book.busy.insert(sc.clone());
+                        (*kind, sc.clone())
+                    })
+                    .collect()
+            };
+            let result = self
+                .chain
+                .wallet
+                .send(due.into_iter().map(|(_, _, m)| m).collect())
+                .await;
+            match &result {
                 Ok(()) => self.count(|s| {
-                    for (_, k) in &kinds {
-                        match *k {
-                            "charge" => s.charges += 1,
-                            "refund" => s.refunds += 1,
-                            _ => s.payouts += 1,
+                    for (kind, _) in &sent {
+                        match kind {
+                            Settlement::Charge => s.charges += 1,
+                            Settlement::Refund => s.refunds += 1,
+                            Settlement::Payout => s.payouts += 1,
                         }
                     }
                 }),
@@ -1069,37 +1118,9 @@ impl ProxyChain {
                 }
             }
             // Read back what the contracts now say.
-            for (sc, kind) in &kinds {
-                if *kind == "payout" {
-                    let paid = account(backend.as_ref(), sc)
-                        .await
-                        .ok()
-                        .and_then(|st| data_of(&st, WorkerContractState::from_data).ok())
-                        .flatten()
-                        .map(|w| w.tokens);
-                    let mut book = self.book();
-                    if let Some(paid) = paid {
-                        for w in book.workers.values_mut() {
-                            if &w.init.address == sc {
-                                w.paid = Some(paid);
-                            }
-                        }
-                    }
-                    book.busy.remove(sc);
-                } else {
-                    let parsed = account(backend.as_ref(), sc)
-                        .await
-                        .ok()
-                        .and_then(|st| data_of(&st, ClientContractState::from_data).ok())
-                        .flatten();
-                    let mut book = self.book();
-                    for c in book.clients.values_mut() {
-                        if &c.sc == sc && parsed.is_some() {
-                            c.state = parsed.clone();
-                        }
-                    }
-                    book.busy.remove(sc);
-                }
+            for (kind, sc) in &sent {
+                self.refresh(*kind, sc).await;
+                self.book().busy.remove(sc);
             }
         }
         // The commission.
