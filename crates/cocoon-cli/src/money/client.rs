@@ -92,16 +92,13 @@ impl Client {
         let init = client_contract(&root.params, wallet.address(), &proxy_sc, &proxy_key)
             .context("deriving the client contract from the root params")?;
         let account = ctx.chain.account(&init.address).await?;
-        let (state, params) = match (&account.status, &account.data) {
-            (AccountStatus::Active, Some(d)) => {
-                let st =
-                    ClientContractState::from_data(d).context("reading the client contract")?;
-                let params = CocoonParams::from_cell(&st.params)
-                    .context("reading the client contract's params")?;
-                (Some(st), params)
-            }
-            _ => (None, root.params.clone()),
-        };
+        let (state, params) = super::party_contract(
+            &account,
+            ClientContractState::from_data,
+            |st| &st.params,
+            "client",
+            &root.params,
+        )?;
         let mut names = Names::default();
         names
             .add(wallet.address(), wallet.label.clone())

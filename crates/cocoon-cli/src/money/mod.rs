@@ -372,6 +372,26 @@ impl Wallet {
     }
 }
 
+/// A per-party contract as read from its account: its parsed state when it is deployed,
+/// and the root params it was derived with (the root's current ones before it exists).
+pub fn party_contract<T>(
+    account: &cocoon_ton::chain::AccountState,
+    parse: impl Fn(&Cell) -> cocoon_ton::Result<T>,
+    params_of: impl Fn(&T) -> &Cell,
+    what: &str,
+    root_params: &cocoon_ton::root::CocoonParams,
+) -> anyhow::Result<(Option<T>, cocoon_ton::root::CocoonParams)> {
+    match (&account.status, &account.data) {
+        (AccountStatus::Active, Some(d)) => {
+            let st = parse(d).with_context(|| format!("reading the {what} contract"))?;
+            let params = cocoon_ton::root::CocoonParams::from_cell(params_of(&st))
+                .with_context(|| format!("reading the {what} contract's params"))?;
+            Ok((Some(st), params))
+        }
+        _ => Ok((None, root_params.clone())),
+    }
+}
+
 /// The code of `choice`.
 pub fn wallet_code(choice: WalletCode) -> anyhow::Result<Cell> {
     Ok(match choice {

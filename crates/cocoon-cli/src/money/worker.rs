@@ -79,16 +79,13 @@ impl Worker {
         let init = worker_contract(&root.params, &owner, &proxy_sc, &proxy_key)
             .context("deriving the worker contract from the root params")?;
         let account = ctx.chain.account(&init.address).await?;
-        let (state, params) = match (&account.status, &account.data) {
-            (AccountStatus::Active, Some(d)) => {
-                let st =
-                    WorkerContractState::from_data(d).context("reading the worker contract")?;
-                let params = CocoonParams::from_cell(&st.params)
-                    .context("reading the worker contract's params")?;
-                (Some(st), params)
-            }
-            _ => (None, root.params.clone()),
-        };
+        let (state, params) = super::party_contract(
+            &account,
+            WorkerContractState::from_data,
+            |st| &st.params,
+            "worker",
+            &root.params,
+        )?;
         let voucher_file = o.voucher.clone().or_else(|| {
             let name = o.wallet.wallet.as_deref().unwrap_or(WORKER);
             ctx.devnet
