@@ -21,7 +21,9 @@ use cocoon_ton::wallet::cocoon_send_mode;
 use cocoon_ton::StdAddr;
 
 use super::chain::Names;
-use super::{parse_amount, ton, ton_delta, when, ChainOpts, Ctx, ProxyOpts, Wallet, WalletOpts};
+use super::{
+    parse_amount, print_wallet_change, ton, when, ChainOpts, Ctx, ProxyOpts, Wallet, WalletOpts,
+};
 
 /// The devnet's name for the client's wallet.
 const CLIENT: &str = "client";
@@ -294,13 +296,7 @@ async fn top_up(a: TopUpArgs) -> anyhow::Result<()> {
         ton(st.stake),
         c.params.tokens_for(st.stake)
     );
-    println!(
-        "{} balance: {} -> {} ({})",
-        c.wallet.label,
-        ton(wallet_before),
-        ton(wallet_after),
-        ton_delta(wallet_before, wallet_after)
-    );
+    print_wallet_change(&c.wallet.label, wallet_before, wallet_after);
     Ok(())
 }
 
@@ -356,13 +352,7 @@ async fn withdraw(o: ClientOpts) -> anyhow::Result<()> {
         ton(after.balance),
         c.tokens(after.balance)
     );
-    println!(
-        "{} balance: {} -> {} ({})",
-        c.wallet.label,
-        ton(wallet_before),
-        ton(wallet_after),
-        ton_delta(wallet_before, wallet_after)
-    );
+    print_wallet_change(&c.wallet.label, wallet_before, wallet_after);
     Ok(())
 }
 
@@ -451,12 +441,6 @@ async fn close(o: ClientOpts) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "{} balance: {} -> {} ({})",
-        c.wallet.label,
-        ton(wallet_before),
-        ton(wallet_after),
-        ton_delta(wallet_before, wallet_after)
-    );
+    print_wallet_change(&c.wallet.label, wallet_before, wallet_after);
     Ok(())
 }

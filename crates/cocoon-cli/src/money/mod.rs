@@ -392,6 +392,16 @@ pub fn party_contract<T>(
     }
 }
 
+/// Prints how a wallet's balance moved: `LABEL balance: BEFORE -> AFTER (DELTA)`.
+pub fn print_wallet_change(label: &str, before: u64, after: u64) {
+    println!(
+        "{label} balance: {} -> {} ({})",
+        ton(before),
+        ton(after),
+        ton_delta(before, after)
+    );
+}
+
 /// The code of `choice`.
 pub fn wallet_code(choice: WalletCode) -> anyhow::Result<Cell> {
     Ok(match choice {

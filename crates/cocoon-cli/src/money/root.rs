@@ -15,7 +15,9 @@ use cocoon_ton::{Cell, StdAddr};
 use sha2::{Digest, Sha256};
 
 use super::chain::Names;
-use super::{parse_address, parse_amount, parse_hash, ton, ton_delta, ChainOpts, Ctx, WalletOpts};
+use super::{
+    parse_address, parse_amount, parse_hash, print_wallet_change, ton, ChainOpts, Ctx, WalletOpts,
+};
 
 /// The devnet's name for the root owner's wallet.
 const ADMIN: &str = "root-admin";
@@ -314,13 +316,7 @@ async fn admin(
     let (_, after) = ctx.root_config().await?;
     let wallet_after = ctx.chain.account(w.address()).await?.balance;
     println!("root version: {} -> {}", before.version, after.version);
-    println!(
-        "{} balance: {} -> {} ({})",
-        w.label,
-        ton(wallet_before),
-        ton(wallet_after),
-        ton_delta(wallet_before, wallet_after)
-    );
+    print_wallet_change(&w.label, wallet_before, wallet_after);
     Ok(Some((ctx, before, after)))
 }
 
@@ -563,13 +559,7 @@ async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
     };
     let cfg = RootConfig::from_data_cell(&data)?;
     println!("deployed:    {}", ctx.fmt_both(&init.address));
-    println!(
-        "{} balance: {} -> {} ({})",
-        w.label,
-        ton(before),
-        ton(after),
-        ton_delta(before, after)
-    );
+    print_wallet_change(&w.label, before, after);
     print_config(&ctx, &init.address, &cfg, st.balance);
     println!(
         "Use --root {} with the other commands to work with it.",

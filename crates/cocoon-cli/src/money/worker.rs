@@ -17,7 +17,7 @@ use cocoon_ton::wallet::cocoon_send_mode;
 use cocoon_ton::StdAddr;
 
 use super::chain::Names;
-use super::{ton, ton_delta, ChainOpts, Ctx, ProxyOpts, Wallet, WalletOpts};
+use super::{print_wallet_change, ton, ton_delta, ChainOpts, Ctx, ProxyOpts, Wallet, WalletOpts};
 
 /// The devnet's name for the (first) worker's wallet.
 const WORKER: &str = "worker-0";
@@ -314,13 +314,7 @@ async fn payout(o: WorkerOpts) -> anyhow::Result<()> {
         ton(owner_after),
         ton_delta(owner_before, owner_after)
     );
-    println!(
-        "{} balance: {} -> {} ({})",
-        w.wallet.label,
-        ton(wallet_before),
-        ton(wallet_after),
-        ton_delta(wallet_before, wallet_after)
-    );
+    print_wallet_change(&w.wallet.label, wallet_before, wallet_after);
     if last {
         println!("This was a last payout: the worker contract is now closed.");
     }
