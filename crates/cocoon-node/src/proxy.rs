@@ -32,6 +32,12 @@ use crate::transport::{Listener, PeerInfo};
 /// How long a long authorization waits for the client's register message (§2.5).
 const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How a proxy refuses a request while it rotates its contracts after a root parameter
+/// change (§5.7), sent with [`ErrorCode::NotReady`]: nothing ran, the client may send the
+/// request again once it has reconnected.
+pub const ROTATING_REFUSAL: &str =
+    "proxy is switching to new root parameters (contract rotation); send the request again";
+
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
 /// See [`MIN_PROTO`].

@@ -87,6 +87,11 @@ pub struct SettlementPolicy {
     pub client_deposit: u64,
     /// How long a wallet waits for its message to appear on chain.
     pub confirm_timeout: Duration,
+    /// How often the roles read the root contract for new parameters (COCOON: 30–60 s).
+    pub root_poll_interval: Duration,
+    /// When the root parameters change, how long the proxy lets running requests finish
+    /// before it closes the connections and rotates its contracts (§5.7).
+    pub drain_timeout: Duration,
 }
 
 impl Default for SettlementPolicy {
@@ -99,13 +104,15 @@ impl Default for SettlementPolicy {
             withdraw_threshold: cocoon_ton::settlement::PROXY_WITHDRAW_THRESHOLD,
             client_deposit: 0,
             confirm_timeout: Duration::from_secs(180),
+            root_poll_interval: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(120),
         }
     }
 }
 
 impl SettlementPolicy {
     /// The devnet's policy: anchor every second, charge and pay any amount, withdraw
-    /// the commission from 0.1 TON.
+    /// the commission from 0.1 TON, read the root every second.
     pub fn devnet() -> Self {
         SettlementPolicy {
             anchor_interval: Duration::from_secs(1),
@@ -115,6 +122,8 @@ impl SettlementPolicy {
             withdraw_threshold: ONE_TON / 10,
             client_deposit: 10 * ONE_TON,
             confirm_timeout: Duration::from_secs(60),
+            root_poll_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
