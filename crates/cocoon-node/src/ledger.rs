@@ -8,6 +8,12 @@
 //!   signature and that each total equals the sum of its requests, so an edited file is
 //!   detected at start (cocoon-protocol.md §5.8 does the same for RocksDB records).
 //! - The schema is versioned; `open` migrates older files forward.
+//! - Epochs (§5.7): each set of root parameters the proxy ran on is an epoch with its own
+//!   proxy contract, and every client and worker contract of that epoch starts at zero
+//!   tokens. The totals stay cumulative; an epoch records what each party's total was
+//!   when it began, so a contract's tokens are `total − start` (capped by the next
+//!   epoch's start once the epoch is over). Beginning an epoch is one transaction, so no
+//!   booking falls between the two sides of the cut.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,7 +22,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Current schema version.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Domain separation for row signatures.
 const SIGNING_CONTEXT: &[u8] = b"cocoon-rs ledger v1\0";
@@ -41,6 +47,39 @@ pub enum LedgerError {
     /// A total would overflow.
     #[error("ledger total overflow for {0}")]
     Overflow(String),
+    /// An epoch cannot begin or end as asked.
+    #[error("ledger epoch: {0}")]
+    Epoch(String),
+}
+
+/// One set of root parameters the proxy ran on (§5.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    /// The root's `params_version`.
+    pub params_version: u32,
+    /// The proxy contract of this epoch (canonical text form).
+    pub proxy_sc: String,
+    /// The root parameters as a BOC of the params cell with all contract codes.
+    pub params: Vec<u8>,
+    /// Whether its contracts are all closed and settled.
+    pub closed: bool,
+}
+
+/// Every party's total when an epoch began (absent parties: 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochStarts {
+    /// Client owner → tokens used before the epoch.
+    pub clients: std::collections::HashMap<String, u64>,
+    /// Worker owner → tokens earned before the epoch.
+    pub workers: std::collections::HashMap<String, u64>,
+}
+
+impl EpochStarts {
+    /// The start of `owner` (a client, or a worker when `worker`).
+    pub fn of(&self, owner: &str, worker: bool) -> u64 {
+        let map = if worker { &self.workers } else { &self.clients };
+        map.get(owner).copied().unwrap_or(0)
+    }
 }
 
 /// One finished request to book.
@@ -95,6 +134,32 @@ fn account_message(table: &str, owner: &str, tokens: i64) -> Vec<u8> {
     m
 }
 
+fn epoch_message(version: i64, proxy_sc: &str, params: &[u8], closed: bool) -> Vec<u8> {
+    let mut m = SIGNING_CONTEXT.to_vec();
+    m.extend_from_slice(b"epochs\0");
+    m.extend_from_slice(&version.to_le_bytes());
+    m.extend_from_slice(proxy_sc.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&(params.len() as u64).to_le_bytes());
+    m.extend_from_slice(params);
+    m.push(u8::from(closed));
+    m
+}
+
+fn start_message(version: i64, table: &str, owner: &str, tokens: i64) -> Vec<u8> {
+    let mut m = account_message(&format!("epoch_starts/{version}/{table}"), owner, tokens);
+    m.extend_from_slice(b"\0start");
+    m
+}
+
+/// Tables added by schema version 2 (epochs).
+const EPOCH_TABLES: &str = "
+    CREATE TABLE epochs (params_version INTEGER PRIMARY KEY, proxy_sc TEXT NOT NULL,
+                         params BLOB NOT NULL, closed INTEGER NOT NULL, sig BLOB NOT NULL);
+    CREATE TABLE epoch_starts (params_version INTEGER NOT NULL, kind TEXT NOT NULL,
+                               owner TEXT NOT NULL, tokens INTEGER NOT NULL, sig BLOB NOT NULL,
+                               PRIMARY KEY (params_version, kind, owner));";
+
 fn request_message(id: &[u8], client: &str, worker: &str, tokens: i64) -> Vec<u8> {
     let mut m = SIGNING_CONTEXT.to_vec();
     m.extend_from_slice(b"requests\0");
@@ -135,15 +200,16 @@ impl Ledger {
             .optional()?;
         match version {
             None => {
-                conn.execute_batch(
+                conn.execute_batch(&format!(
                     "BEGIN;
                      CREATE TABLE clients (owner TEXT PRIMARY KEY, tokens INTEGER NOT NULL, sig BLOB NOT NULL);
                      CREATE TABLE workers (owner TEXT PRIMARY KEY, tokens INTEGER NOT NULL, sig BLOB NOT NULL);
                      CREATE TABLE requests (id BLOB PRIMARY KEY, client TEXT NOT NULL, worker TEXT NOT NULL,
                                             tokens INTEGER NOT NULL, sig BLOB NOT NULL);
-                     INSERT INTO meta (key, value) VALUES ('schema_version', 1);
-                     COMMIT;",
-                )?;
+                     {EPOCH_TABLES}
+                     INSERT INTO meta (key, value) VALUES ('schema_version', {SCHEMA_VERSION});
+                     COMMIT;"
+                ))?;
             }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(LedgerError::TooNew {
@@ -151,7 +217,16 @@ impl Ledger {
                     supported: SCHEMA_VERSION,
                 })
             }
-            Some(_) => {} // version 1 is current; later versions add migrations here.
+            Some(1) => {
+                // Version 1 had no epochs: everything booked so far belongs to the first.
+                conn.execute_batch(&format!(
+                    "BEGIN;
+                     {EPOCH_TABLES}
+                     UPDATE meta SET value = 2 WHERE key = 'schema_version';
+                     COMMIT;"
+                ))?;
+            }
+            Some(_) => {}
         }
         let ledger = Ledger {
             conn: Mutex::new(conn),
@@ -224,6 +299,167 @@ impl Ledger {
                 "requests for {owner} have no {table} row"
             )));
         }
+        {
+            let mut stmt =
+                conn.prepare("SELECT params_version, proxy_sc, params, closed, sig FROM epochs")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let version: i64 = row.get(0)?;
+                let proxy_sc: String = row.get(1)?;
+                let params: Vec<u8> = row.get(2)?;
+                let closed: bool = row.get(3)?;
+                let sig: Vec<u8> = row.get(4)?;
+                check(
+                    format!("epoch {version}"),
+                    &epoch_message(version, &proxy_sc, &params, closed),
+                    &sig,
+                )?;
+            }
+        }
+        let mut stmt =
+            conn.prepare("SELECT params_version, kind, owner, tokens, sig FROM epoch_starts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let version: i64 = row.get(0)?;
+            let kind: String = row.get(1)?;
+            let owner: String = row.get(2)?;
+            let tokens: i64 = row.get(3)?;
+            let sig: Vec<u8> = row.get(4)?;
+            check(
+                format!("epoch {version} start of {kind} {owner}"),
+                &start_message(version, &kind, &owner, tokens),
+                &sig,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every epoch, oldest first.
+    pub fn epochs(&self) -> Result<Vec<Epoch>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT params_version, proxy_sc, params, closed FROM epochs ORDER BY params_version",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Epoch {
+                params_version: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                proxy_sc: r.get(1)?,
+                params: r.get(2)?,
+                closed: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Begins the epoch of `params_version` (newer than every known one) with proxy
+    /// contract `proxy_sc` and root parameters `params` (a BOC). In the same transaction
+    /// it records every party's total as the epoch's start — except for the very first
+    /// epoch, which owns everything booked before it. Returns the starts.
+    pub fn begin_epoch(
+        &self,
+        params_version: u32,
+        proxy_sc: &str,
+        params: &[u8],
+    ) -> Result<EpochStarts, LedgerError> {
+        let version = i64::from(params_version);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let latest: Option<i64> =
+            tx.query_row("SELECT MAX(params_version) FROM epochs", [], |r| r.get(0))?;
+        if let Some(latest) = latest {
+            if latest >= version {
+                return Err(LedgerError::Epoch(format!(
+                    "epoch {params_version} is not newer than epoch {latest}"
+                )));
+            }
+        }
+        tx.execute(
+            "INSERT INTO epochs (params_version, proxy_sc, params, closed, sig) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![
+                version,
+                proxy_sc,
+                params,
+                self.sign(&epoch_message(version, proxy_sc, params, false))
+            ],
+        )?;
+        let mut starts = EpochStarts::default();
+        if latest.is_some() {
+            for table in ["clients", "workers"] {
+                let totals: Vec<(String, i64)> = {
+                    let mut stmt = tx.prepare(&format!("SELECT owner, tokens FROM {table}"))?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                };
+                for (owner, tokens) in totals {
+                    tx.execute(
+                        "INSERT INTO epoch_starts (params_version, kind, owner, tokens, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            version,
+                            table,
+                            owner,
+                            tokens,
+                            self.sign(&start_message(version, table, &owner, tokens))
+                        ],
+                    )?;
+                    let map = if table == "clients" {
+                        &mut starts.clients
+                    } else {
+                        &mut starts.workers
+                    };
+                    map.insert(owner, tokens.max(0) as u64);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(starts)
+    }
+
+    /// What every party had when the epoch of `params_version` began.
+    pub fn epoch_starts(&self, params_version: u32) -> Result<EpochStarts, LedgerError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT kind, owner, tokens FROM epoch_starts WHERE params_version = ?1")?;
+        let rows = stmt.query_map(params![i64::from(params_version)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut starts = EpochStarts::default();
+        for row in rows {
+            let (kind, owner, tokens) = row?;
+            let map = if kind == "workers" {
+                &mut starts.workers
+            } else {
+                &mut starts.clients
+            };
+            map.insert(owner, tokens.max(0) as u64);
+        }
+        Ok(starts)
+    }
+
+    /// Marks the epoch of `params_version` closed: its contracts are settled.
+    pub fn close_epoch(&self, params_version: u32) -> Result<(), LedgerError> {
+        let version = i64::from(params_version);
+        let conn = self.conn();
+        let row: Option<(String, Vec<u8>)> = conn
+            .query_row(
+                "SELECT proxy_sc, params FROM epochs WHERE params_version = ?1",
+                params![version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((proxy_sc, params)) = row else {
+            return Err(LedgerError::Epoch(format!("no epoch {params_version}")));
+        };
+        conn.execute(
+            "UPDATE epochs SET closed = 1, sig = ?2 WHERE params_version = ?1",
+            params![
+                version,
+                self.sign(&epoch_message(version, &proxy_sc, &params, true))
+            ],
+        )?;
         Ok(())
     }
 
@@ -557,6 +793,84 @@ mod tests {
             err.to_string(),
             "ledger tampered: clients row client-a: signature does not match"
         );
+    }
+
+    #[test]
+    fn epochs_cut_the_totals_atomically_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path, &key(7)).expect("open");
+            ledger.book(&booking(1, 10)).expect("book");
+            // The first epoch owns what was booked before it: no starts.
+            let first = ledger.begin_epoch(1, "sc-1", b"params-1").expect("epoch 1");
+            assert_eq!(first, EpochStarts::default());
+            ledger.book(&booking(2, 20)).expect("book");
+            let second = ledger.begin_epoch(2, "sc-2", b"params-2").expect("epoch 2");
+            assert_eq!(second.of("client-a", false), 30);
+            assert_eq!(second.of("worker-b", true), 30);
+            assert_eq!(second.of("client-z", false), 0);
+            // Versions only grow.
+            assert!(matches!(
+                ledger.begin_epoch(2, "sc-x", b"p"),
+                Err(LedgerError::Epoch(_))
+            ));
+            ledger.book(&booking(3, 5)).expect("book");
+            ledger.close_epoch(1).expect("close 1");
+            assert!(ledger.close_epoch(9).is_err());
+        }
+        let ledger = Ledger::open(&path, &key(7)).expect("reopen verifies epoch rows");
+        let epochs = ledger.epochs().expect("epochs");
+        assert_eq!(
+            epochs
+                .iter()
+                .map(|e| (e.params_version, e.proxy_sc.as_str(), e.closed))
+                .collect::<Vec<_>>(),
+            vec![(1, "sc-1", true), (2, "sc-2", false)]
+        );
+        assert_eq!(epochs[1].params, b"params-2");
+        // The totals stay cumulative; the new epoch's contract sees total − start.
+        let starts = ledger.epoch_starts(2).expect("starts");
+        assert_eq!(ledger.client_tokens("client-a").expect("total"), 35);
+        assert_eq!(
+            ledger.client_tokens("client-a").expect("total") - starts.of("client-a", false),
+            5
+        );
+        drop(ledger);
+        // An edited start is detected.
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute("UPDATE epoch_starts SET tokens = 0", [])
+            .expect("edit");
+        drop(raw);
+        let err = Ledger::open(&path, &key(7)).expect_err("tampered");
+        assert!(
+            err.to_string().contains("signature does not match"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_with_its_bookings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path, &key(7)).expect("open");
+            ledger.book(&booking(1, 10)).expect("book");
+        }
+        // Turn it back into a version 1 file.
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute_batch(
+            "DROP TABLE epochs; DROP TABLE epoch_starts;
+             UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+        )
+        .expect("downgrade");
+        drop(raw);
+        let ledger = Ledger::open(&path, &key(7)).expect("migrate");
+        assert_eq!(ledger.client_tokens("client-a").expect("tokens"), 10);
+        assert!(ledger.epochs().expect("epochs").is_empty());
+        ledger
+            .begin_epoch(4, "sc", b"p")
+            .expect("epoch after migration");
     }
 
     #[test]
