@@ -76,6 +76,12 @@ pub struct DevnetArgs {
     /// devnet settles every anchored token at once (no thresholds).
     #[arg(long, default_value_t = 1)]
     pub anchor_interval: u64,
+    /// Seconds a closing proxy contract waits before it may close (the root's
+    /// proxy_delay_before_close; client contracts wait half of it). Fixed when the devnet
+    /// chain is created. COCOON uses 600; the devnet closes old contracts within a minute
+    /// after `cocoon root set-price` rotates them.
+    #[arg(long, default_value_t = 60)]
+    pub close_delay: u32,
 }
 
 fn parse_ton_arg(s: &str) -> Result<u64, String> {
@@ -290,17 +296,20 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             }),
         );
     }
-    let proxy_sc = proxy.proxy.sc_address().to_owned();
-    let worker_vouchers: serde_json::Map<String, serde_json::Value> = (0..args.workers)
-        .map(|i| {
-            let path = cocoon_node::worker::Worker::voucher_path(
-                &dir.join(format!("worker-{i}")).join("vouchers"),
-                &proxy_sc,
-            );
-            (format!("worker-{i}"), json!(path.display().to_string()))
-        })
-        .collect();
-    let info = json!({
+    let proxy_sc = proxy.proxy.sc_address();
+    let (voucher_root, worker_count) = (dir.clone(), args.workers);
+    let worker_vouchers = move |proxy_sc: &str| -> serde_json::Map<String, serde_json::Value> {
+        (0..worker_count)
+            .map(|i| {
+                let path = cocoon_node::worker::Worker::voucher_path(
+                    &voucher_root.join(format!("worker-{i}")).join("vouchers"),
+                    proxy_sc,
+                );
+                (format!("worker-{i}"), json!(path.display().to_string()))
+            })
+            .collect()
+    };
+    let mut info = json!({
         "client_api": api,
         "proxy_client_endpoint": proxy.client_addr.to_string(),
         "proxy_worker_endpoint": proxy.worker_addr.to_string(),
@@ -312,13 +321,36 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "root_address": root_address,
         "chain_api": chain_api,
         "proxy_sc_address": proxy_sc,
+        "params_version": proxy.proxy.params_version(),
         "wallets": wallet_info,
-        "worker_vouchers": worker_vouchers,
+        "worker_vouchers": worker_vouchers(&proxy_sc),
         "dir": dir.display().to_string(),
     });
     let info_path = dir.join("devnet.json");
     std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)
         .with_context(|| format!("writing {}", info_path.display()))?;
+    // A root parameter change moves the proxy to a new contract: keep devnet.json true.
+    let mut rotations = proxy.proxy.rotations();
+    let rotating_proxy = proxy.proxy.clone();
+    let rotating_path = info_path.clone();
+    let vouchers_of = worker_vouchers.clone();
+    let _info_task = tokio::spawn(async move {
+        while rotations.changed().await.is_ok() {
+            let sc = rotating_proxy.sc_address();
+            info["proxy_sc_address"] = json!(sc);
+            info["params_version"] = json!(rotating_proxy.params_version());
+            info["worker_vouchers"] = json!(vouchers_of(&sc));
+            let written = serde_json::to_vec_pretty(&info)
+                .map_err(|e| e.to_string())
+                .and_then(|b| std::fs::write(&rotating_path, b).map_err(|e| e.to_string()));
+            match written {
+                Ok(()) => {
+                    info!(proxy_sc = %sc, "devnet.json updated after a root parameter change")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot update devnet.json"),
+            }
+        }
+    });
 
     println!("cocoon devnet is ready");
     println!("  OpenAI API:      {api}");
@@ -443,6 +475,8 @@ async fn local_chain(
     let mut root = GenesisRoot::devnet(admin.contract()?.address)?;
     root.config.params.price_per_token = args.price_per_token;
     root.config.params.worker_fee_per_token = args.worker_fee_per_token;
+    root.config.params.proxy_delay_before_close = args.close_delay;
+    root.config.params.client_delay_before_close = args.close_delay / 2;
     let genesis = GenesisConfig {
         root: Some(root),
         wallets: genesis_wallets,

@@ -11,21 +11,19 @@
 //! * a client that closes its contract (`cocoon client close`, while the devnet runs) gets
 //!   everything it did not spend back at once: the proxy grants the refund.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cocoon_node::chain::{devnet_address, ChainContext};
 use cocoon_ton::contracts::ClientContractState;
 use cocoon_ton::local::LocalChain;
-use cocoon_ton::messages::Body;
 use cocoon_ton::root::ONE_TON;
 use serde_json::Value;
 
 mod common;
-use common::{chat, free_port, mock_upstream, Proc};
+use common::{addr, chat, free_port, mock_upstream, received_from, stop, Proc};
 
 const COCOON: &str = env!("CARGO_BIN_EXE_cocoon");
 /// Adjusted tokens of one request of the mock upstream (all multipliers 1.0×).
@@ -34,89 +32,7 @@ const PRICE: u64 = 3;
 const FEE: u64 = 2;
 
 fn start_devnet(state: &Path, upstream: SocketAddr, port: u16, log: PathBuf) -> Proc {
-    let log = std::fs::File::create(log).expect("log file");
-    let mut child = Command::new(COCOON)
-        .args([
-            "devnet",
-            "--price-per-token",
-            &PRICE.to_string(),
-            "--worker-fee-per-token",
-            &FEE.to_string(),
-            "--upstream",
-            &format!("http://{upstream}"),
-            "--dir",
-            &state.display().to_string(),
-            "--workers",
-            "2",
-            "--http-port",
-            &port.to_string(),
-            "--proxy-client-port",
-            "0",
-            "--proxy-worker-port",
-            "0",
-            "--chain-api-port",
-            "0",
-            "--pow-difficulty",
-            "8",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn cocoon devnet");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("cocoon devnet is ready") => break,
-            Ok(_) => {}
-            Err(_) => panic!("the devnet did not get ready"),
-        }
-    }
-    // Keep draining stdout so the devnet never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    proc
-}
-
-fn stop(mut devnet: Proc, signal: &str) {
-    let pid = devnet.0.id().to_string();
-    Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("kill");
-    let start = Instant::now();
-    while devnet.0.try_wait().expect("wait").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "devnet stops on {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn addr(text: &str) -> cocoon_ton::StdAddr {
-    cocoon_ton::address::parse(text).expect("address").0
-}
-
-/// The payouts (`payout` op) `to` received from `from` (message values; the account's
-/// balance is lower by the storage fees it paid, which are chain fees; excesses, the
-/// change of the messages it sent, are not payouts).
-fn received_from(chain: &LocalChain, to: &cocoon_ton::StdAddr, from: &cocoon_ton::StdAddr) -> u64 {
-    chain
-        .transactions_of(to)
-        .iter()
-        .filter_map(|t| t.summary.in_msg.as_ref())
-        .filter(|m| m.source.as_ref() == Some(from))
-        .filter(|m| matches!(Body::parse(&m.body), Ok(Body::Payout { .. })))
-        .map(|m| m.value)
-        .sum()
+    common::start_devnet(COCOON, state, upstream, port, log, PRICE, FEE, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

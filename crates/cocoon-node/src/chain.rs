@@ -129,6 +129,23 @@ impl ChainContext {
         &self.params
     }
 
+    /// The root parameters with every contract code, as a BOC (what the proxy's ledger
+    /// keeps per epoch to close its contracts later).
+    pub fn params_boc(&self) -> Result<Vec<u8>, ChainError> {
+        let cell = self
+            .params
+            .to_cell(cocoon_ton::root::CodeMask::ROOT)
+            .map_err(ton)?;
+        Ok(cocoon_ton::cells::to_boc(&cell))
+    }
+
+    /// The same root with the parameters of [`ChainContext::params_boc`] (an older epoch).
+    pub fn with_params_boc(&self, boc: &[u8]) -> Result<ChainContext, ChainError> {
+        let cell = cocoon_ton::cells::from_boc(boc).map_err(ton)?;
+        let params = CocoonParams::from_cell(&cell).map_err(ton)?;
+        Ok(ChainContext::from_params(self.root.clone(), params, self.testnet)?.context)
+    }
+
     /// The root contract address.
     pub fn root(&self) -> &StdAddr {
         &self.root

@@ -207,14 +207,38 @@ struct State {
     reserved: HashMap<String, u64>,
 }
 
+/// What the proxy derives from the root parameters it runs on. A root parameter change
+/// (§5.7) replaces it: new prices, a new proxy contract, new client and worker contracts.
+struct Epoch {
+    chain: ChainContext,
+    prices: Prices,
+    /// The proxy contract and its text form.
+    sc: StdAddr,
+    sc_text: String,
+    settlement: Option<Arc<crate::settle::ProxyChain>>,
+}
+
+impl Epoch {
+    /// A party's tokens on its contract of this epoch, from its cumulative ledger total.
+    fn tokens(&self, owner: &str, worker: bool, total: u64) -> u64 {
+        match &self.settlement {
+            Some(chain) => chain.epoch_tokens(owner, worker, total),
+            None => total,
+        }
+    }
+}
+
 struct Shared {
     settings: ProxySettings,
     ledger: Arc<Ledger>,
     /// Books finished requests with group commit.
     writer: crate::ledger::LedgerWriter,
-    /// The proxy contract and its text form.
-    sc: StdAddr,
-    sc_text: String,
+    epoch: std::sync::RwLock<Arc<Epoch>>,
+    /// Set while the proxy rotates its contracts: new requests and connections wait.
+    rotating: std::sync::atomic::AtomicBool,
+    /// Bumped after each rotation: every open connection closes, so that clients and
+    /// workers reconnect to the new contracts.
+    rotations: tokio::sync::watch::Sender<u64>,
     vouchers: ProxyVouchers,
     /// The last voucher signed per contract: `(tokens, BOC)`.
     voucher_cache: Mutex<HashMap<StdAddr, (u64, Vec<u8>)>>,
@@ -232,7 +256,7 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("sc_address", &self.shared.sc_text)
+            .field("sc_address", &self.sc_address())
             .finish()
     }
 }
@@ -297,15 +321,22 @@ impl Proxy {
         let owner = settings.chain.parse_address(&settings.owner_address)?;
         let key = settings.signing_key.verifying_key().to_bytes();
         let sc = settings.chain.proxy_sc(&owner, &key)?;
-        let sc_text = settings.chain.format(&sc);
+        let epoch = Epoch {
+            sc_text: settings.chain.format(&sc),
+            sc,
+            chain: settings.chain.clone(),
+            prices: settings.prices,
+            settlement: settings.settlement.clone(),
+        };
         let vouchers = ProxyVouchers::new(settings.signing_key.clone(), owner);
         let proxy = Proxy {
             shared: Arc::new(Shared {
                 settings,
                 writer: crate::ledger::LedgerWriter::spawn(ledger.clone()),
                 ledger,
-                sc,
-                sc_text,
+                epoch: std::sync::RwLock::new(Arc::new(epoch)),
+                rotating: std::sync::atomic::AtomicBool::new(false),
+                rotations: tokio::sync::watch::Sender::new(0),
                 vouchers,
                 voucher_cache: Mutex::new(HashMap::new()),
                 state: Mutex::new(State::default()),
@@ -314,24 +345,159 @@ impl Proxy {
             }),
         };
         if let Some(chain) = &proxy.shared.settings.settlement {
-            let shared = Arc::downgrade(&proxy.shared);
-            chain.set_running_probe(Box::new(move |owner| {
-                shared
-                    .upgrade()
-                    .is_some_and(|s| lock(&s.state).reserved.get(owner).is_some_and(|r| *r > 0))
-            }));
+            proxy.probe_running(chain);
         }
         Ok(proxy)
     }
 
-    /// The on-chain settlement, when the proxy runs on a chain.
-    pub fn settlement(&self) -> Option<&Arc<crate::settle::ProxyChain>> {
-        self.shared.settings.settlement.as_ref()
+    /// Lets `chain` see whether a client has requests in flight.
+    fn probe_running(&self, chain: &crate::settle::ProxyChain) {
+        let shared = Arc::downgrade(&self.shared);
+        chain.set_running_probe(Box::new(move |owner| {
+            shared
+                .upgrade()
+                .is_some_and(|s| lock(&s.state).reserved.get(owner).is_some_and(|r| *r > 0))
+        }));
     }
 
-    /// The proxy contract address (canonical text form).
-    pub fn sc_address(&self) -> &str {
-        &self.shared.sc_text
+    fn epoch(&self) -> Arc<Epoch> {
+        self.shared
+            .epoch
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The on-chain settlement of the current root parameters, when the proxy runs on
+    /// a chain.
+    pub fn settlement(&self) -> Option<Arc<crate::settle::ProxyChain>> {
+        self.epoch().settlement.clone()
+    }
+
+    /// The current proxy contract address (canonical text form).
+    pub fn sc_address(&self) -> String {
+        self.epoch().sc_text.clone()
+    }
+
+    /// The root's `params_version` the proxy runs on.
+    pub fn params_version(&self) -> u32 {
+        self.epoch().chain.params().params_version
+    }
+
+    /// Whether the proxy is rotating its contracts right now.
+    pub fn is_rotating(&self) -> bool {
+        self.shared.rotating.load(Ordering::SeqCst)
+    }
+
+    /// Switches to newer root parameters (cocoon-protocol.md §5.7): refuses new requests
+    /// and connections, lets running requests finish (up to the policy's drain timeout,
+    /// then closes the connections), begins the new epoch in the ledger and deploys the
+    /// new proxy contract, closes every connection so that clients and workers reconnect
+    /// to their new contracts, and closes the old contracts in the background. Does
+    /// nothing in fake-TON mode or for parameters that are not newer. On failure the
+    /// proxy stays in rotation (refusing requests) and the call may be repeated.
+    pub async fn rotate(&self, view: &crate::chain::ChainView) -> Result<(), String> {
+        let old = self.epoch();
+        let Some(old_chain) = old.settlement.clone() else {
+            return Ok(());
+        };
+        let from = old.chain.params().params_version;
+        let to = view.context.params().params_version;
+        if to <= from {
+            return Ok(());
+        }
+        info!(
+            from,
+            to, "root parameters changed: rotating the proxy's contracts"
+        );
+        self.shared.rotating.store(true, Ordering::SeqCst);
+        let policy = view
+            .settlement
+            .as_ref()
+            .map(|s| s.policy.clone())
+            .unwrap_or_default();
+        let drained = async {
+            while self.running_requests() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(policy.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            warn!(
+                running = self.running_requests(),
+                "requests still running after the drain timeout: closing their connections"
+            );
+            self.shared.rotations.send_modify(|n| *n += 1);
+            let ended = async {
+                while self.running_requests() > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), ended).await;
+        }
+        let new_chain = old_chain
+            .next_epoch(view.context.clone(), &self.shared.settings.signing_key)
+            .await
+            .map_err(|e| format!("starting the contracts of params_version {to}: {e}"))?;
+        self.probe_running(&new_chain);
+        let sc = new_chain.contract().clone();
+        let epoch = Epoch {
+            sc_text: view.context.format(&sc),
+            sc,
+            chain: view.context.clone(),
+            prices: view.prices,
+            settlement: Some(new_chain),
+        };
+        info!(from, to, contract = %epoch.sc_text, "now on the new proxy contract");
+        *self.shared.epoch.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(epoch);
+        lock(&self.shared.voucher_cache).clear();
+        self.shared.rotating.store(false, Ordering::SeqCst);
+        self.shared.rotations.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Rotates whenever `root` adopts newer parameters (retrying a failed rotation),
+    /// while the proxy lives.
+    pub fn follow_root(&self, root: crate::chain::RootWatch) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.shared);
+        let mut changes = root.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                let proxy = Proxy { shared };
+                let view = root.current();
+                if view.context.params().params_version > proxy.params_version() {
+                    if let Err(e) = proxy.rotate(&view).await {
+                        warn!(error = %e, "rotation failed; retrying");
+                        drop(proxy);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+                drop(proxy);
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// A receiver that wakes up whenever the proxy moves to new root parameters (and
+    /// when it closes connections after a drain timeout).
+    pub fn rotations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.rotations.subscribe()
+    }
+
+    /// Resolves at the next rotation (see [`Proxy::rotations`]).
+    fn rotated(&self) -> impl std::future::Future<Output = ()> + std::marker::Send + 'static {
+        let mut rx = self.shared.rotations.subscribe();
+        async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// What both hellos share: the refusal (if any), protocol negotiation from
@@ -346,14 +512,18 @@ impl Proxy {
         if let Some(reason) = refuse {
             return Err((ErrorCode::Error, reason));
         }
+        if self.is_rotating() {
+            return Err((ErrorCode::NotReady, ROTATING_REFUSAL.to_owned()));
+        }
         let proto = negotiate(flags, min, max).map_err(|r| (ErrorCode::ProtocolViolation, r))?;
-        let chain = &self.shared.settings.chain;
+        let epoch = self.epoch();
+        let chain = &epoch.chain;
         let refused = |e: ChainError| (ErrorCode::Error, format!("{} owner: {e}", party.name()));
         let address = chain.parse_address(owner).map_err(refused)?;
         let pk = self.public_key();
         let sc = match party {
-            Party::Client => chain.client_sc(&address, &self.shared.sc, &pk),
-            Party::Worker => chain.worker_sc(&address, &self.shared.sc, &pk),
+            Party::Client => chain.client_sc(&address, &epoch.sc, &pk),
+            Party::Worker => chain.worker_sc(&address, &epoch.sc, &pk),
         }
         .map_err(refused)?;
         Ok((proto, chain.format(&address), sc))
@@ -397,7 +567,7 @@ impl Proxy {
         ledger_tokens: u64,
         worker: bool,
     ) -> SignedPayment {
-        let tokens = match &self.shared.settings.settlement {
+        let tokens = match &self.epoch().settlement {
             Some(chain) if worker => chain.committed_worker(owner),
             Some(chain) => chain.committed_client(owner),
             None => ledger_tokens,
@@ -414,9 +584,9 @@ impl Proxy {
         &self.shared.stats
     }
 
-    /// The root prices the proxy books with.
+    /// The root prices the proxy books with now.
     pub fn prices(&self) -> Prices {
-        self.shared.settings.prices
+        self.epoch().prices
     }
 
     /// The ledger.
@@ -451,7 +621,7 @@ impl Proxy {
             flags: 1 | if proto > 0 { 2 } else { 0 },
             proxy_public_key: self.public_key(),
             proxy_owner_address: s.owner_address.clone(),
-            proxy_sc_address: self.shared.sc_text.clone(),
+            proxy_sc_address: self.sc_address(),
             is_test: Some(s.is_test),
             proto_version: (proto > 0).then_some(proto),
         }
@@ -519,7 +689,18 @@ impl Proxy {
             let _open = Open(&stats.client_connections);
             let mut session: Option<ClientSession> = None;
             let mut authorized = false;
-            while let Some(item) = incoming.recv().await {
+            let rotated = self.rotated();
+            tokio::pin!(rotated);
+            loop {
+                let item = tokio::select! {
+                    item = incoming.recv() => item,
+                    () = &mut rotated => {
+                        info!("closing the connection: the proxy moved to new root parameters");
+                        handle.close();
+                        break;
+                    }
+                };
+                let Some(item) = item else { break };
                 match item {
                     Incoming::Query(q) => {
                         if !authorized {
@@ -593,9 +774,10 @@ impl Proxy {
                         return Err(());
                     }
                 };
-                let used = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
+                let epoch = self.epoch();
+                let total = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
                 let nonce: u64 = rand::random();
-                let (auth, secret_hash) = match &s.settlement {
+                let (auth, secret_hash) = match &epoch.settlement {
                     // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
                     // so the client falls back to long auth, which succeeds at once.
                     None => (
@@ -638,9 +820,14 @@ impl Proxy {
                 };
                 let answer = client::ConnectedToProxy {
                     params: self.params(proto),
-                    client_sc_address: s.chain.format(&client_sc),
+                    client_sc_address: epoch.chain.format(&client_sc),
                     auth,
-                    signed_payment: self.voucher_for(&owner, &client_sc, used, false),
+                    signed_payment: self.voucher_for(
+                        &owner,
+                        &client_sc,
+                        epoch.tokens(&owner, false, total),
+                        false,
+                    ),
                 };
                 let _ = q.answer(&answer).await;
                 info!(%owner, proto, "client connected");
@@ -672,7 +859,8 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                if let Some(chain) = &s.settlement {
+                let epoch = self.epoch();
+                if let Some(chain) = &epoch.settlement {
                     let refused = if q.function_id() == Some(client_fn::AuthorizeWithProxyShort::ID)
                     {
                         match q.decode::<client_fn::AuthorizeWithProxyShort>() {
@@ -701,7 +889,8 @@ impl Proxy {
                         return Err(());
                     }
                 }
-                let used = self.shared.ledger.client_tokens(owner).unwrap_or(0);
+                let total = self.shared.ledger.client_tokens(owner).unwrap_or(0);
+                let used = epoch.tokens(owner, false, total);
                 let answer = client::AuthorizationWithProxySuccess {
                     signed_payment: self.voucher_for(owner, sc, used, false),
                     tokens_committed_to_db: to_i64(used),
@@ -725,7 +914,7 @@ impl Proxy {
     fn available_tokens(&self, owner: &str) -> u64 {
         let used = self.shared.ledger.client_tokens(owner).unwrap_or(u64::MAX);
         let reserved = self.state().reserved.get(owner).copied().unwrap_or(0);
-        let limit = match &self.shared.settings.settlement {
+        let limit = match &self.epoch().settlement {
             Some(chain) => chain.client_token_limit(owner),
             None => self.shared.settings.pseudo_client_tokens,
         };
@@ -735,11 +924,12 @@ impl Proxy {
     async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
         match q.function_id() {
             Some(client_fn::UpdatePaymentStatus::ID) => {
-                let used = self
+                let total = self
                     .shared
                     .ledger
                     .client_tokens(&session.owner)
                     .unwrap_or(0);
+                let used = self.epoch().tokens(&session.owner, false, total);
                 let answer = client::PaymentStatus {
                     signed_payment: self.voucher_for(&session.owner, &session.sc, used, false),
                     db_tokens: to_i64(used),
@@ -917,6 +1107,11 @@ impl Proxy {
             .filter(|&t| t > 0)
             .unwrap_or(DEFAULT_MAX_TOKENS);
         let max_coefficient = u32::try_from(q.max_coefficient).unwrap_or(0);
+        if self.is_rotating() {
+            return reject(ErrorCode::NotReady, ROTATING_REFUSAL.to_owned())
+                .instrument(span)
+                .await;
+        }
         let available = self.available_tokens(owner);
         if available < max_tokens {
             return reject(ErrorCode::Error, "client balance is too low".into())
@@ -1027,7 +1222,18 @@ impl Proxy {
         let span = info_span!("worker", conn = id, peer = %peer.addr);
         async move {
             let (handle, mut incoming) = conn.split();
-            while let Some(item) = incoming.recv().await {
+            let rotated = self.rotated();
+            tokio::pin!(rotated);
+            loop {
+                let item = tokio::select! {
+                    item = incoming.recv() => item,
+                    () = &mut rotated => {
+                        info!("closing the connection: the proxy moved to new root parameters");
+                        handle.close();
+                        break;
+                    }
+                };
+                let Some(item) = item else { break };
                 match item {
                     Incoming::Query(q) => {
                         if self.worker_query(id, &handle, q).await.is_err() {
@@ -1079,7 +1285,8 @@ impl Proxy {
                 };
                 let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
                 let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
-                let worker_sc_address = s.chain.format(&worker_sc);
+                let epoch = self.epoch();
+                let worker_sc_address = epoch.chain.format(&worker_sc);
                 let link = WorkerLink {
                     owner,
                     sc: worker_sc,
@@ -1093,8 +1300,8 @@ impl Proxy {
                     handle: handle.clone(),
                     reputation: Reputation::new(),
                 };
-                if let Some(chain) = &s.settlement {
-                    let noted = s
+                if let Some(chain) = &epoch.settlement {
+                    let noted = epoch
                         .chain
                         .parse_address(&link.owner)
                         .map_err(|e| e.to_string())
@@ -1131,7 +1338,8 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                let known = to_i64(self.shared.ledger.worker_tokens(&owner).unwrap_or(0));
+                let total = self.shared.ledger.worker_tokens(&owner).unwrap_or(0);
+                let known = to_i64(self.epoch().tokens(&owner, true, total));
                 if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
                 {
                     let reason = format!(

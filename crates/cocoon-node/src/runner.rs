@@ -197,19 +197,30 @@ pub async fn start_proxy(
                 .await
                 .map_err(|e| StartError::Chain(e.to_string()))?;
             info!(wallet = %onchain.wallet.address_text(), "proxy wallet");
-            Some(
-                crate::settle::ProxyChain::start(
-                    onchain,
-                    view.context.clone(),
-                    ledger.clone(),
-                    owner,
-                    &identity.key,
-                )
-                .await
-                .map_err(|e| StartError::Chain(format!("proxy contract: {e}")))?,
+            let chain = crate::settle::ProxyChain::start(
+                onchain,
+                view.context.clone(),
+                ledger.clone(),
+                owner,
+                &identity.key,
             )
+            .await
+            .map_err(|e| StartError::Chain(format!("proxy contract: {e}")))?;
+            // Contracts of older root parameters left open by an earlier run (§5.7).
+            match chain.close_past_epochs(&identity.key).await {
+                Ok(old) if !old.is_empty() => {
+                    info!(
+                        epochs = old.len(),
+                        "closing contracts of older root parameters"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot resume closing older contracts"),
+            }
+            Some(chain)
         }
     };
+    let root = crate::chain::RootWatch::new(view.clone());
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
         chain: view.context.clone(),
@@ -225,6 +236,11 @@ pub async fn start_proxy(
     };
     let proxy = Proxy::new(settings, ledger)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+    if let Some(chain) = &view.settlement {
+        // The root is read for new parameters; a change rotates the contracts (§5.7).
+        root.spawn_polling(chain.policy.root_poll_interval);
+        proxy.follow_root(root);
+    }
     let bind = |addr: &str, e: std::io::Error| StartError::Bind {
         addr: addr.to_owned(),
         source: e,

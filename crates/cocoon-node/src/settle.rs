@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use tycho_types::models::StdAddr;
 
 use crate::chain::ChainContext;
-use crate::ledger::Ledger;
+use crate::ledger::{EpochStarts, Ledger};
 
 /// Why a settlement step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -389,6 +389,10 @@ struct KnownWorker {
     init: ContractInit,
     /// Tokens paid out on chain (the worker contract's `tokens`); None until read.
     paid: Option<u64>,
+    /// Whether the worker contract is closed (after its last payout).
+    closed: bool,
+    /// Whether the worker contract exists on chain.
+    exists: bool,
 }
 
 /// What a proxy settles with a signed voucher.
@@ -400,6 +404,12 @@ enum Settlement {
     Refund,
     /// Pay a worker contract's owner for its anchored work.
     Payout,
+    /// Final payout of a worker contract of a closing epoch, closing it.
+    LastPayout,
+    /// Start closing the proxy contract of a closing epoch.
+    CloseProxy,
+    /// Finish closing it once unlocked: everything left goes to the proxy owner.
+    CompleteClose,
 }
 
 impl Settlement {
@@ -408,7 +418,14 @@ impl Settlement {
             Settlement::Charge => VoucherKind::ClientCharge,
             Settlement::Refund => VoucherKind::ClientGrantRefund,
             Settlement::Payout => VoucherKind::WorkerPayout,
+            Settlement::LastPayout => VoucherKind::WorkerLastPayout,
+            Settlement::CloseProxy => VoucherKind::ProxyClose,
+            Settlement::CompleteClose => VoucherKind::ProxyCloseComplete,
         }
+    }
+
+    fn is_worker(self) -> bool {
+        matches!(self, Settlement::Payout | Settlement::LastPayout)
     }
 }
 
@@ -435,6 +452,8 @@ struct ProxyBook {
     registrations: HashSet<(StdAddr, u64)>,
     busy: HashSet<StdAddr>,
     contract: Option<ProxyContractState>,
+    /// While closing: every party's usage up to the epoch's end is anchored.
+    final_anchored: bool,
 }
 
 /// Counters of the proxy's settlement.
@@ -452,6 +471,19 @@ pub struct SettlementStats {
     pub refunds: u64,
     /// Settlement messages the chain refused or that failed.
     pub failures: u64,
+    /// Proxy contracts of past epochs closed (§5.7).
+    pub closed_epochs: u64,
+}
+
+impl SettlementStats {
+    fn sent(&mut self, kind: Settlement) {
+        match kind {
+            Settlement::Charge => self.charges += 1,
+            Settlement::Refund => self.refunds += 1,
+            Settlement::Payout | Settlement::LastPayout => self.payouts += 1,
+            Settlement::CloseProxy | Settlement::CompleteClose => {}
+        }
+    }
 }
 
 /// The proxy's on-chain side (see the module docs).
@@ -469,6 +501,11 @@ pub struct ProxyChain {
     follower: tokio::sync::Mutex<TxFollower>,
     registered: tokio::sync::Notify,
     running: std::sync::OnceLock<RunningProbe>,
+    /// Every party's ledger total when this epoch began (its contracts start at 0).
+    starts: EpochStarts,
+    /// Set when a newer epoch began: every party's total at the cut. The epoch's
+    /// contracts are then closed out (§5.7).
+    end: std::sync::OnceLock<EpochStarts>,
 }
 
 /// Tells whether a client (by owner) has requests in flight at the proxy.
@@ -486,8 +523,10 @@ impl std::fmt::Debug for ProxyChain {
 }
 
 impl ProxyChain {
-    /// Deploys the proxy contract of (`owner`, `key`) if needed, takes the ledger's totals
-    /// as committed (as COCOON does at load) and starts the settlement loop.
+    /// Starts the epoch of `context`'s root parameters: begins it in the ledger (cutting
+    /// every party's total, §5.7) unless the ledger is already in it, deploys its proxy
+    /// contract of (`owner`, `key`) if needed, takes the ledger's totals as committed (as
+    /// COCOON does at load) and starts the settlement loop.
     pub async fn start(
         chain: OnChain,
         context: ChainContext,
@@ -495,14 +534,34 @@ impl ProxyChain {
         owner: StdAddr,
         key: &SigningKey,
     ) -> Result<Arc<Self>, SettleError> {
-        let public_key = key.verifying_key().to_bytes();
+        let version = context.params().params_version;
         let contract = context
-            .proxy_init(&owner, &public_key)
+            .proxy_init(&owner, &key.verifying_key().to_bytes())
             .map_err(|e| SettleError::Contract(e.to_string()))?;
+        let epochs = ledger.epochs().map_err(chain_err)?;
+        let starts = match epochs.last() {
+            Some(e) if e.params_version > version => {
+                return Err(SettleError::Contract(format!(
+                    "the ledger is at params_version {} but the root says {version}: \
+                     another root, or a chain that was reset",
+                    e.params_version
+                )))
+            }
+            Some(e) if e.params_version == version => {
+                ledger.epoch_starts(version).map_err(chain_err)?
+            }
+            _ => {
+                let params = context
+                    .params_boc()
+                    .map_err(|e| SettleError::Contract(e.to_string()))?;
+                let starts = ledger
+                    .begin_epoch(version, &context.format(&contract.address), &params)
+                    .map_err(chain_err)?;
+                info!(params_version = version, "ledger epoch begun");
+                starts
+            }
+        };
         let backend = chain.backend.clone();
-        let follower = TxFollower::from_now(backend.as_ref(), contract.address.clone())
-            .await
-            .map_err(chain_err)?;
         let state = account(backend.as_ref(), &contract.address).await?;
         if !state.is_active() {
             info!(contract = %context.format(&contract.address), "deploying the proxy contract");
@@ -518,6 +577,39 @@ impl ProxyChain {
                 )));
             }
         }
+        let proxy = Self::open(chain, context, ledger, owner, key, starts).await?;
+        let weak = Arc::downgrade(&proxy);
+        let poll = proxy.chain.policy.poll_interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(p) = weak.upgrade() else { return };
+                if p.end.get().is_some() {
+                    return; // the epoch is over: its close-out runs on its own
+                }
+                p.tick().await;
+                drop(p);
+                tokio::time::sleep(poll).await;
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// The proxy's side of one epoch's contract, without deploying or looping.
+    async fn open(
+        chain: OnChain,
+        context: ChainContext,
+        ledger: Arc<Ledger>,
+        owner: StdAddr,
+        key: &SigningKey,
+        starts: EpochStarts,
+    ) -> Result<Arc<Self>, SettleError> {
+        let public_key = key.verifying_key().to_bytes();
+        let contract = context
+            .proxy_init(&owner, &public_key)
+            .map_err(|e| SettleError::Contract(e.to_string()))?;
+        let follower = TxFollower::from_now(chain.backend.as_ref(), contract.address.clone())
+            .await
+            .map_err(chain_err)?;
         let totals = ledger.all_totals().map_err(chain_err)?;
         let mut book = ProxyBook {
             committed_clients: totals.clients.into_iter().collect(),
@@ -526,7 +618,7 @@ impl ProxyChain {
         };
         book.anchored_totals = ledger.grand_totals().map_err(chain_err)?;
         let signer = VoucherSigner::new(key.clone(), chain.wallet.address().clone());
-        let proxy = Arc::new(ProxyChain {
+        Ok(Arc::new(ProxyChain {
             chain,
             context,
             ledger,
@@ -540,18 +632,280 @@ impl ProxyChain {
             follower: tokio::sync::Mutex::new(follower),
             registered: tokio::sync::Notify::new(),
             running: std::sync::OnceLock::new(),
-        });
-        let weak = Arc::downgrade(&proxy);
-        let poll = proxy.chain.policy.poll_interval;
+            starts,
+            end: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The root's `params_version` of this epoch.
+    pub fn params_version(&self) -> u32 {
+        self.context.params().params_version
+    }
+
+    /// The root parameters and derivation of this epoch.
+    pub fn context(&self) -> &ChainContext {
+        &self.context
+    }
+
+    /// A party's tokens on its contract of this epoch, from its cumulative ledger
+    /// `total`: `total − start`, capped at the epoch's end once it is over.
+    pub fn epoch_tokens(&self, owner: &str, worker: bool, total: u64) -> u64 {
+        let total = match self.end.get() {
+            Some(end) => total.min(end.of(owner, worker)),
+            None => total,
+        };
+        total.saturating_sub(self.starts.of(owner, worker))
+    }
+
+    /// Ends this epoch (a newer one began with `end` as its starts) and closes its
+    /// contracts in the background (§5.7): a last anchor, the signed close request, a
+    /// grant-refund to every client contract, a last payout to every worker contract,
+    /// and once the close delay has passed the signed close completion, which pays what
+    /// is left (stake, commission) to the proxy owner. The ledger marks the epoch closed
+    /// when the chain shows the contract closed; a restart resumes with
+    /// [`ProxyChain::close_past_epochs`].
+    pub fn close_out(self: &Arc<Self>, end: EpochStarts) {
+        if self.end.set(end).is_err() {
+            return; // already closing
+        }
+        {
+            let mut book = self.book();
+            book.last_anchor = None;
+            book.final_anchored = false;
+        }
+        info!(
+            params_version = self.params_version(),
+            contract = %self.context.format(&self.contract.address),
+            "closing the contracts of the previous root parameters"
+        );
+        let me = self.clone();
         tokio::spawn(async move {
+            let poll = me.chain.policy.poll_interval;
             loop {
-                let Some(p) = weak.upgrade() else { return };
-                p.tick().await;
-                drop(p);
+                match me.close_round().await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(error = %e, params_version = me.params_version(), "closing an old epoch");
+                        me.count(|s| s.failures += 1);
+                    }
+                }
                 tokio::time::sleep(poll).await;
             }
         });
-        Ok(proxy)
+    }
+
+    /// Starts the epoch of newer root parameters `context` (see [`ProxyChain::start`]:
+    /// the ledger cut and the new proxy contract) with this epoch's wallet, owner and
+    /// key, then closes this epoch out ([`ProxyChain::close_out`]).
+    pub async fn next_epoch(
+        self: &Arc<Self>,
+        context: ChainContext,
+        key: &SigningKey,
+    ) -> Result<Arc<ProxyChain>, SettleError> {
+        let next = Self::start(
+            self.chain.clone(),
+            context,
+            self.ledger.clone(),
+            self.owner.clone(),
+            key,
+        )
+        .await?;
+        self.close_out(next.starts.clone());
+        Ok(next)
+    }
+
+    /// Resumes closing the ledger's epochs older than this one that are not closed yet
+    /// (the proxy stopped while closing them, or while the root changed). Returns them.
+    pub async fn close_past_epochs(
+        &self,
+        key: &SigningKey,
+    ) -> Result<Vec<Arc<ProxyChain>>, SettleError> {
+        let epochs = self.ledger.epochs().map_err(chain_err)?;
+        let mut closing = Vec::new();
+        for (i, e) in epochs.iter().enumerate() {
+            if e.closed || e.params_version >= self.params_version() {
+                continue;
+            }
+            let Some(next) = epochs.get(i + 1) else {
+                continue;
+            };
+            let context = self
+                .context
+                .with_params_boc(&e.params)
+                .map_err(|e| SettleError::Contract(e.to_string()))?;
+            let starts = self
+                .ledger
+                .epoch_starts(e.params_version)
+                .map_err(chain_err)?;
+            let end = self
+                .ledger
+                .epoch_starts(next.params_version)
+                .map_err(chain_err)?;
+            let old = Self::open(
+                self.chain.clone(),
+                context,
+                self.ledger.clone(),
+                self.owner.clone(),
+                key,
+                starts,
+            )
+            .await?;
+            old.close_out(end);
+            closing.push(old);
+        }
+        Ok(closing)
+    }
+
+    /// One round of closing an ended epoch; true once its proxy contract is closed.
+    async fn close_round(&self) -> Result<bool, SettleError> {
+        let Some(end) = self.end.get() else {
+            return Ok(false);
+        };
+        self.follow().await?;
+        // 1. Everything up to the cut anchored (restarts take the ledger as anchored).
+        let anchored = {
+            let book = self.book();
+            end.clients
+                .iter()
+                .all(|(o, t)| book.committed_clients.get(o).copied().unwrap_or(0) >= *t)
+                && end
+                    .workers
+                    .iter()
+                    .all(|(o, t)| book.committed_workers.get(o).copied().unwrap_or(0) >= *t)
+        };
+        if !anchored {
+            self.anchor().await;
+            return Ok(false);
+        }
+        if !self.book().final_anchored {
+            self.book().final_anchored = true;
+            debug!(
+                params_version = self.params_version(),
+                "old epoch fully anchored"
+            );
+        }
+        // 2. The proxy contract.
+        let backend = self.chain.backend.clone();
+        let state = account(backend.as_ref(), &self.contract.address).await?;
+        let Some(contract) = data_of(&state, ProxyContractState::from_data)? else {
+            // Never deployed (or gone): nothing to close.
+            self.ledger
+                .close_epoch(self.params_version())
+                .map_err(chain_err)?;
+            return Ok(true);
+        };
+        let sc = self.contract.address.clone();
+        match contract.status {
+            ContractStatus::Closed => {
+                self.ledger
+                    .close_epoch(self.params_version())
+                    .map_err(chain_err)?;
+                self.count(|s| s.closed_epochs += 1);
+                info!(
+                    params_version = self.params_version(),
+                    contract = %self.context.format(&sc),
+                    "old proxy contract closed; its stake and commission went to the owner"
+                );
+                return Ok(true);
+            }
+            ContractStatus::Normal => {
+                let msg = self.voucher_message(Settlement::CloseProxy, 0, &sc, None);
+                self.chain.wallet.send(msg.into_iter().collect()).await?;
+                return Ok(false);
+            }
+            _ => {}
+        }
+        // 3. Every client refunded and every worker paid, at the epoch's final counts.
+        self.adopt_ledger_parties();
+        let known: Vec<(Settlement, StdAddr)> = {
+            let book = self.book();
+            book.clients
+                .values()
+                .map(|c| (Settlement::Refund, c.sc.clone()))
+                .chain(
+                    book.workers
+                        .values()
+                        .map(|w| (Settlement::LastPayout, w.init.address.clone())),
+                )
+                .collect()
+        };
+        for (kind, sc) in &known {
+            self.refresh(*kind, sc).await;
+        }
+        let mut due = Vec::new();
+        let mut pending = 0usize;
+        {
+            let book = self.book();
+            for (owner, c) in &book.clients {
+                let Some(state) = &c.state else { continue }; // no contract: nothing held
+                if state.status == ContractStatus::Closed && state.balance == 0 {
+                    continue;
+                }
+                pending += 1;
+                let tokens = self.epoch_tokens(owner, false, end.of(owner, false));
+                if tokens < state.tokens_used {
+                    warn!(%owner, tokens, charged = state.tokens_used, "client charged beyond the ledger");
+                    continue;
+                }
+                due.extend(
+                    self.voucher_message(Settlement::Refund, tokens, &c.sc, None)
+                        .map(|m| (Settlement::Refund, m)),
+                );
+            }
+            for (owner, w) in &book.workers {
+                let tokens = self.epoch_tokens(owner, true, end.of(owner, true));
+                if w.closed || (!w.exists && tokens == 0) {
+                    continue;
+                }
+                pending += 1;
+                due.extend(
+                    self.voucher_message(
+                        Settlement::LastPayout,
+                        tokens,
+                        &w.init.address,
+                        Some(w.init.state_init.clone()),
+                    )
+                    .map(|m| (Settlement::LastPayout, m)),
+                );
+            }
+        }
+        if !due.is_empty() {
+            let kinds: Vec<Settlement> = due.iter().map(|(k, _)| *k).collect();
+            match self
+                .chain
+                .wallet
+                .send(due.into_iter().map(|(_, m)| m).collect())
+                .await
+            {
+                Ok(()) => self.count(|s| {
+                    for k in &kinds {
+                        s.sent(*k);
+                    }
+                }),
+                Err(e) => {
+                    warn!(error = %e, "old epoch refunds and payouts failed");
+                    self.count(|s| s.failures += 1);
+                }
+            }
+            return Ok(false);
+        }
+        // 4. Complete once unlocked; with parties still unsettled, wait one more delay.
+        let now = backend.now().await.map_err(chain_err)?;
+        let grace = if pending == 0 {
+            0
+        } else {
+            self.context.params().proxy_delay_before_close
+        };
+        if now < contract.unlock_ts.saturating_add(grace) {
+            return Ok(false);
+        }
+        if pending > 0 {
+            warn!(pending, "completing the close with parties still unsettled");
+        }
+        let msg = self.voucher_message(Settlement::CompleteClose, 0, &sc, None);
+        self.chain.wallet.send(msg.into_iter().collect()).await?;
+        Ok(false)
     }
 
     /// How the proxy tells whether a client has requests in flight: a closing client is
@@ -583,22 +937,28 @@ impl ProxyChain {
         &self.chain.wallet
     }
 
-    /// Tokens of `owner` anchored on chain: what a client voucher may cover.
+    /// Tokens of `owner` on its client contract of this epoch that are anchored on
+    /// chain: what a client voucher may cover.
     pub fn committed_client(&self, owner: &str) -> u64 {
-        self.book()
+        let total = self
+            .book()
             .committed_clients
             .get(owner)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.epoch_tokens(owner, false, total)
     }
 
-    /// Tokens of worker `owner` anchored on chain: what a payout voucher may cover.
+    /// Tokens of worker `owner` on its contract of this epoch that are anchored on
+    /// chain: what a payout voucher may cover.
     pub fn committed_worker(&self, owner: &str) -> u64 {
-        self.book()
+        let total = self
+            .book()
             .committed_workers
             .get(owner)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.epoch_tokens(owner, true, total)
     }
 
     /// Reads a client's contract (at connect): remembers it and returns its secret hash
@@ -633,7 +993,12 @@ impl ProxyChain {
         self.book()
             .workers
             .entry(owner_text.to_owned())
-            .or_insert(KnownWorker { init, paid: None });
+            .or_insert(KnownWorker {
+                init,
+                paid: None,
+                closed: false,
+                exists: false,
+            });
         Ok(())
     }
 
@@ -653,7 +1018,8 @@ impl ProxyChain {
         }
     }
 
-    /// How many tokens `owner` may have used in all, from its contract (§5.6):
+    /// How many tokens `owner` may have used in all (a cumulative ledger total), from
+    /// its contract of this epoch (§5.6): the epoch's start plus
     /// `min(balance / price + tokens_used, stake / price + tokens_used)`; 0 while unknown
     /// or when the contract is not in the normal state.
     pub fn client_token_limit(&self, owner: &str) -> u64 {
@@ -669,6 +1035,7 @@ impl ProxyChain {
         per(state.balance)
             .min(per(state.stake))
             .saturating_add(state.tokens_used)
+            .saturating_add(self.starts.of(owner, false))
     }
 
     /// One round of the settlement loop.
@@ -719,7 +1086,8 @@ impl ProxyChain {
                 book.anchored_totals
             )));
         }
-        for (owner, committed) in &book.committed_clients {
+        for (owner, total) in &book.committed_clients {
+            let committed = &self.epoch_tokens(owner, false, *total);
             let charged = book
                 .clients
                 .get(owner)
@@ -731,7 +1099,8 @@ impl ProxyChain {
                 )));
             }
         }
-        for (owner, committed) in &book.committed_workers {
+        for (owner, total) in &book.committed_workers {
+            let committed = &self.epoch_tokens(owner, true, *total);
             let paid = book.workers.get(owner).and_then(|w| w.paid);
             if *committed > 0 && paid < Some(*committed) {
                 return Ok(Some(format!(
@@ -906,8 +1275,8 @@ impl ProxyChain {
     fn adopt_ledger_parties(&self) {
         let mut book = self.book();
         let book = &mut *book;
-        for owner in book.committed_clients.keys() {
-            if book.clients.contains_key(owner) {
+        for (owner, total) in &book.committed_clients {
+            if book.clients.contains_key(owner) || self.epoch_tokens(owner, false, *total) == 0 {
                 continue;
             }
             let sc = self.context.parse_address(owner).and_then(|a| {
@@ -922,8 +1291,8 @@ impl ProxyChain {
                 Err(e) => warn!(%owner, error = %e, "client contract not derivable"),
             }
         }
-        for owner in book.committed_workers.keys() {
-            if book.workers.contains_key(owner) {
+        for (owner, total) in &book.committed_workers {
+            if book.workers.contains_key(owner) || self.epoch_tokens(owner, true, *total) == 0 {
                 continue;
             }
             let init = self.context.parse_address(owner).and_then(|a| {
@@ -932,8 +1301,15 @@ impl ProxyChain {
             });
             match init {
                 Ok(init) => {
-                    book.workers
-                        .insert(owner.clone(), KnownWorker { init, paid: None });
+                    book.workers.insert(
+                        owner.clone(),
+                        KnownWorker {
+                            init,
+                            paid: None,
+                            closed: false,
+                            exists: false,
+                        },
+                    );
                 }
                 Err(e) => warn!(%owner, error = %e, "worker contract not derivable"),
             }
@@ -972,14 +1348,17 @@ impl ProxyChain {
         let Ok(state) = account(self.chain.backend.as_ref(), sc).await else {
             return;
         };
-        if kind == Settlement::Payout {
+        if kind.is_worker() {
             let Ok(parsed) = data_of(&state, WorkerContractState::from_data) else {
                 return;
             };
-            let paid = parsed.map_or(0, |w| w.tokens);
             for w in self.book().workers.values_mut() {
                 if &w.init.address == sc {
-                    w.paid = Some(paid);
+                    w.paid = Some(parsed.as_ref().map_or(0, |p| p.tokens));
+                    w.closed = parsed
+                        .as_ref()
+                        .is_some_and(|p| p.status == ContractStatus::Closed);
+                    w.exists = parsed.is_some();
                 }
             }
         } else {
@@ -1049,13 +1428,14 @@ impl ProxyChain {
                 if book.busy.contains(&c.sc) {
                     continue;
                 }
-                let committed = book.committed_clients.get(owner).copied().unwrap_or(0);
+                let total = book.committed_clients.get(owner).copied().unwrap_or(0);
+                let committed = self.epoch_tokens(owner, false, total);
                 let kind = match state.status {
                     // A closing client (§5.5): once all its usage is anchored and nothing
                     // runs, a signed grant-refund charges it and returns the rest at once,
                     // instead of the contract's delayed, stake-capped forced refund.
                     ContractStatus::Closing => {
-                        let anchored = booked.get(owner).copied().unwrap_or(0) == committed;
+                        let anchored = booked.get(owner).copied().unwrap_or(0) == total;
                         let idle = !self.running.get().is_some_and(|running| running(owner));
                         if !(anchored && idle && committed >= state.tokens_used) {
                             continue;
@@ -1077,7 +1457,8 @@ impl ProxyChain {
                 }
             }
             for (owner, w) in &book.workers {
-                let committed = book.committed_workers.get(owner).copied().unwrap_or(0);
+                let total = book.committed_workers.get(owner).copied().unwrap_or(0);
+                let committed = self.epoch_tokens(owner, true, total);
                 let Some(paid) = w.paid else { continue };
                 if book.busy.contains(&w.init.address) || committed <= paid {
                     continue;
@@ -1114,11 +1495,7 @@ impl ProxyChain {
             match &result {
                 Ok(()) => self.count(|s| {
                     for (kind, _) in &sent {
-                        match kind {
-                            Settlement::Charge => s.charges += 1,
-                            Settlement::Refund => s.refunds += 1,
-                            Settlement::Payout => s.payouts += 1,
-                        }
+                        s.sent(*kind);
                     }
                 }),
                 Err(e) => {

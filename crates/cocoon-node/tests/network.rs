@@ -391,7 +391,7 @@ async fn worker_ahead_of_proxy_is_refused_and_proxy_keeps_running() {
     .expect("worker");
     liar.set_healthy(true);
     liar.restore_proxy_balance(
-        net.proxy.sc_address(),
+        &net.proxy.sc_address(),
         cocoon_node::worker::ProxyBalance {
             tokens_committed_to_blockchain: 1_000,
             ..Default::default()
@@ -513,7 +513,7 @@ async fn money_adds_up_after_a_batch() {
     );
     for (worker, name) in net.workers.iter().zip(["a", "b"]) {
         let balance = worker
-            .proxy_balance(net.proxy.sc_address())
+            .proxy_balance(&net.proxy.sc_address())
             .expect("known proxy");
         assert_eq!(
             balance.voucher_tokens,

@@ -71,3 +71,118 @@ pub async fn chat(http: &reqwest::Client, api: &str, delay_ms: u64) -> u16 {
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+/// Starts `cocoon devnet` (binary `cocoon`) on the embedded chain with prices `price` and
+/// `fee` (nanoTON per token), the mock `upstream`, the OpenAI API on `port`, state in
+/// `state`, its log in `log`, and `extra` arguments; returns once it is ready.
+#[allow(clippy::too_many_arguments)]
+pub fn start_devnet(
+    cocoon: &str,
+    state: &std::path::Path,
+    upstream: SocketAddr,
+    port: u16,
+    log: std::path::PathBuf,
+    price: u64,
+    fee: u64,
+    extra: &[&str],
+) -> Proc {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let log = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(cocoon)
+        .args([
+            "devnet",
+            "--price-per-token",
+            &price.to_string(),
+            "--worker-fee-per-token",
+            &fee.to_string(),
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--dir",
+            &state.display().to_string(),
+            "--workers",
+            "2",
+            "--http-port",
+            &port.to_string(),
+            "--proxy-client-port",
+            "0",
+            "--proxy-worker-port",
+            "0",
+            "--chain-api-port",
+            "0",
+            "--pow-difficulty",
+            "8",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn cocoon devnet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("cocoon devnet is ready") => break,
+            Ok(_) => {}
+            Err(_) => panic!("the devnet did not get ready"),
+        }
+    }
+    // Keep draining stdout so the devnet never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    proc
+}
+
+/// Sends `signal` (e.g. `-INT`, `-KILL`) to the devnet and waits until it exited.
+pub fn stop(mut devnet: Proc, signal: &str) {
+    use std::time::Instant;
+    let pid = devnet.0.id().to_string();
+    std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    while devnet.0.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "devnet stops on {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TON address from its text.
+pub fn addr(text: &str) -> cocoon_ton::StdAddr {
+    cocoon_ton::address::parse(text).expect("address").0
+}
+
+/// The payouts (`payout` op) `to` received from `from` (message values; the account's
+/// balance is lower by the storage fees it paid, which are chain fees; excesses, the
+/// change of the messages it sent, are not payouts).
+pub fn received_from(
+    chain: &cocoon_ton::local::LocalChain,
+    to: &cocoon_ton::StdAddr,
+    from: &cocoon_ton::StdAddr,
+) -> u64 {
+    chain
+        .transactions_of(to)
+        .iter()
+        .filter_map(|t| t.summary.in_msg.as_ref())
+        .filter(|m| m.source.as_ref() == Some(from))
+        .filter(|m| {
+            matches!(
+                cocoon_ton::messages::Body::parse(&m.body),
+                Ok(cocoon_ton::messages::Body::Payout { .. })
+            )
+        })
+        .map(|m| m.value)
+        .sum()
+}
