@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 use tycho_types::models::StdAddr;
 
-use crate::chain::ChainContext;
+use crate::chain::{ChainContext, RootWatch};
 use crate::ledger::Ledger;
 
 /// Why a settlement step failed.
@@ -1174,20 +1174,31 @@ impl ProxyChain {
 
 // ------------------------------------------------------------------------ client
 
+/// A client contract under one version of the root parameters: its address depends on
+/// them, so a params change gives the client a new contract at every proxy (§5.7).
+#[derive(Debug, Clone)]
+pub struct ClientContract {
+    /// Code, data, StateInit and address.
+    pub init: ContractInit,
+    /// The derivation context (root parameters) it belongs to.
+    pub context: ChainContext,
+}
+
 /// The client's on-chain side (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ClientChain {
     chain: OnChain,
-    context: ChainContext,
+    watch: RootWatch,
     secret_hash: [u8; 32],
 }
 
 impl ClientChain {
-    /// The client side of `chain`; `secret` is the short-auth secret it publishes.
-    pub fn new(chain: OnChain, context: ChainContext, secret: &str) -> Self {
+    /// The client side of `chain` under the root parameters `watch` follows; `secret` is
+    /// the short-auth secret it publishes.
+    pub fn new(chain: OnChain, watch: RootWatch, secret: &str) -> Self {
         ClientChain {
             chain,
-            context,
+            watch,
             secret_hash: Sha256::digest(secret.as_bytes()).into(),
         }
     }
@@ -1197,8 +1208,13 @@ impl ClientChain {
         &self.chain.wallet
     }
 
-    fn deposit(&self) -> u64 {
-        let params = self.context.params();
+    /// The root parameters the client follows.
+    pub fn watch(&self) -> &RootWatch {
+        &self.watch
+    }
+
+    /// What the client deposits at deployment and at each top-up under `params`.
+    fn deposit(&self, params: &cocoon_ton::root::CocoonParams) -> u64 {
         let amount = if self.chain.policy.client_deposit > 0 {
             self.chain.policy.client_deposit
         } else {
@@ -1207,47 +1223,63 @@ impl ClientChain {
         cocoon_ton::settlement::client_top_up_amount(amount, params.price_per_token)
     }
 
-    /// The client contract at the proxy (`proxy_sc`, `proxy_key`).
+    /// The client contract at the proxy (`proxy_sc`, `proxy_key`) under the current
+    /// root parameters.
     pub fn contract(
         &self,
         proxy_sc: &StdAddr,
         proxy_key: &[u8; 32],
-    ) -> Result<ContractInit, SettleError> {
-        self.context
+    ) -> Result<ClientContract, SettleError> {
+        self.contract_in(&self.watch.context(), proxy_sc, proxy_key)
+    }
+
+    /// The client contract at the proxy (`proxy_sc`, `proxy_key`) under the root
+    /// parameters of `context`.
+    pub fn contract_in(
+        &self,
+        context: &ChainContext,
+        proxy_sc: &StdAddr,
+        proxy_key: &[u8; 32],
+    ) -> Result<ClientContract, SettleError> {
+        let init = context
             .client_init(self.chain.wallet.address(), proxy_sc, proxy_key)
-            .map_err(|e| SettleError::Contract(e.to_string()))
+            .map_err(|e| SettleError::Contract(e.to_string()))?;
+        Ok(ClientContract {
+            init,
+            context: context.clone(),
+        })
     }
 
     /// Reads the client contract.
     pub async fn state(&self, sc: &StdAddr) -> Result<Option<ClientContractState>, SettleError> {
-        let st = account(self.chain.backend.as_ref(), sc).await?;
-        data_of(&st, ClientContractState::from_data)
+        client_state(self.chain.backend.as_ref(), sc).await
     }
 
     /// Long authorization's on-chain part: deploys and funds the client contract if
     /// needed, then sends `owner_client_register{nonce}` (§2.5), in one wallet batch.
-    pub async fn register(&self, contract: &ContractInit, nonce: u64) -> Result<(), SettleError> {
+    pub async fn register(&self, contract: &ClientContract, nonce: u64) -> Result<(), SettleError> {
         let me = self.chain.wallet.address().clone();
+        let init = &contract.init;
         let mut messages = Vec::new();
-        if self.state(&contract.address).await?.is_none() {
-            let deposit = self.deposit();
+        if self.state(&init.address).await?.is_none() {
+            let deposit = self.deposit(contract.context.params());
             let top_up =
-                client_top_up_message(contract.address.clone(), query_id(), deposit, me.clone())
+                client_top_up_message(init.address.clone(), query_id(), deposit, me.clone())
                     .map_err(chain_err)?;
             info!(
-                contract = %self.context.format(&contract.address),
+                contract = %contract.context.format(&init.address),
                 deposit = %cocoon_ton::units::format_ton(deposit),
                 "deploying the client contract"
             );
             messages.push(deploy_message(
-                contract,
+                init,
                 top_up.value.max(CLIENT_DEPLOY_VALUE),
                 top_up.body,
             ));
         }
         messages.push(
             body_message(
-                contract.address.clone(),
+                init.address.clone(),
                 OPERATION_VALUE,
                 &Body::OwnerClientRegister {
                     query_id: query_id(),
@@ -1262,16 +1294,20 @@ impl ClientChain {
 
     /// Keeps the client contract usable while the session lives: publishes the secret
     /// hash (so the next connection can use short auth) and tops up once the balance the
-    /// proxy may still use falls under half the stake (§5.5). `used` reports the tokens
-    /// the proxy has counted; the loop ends when `alive` turns false.
+    /// proxy may still use falls under half the stake (§5.5), at the prices of the
+    /// contract's root parameters. `used` reports the tokens the proxy has counted; the
+    /// loop ends when `alive` turns false.
     pub async fn maintain(
         &self,
-        sc: StdAddr,
+        contract: &ClientContract,
         used: impl Fn() -> u64 + Send,
         alive: impl Fn() -> bool + Send,
     ) {
         let me = self.chain.wallet.address().clone();
-        let price = self.context.params().price_per_token.max(1);
+        let sc = contract.init.address.clone();
+        let params = contract.context.params();
+        let price = params.price_per_token.max(1);
+        let deposit = self.deposit(params);
         while alive() {
             match self.state(&sc).await {
                 Ok(Some(state)) if state.status == ContractStatus::Normal => {
@@ -1293,14 +1329,11 @@ impl ClientChain {
                     let payed = (state.balance / price).saturating_add(state.tokens_used);
                     let left = payed.saturating_sub(used());
                     if left < state.stake / price / 2 {
-                        if let Ok(m) = client_top_up_message(
-                            sc.clone(),
-                            query_id(),
-                            self.deposit(),
-                            me.clone(),
-                        ) {
+                        if let Ok(m) =
+                            client_top_up_message(sc.clone(), query_id(), deposit, me.clone())
+                        {
                             info!(
-                                amount = %cocoon_ton::units::format_ton(self.deposit()),
+                                amount = %cocoon_ton::units::format_ton(deposit),
                                 "topping up the client contract"
                             );
                             messages.push(m);
@@ -1316,4 +1349,12 @@ impl ClientChain {
             tokio::time::sleep(self.chain.policy.poll_interval).await;
         }
     }
+}
+
+async fn client_state(
+    backend: &dyn ChainBackend,
+    sc: &StdAddr,
+) -> Result<Option<ClientContractState>, SettleError> {
+    let st = account(backend, sc).await?;
+    data_of(&st, ClientContractState::from_data)
 }
