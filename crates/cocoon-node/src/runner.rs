@@ -563,6 +563,9 @@ pub async fn start_client(
             info!(wallet = %address, "client wallet");
             let client_chain =
                 crate::settle::ClientChain::new(onchain, watch.clone(), &cfg.secret_string);
+            // When the root parameters change, the old client contracts are closed
+            // (§5.7); the task ends with the watch.
+            client_chain.spawn_retired_closer();
             (address, Some(client_chain))
         }
     };
