@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::chain::{ChainContext, VoucherWallet};
+use crate::chain::{ChainContext, RootWatch, VoucherWallet};
 use crate::pricing::AdjustedTokens;
 use cocoon_ton::voucher::VoucherKind;
 
@@ -41,9 +41,9 @@ pub struct ClientSettings {
     pub config_version: i32,
     /// Highest protocol version to offer (normally [`MAX_PROTO`]).
     pub max_proto: i32,
-    /// Root parameters and contract derivation (checks the proxy's addresses and
-    /// vouchers).
-    pub chain: ChainContext,
+    /// The root parameters as they change (§5.7): each connection derives and checks the
+    /// proxy's addresses and vouchers under the parameters current when it is made.
+    pub chain: RootWatch,
     /// On-chain settlement (None in fake-TON mode): the client contract is deployed,
     /// funded and registered through the client's cocoon wallet, whose address must be
     /// `owner_address`.
@@ -209,34 +209,47 @@ impl ProxySession {
         if params.is_test.unwrap_or(false) != settings.is_test {
             return Err(ClientError::Handshake("is_test mismatch".into()));
         }
-        // Recompute the proxy's and our own contract addresses (§2.5 step 4).
-        let chain = &settings.chain;
-        let derived = chain
-            .parse_address(&params.proxy_owner_address)
-            .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
-            .and_then(|proxy_sc| {
-                let wallet = chain.parse_address(&settings.owner_address)?;
-                Ok((
-                    proxy_sc.clone(),
-                    chain.client_sc(&wallet, &proxy_sc, &params.proxy_public_key)?,
-                ))
-            })
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let (proxy_sc, client_sc) = derived;
+        // Recompute the proxy's and our own contract addresses (§2.5 step 4) under the
+        // root parameters current now. A proxy that announces another contract may have
+        // rotated to newer parameters before this client noticed (§5.7): read the root
+        // once and derive again before giving up.
+        let mut chain = settings.chain.context();
+        let mut derived = derive(&chain, &settings.owner_address, &params)?;
+        if !derived.announced_matches {
+            if let Err(e) = settings.chain.refresh().await {
+                warn!(error = %e, "cannot read the root contract");
+            }
+            let now = settings.chain.context();
+            if now.params().params_version != chain.params().params_version {
+                info!(
+                    from = chain.params().params_version,
+                    to = now.params().params_version,
+                    "deriving the proxy's contracts again under new root parameters"
+                );
+                chain = now;
+                derived = derive(&chain, &settings.owner_address, &params)?;
+            }
+        }
+        let Derived {
+            proxy_sc,
+            client_sc,
+            announced_matches,
+        } = derived;
+        if !announced_matches {
+            return Err(ClientError::Handshake(format!(
+                "proxy contract address mismatch: announced {}, derived {} (root params_version {})",
+                params.proxy_sc_address,
+                chain.format(&proxy_sc),
+                chain.params().params_version
+            )));
+        }
         let contract = match &settings.onchain {
             Some(oc) => Some(
-                oc.contract(&proxy_sc, &params.proxy_public_key)
+                oc.contract_in(&chain, &proxy_sc, &params.proxy_public_key)
                     .map_err(|e| ClientError::Handshake(e.to_string()))?,
             ),
             None => None,
         };
-        if chain.parse_address(&params.proxy_sc_address).ok().as_ref() != Some(&proxy_sc) {
-            return Err(ClientError::Handshake(format!(
-                "proxy contract address mismatch: announced {}, derived {}",
-                params.proxy_sc_address,
-                chain.format(&proxy_sc)
-            )));
-        }
         if chain
             .parse_address(&connected.client_sc_address)
             .ok()
@@ -309,12 +322,12 @@ impl ProxySession {
             }
         }
         info!(proto, proxy = %params.proxy_sc_address, "connected to proxy");
-        if let Some(oc) = settings.onchain.clone() {
+        if let (Some(oc), Some(contract)) = (settings.onchain.clone(), contract) {
             let payments = payments.clone();
             let handle = handle.clone();
             tokio::spawn(async move {
                 oc.maintain(
-                    client_sc,
+                    &contract,
                     move || u64::try_from(lock(&payments).max_tokens).unwrap_or(0),
                     move || !handle.is_closed(),
                 )
@@ -452,6 +465,39 @@ impl ProxySession {
         offer_voucher(&mut p, &self.vouchers, &s.signed_payment);
         Ok(p.clone())
     }
+}
+
+/// The contract addresses a client derives from a proxy's announced parameters.
+struct Derived {
+    proxy_sc: tycho_types::models::StdAddr,
+    client_sc: tycho_types::models::StdAddr,
+    /// Whether the proxy announced the proxy contract derived here.
+    announced_matches: bool,
+}
+
+/// Derives the proxy's contract and the client's contract at it under `chain`.
+fn derive(
+    chain: &ChainContext,
+    owner_address: &str,
+    params: &proxy::Params,
+) -> Result<Derived, ClientError> {
+    let derived = chain
+        .parse_address(&params.proxy_owner_address)
+        .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
+        .and_then(|proxy_sc| {
+            let wallet = chain.parse_address(owner_address)?;
+            let client_sc = chain.client_sc(&wallet, &proxy_sc, &params.proxy_public_key)?;
+            Ok((proxy_sc, client_sc))
+        })
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    let (proxy_sc, client_sc) = derived;
+    let announced_matches =
+        chain.parse_address(&params.proxy_sc_address).ok().as_ref() == Some(&proxy_sc);
+    Ok(Derived {
+        proxy_sc,
+        client_sc,
+        announced_matches,
+    })
 }
 
 /// Routes the proxy's packets to the requests they belong to.

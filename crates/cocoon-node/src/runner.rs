@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::backend::{HttpUpstream, InferenceBackend};
-use crate::chain::{ChainContext, ChainView};
+use crate::chain::{ChainContext, ChainView, RootWatch};
 use crate::client::ClientSettings;
 use crate::config::{ChainConfig, ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
 use crate::gateway::{ClientNode, GatewaySettings};
@@ -127,6 +127,17 @@ async fn toncenter_view(table: &ChainConfig, is_test: bool) -> Result<ChainView,
         policy: crate::settle::SettlementPolicy::default(),
     });
     Ok(view)
+}
+
+/// The root parameters as they change: on a chain, the root is read every
+/// `root_poll_interval` for as long as any clone of the watch lives (§5.7).
+fn watch_root(view: &ChainView) -> RootWatch {
+    let watch = RootWatch::new(view.clone());
+    if let Some(settlement) = &view.settlement {
+        // The poller holds only a weak reference: it stops when the watch is dropped.
+        drop(watch.spawn_polling(settlement.policy.root_poll_interval));
+    }
+    watch
 }
 
 async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, StartError> {
@@ -393,7 +404,7 @@ pub async fn start_worker(
     chain: Option<&ChainView>,
 ) -> Result<RunningWorker, StartError> {
     let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
-    let prices = view.prices;
+    let watch = watch_root(&view);
     let backend: Arc<dyn InferenceBackend> = match backend {
         Some(b) => b,
         None if cfg.upstream.is_empty() => return Err(ConfigError::Invalid(
@@ -420,12 +431,11 @@ pub async fn start_worker(
         max_active_requests: cfg.max_active_requests.max(1),
         proxy_connections: u32::try_from(cfg.proxies.len().max(1)).unwrap_or(1),
         is_test: cfg.is_test,
-        prices,
         health_interval: Duration::from_secs(2),
         reconnect_min: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(10),
         connection: ConnectionConfig::default(),
-        chain: view.context.clone(),
+        chain: watch,
         voucher_dir: cfg.voucher_dir.clone(),
     };
     let worker = Worker::new(settings, backend)
@@ -539,6 +549,7 @@ pub async fn start_client(
     chain: Option<&ChainView>,
 ) -> Result<RunningClient, StartError> {
     let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
+    let watch = watch_root(&view);
     if cfg.proxies.is_empty() {
         return Err(ConfigError::Invalid("client needs at least one proxy".into()).into());
     }
@@ -566,14 +577,12 @@ pub async fn start_client(
                 .map_err(|e| StartError::Chain(e.to_string()))?;
             let address = view.context.format(onchain.wallet.address());
             info!(wallet = %address, "client wallet");
-            (
-                address,
-                Some(crate::settle::ClientChain::new(
-                    onchain,
-                    view.context.clone(),
-                    &cfg.secret_string,
-                )),
-            )
+            let client_chain =
+                crate::settle::ClientChain::new(onchain, watch.clone(), &cfg.secret_string);
+            // When the root parameters change, the old client contracts are closed
+            // (§5.7); the task ends with the watch.
+            client_chain.spawn_retired_closer();
+            (address, Some(client_chain))
         }
     };
     let settings = ClientSettings {
@@ -582,7 +591,7 @@ pub async fn start_client(
         secret_string: cfg.secret_string.clone(),
         config_version: cfg.chain.config_version,
         max_proto: crate::client::MAX_PROTO,
-        chain: view.context.clone(),
+        chain: watch,
         onchain,
     };
     for proxy in &cfg.proxies {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::backend::{is_hop_by_hop, BackendRequest, InferenceBackend};
-use crate::chain::{ChainContext, ChainError, VoucherWallet};
+use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
 use crate::request::{base_model_name, validate_request};
@@ -47,8 +47,6 @@ pub struct WorkerSettings {
     pub proxy_connections: u32,
     /// Test network mode; must match the proxy's.
     pub is_test: bool,
-    /// Prices of the root contract, for the cost fields of answers.
-    pub prices: Prices,
     /// How often the backend's health (`GET /v1/models`) is checked.
     pub health_interval: Duration,
     /// Reconnect backoff, from `min` doubling to `max`.
@@ -57,9 +55,10 @@ pub struct WorkerSettings {
     pub reconnect_max: Duration,
     /// Transport tunables for proxy connections.
     pub connection: ConnectionConfig,
-    /// Root parameters and contract derivation (checks the proxy's addresses and
-    /// vouchers).
-    pub chain: ChainContext,
+    /// The root parameters as they change (§5.7): each proxy connection derives and
+    /// checks the proxy's addresses and vouchers, and prices the cost fields of its
+    /// answers, under the parameters current when it is made.
+    pub chain: RootWatch,
     /// Where the best payout voucher from each proxy is kept, as
     /// `<proxy contract address>.boc` (what `cocoon worker payout` submits); None keeps
     /// them in memory only.
@@ -155,7 +154,10 @@ impl Worker {
         backend: Arc<dyn InferenceBackend>,
     ) -> Result<Self, ChainError> {
         let base_model = base_model_name(&settings.model).to_owned();
-        let owner = settings.chain.parse_address(&settings.owner_address)?;
+        let owner = settings
+            .chain
+            .context()
+            .parse_address(&settings.owner_address)?;
         let (healthy, _) = watch::channel(false);
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -316,7 +318,7 @@ impl Worker {
     /// Runs the worker handshake on an open connection, then serves it until it ends.
     pub async fn serve_proxy(&self, conn: RpcConnection) -> Result<CloseReason, WorkerError> {
         let handle = conn.handle();
-        let (proto, proxy_sc) = self.handshake(&handle).await?;
+        let (proto, proxy_sc, prices) = self.handshake(&handle).await?;
         info!(proto, proxy_sc = %proxy_sc, "proxy handshake complete");
         let (handle, mut incoming) = conn.split();
         {
@@ -391,7 +393,7 @@ impl Worker {
                                 self.start_request(
                                     handle.clone(),
                                     query,
-                                    proto,
+                                    Link { proto, prices },
                                     token,
                                     running.clone(),
                                 );
@@ -480,7 +482,9 @@ impl Worker {
         dir.join(format!("{proxy_sc}.boc"))
     }
 
-    async fn handshake(&self, handle: &RpcHandle) -> Result<(i32, String), WorkerError> {
+    /// The handshake; returns the protocol, the proxy contract (text) and the prices of
+    /// the root parameters the connection runs under.
+    async fn handshake(&self, handle: &RpcHandle) -> Result<(i32, String, Prices), WorkerError> {
         let s = &self.shared.settings;
         let hello = worker_fn::ConnectToProxy {
             params: worker::Params {
@@ -517,25 +521,35 @@ impl Worker {
                 "proxy chose protocol {proto}, this worker speaks {MIN_PROTO}..={MAX_PROTO}"
             )));
         }
-        // Recompute both contract addresses; a proxy that announces others is lying.
-        let chain = &s.chain;
-        let derived = chain
-            .parse_address(&params.proxy_owner_address)
-            .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
-            .and_then(|sc| {
-                Ok((
-                    sc.clone(),
-                    chain.worker_sc(&self.shared.owner, &sc, &params.proxy_public_key)?,
-                ))
-            });
-        let (proxy_sc_addr, worker_sc) =
-            derived.map_err(|e| WorkerError::Handshake(e.to_string()))?;
-        let announced = chain.parse_address(&params.proxy_sc_address).ok();
-        if announced.as_ref() != Some(&proxy_sc_addr) {
+        // Recompute both contract addresses under the root parameters current now; a
+        // proxy that announces others is lying, or has rotated to newer parameters
+        // before this worker noticed (§5.7): read the root once and derive again.
+        let mut view = s.chain.current();
+        let mut derived = self.derive(&view.context, params)?;
+        let (_, _, announced_matches) = &derived;
+        if !announced_matches {
+            if let Err(e) = s.chain.refresh().await {
+                warn!(error = %e, "cannot read the root contract");
+            }
+            let now = s.chain.current();
+            if now.context.params().params_version != view.context.params().params_version {
+                info!(
+                    from = view.context.params().params_version,
+                    to = now.context.params().params_version,
+                    "deriving the proxy's contracts again under new root parameters"
+                );
+                view = now;
+                derived = self.derive(&view.context, params)?;
+            }
+        }
+        let chain = &view.context;
+        let (proxy_sc_addr, worker_sc, announced_matches) = derived;
+        if !announced_matches {
             return Err(WorkerError::Handshake(format!(
-                "proxy contract address mismatch: announced {}, derived {}",
+                "proxy contract address mismatch: announced {}, derived {} (root params_version {})",
                 params.proxy_sc_address,
-                chain.format(&proxy_sc_addr)
+                chain.format(&proxy_sc_addr),
+                chain.params().params_version
             )));
         }
         if chain
@@ -588,14 +602,35 @@ impl Worker {
         handle
             .query_with_timeout(&complete, Duration::from_secs(30))
             .await?;
-        Ok((proto, proxy_sc))
+        Ok((proto, proxy_sc, view.prices))
+    }
+
+    /// The proxy's contract and this worker's contract at it under `chain`, and whether
+    /// the proxy announced that proxy contract.
+    fn derive(
+        &self,
+        chain: &ChainContext,
+        params: &proxy::Params,
+    ) -> Result<(StdAddr, StdAddr, bool), WorkerError> {
+        let (proxy_sc, worker_sc) = chain
+            .parse_address(&params.proxy_owner_address)
+            .and_then(|owner| chain.proxy_sc(&owner, &params.proxy_public_key))
+            .and_then(|sc| {
+                let worker_sc =
+                    chain.worker_sc(&self.shared.owner, &sc, &params.proxy_public_key)?;
+                Ok((sc, worker_sc))
+            })
+            .map_err(|e| WorkerError::Handshake(e.to_string()))?;
+        let announced = chain.parse_address(&params.proxy_sc_address).ok();
+        let matches = announced.as_ref() == Some(&proxy_sc);
+        Ok((proxy_sc, worker_sc, matches))
     }
 
     fn start_request(
         &self,
         handle: RpcHandle,
         query: cocoon_tl::functions::proxy::RunQueryEx,
-        proto: i32,
+        link: Link,
         cancel: CancellationToken,
         running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>>,
     ) {
@@ -625,7 +660,7 @@ impl Worker {
                         request_id,
                         ErrorCode::Error.code(),
                         reason,
-                        proto,
+                        link.proto,
                         AdjustedTokens::default(),
                         unix_now(),
                         query.enable_debug.unwrap_or(false),
@@ -638,7 +673,7 @@ impl Worker {
         }
         tokio::spawn(
             async move {
-                let ok = run_request(&shared, &handle, &query, proto, &cancel).await;
+                let ok = run_request(&shared, &handle, &query, link, &cancel).await;
                 lock(&running).remove(&query.request_id);
                 shared.active.fetch_sub(1, Ordering::SeqCst);
                 let counter = if ok {
@@ -698,14 +733,24 @@ fn error_answer(
     .into()
 }
 
+/// What a request needs to know about the proxy link it came on.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// The protocol version of the link.
+    proto: i32,
+    /// The prices of the root parameters the link runs under.
+    prices: Prices,
+}
+
 /// Runs one request; returns whether it completed successfully.
 async fn run_request(
     shared: &Shared,
     handle: &RpcHandle,
     query: &cocoon_tl::functions::proxy::RunQueryEx,
-    proto: i32,
+    link: Link,
     cancel: &CancellationToken,
 ) -> bool {
+    let proto = link.proto;
     let start = unix_now();
     let debug = query.enable_debug.unwrap_or(false);
     let request_id = query.request_id;
@@ -790,7 +835,7 @@ async fn run_request(
     let mut meter = UsageMeter::new(
         BodyFormat::from_content_type(content_type),
         coefficient,
-        shared.settings.prices,
+        link.prices,
     );
     let mut headers: Vec<http::Header> = response
         .headers

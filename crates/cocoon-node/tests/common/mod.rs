@@ -38,6 +38,15 @@ pub fn chain() -> cocoon_node::chain::ChainContext {
     cocoon_node::chain::ChainContext::fake(&prices(), true).expect("chain context")
 }
 
+/// The fake-TON root as the roles follow it (it never changes).
+pub fn root_watch() -> cocoon_node::chain::RootWatch {
+    cocoon_node::chain::RootWatch::new(cocoon_node::chain::ChainView {
+        context: chain(),
+        prices: prices(),
+        settlement: None,
+    })
+}
+
 pub fn prices() -> Prices {
     Prices {
         price_per_token: 2,
@@ -198,12 +207,11 @@ pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
         max_active_requests: spec.max_active,
         proxy_connections: 1,
         is_test: true,
-        prices: prices(),
         health_interval: Duration::from_millis(200),
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
         connection: ConnectionConfig::default(),
-        chain: chain(),
+        chain: root_watch(),
         voucher_dir: None,
     }
 }
@@ -297,7 +305,7 @@ pub async fn client_to(addr: SocketAddr, max_proto: i32, owner: &str) -> ProxySe
             secret_string: "secret".into(),
             config_version: 1,
             max_proto,
-            chain: chain(),
+            chain: root_watch(),
             onchain: None,
         },
     )
@@ -406,6 +414,19 @@ pub fn count_by_owner(net: &Net) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A client's settings on the fake-TON root, as the party `owner`.
+pub fn client_settings(owner: &str) -> ClientSettings {
+    ClientSettings {
+        owner_address: party(owner),
+        is_test: true,
+        secret_string: "secret".into(),
+        config_version: 1,
+        max_proto: 3,
+        chain: root_watch(),
+        onchain: None,
+    }
+}
+
 /// Starts a client node with sessions to the given proxies and serves its HTTP API;
 /// returns the base URL (`http://127.0.0.1:PORT`) and the node.
 pub async fn start_gateway(
@@ -417,21 +438,18 @@ pub async fn start_gateway(
         node.spawn_proxy_link(
             addr.to_string(),
             Arc::new(TcpDialer),
-            ClientSettings {
-                owner_address: party("http-client"),
-                is_test: true,
-                secret_string: "secret".into(),
-                config_version: 1,
-                max_proto: 3,
-                chain: chain(),
-                onchain: None,
-            },
+            client_settings("http-client"),
             ConnectionConfig::default(),
         );
     }
     let n = proxies.len();
     let node2 = node.clone();
     wait_until(move || node2.open_sessions().len() >= n).await;
+    (serve_gateway(&node).await, node)
+}
+
+/// Serves the HTTP API of `node` on loopback; returns the base URL.
+pub async fn serve_gateway(node: &Arc<cocoon_node::gateway::ClientNode>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -440,5 +458,5 @@ pub async fn start_gateway(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (format!("http://{addr}"), node)
+    format!("http://{addr}")
 }
