@@ -363,6 +363,11 @@ impl ProxySession {
         &self.params
     }
 
+    /// Identifies this session among the client's sessions (clones share it).
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.routes) as usize
+    }
+
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         !self.handle.is_closed()

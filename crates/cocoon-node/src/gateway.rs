@@ -2,7 +2,9 @@
 //!
 //! `POST /v1/chat/completions` and `/v1/completions` (streaming or not, SSE passed through
 //! chunk by chunk), `GET /v1/models`, `GET /jsonstats`, `GET /metrics`. Requests go to
-//! one of several proxy sessions with failover. Unlike COCOON's client, no call can hang:
+//! one of several proxy sessions with failover; a request that finds no session waits a
+//! little for a link to reconnect, and one refused by a proxy that is switching to new
+//! root parameters (§5.7) is sent again on the next session. Unlike COCOON's client, no call can hang:
 //! every request has a timer, every proxy error becomes an OpenAI-style JSON error with a
 //! meaningful status, and a caller that hangs up cancels its request upstream.
 
@@ -17,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cocoon_net::{ConnectionConfig, RpcConnection};
+use cocoon_net::{ConnectionConfig, ErrorCode, RpcConnection};
 use cocoon_tl::functions::http as http_fn;
 use cocoon_tl::types::http;
 use futures::StreamExt;
@@ -29,7 +31,13 @@ use crate::backend::is_hop_by_hop;
 use crate::client::{AnswerEvent, ClientSettings, ProxySession, QueryRequest};
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
+use crate::proxy::ROTATING_REFUSAL;
 use crate::transport::Dialer;
+
+/// How long a request waits for a proxy session when none is open (within its timeout).
+const SESSION_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting request looks for a session.
+const SESSION_POLL: Duration = Duration::from_millis(100);
 
 /// Tunables of the HTTP API.
 #[derive(Debug, Clone)]
@@ -185,16 +193,19 @@ impl ClientNode {
         )
     }
 
-    fn pick(&self, skip: &[usize]) -> Option<(usize, ProxySession)> {
-        let sessions = self.open_sessions();
+    /// The next open session (round robin), leaving out those in `skip` (by
+    /// [`ProxySession::key`]).
+    fn pick(&self, skip: &[usize]) -> Option<ProxySession> {
+        let sessions: Vec<ProxySession> = self
+            .open_sessions()
+            .into_iter()
+            .filter(|s| !skip.contains(&s.key()))
+            .collect();
         if sessions.is_empty() {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..sessions.len())
-            .map(|i| (start + i) % sessions.len())
-            .find(|i| !skip.contains(i))
-            .map(|i| (i, sessions[i].clone()))
+        sessions.get(start % sessions.len()).cloned()
     }
 
     /// The router of the HTTP API.
@@ -446,39 +457,76 @@ async fn inference(
         info_span!("http_request", model = %prepared.request.model, stream = prepared.stream);
     async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(prepared.request.timeout);
-        // Send through the first proxy that takes it.
-        let mut tried = Vec::new();
-        let (session, request_id, mut rx) = loop {
-            let Some((index, session)) = node.pick(&tried) else {
-                node.failed(StatusCode::SERVICE_UNAVAILABLE);
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "api_error",
-                    "no_proxy",
-                    "no proxy connection is ready",
-                );
+        // A request that finds no proxy session waits for one (a link reconnecting) this
+        // long at most.
+        let session_wait = deadline.min(tokio::time::Instant::now() + SESSION_WAIT);
+        let mut request = prepared.request.clone();
+        // Sessions that could not take the request or whose proxy refused it while
+        // rotating its contracts (§5.7); a reconnected link is a new session.
+        let mut skip: Vec<usize> = Vec::new();
+        // The last rotation refusal: nothing ran, so the request is sent again on the
+        // next session, until the deadline.
+        let mut rotating: Option<String> = None;
+        let mut resend = false;
+        let (mut guard, mut rx, first) = loop {
+            let Some(session) = node.pick(&skip) else {
+                let limit = if rotating.is_some() { deadline } else { session_wait };
+                let now = tokio::time::Instant::now();
+                if now >= limit {
+                    if let Some(message) = rotating {
+                        return cocoon_error(&node, ErrorCode::NotReady.code(), &message);
+                    }
+                    node.failed(StatusCode::SERVICE_UNAVAILABLE);
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "api_error",
+                        "no_proxy",
+                        "no proxy connection is ready",
+                    );
+                }
+                tokio::time::sleep(SESSION_POLL.min(limit - now)).await;
+                resend = true;
+                continue;
             };
-            match session.run_query(prepared.request.clone()).await {
-                Ok((id, rx)) => break (session, id, rx),
+            if resend {
+                // Whatever time is left of the caller's timeout.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                request.timeout = left.as_secs_f64().max(0.001);
+            }
+            let (request_id, mut rx) = match session.run_query(request.clone()).await {
+                Ok(sent) => sent,
                 Err(e) => {
                     warn!(error = %e, "proxy refused the request; trying another");
-                    tried.push(index);
+                    skip.push(session.key());
+                    continue;
                 }
+            };
+            let mut guard = CancelOnDrop {
+                session: session.clone(),
+                request_id,
+                armed: true,
+                node: node.clone(),
+            };
+            let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    guard.disarm();
+                    return cocoon_error(&node, 651, "connection to proxy lost");
+                }
+                Err(_) => return cocoon_error(&node, 652, "request timed out before the answer started"),
+            };
+            match first {
+                AnswerEvent::Error { code, message, .. }
+                    if code == ErrorCode::NotReady.code() && message.starts_with(ROTATING_REFUSAL) =>
+                {
+                    guard.disarm();
+                    info!(proxy = %session.proxy_params().proxy_sc_address, "the proxy is switching to new root parameters; sending the request again on a new connection");
+                    skip.push(session.key());
+                    rotating = Some(message);
+                    resend = true;
+                }
+                first => break (guard, rx, first),
             }
-        };
-        let mut guard = CancelOnDrop {
-            session,
-            request_id,
-            armed: true,
-            node: node.clone(),
-        };
-        let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                guard.disarm();
-                return cocoon_error(&node, 651, "connection to proxy lost");
-            }
-            Err(_) => return cocoon_error(&node, 652, "request timed out before the answer started"),
         };
         let head = match first {
             AnswerEvent::Head(head) => head,

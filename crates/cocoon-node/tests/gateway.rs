@@ -317,3 +317,226 @@ async fn failover_to_a_second_proxy() {
         a.proxy.ledger().request_count().expect("a") + b.proxy.ledger().request_count().expect("b");
     assert_eq!(total, 8);
 }
+
+/// A proxy that takes clients as the real one does in fake-TON mode (short auth) but
+/// refuses every request the way a proxy switching to new root parameters does (§5.7).
+/// After each refusal, if `then` is set, it points `dialer` there and closes the
+/// connection, as the rotating proxy closes all connections and comes back with its new
+/// contract. Returns its address and the number of requests it refused.
+async fn rotating_proxy(
+    dialer: GatedDialer,
+    then: Option<std::net::SocketAddr>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use cocoon_net::{ConnectionConfig, Incoming, RpcConnection};
+    use cocoon_tl::functions::client as client_fn;
+    use cocoon_tl::types::{client, proxy};
+    use cocoon_tl::TlConstructor;
+    use sha2::Digest;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+        let public_key = key.verifying_key().to_bytes();
+        let ctx = chain();
+        let owner = cocoon_node::chain::devnet_address("rotating-proxy");
+        let proxy_sc = ctx.proxy_sc(&owner, &public_key).expect("proxy contract");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (dialer, counter, ctx, owner, proxy_sc) = (
+                dialer.clone(),
+                counter.clone(),
+                ctx.clone(),
+                owner.clone(),
+                proxy_sc.clone(),
+            );
+            tokio::spawn(async move {
+                let Ok(conn) =
+                    RpcConnection::accept(stream, &ConnectionConfig::default(), "client").await
+                else {
+                    return;
+                };
+                let (handle, mut incoming) = conn.split();
+                while let Some(item) = incoming.recv().await {
+                    match item {
+                        Incoming::Query(q) => match q.function_id() {
+                            Some(client_fn::ConnectToProxy::ID) => {
+                                let hello: client_fn::ConnectToProxy = q.decode().expect("hello");
+                                let wallet = ctx
+                                    .parse_address(&hello.params.client_owner_address)
+                                    .expect("client address");
+                                let client_sc = ctx
+                                    .client_sc(&wallet, &proxy_sc, &public_key)
+                                    .expect("client contract");
+                                let answer = client::ConnectedToProxy {
+                                    params: proxy::Params {
+                                        flags: 3,
+                                        proxy_public_key: public_key,
+                                        proxy_owner_address: ctx.format(&owner),
+                                        proxy_sc_address: ctx.format(&proxy_sc),
+                                        is_test: Some(true),
+                                        proto_version: Some(3),
+                                    },
+                                    client_sc_address: ctx.format(&client_sc),
+                                    auth: client::ProxyConnectionAuthShort {
+                                        secret_hash: sha2::Sha256::digest(b"secret").into(),
+                                        nonce: 1,
+                                    }
+                                    .into(),
+                                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                                };
+                                let _ = q.answer(&answer).await;
+                            }
+                            Some(client_fn::AuthorizeWithProxyShort::ID) => {
+                                let answer = client::AuthorizationWithProxySuccess {
+                                    signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                                    tokens_committed_to_db: 0,
+                                    max_tokens: 0,
+                                };
+                                let _ = q.answer(&answer).await;
+                            }
+                            _ => {
+                                let _ = q.error(651, "not served here").await;
+                            }
+                        },
+                        Incoming::Packet(data) => {
+                            if cocoon_tl::peek_id(&data) != Some(client_fn::RunQueryEx::ID) {
+                                continue;
+                            }
+                            let query: client_fn::RunQueryEx =
+                                cocoon_tl::from_bytes(&data).expect("runQueryEx");
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let answer: cocoon_tl::enums::client::QueryAnswerEx =
+                                client::QueryAnswerErrorEx {
+                                    request_id: query.request_id,
+                                    error_code: 651,
+                                    error: cocoon_node::proxy::ROTATING_REFUSAL.into(),
+                                    flags: 0,
+                                    final_info: None,
+                                }
+                                .into();
+                            let _ = handle.send_packet(&answer).await;
+                            if let Some(next) = then {
+                                dialer.set(Some(next));
+                                handle.close();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_proxy_session_instead_of_failing_at_once() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    // The client's link cannot reach the proxy yet.
+    let dialer = GatedDialer::default();
+    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    node.spawn_proxy_link(
+        "proxy".into(),
+        Arc::new(dialer.clone()),
+        client_settings("http-client"),
+        cocoon_net::ConnectionConfig::default(),
+    );
+    let base = serve_gateway(&node).await;
+    let request = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            post(
+                &base,
+                "/v1/chat/completions",
+                json!({"model": MODEL, "messages": [], "timeout": 60}),
+            )
+            .await
+        })
+    };
+    wait_until(|| node.stats().requests_received.load(Ordering::Relaxed) == 1).await;
+    assert!(
+        node.open_sessions().is_empty(),
+        "the request arrived while no session was open"
+    );
+    // The proxy becomes reachable; the waiting request goes through.
+    dialer.set(Some(net.client_addr));
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(net.proxy.ledger().request_count().expect("count"), 1);
+    assert_eq!(node.stats().requests_success.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_request_refused_during_contract_rotation_is_sent_again_after_reconnecting() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let dialer = GatedDialer::default();
+    // The client first meets a proxy that is rotating its contracts; after refusing the
+    // request it closes the connection and the link reconnects to the working proxy.
+    let (rotating, refused) = rotating_proxy(dialer.clone(), Some(net.client_addr)).await;
+    dialer.set(Some(rotating));
+    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    node.spawn_proxy_link(
+        "proxy".into(),
+        Arc::new(dialer.clone()),
+        client_settings("http-client"),
+        cocoon_net::ConnectionConfig::default(),
+    );
+    let node2 = node.clone();
+    wait_until(move || node2.open_sessions().len() == 1).await;
+    let base = serve_gateway(&node).await;
+    let (status, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [], "timeout": 60}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+    assert_eq!(net.proxy.ledger().request_count().expect("count"), 1);
+    assert_eq!(node.stats().requests_success.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_rotation_refusal_is_retried_only_within_the_request_timeout() {
+    // A proxy that keeps refusing and never reconnects: the request ends at its
+    // timeout with the refusal, and the refusing session is not asked again.
+    let dialer = GatedDialer::default();
+    let (rotating, refused) = rotating_proxy(dialer.clone(), None).await;
+    dialer.set(Some(rotating));
+    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    node.spawn_proxy_link(
+        "proxy".into(),
+        Arc::new(dialer.clone()),
+        client_settings("http-client"),
+        cocoon_net::ConnectionConfig::default(),
+    );
+    let node2 = node.clone();
+    wait_until(move || node2.open_sessions().len() == 1).await;
+    let base = serve_gateway(&node).await;
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(60),
+        post(
+            &base,
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [], "timeout": 1}),
+        ),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(
+        (status, error_of(&body).1.as_str()),
+        (503, "unavailable"),
+        "{body}"
+    );
+    assert!(body.contains("new root parameters"), "{body}");
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+}

@@ -460,3 +460,36 @@ pub async fn serve_gateway(node: &Arc<cocoon_node::gateway::ClientNode>) -> Stri
     });
     format!("http://{addr}")
 }
+
+/// A dialer whose target the test moves: it connects to the address set (whatever
+/// endpoint is asked for) and refuses while none is.
+#[derive(Clone, Default)]
+pub struct GatedDialer {
+    pub target: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl GatedDialer {
+    pub fn set(&self, target: Option<SocketAddr>) {
+        *self.target.lock().expect("lock") = target;
+    }
+}
+
+impl cocoon_node::transport::Dialer for GatedDialer {
+    fn dial(
+        &self,
+        _endpoint: &str,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<cocoon_node::transport::BoxIo>> {
+        let target = *self.target.lock().expect("lock");
+        Box::pin(async move {
+            let Some(addr) = target else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "gate closed",
+                ));
+            };
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as cocoon_node::transport::BoxIo)
+        })
+    }
+}
