@@ -799,15 +799,7 @@ impl ProxyChain {
         let sc = self.contract.address.clone();
         match contract.status {
             ContractStatus::Closed => {
-                self.ledger
-                    .close_epoch(self.params_version())
-                    .map_err(chain_err)?;
-                self.count(|s| s.closed_epochs += 1);
-                info!(
-                    params_version = self.params_version(),
-                    contract = %self.context.format(&sc),
-                    "old proxy contract closed; its stake and commission went to the owner"
-                );
+                self.epoch_closed()?;
                 return Ok(true);
             }
             ContractStatus::Normal => {
@@ -906,7 +898,28 @@ impl ProxyChain {
         }
         let msg = self.voucher_message(Settlement::CompleteClose, 0, &sc, None);
         self.chain.wallet.send(msg.into_iter().collect()).await?;
-        Ok(false)
+        // The wallet waited for its transaction: the contract is closed by now.
+        let state = account(backend.as_ref(), &self.contract.address).await?;
+        let closed = data_of(&state, ProxyContractState::from_data)?
+            .is_some_and(|c| c.status == ContractStatus::Closed);
+        if closed {
+            self.epoch_closed()?;
+        }
+        Ok(closed)
+    }
+
+    /// Records in the ledger that this epoch's proxy contract is closed.
+    fn epoch_closed(&self) -> Result<(), SettleError> {
+        self.ledger
+            .close_epoch(self.params_version())
+            .map_err(chain_err)?;
+        self.count(|s| s.closed_epochs += 1);
+        info!(
+            params_version = self.params_version(),
+            contract = %self.context.format(&self.contract.address),
+            "old proxy contract closed; its stake and commission went to the owner"
+        );
+        Ok(())
     }
 
     /// How the proxy tells whether a client has requests in flight: a closing client is
