@@ -166,7 +166,12 @@ pub struct ProxySession {
     payments: Arc<Mutex<PaymentState>>,
     vouchers: Arc<Mutex<VoucherWallet>>,
     sent: Arc<AtomicU64>,
+    /// Unique per connection in this process (never reused, unlike an address).
+    id: u64,
 }
+
+/// Source of [`ProxySession`] ids.
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for ProxySession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -350,6 +355,7 @@ impl ProxySession {
             payments,
             vouchers,
             sent: Arc::default(),
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -363,9 +369,10 @@ impl ProxySession {
         &self.params
     }
 
-    /// Identifies this session among the client's sessions (clones share it).
+    /// Identifies this session among the client's sessions (clones share it; a later
+    /// connection never gets the same key).
     pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.routes) as usize
+        usize::try_from(self.id).unwrap_or(usize::MAX)
     }
 
     /// Whether the connection is still open.
