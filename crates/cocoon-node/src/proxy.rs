@@ -575,6 +575,18 @@ impl Proxy {
         self.payment(sc, tokens, worker)
     }
 
+    /// What a party has on its contract of the current epoch: its ledger total minus
+    /// the epoch's start (§5.7). The one place the proxy reports tokens from.
+    fn contract_tokens(&self, owner: &str, worker: bool) -> u64 {
+        let ledger = &self.shared.ledger;
+        let total = if worker {
+            ledger.worker_tokens(owner)
+        } else {
+            ledger.client_tokens(owner)
+        };
+        self.epoch().tokens(owner, worker, total.unwrap_or(0))
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -775,7 +787,7 @@ impl Proxy {
                     }
                 };
                 let epoch = self.epoch();
-                let total = self.shared.ledger.client_tokens(&owner).unwrap_or(0);
+                let used = self.contract_tokens(&owner, false);
                 let nonce: u64 = rand::random();
                 let (auth, secret_hash) = match &epoch.settlement {
                     // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
@@ -822,12 +834,7 @@ impl Proxy {
                     params: self.params(proto),
                     client_sc_address: epoch.chain.format(&client_sc),
                     auth,
-                    signed_payment: self.voucher_for(
-                        &owner,
-                        &client_sc,
-                        epoch.tokens(&owner, false, total),
-                        false,
-                    ),
+                    signed_payment: self.voucher_for(&owner, &client_sc, used, false),
                 };
                 let _ = q.answer(&answer).await;
                 info!(%owner, proto, "client connected");
@@ -889,8 +896,7 @@ impl Proxy {
                         return Err(());
                     }
                 }
-                let total = self.shared.ledger.client_tokens(owner).unwrap_or(0);
-                let used = epoch.tokens(owner, false, total);
+                let used = self.contract_tokens(owner, false);
                 let answer = client::AuthorizationWithProxySuccess {
                     signed_payment: self.voucher_for(owner, sc, used, false),
                     tokens_committed_to_db: to_i64(used),
@@ -924,12 +930,7 @@ impl Proxy {
     async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
         match q.function_id() {
             Some(client_fn::UpdatePaymentStatus::ID) => {
-                let total = self
-                    .shared
-                    .ledger
-                    .client_tokens(&session.owner)
-                    .unwrap_or(0);
-                let used = self.epoch().tokens(&session.owner, false, total);
+                let used = self.contract_tokens(&session.owner, false);
                 let answer = client::PaymentStatus {
                     signed_payment: self.voucher_for(&session.owner, &session.sc, used, false),
                     db_tokens: to_i64(used),
@@ -1338,8 +1339,7 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                let total = self.shared.ledger.worker_tokens(&owner).unwrap_or(0);
-                let known = to_i64(self.epoch().tokens(&owner, true, total));
+                let known = to_i64(self.contract_tokens(&owner, true));
                 if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
                 {
                     let reason = format!(
@@ -1397,7 +1397,7 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                let earned = self.shared.ledger.worker_tokens(&owner).unwrap_or(0);
+                let earned = self.contract_tokens(&owner, true);
                 let answer = worker::PaymentStatus {
                     signed_payment: self.voucher_for(&owner, &sc, earned, true),
                     db_tokens: to_i64(earned),
