@@ -137,7 +137,16 @@ impl IncomingQuery {
             .take()
             .ok_or(RpcError::Closed(CloseReason::Local))?;
         let frame = OutFrame::wrapped_with_query_id(tcp::QueryAnswer::ID, self.id, data);
-        handle.shared.send(frame).await
+        match handle.shared.send(frame).await {
+            Err(too_large @ RpcError::TooLarge { .. }) => {
+                // The peer still gets an answer: an error that says why.
+                let message = format!("answer not sent: {too_large}");
+                let frame = query_error_frame(self.id, ErrorCode::Error.code(), &message);
+                handle.shared.send(frame).await?;
+                Err(too_large)
+            }
+            other => other,
+        }
     }
 
     /// Answers with `tcp.queryError`.
@@ -201,6 +210,8 @@ struct Shared {
     close_reason: OnceLock<CloseReason>,
     cancel: CancellationToken,
     default_query_timeout: Duration,
+    /// Largest outgoing frame payload: a larger message fails alone ([`RpcError::TooLarge`]).
+    max_frame_len: usize,
     span: tracing::Span,
 }
 
@@ -221,6 +232,13 @@ impl Shared {
     async fn send(&self, frame: OutFrame) -> Result<(), RpcError> {
         if self.cancel.is_cancelled() {
             return Err(self.closed_error());
+        }
+        let len = frame.payload_len();
+        if len > self.max_frame_len {
+            return Err(RpcError::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
         }
         tokio::select! {
             res = self.out_tx.send(frame) => res.map_err(|_| self.closed_error()),
@@ -471,6 +489,9 @@ impl RpcConnection {
             close_reason: OnceLock::new(),
             cancel: CancellationToken::new(),
             default_query_timeout: config.default_query_timeout,
+            max_frame_len: config
+                .max_frame_len
+                .clamp(crate::frame::MIN_FRAME_LEN, MAX_FRAME_LEN),
             span: span.clone(),
         });
         let handle = RpcHandle {

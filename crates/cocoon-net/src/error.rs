@@ -131,6 +131,15 @@ pub enum RpcError {
     /// The `tcp.connect` / `tcp.connected` opening failed.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// This message is larger than one frame can carry; it was not sent, and the
+    /// connection and its other messages are unaffected.
+    #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
+    TooLarge {
+        /// The frame payload the message would need.
+        len: usize,
+        /// The largest frame payload of the connection.
+        max: usize,
+    },
 }
 
 impl RpcError {
@@ -141,6 +150,7 @@ impl RpcError {
             RpcError::Timeout(_) => ErrorCode::Timeout.code(),
             RpcError::Closed(reason) => reason.code().code(),
             RpcError::Decode(_) | RpcError::Handshake(_) => ErrorCode::ProtocolViolation.code(),
+            RpcError::TooLarge { .. } => ErrorCode::Error.code(),
         }
     }
 }

@@ -258,3 +258,37 @@ async fn silence_closes_the_initiator_side() {
         "the initiator pinged during the silence"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_message_fails_alone() {
+    let (addr, _events) = echo_server(ConnectionConfig::default()).await;
+    let config = ConnectionConfig {
+        max_frame_len: 1024,
+        ..ConnectionConfig::default()
+    };
+    let conn = client(addr, &config).await;
+    let handle = conn.handle();
+
+    // Too large for one frame: refused locally, nothing reaches the peer.
+    let err = handle
+        .send_packet_raw(vec![7; 2000])
+        .await
+        .expect_err("a 2000-byte packet does not fit a 1024-byte frame");
+    assert!(
+        matches!(err, RpcError::TooLarge { max: 1024, len } if len > 2000),
+        "{err}"
+    );
+    let err = handle
+        .query_raw(vec![7; 4096], Duration::from_secs(5))
+        .await
+        .expect_err("an oversized query is refused");
+    assert!(matches!(err, RpcError::TooLarge { .. }), "{err}");
+
+    // The connection and its other messages live on.
+    assert!(!handle.is_closed());
+    let answer = handle
+        .query_raw(b"still here".to_vec(), Duration::from_secs(5))
+        .await
+        .expect("a small query after the refusals is answered");
+    assert_eq!(answer.as_ref(), b"still here");
+}

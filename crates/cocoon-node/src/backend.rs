@@ -94,6 +94,14 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// Whether a response header names the software or machines behind the answer (`Server`,
+/// `X-Powered-By`, `Via`): dropped before an answer leaves the worker, and again at the
+/// client gateway, so that an app learns nothing about the model server.
+pub fn is_server_identifying(name: &str) -> bool {
+    const IDENTIFYING: &[&str] = &["server", "x-powered-by", "via"];
+    IDENTIFYING.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// An OpenAI-compatible server reached over plain HTTP (normally on the same machine).
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {

@@ -27,8 +27,12 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::backend::is_hop_by_hop;
+use crate::answer_check::{check_json, SseCheck};
+use crate::backend::{is_hop_by_hop, is_server_identifying};
 use crate::client::{AnswerEvent, ClientSettings, ProxySession, QueryRequest};
+use crate::limits::{
+    BODY_READ_TIMEOUT, ENVELOPE_RESERVE, MAX_FRAME, MAX_MODEL_NAME, MAX_REQUEST_BODY,
+};
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
 use crate::proxy::ROTATING_REFUSAL;
@@ -42,7 +46,9 @@ const SESSION_POLL: Duration = Duration::from_millis(100);
 /// Tunables of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
-    /// Largest accepted request body.
+    /// Largest accepted request body (HTTP 413 above); at most
+    /// [`MAX_REQUEST_BODY`](crate::limits::MAX_REQUEST_BODY), so that a request always
+    /// fits one frame.
     pub max_body_bytes: usize,
     /// Request timeout when the body sets none (seconds).
     pub default_timeout: f64,
@@ -55,7 +61,7 @@ pub struct GatewaySettings {
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
-            max_body_bytes: 16 << 20,
+            max_body_bytes: MAX_REQUEST_BODY,
             default_timeout: 120.0,
             max_timeout: 3600.0,
             default_max_coefficient: 4000,
@@ -91,6 +97,8 @@ pub struct ClientNode {
     next: AtomicUsize,
     stats: ClientStats,
     started: Instant,
+    /// When this gateway first listed each model (unix seconds): `/v1/models`' `created`.
+    models_seen: Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for ClientNode {
@@ -114,13 +122,22 @@ fn unix_now() -> f64 {
 
 impl ClientNode {
     /// A client node without proxy sessions yet.
-    pub fn new(settings: GatewaySettings) -> Arc<Self> {
+    pub fn new(mut settings: GatewaySettings) -> Arc<Self> {
+        if settings.max_body_bytes > MAX_REQUEST_BODY {
+            warn!(
+                configured = settings.max_body_bytes,
+                limit = MAX_REQUEST_BODY,
+                "max_body_bytes is above what one frame can carry; using the limit"
+            );
+            settings.max_body_bytes = MAX_REQUEST_BODY;
+        }
         Arc::new(ClientNode {
             settings,
             sessions: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             stats: ClientStats::default(),
             started: Instant::now(),
+            models_seen: Mutex::default(),
         })
     }
 
@@ -217,7 +234,12 @@ impl ClientNode {
             .route("/jsonstats", get(json_stats))
             .route("/metrics", get(metrics))
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.settings.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                request_limits,
+            ))
             .with_state(self.clone())
     }
 
@@ -239,6 +261,11 @@ pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str)
 pub fn classify_error(code: i32, message: &str) -> (StatusCode, &'static str, &'static str) {
     let m = message.to_ascii_lowercase();
     match code {
+        _ if m.contains("too large") || m.contains("frame limit") => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+        ),
         621 if m.starts_with("unknown model") => (
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -291,6 +318,68 @@ struct Prepared {
     stream: bool,
 }
 
+fn too_large(node: &ClientNode, len: Option<u64>) -> Box<Response> {
+    node.failed(StatusCode::PAYLOAD_TOO_LARGE);
+    let size = len.map_or_else(|| "larger".to_owned(), |l| format!("{l} bytes"));
+    Box::new(error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "request_too_large",
+        &format!(
+            "the request body is {size}; this gateway accepts at most {} bytes (max_body_bytes)",
+            node.settings.max_body_bytes
+        ),
+    ))
+}
+
+/// Largest total size of a request's header lines (HTTP 431 above).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Refuses, before anything is read, a request that announces a body above the limit (413)
+/// or carries too many header bytes (431), with an OpenAI-style JSON error.
+async fn request_limits(
+    State(node): State<Arc<ClientNode>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        node.failed(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            "headers_too_large",
+            &format!(
+                "the request headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"
+            ),
+        );
+    }
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = announced {
+        if len > node.settings.max_body_bytes as u64 {
+            return *too_large(&node, Some(len));
+        }
+    }
+    next.run(request).await
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        &format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
 fn bad_request(node: &ClientNode, message: &str) -> Box<Response> {
     node.failed(StatusCode::BAD_REQUEST);
     Box::new(error_response(
@@ -323,6 +412,15 @@ fn prepare(
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => return Err(bad_request(node, "'model' must be a non-empty string")),
     };
+    if model.len() > MAX_MODEL_NAME {
+        return Err(bad_request(
+            node,
+            &format!(
+                "'model' is {} bytes long; model names are at most {MAX_MODEL_NAME} bytes",
+                model.len()
+            ),
+        ));
+    }
     let max_coefficient = match obj.remove("max_coefficient") {
         None | Some(Value::Null) => s.default_max_coefficient,
         Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()) {
@@ -360,10 +458,27 @@ fn prepare(
         .transpose()
         .map_err(|_| bad_request(node, "'max_tokens' must be a non-negative integer"))?
         .unwrap_or(DEFAULT_MAX_TOKENS);
+    // The wire carries `max_tokens` as a 32-bit int.
+    let max_tokens = i32::try_from(max_tokens)
+        .ok()
+        .and_then(|m| u32::try_from(m).ok())
+        .ok_or_else(|| {
+            bad_request(
+                node,
+                &format!(
+                    "'max_tokens' is {max_tokens}; at most {} tokens can be asked for",
+                    i32::MAX
+                ),
+            )
+        })?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
         || obj.contains_key("stream_options");
     let payload =
         serde_json::to_vec(&Value::Object(obj)).map_err(|e| bad_request(node, &e.to_string()))?;
+    // Re-encoded JSON can be longer than what was received (`1e5` becomes `100000.0`).
+    if payload.len() + model.len() + ENVELOPE_RESERVE > MAX_FRAME {
+        return Err(too_large(node, Some(payload.len() as u64)));
+    }
     let mut forwarded = vec![http::Header {
         name: "Content-Type".into(),
         value: "application/json".into(),
@@ -387,12 +502,43 @@ fn prepare(
                 payload,
             },
             max_coefficient,
-            max_tokens: u32::try_from(max_tokens).unwrap_or(u32::MAX),
+            max_tokens,
             timeout,
             enable_debug,
         },
         stream,
     })
+}
+
+/// Reads a request body within the size limit and [`BODY_READ_TIMEOUT`].
+async fn read_body(node: &ClientNode, body: Body) -> Result<Bytes, Box<Response>> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, node.settings.max_body_bytes);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(node, None)),
+        Ok(Err(e)) => {
+            node.failed(StatusCode::BAD_REQUEST);
+            Err(Box::new(error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_body",
+                &format!("cannot read the request body: {e}"),
+            )))
+        }
+        Err(_) => {
+            node.failed(StatusCode::REQUEST_TIMEOUT);
+            Err(Box::new(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "body_timeout",
+                &format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )))
+        }
+    }
 }
 
 /// Cancels a request upstream if its caller goes away before the end.
@@ -428,20 +574,11 @@ async fn inference(
     State(node): State<Arc<ClientNode>>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
+    let body = match read_body(&node, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let status = e.status();
-            node.failed(status);
-            return error_response(
-                status,
-                "invalid_request_error",
-                "invalid_body",
-                &format!("cannot read the request body: {}", e.body_text()),
-            );
-        }
+        Err(response) => return *response,
     };
     let started = Instant::now();
     let client_start = unix_now();
@@ -543,12 +680,14 @@ async fn inference(
         let status = StatusCode::from_u16(u16::try_from(head.status_code).unwrap_or(502)).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut builder = Response::builder().status(status);
         let mut is_sse = false;
+        let mut content_type = None;
         for h in &head.headers {
-            if is_hop_by_hop(&h.name) {
+            if is_hop_by_hop(&h.name) || is_server_identifying(&h.name) {
                 continue;
             }
-            if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {
-                is_sse = true;
+            if h.name.eq_ignore_ascii_case("content-type") {
+                is_sse = h.value.to_ascii_lowercase().starts_with("text/event-stream");
+                content_type = Some(h.value.clone());
             }
             if let (Ok(name), Ok(value)) = (HeaderName::try_from(h.name.as_str()), HeaderValue::try_from(h.value.as_str())) {
                 builder = builder.header(name, value);
@@ -556,28 +695,57 @@ async fn inference(
         }
         builder = builder.header("X-Cocoon-Client-Start", format!("{client_start:.6}"));
 
-        if is_sse || prepared.stream {
-            // Stream: forward every chunk as it arrives; end with the proxy's verdict.
+        if is_sse {
+            // Stream: forward every event as it completes, checked; end with the proxy's
+            // verdict, or with an error event if the model server sends garbage.
             let (tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let first_bytes = head.payload;
             let node2 = node.clone();
             tokio::spawn(async move {
-                if !first_bytes.is_empty() && tx.send(Ok(Bytes::from(first_bytes))).await.is_err() {
-                    return; // caller gone: the guard cancels upstream
-                }
+                let mut check = SseCheck::new();
+                let garbage = |node: &ClientNode, error: crate::answer_check::Garbage| {
+                    warn!(%error, "the answer stream is not a valid event stream; ending it with an error");
+                    node.failed(StatusCode::BAD_GATEWAY);
+                    let event = json!({"error": {"message": error.to_string(), "type": "api_error", "code": "bad_upstream_answer"}});
+                    Ok(Bytes::from(format!("data: {event}\n\n")))
+                };
+                let mut pending = Some(first_bytes);
                 loop {
-                    let event = tokio::select! {
-                        e = tokio::time::timeout_at(deadline, rx.recv()) => e,
-                        _ = tx.closed() => return,
+                    let event = match pending.take() {
+                        Some(first) => Ok(Some(AnswerEvent::Chunk(first))),
+                        None => tokio::select! {
+                            e = tokio::time::timeout_at(deadline, rx.recv()) => e,
+                            _ = tx.closed() => return,
+                        },
                     };
                     match event {
                         Ok(Some(AnswerEvent::Chunk(c))) => {
-                            if tx.send(Ok(Bytes::from(c))).await.is_err() {
-                                return;
+                            match check.push(&c) {
+                                Ok(events) if events.is_empty() => {}
+                                Ok(events) => {
+                                    if tx.send(Ok(Bytes::from(events))).await.is_err() {
+                                        return; // caller gone: the guard cancels upstream
+                                    }
+                                }
+                                Err(error) => {
+                                    // The guard cancels the rest upstream.
+                                    let _ = tx.send(garbage(&node2, error)).await;
+                                    return;
+                                }
                             }
                         }
                         Ok(Some(AnswerEvent::Done(info))) => {
                             guard.disarm();
+                            match check.finish() {
+                                Ok(rest) if rest.is_empty() => {}
+                                Ok(rest) => {
+                                    let _ = tx.send(Ok(Bytes::from(rest))).await;
+                                }
+                                Err(error) => {
+                                    let _ = tx.send(garbage(&node2, error)).await;
+                                    return;
+                                }
+                            }
                             node2.stats.requests_success.fetch_add(1, Ordering::Relaxed);
                             node2.stats.adjusted_tokens.fetch_add(info.tokens.total(), Ordering::Relaxed);
                             node2.stats.total_latency.observe(started.elapsed().as_secs_f64());
@@ -595,6 +763,8 @@ async fn inference(
                         Ok(None) => {
                             guard.disarm();
                             node2.failed(StatusCode::SERVICE_UNAVAILABLE);
+                            let event = json!({"error": {"message": "the connection to the proxy was lost in the middle of the answer", "type": "api_error", "code": "unavailable"}});
+                            let _ = tx.send(Ok(Bytes::from(format!("data: {event}\n\n")))).await;
                             return;
                         }
                         Err(_) => {
@@ -613,13 +783,18 @@ async fn inference(
                 .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "api_error", "bad_head", "invalid answer head"));
         }
 
-        // Not streamed: collect the whole answer, then answer at once.
+        // JSON: collect the whole answer, check it, then answer at once.
         let mut body = head.payload;
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(AnswerEvent::Chunk(c))) => body.extend_from_slice(&c),
                 Ok(Some(AnswerEvent::Done(info))) => {
                     guard.disarm();
+                    if let Err(error) = check_json(status.as_u16(), content_type.as_deref(), &body) {
+                        warn!(%error, "the answer is not valid JSON; answering 502");
+                        node.failed(StatusCode::BAD_GATEWAY);
+                        return error_response(StatusCode::BAD_GATEWAY, "api_error", "bad_upstream_answer", &error.to_string());
+                    }
                     node.stats.requests_success.fetch_add(1, Ordering::Relaxed);
                     node.stats.adjusted_tokens.fetch_add(info.tokens.total(), Ordering::Relaxed);
                     node.stats.total_latency.observe(started.elapsed().as_secs_f64());
@@ -672,7 +847,10 @@ async fn models(State(node): State<Arc<ClientNode>>) -> Response {
     }
     let data: Vec<Value> = merged
         .into_iter()
-        .map(|(id, workers)| json!({"id": id, "object": "model", "created": 0, "owned_by": "cocoon", "workers": workers}))
+        .map(|(id, workers)| {
+            let created = *lock(&node.models_seen).entry(id.clone()).or_insert_with(|| unix_now() as u64);
+            json!({"id": id, "object": "model", "created": created, "owned_by": "cocoon", "workers": workers})
+        })
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }

@@ -10,6 +10,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::bounds::RawBound;
 use crate::pricing::{adjusted_usage, cost, AdjustedTokens, Prices, RawUsage};
 
 /// Longest SSE line or pending JSON text kept while waiting for its end; anything longer
@@ -45,9 +46,21 @@ impl BodyFormat {
 pub struct UsageMeter {
     format: BodyFormat,
     pending: Vec<u8>,
+    /// Field-wise maximum of the usage the model server reported.
     usage: RawUsage,
     coefficient: u32,
     prices: Prices,
+    /// Bytes of answer body received so far.
+    seen: u64,
+    /// What the request allows, when known ([`UsageMeter::bounded`]).
+    limits: Option<RequestLimits>,
+}
+
+/// What one request can have produced at most, as [`RawBound`] needs it.
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    request_bytes: u64,
+    max_completion: Option<u64>,
 }
 
 impl UsageMeter {
@@ -59,21 +72,54 @@ impl UsageMeter {
             usage: RawUsage::default(),
             coefficient,
             prices,
+            seen: 0,
+            limits: None,
         }
     }
 
-    /// Raw usage seen so far (field-wise maximum).
+    /// Bounds the usage this meter accepts by what the request could have produced
+    /// ([`crate::bounds`]): prompt tokens by its `request_bytes`, completion tokens by the
+    /// answer bytes seen and by `max_completion` (its `max_tokens` × choices, if set).
+    pub fn bounded(mut self, request_bytes: u64, max_completion: Option<u64>) -> Self {
+        self.limits = Some(RequestLimits {
+            request_bytes,
+            max_completion,
+        });
+        self
+    }
+
+    /// The usage to bill: the field-wise maximum of what the model server reported, within
+    /// the bound of a [bounded](UsageMeter::bounded) meter.
     pub fn usage(&self) -> RawUsage {
+        self.bounded_usage().0
+    }
+
+    /// Whether the model server reported more than the request could have produced (the
+    /// excess is not billed).
+    pub fn clipped(&self) -> bool {
+        self.bounded_usage().1
+    }
+
+    /// The usage as the model server reported it (field-wise maximum), unbounded.
+    pub fn reported(&self) -> RawUsage {
         self.usage
+    }
+
+    fn bounded_usage(&self) -> (RawUsage, bool) {
+        match self.limits {
+            Some(l) => RawBound::new(l.request_bytes, self.seen, l.max_completion).clip(self.usage),
+            None => (self.usage, false),
+        }
     }
 
     /// Adjusted tokens of the usage seen so far.
     pub fn adjusted(&self) -> AdjustedTokens {
-        adjusted_usage(self.usage, self.coefficient, self.prices.multipliers)
+        adjusted_usage(self.usage(), self.coefficient, self.prices.multipliers)
     }
 
     /// Feeds a body chunk; returns the bytes to forward now.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.seen = self.seen.saturating_add(chunk.len() as u64);
         self.pending.extend_from_slice(chunk);
         if self.format == BodyFormat::Sniff {
             self.sniff();

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cocoon_net::{ConnectionConfig, ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcHandle};
+use cocoon_net::{
+    ConnectionConfig, ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcError, RpcHandle,
+};
 use cocoon_tl::enums::proxy::SignedPayment;
 use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn, worker as worker_fn};
 use cocoon_tl::types::{client, cocoonrs, http, proxy, worker};
@@ -23,9 +25,11 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, info_span, warn, Instrument};
 use tycho_types::models::StdAddr;
 
+use crate::bounds::AdjustedBound;
 use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::{Booking, Ledger};
-use crate::pricing::{reservation, AdjustedTokens, Prices, DEFAULT_MAX_TOKENS};
+use crate::limits::MAX_ANSWER_PART;
+use crate::pricing::{reservation, AdjustedTokens, Multipliers, Prices, DEFAULT_MAX_TOKENS};
 use crate::request::base_model_name;
 use crate::transport::{Listener, PeerInfo};
 
@@ -93,6 +97,11 @@ pub struct ProxyStats {
     pub request_latency: crate::metrics::Histogram,
     /// Client connections open now.
     pub client_connections: AtomicU64,
+    /// Worker usage reports beyond what their request could have produced, clipped before
+    /// booking ([`crate::bounds`]).
+    pub usage_reports_clipped: AtomicU64,
+    /// Adjusted tokens workers claimed beyond the bound (not booked).
+    pub usage_tokens_refused: AtomicU64,
 }
 
 /// Decayed success rate and latency of one worker connection.
@@ -120,6 +129,13 @@ impl Reputation {
         if ok {
             self.avg_secs += a * (secs - self.avg_secs);
         }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// A usage report beyond what the request could have produced: weighs like several
+    /// failures, so the worker gets little traffic until it behaves for a while.
+    fn overclaimed(&mut self) {
+        self.success *= 0.25;
         self.samples = self.samples.saturating_add(1);
     }
 
@@ -190,6 +206,10 @@ struct Running {
     reserved: u64,
     timeout: f64,
     debug: bool,
+    /// The coefficient the current worker prices at (sent to it in `proxy.runQueryEx`).
+    coefficient: u32,
+    /// Answer bytes relayed from the current worker.
+    relayed: u64,
     worker: u64,
     worker_owner: String,
     worker_sc: StdAddr,
@@ -292,14 +312,45 @@ enum Send {
 }
 
 impl Send {
-    async fn run(self) {
+    /// Sends the message; a failure is logged and returned (a message too large for a
+    /// frame fails alone: the connection lives on).
+    async fn run(self) -> Result<(), RpcError> {
         let (handle, data) = match self {
             Send::Client(h, d) | Send::Worker(h, d) => (h, d),
         };
-        if let Err(e) = handle.send_packet_raw(data).await {
+        let sent = handle.send_packet_raw(data).await;
+        if let Err(e) = &sent {
             debug!(error = %e, "could not deliver a message");
         }
+        sent
     }
+}
+
+/// The tokens to book for a worker's final report on request `r`: the report within what
+/// the request could have produced ([`crate::bounds`]). A report beyond the bound is
+/// noted in `overclaim` as `(reported, booked)`.
+fn bounded(
+    r: &Running,
+    info: Option<&proxy::QueryFinalInfo>,
+    multipliers: Multipliers,
+    overclaim: &mut Option<(AdjustedTokens, AdjustedTokens)>,
+) -> AdjustedTokens {
+    let Some(info) = info else {
+        return AdjustedTokens::default();
+    };
+    let reported = AdjustedTokens::from_tl(&info.tokens_used);
+    let bound = AdjustedBound::new(
+        r.query.len() as u64,
+        r.relayed,
+        r.coefficient,
+        multipliers,
+        r.reserved,
+    );
+    let (tokens, clipped) = bound.clip(reported);
+    if clipped {
+        *overclaim = Some((reported, tokens));
+    }
+    tokens
 }
 
 /// A request that ended, to be booked.
@@ -1034,7 +1085,7 @@ impl Proxy {
             out
         };
         for c in cancels {
-            c.run().await;
+            let _ = c.run().await;
         }
     }
 
@@ -1115,9 +1166,14 @@ impl Proxy {
         }
         let available = self.available_tokens(owner);
         if available < max_tokens {
-            return reject(ErrorCode::Error, "client balance is too low".into())
-                .instrument(span)
-                .await;
+            return reject(
+                ErrorCode::Error,
+                format!(
+                    "client balance is too low for max_tokens {max_tokens}: {available} tokens available (lower max_tokens or top up)"
+                ),
+            )
+            .instrument(span)
+            .await;
         }
         if q.min_config_version > s.config_version {
             return reject(
@@ -1134,7 +1190,9 @@ impl Proxy {
         if to_reserve > available {
             return reject(
                 ErrorCode::NotReady,
-                "client balance is too low for this request".into(),
+                format!(
+                    "client balance is too low for this request: it reserves {to_reserve} tokens (max_tokens and request size at max_coefficient), {available} available"
+                ),
             )
             .instrument(span)
             .await;
@@ -1165,7 +1223,8 @@ impl Proxy {
                         proxy_request_id,
                         q.enable_debug.unwrap_or(false),
                     );
-                    let (worker_owner, worker_sc) = (link.owner.clone(), link.sc.clone());
+                    let (worker_owner, worker_sc, coefficient) =
+                        (link.owner.clone(), link.sc.clone(), link.coefficient);
                     state.requests.insert(
                         proxy_request_id,
                         Running {
@@ -1180,6 +1239,8 @@ impl Proxy {
                             reserved: to_reserve,
                             timeout,
                             debug: q.enable_debug.unwrap_or(false),
+                            coefficient,
+                            relayed: 0,
                             worker,
                             worker_owner,
                             worker_sc,
@@ -1199,7 +1260,12 @@ impl Proxy {
             Err((code, message)) => return reject(code, message).instrument(span).await,
         };
         debug!(parent: &span, proxy_request = %hex_short(&proxy_request_id), "forwarded to worker");
-        send.run().await;
+        if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
+            return self
+                .fail_request(proxy_request_id, ErrorCode::Error, &e.to_string(), None)
+                .instrument(span)
+                .await;
+        }
         // The proxy's own timer: the client's timeout.
         let proxy = self.clone();
         tokio::spawn(async move {
@@ -1465,6 +1531,8 @@ impl Proxy {
         let mut finished = None;
         let mut retry = None;
         let mut out_of_order = false;
+        let mut overclaim = None;
+        let multipliers = self.prices().multipliers;
         'locked: {
             let mut state = self.state();
             let Some(r) = state.requests.get_mut(&request_id) else {
@@ -1482,12 +1550,11 @@ impl Proxy {
                         break 'locked;
                     }
                     r.head_sent = true;
+                    r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
                     let body = add_proxy_header(&a.answer, r.proxy_start);
                     let done = a.flags & 1 != 0;
                     let info = a.final_info.as_ref();
-                    let tokens = info
-                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
-                        .unwrap_or_default();
+                    let tokens = bounded(r, info, multipliers, &mut overclaim);
                     let msg = client_answer(r, true, body, done, tokens, info);
                     if done {
                         finished = Some((tokens, true, Some(msg)));
@@ -1500,12 +1567,21 @@ impl Proxy {
                         out_of_order = true;
                         break 'locked;
                     }
+                    r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
                     let done = a.flags & 1 != 0;
                     let info = a.final_info.as_ref();
-                    let tokens = info
-                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
-                        .unwrap_or_default();
-                    let msg = client_answer(r, false, a.answer, done, tokens, info);
+                    let tokens = bounded(r, info, multipliers, &mut overclaim);
+                    // A part too large for the client's frame travels as several.
+                    let mut answer = a.answer;
+                    if answer.len() > MAX_ANSWER_PART {
+                        let last = answer.split_off(answer.len() - MAX_ANSWER_PART);
+                        for piece in crate::limits::answer_parts(&answer) {
+                            let msg = client_answer(r, false, piece.to_vec(), false, tokens, None);
+                            sends.push(Send::Client(r.client.clone(), msg));
+                        }
+                        answer = last;
+                    }
+                    let msg = client_answer(r, false, answer, done, tokens, info);
                     if done {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
@@ -1513,11 +1589,11 @@ impl Proxy {
                     }
                 }
                 A::QueryAnswerErrorEx(a) => {
-                    let tokens = a
-                        .final_info
-                        .as_ref()
-                        .map(|i| AdjustedTokens::from_tl(&i.tokens_used))
-                        .unwrap_or_default();
+                    let tokens = if r.head_sent {
+                        bounded(r, a.final_info.as_ref(), multipliers, &mut overclaim)
+                    } else {
+                        AdjustedTokens::default()
+                    };
                     // A bad request fails the same everywhere, and a timeout has used the
                     // request's time: neither is worth another worker.
                     let retryable = a.error_code != ErrorCode::ProtocolViolation.code()
@@ -1545,6 +1621,9 @@ impl Proxy {
                 }
             }
         }
+        if let Some((reported, billed)) = overclaim {
+            self.overclaimed(request_id, worker_id, reported, billed);
+        }
         if out_of_order {
             return self
                 .fail_request(
@@ -1556,7 +1635,11 @@ impl Proxy {
                 .await;
         }
         for s in sends {
-            s.run().await;
+            if let Err(e @ RpcError::TooLarge { .. }) = s.run().await {
+                return self
+                    .fail_request(request_id, ErrorCode::Error, &e.to_string(), None)
+                    .await;
+            }
         }
         if let Some((code, reason)) = retry {
             self.retry_or_fail(request_id, code, &reason).await;
@@ -1619,9 +1702,12 @@ impl Proxy {
                     let link = state.workers.get_mut(&next).expect("chosen worker exists");
                     link.running += 1;
                     let send = run_query_message(link, &query, timeout, request_id, debug);
-                    let (owner, sc) = (link.owner.clone(), link.sc.clone());
+                    let (owner, sc, coefficient) =
+                        (link.owner.clone(), link.sc.clone(), link.coefficient);
                     let r = state.requests.get_mut(&request_id).expect("present");
                     r.worker = next;
+                    r.coefficient = coefficient;
+                    r.relayed = 0;
                     r.worker_owner = owner;
                     r.worker_sc = sc;
                     r.tried.push(next);
@@ -1637,7 +1723,10 @@ impl Proxy {
                     .requests_retried
                     .fetch_add(1, Ordering::Relaxed);
                 info!(proxy_request = %hex_short(&request_id), %reason, "retrying on another worker");
-                send.run().await;
+                if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
+                    self.fail_request(request_id, ErrorCode::Error, &e.to_string(), None)
+                        .await;
+                }
             }
             None => {
                 self.fail_request_with_code(request_id, code, reason, None)
@@ -1684,6 +1773,40 @@ impl Proxy {
         warn!(proxy_request = %hex_short(&request_id), code, %message, "request failed");
         self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
             .await;
+    }
+
+    /// A worker reported more usage than request `request_id` could have produced: it is
+    /// booked within the bound; the report is logged with the worker's identity, counted
+    /// in `/metrics` and held against the worker's reputation.
+    fn overclaimed(
+        &self,
+        request_id: [u8; 32],
+        worker_id: u64,
+        reported: AdjustedTokens,
+        booked: AdjustedTokens,
+    ) {
+        let stats = &self.shared.stats;
+        stats.usage_reports_clipped.fetch_add(1, Ordering::Relaxed);
+        stats.usage_tokens_refused.fetch_add(
+            reported.total().saturating_sub(booked.total()),
+            Ordering::Relaxed,
+        );
+        let mut state = self.state();
+        let owner = match state.workers.get_mut(&worker_id) {
+            Some(link) => {
+                link.reputation.overclaimed();
+                link.owner.clone()
+            }
+            None => String::from("(disconnected)"),
+        };
+        warn!(
+            proxy_request = %hex_short(&request_id),
+            worker_owner = %owner,
+            worker_connection = worker_id,
+            reported = reported.total(),
+            booked = booked.total(),
+            "worker reported more tokens than the request could have produced; booking within the bound"
+        );
     }
 
     /// Removes a finished request, releases its reservation, books its tokens, and only
@@ -1737,7 +1860,7 @@ impl Proxy {
         counter.fetch_add(1, Ordering::Relaxed);
         let Some(booking) = done.booking else {
             if let Some(last) = last {
-                Send::Client(done.client, last).run().await;
+                let _ = Send::Client(done.client, last).run().await;
             }
             return;
         };
@@ -1756,12 +1879,12 @@ impl Proxy {
                     AdjustedTokens::default(),
                     None,
                 );
-                Send::Client(done.client, msg).run().await;
+                let _ = Send::Client(done.client, msg).run().await;
                 return;
             }
         };
         if let Some(last) = last {
-            Send::Client(done.client.clone(), last).run().await;
+            let _ = Send::Client(done.client.clone(), last).run().await;
         }
         self.shared
             .stats
@@ -1788,7 +1911,7 @@ impl Proxy {
             max_tokens: to_i64(totals.client_tokens),
             request_tokens: to_i64(done.tokens),
         };
-        Send::Client(done.client, cocoon_tl::to_bytes(&client_msg))
+        let _ = Send::Client(done.client, cocoon_tl::to_bytes(&client_msg))
             .run()
             .await;
         if let Some(worker) = done.worker {
@@ -1805,7 +1928,7 @@ impl Proxy {
                 request_tokens: to_i64(done.tokens),
                 request_client_owner: client_owner,
             };
-            Send::Worker(worker, cocoon_tl::to_bytes(&worker_msg))
+            let _ = Send::Worker(worker, cocoon_tl::to_bytes(&worker_msg))
                 .run()
                 .await;
         }

@@ -35,6 +35,9 @@ pub struct ValidatedRequest {
     pub body: Vec<u8>,
     /// Whether the answer will be an SSE stream.
     pub stream: bool,
+    /// The most completion tokens the request asked for over all its choices
+    /// (`max_completion_tokens` or `max_tokens`, times `n` or `best_of`), if it set a limit.
+    pub max_completion: Option<u64>,
 }
 
 /// Why a request was refused; these are protocol-level (code 621) refusals.
@@ -155,12 +158,23 @@ pub fn validate_request(
             }
         }
     }
+    let max_completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| object.get(*k).and_then(Value::as_u64))
+        .map(|per_choice| {
+            let choices = ["n", "best_of"]
+                .iter()
+                .filter_map(|k| object.get(*k).and_then(Value::as_u64))
+                .fold(1, u64::max);
+            per_choice.saturating_mul(choices)
+        });
     let body = serde_json::to_vec(&Value::Object(object))
         .map_err(|e| RequestError::NotAnObject(e.to_string()))?;
     Ok(ValidatedRequest {
         endpoint,
         body,
         stream,
+        max_completion,
     })
 }
 

@@ -151,18 +151,7 @@ async fn serve_http(addr: &str, router: Router) -> Result<Option<SocketAddr>, St
             source,
         })?;
     let bound = listener.local_addr().ok();
-    // Streamed answers are many small writes: without TCP_NODELAY each chunk would wait
-    // for the caller's delayed ACK (tens of milliseconds).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            warn!(error = %e, "HTTP server stopped");
-        }
-    });
+    tokio::spawn(crate::http_server::serve(listener, router));
     Ok(bound)
 }
 
@@ -493,6 +482,7 @@ fn worker_router(worker: Worker) -> Router {
                 "requests_success": s.requests_success.load(Ordering::Relaxed),
                 "requests_failed": s.requests_failed.load(Ordering::Relaxed),
                 "adjusted_tokens": s.adjusted_tokens.load(Ordering::Relaxed),
+                "usage_clipped": s.usage_clipped.load(Ordering::Relaxed),
             },
         }))
     }
@@ -512,6 +502,11 @@ fn worker_router(worker: Worker) -> Router {
             "cocoon_worker_adjusted_tokens_total",
             "Adjusted tokens served.",
             &[(&[], load(&s.adjusted_tokens))],
+        );
+        m.counter(
+            "cocoon_worker_usage_clipped_total",
+            "Answers whose model server reported more usage than the request could have produced (billed within the bound).",
+            &[(&[], load(&s.usage_clipped))],
         );
         m.gauge(
             "cocoon_worker_active_requests",

@@ -17,8 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::backend::{is_hop_by_hop, BackendRequest, InferenceBackend};
+use crate::backend::{is_hop_by_hop, is_server_identifying, BackendRequest, InferenceBackend};
 use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
+use crate::limits::MAX_ANSWER_PART;
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
 use crate::request::{base_model_name, validate_request};
@@ -76,6 +77,9 @@ pub struct WorkerStats {
     pub requests_failed: AtomicU64,
     /// Adjusted tokens served, all classes.
     pub adjusted_tokens: AtomicU64,
+    /// Answers whose model server reported more usage than the request could have
+    /// produced (billed within the bound, [`crate::bounds`]).
+    pub usage_clipped: AtomicU64,
 }
 
 /// What the worker remembers about one proxy (by proxy contract address).
@@ -794,12 +798,14 @@ async fn run_request(
         .filter(|h| !is_hop_by_hop(&h.name))
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
+    let max_completion = validated.max_completion;
     let backend_request = BackendRequest {
         method: http_request.method.clone(),
         path: validated.endpoint.path().to_owned(),
         headers,
         body: validated.body,
     };
+    let request_bytes = backend_request.body.len() as u64;
     let deadline = tokio::time::Instant::now() + timeout;
     let sent = tokio::select! {
         r = tokio::time::timeout_at(deadline, shared.backend.send(backend_request, timeout)) => r,
@@ -836,11 +842,12 @@ async fn run_request(
         BodyFormat::from_content_type(content_type),
         coefficient,
         link.prices,
-    );
+    )
+    .bounded(request_bytes, max_completion);
     let mut headers: Vec<http::Header> = response
         .headers
         .iter()
-        .filter(|(n, _)| !is_hop_by_hop(n))
+        .filter(|(n, _)| !is_hop_by_hop(n) && !is_server_identifying(n))
         .map(|(name, value)| http::Header {
             name: name.clone(),
             value: value.clone(),
@@ -864,8 +871,17 @@ async fn run_request(
         final_info: None,
     }
     .into();
-    if handle.send_packet(&head_answer).await.is_err() {
-        return false;
+    match handle.send_packet(&head_answer).await {
+        Ok(()) => {}
+        Err(e @ cocoon_net::RpcError::TooLarge { .. }) => {
+            return fail(
+                ErrorCode::Error.code(),
+                format!("the model server's answer head is too large: {e}"),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+        Err(_) => return false,
     }
 
     let mut body = response.body;
@@ -875,46 +891,45 @@ async fn run_request(
             _ = cancel.cancelled() => {
                 // Report what was delivered so far; the proxy bills exactly that.
                 let tail = meter.finish();
-                if !tail.is_empty() {
-                    let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
-                        request_id, answer: tail, flags: 0, final_info: None,
-                    }.into();
-                    let _ = handle.send_packet(&part).await;
-                }
-                return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), meter.adjusted()).await;
+                let _ = send_parts(handle, request_id, tail).await;
+                return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), billed(shared, &meter)).await;
             }
         };
         let chunk = match next {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return fail(ErrorCode::NotReady.code(), e.to_string(), meter.adjusted()).await
+                return fail(
+                    ErrorCode::NotReady.code(),
+                    e.to_string(),
+                    billed(shared, &meter),
+                )
+                .await
             }
             Err(_) => {
                 return fail(
                     ErrorCode::Timeout.code(),
                     "model server answer exceeded the request timeout".into(),
-                    meter.adjusted(),
+                    billed(shared, &meter),
                 )
                 .await
             }
         };
         let out = meter.push(&chunk);
-        if !out.is_empty() {
-            let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
-                request_id,
-                answer: out,
-                flags: 0,
-                final_info: None,
-            }
-            .into();
-            if handle.send_packet(&part).await.is_err() {
-                return false;
-            }
+        if send_parts(handle, request_id, out).await.is_err() {
+            return false;
         }
     }
-    let tail = meter.finish();
-    let tokens = meter.adjusted();
+    let mut tail = meter.finish();
+    // The last part carries the final info: what does not fit beside it goes first.
+    if tail.len() > MAX_ANSWER_PART {
+        let last = tail.split_off(tail.len() - MAX_ANSWER_PART);
+        if send_parts(handle, request_id, tail).await.is_err() {
+            return false;
+        }
+        tail = last;
+    }
+    let tokens = billed(shared, &meter);
     shared
         .stats
         .adjusted_tokens
@@ -928,6 +943,40 @@ async fn run_request(
     .into();
     debug!(tokens = tokens.total(), "request complete");
     handle.send_packet(&last).await.is_ok()
+}
+
+/// Sends `bytes` as non-final answer parts of at most [`MAX_ANSWER_PART`] bytes each, so
+/// that an answer of any size never ends the link (and every other request on it).
+async fn send_parts(
+    handle: &RpcHandle,
+    request_id: [u8; 32],
+    bytes: Vec<u8>,
+) -> Result<(), cocoon_net::RpcError> {
+    for piece in crate::limits::answer_parts(&bytes) {
+        let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
+            request_id,
+            answer: piece.to_vec(),
+            flags: 0,
+            final_info: None,
+        }
+        .into();
+        handle.send_packet(&part).await?;
+    }
+    Ok(())
+}
+
+/// The adjusted tokens to report for an answer: the metered usage within what the request
+/// could have produced. A model server that claimed more is logged and counted.
+fn billed(shared: &Shared, meter: &UsageMeter) -> AdjustedTokens {
+    if meter.clipped() {
+        shared.stats.usage_clipped.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            reported = ?meter.reported(),
+            billed = ?meter.usage(),
+            "the model server reported more usage than the request could have produced; billing within the bound"
+        );
+    }
+    meter.adjusted()
 }
 
 /// Writes a voucher atomically (temporary file, then rename), so a crash never leaves a

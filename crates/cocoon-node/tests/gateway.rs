@@ -193,7 +193,8 @@ async fn errors_are_openai_shaped_with_meaningful_statuses() {
     let big =
         json!({"model": MODEL, "messages": [{"role": "user", "content": "x".repeat(10_000)}]});
     let (s, _, b) = post(&base, "/v1/chat/completions", big).await;
-    assert_eq!((s, error_of(&b).1.as_str()), (413, "invalid_body"));
+    assert_eq!((s, error_of(&b).1.as_str()), (413, "request_too_large"));
+    assert!(b.contains("max_body_bytes"), "{b}");
     // Unknown endpoint.
     let r = client
         .get(format!("{base}/v2/whatever"))
@@ -539,4 +540,106 @@ async fn a_rotation_refusal_is_retried_only_within_the_request_timeout() {
     );
     assert!(body.contains("new root parameters"), "{body}");
     assert_eq!(refused.load(Ordering::SeqCst), 1);
+}
+
+/// The HTTP edge refuses at once, in OpenAI's JSON shape: an announced body above the
+/// limit, a method a route does not serve, oversized headers, an oversized model name and
+/// a `max_tokens` the wire cannot carry; upstream server headers never reach the app.
+#[tokio::test]
+async fn the_http_edge_refuses_at_once_with_json_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let (base, _) = start_gateway(&[net.client_addr], GatewaySettings::default()).await;
+    let client = reqwest::Client::new();
+
+    // Content-Length: 10^14 and no body: 413 before anything is read.
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000000000\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("answered at once, not held open")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("request_too_large"), "{text}");
+
+    // Wrong method: 405 with a JSON body.
+    let r = client
+        .get(format!("{base}/v1/chat/completions"))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 405);
+    let b = r.text().await.expect("body");
+    assert_eq!(error_of(&b).1, "method_not_allowed", "{b}");
+
+    // 100 KB of headers: 431 with a JSON body.
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-padding", "p".repeat(100_000))
+        .body("{}")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 431);
+    let b = r.text().await.expect("body");
+    assert_eq!(error_of(&b).1, "headers_too_large", "{b}");
+
+    // A 100 KB model name is refused, not relayed (nor logged in full).
+    let (s, _, b) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": "m".repeat(100_000), "messages": []}),
+    )
+    .await;
+    assert_eq!(
+        (s, error_of(&b).1.as_str()),
+        (400, "invalid_request"),
+        "{b}"
+    );
+    assert!(b.contains("at most 1024 bytes"), "{b}");
+
+    // max_tokens beyond what the wire carries: a limit error, not "balance too low".
+    let (s, _, b) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [], "max_tokens": 1_000_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("'max_tokens' is 1000000000000; at most 2147483647"),
+        "{b}"
+    );
+
+    // The upstream's identifying headers are dropped (the mock sends `server`).
+    let (s, headers, b) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": []}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!headers.contains_key("x-powered-by"), "{headers:?}");
+    assert!(
+        headers
+            .get("server")
+            .is_none_or(|v| v != "mock-model-server"),
+        "{headers:?}"
+    );
+
+    // /v1/models gives each model a real creation time.
+    let models: Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert!(models["data"][0]["created"].as_u64().expect("created") > 1_700_000_000);
 }

@@ -180,15 +180,20 @@ async fn unknown_model_and_low_balance_are_refused() {
     let mut request = chat_request(chat_body(false, json!({})), 4000);
     request.max_tokens = 2000;
     let (code, message, _) = collect(&client, request).await.error.expect("refused");
-    assert_eq!((code, message.as_str()), (602, "client balance is too low"));
+    assert_eq!(code, 602);
+    assert!(
+        message.starts_with("client balance is too low for max_tokens"),
+        "{message}"
+    );
     // Within max_tokens, but the reservation at 4.0× is not.
     let (code, message, _) = collect(&client, chat_request(chat_body(false, json!({})), 4000))
         .await
         .error
         .expect("refused");
-    assert_eq!(
-        (code, message.as_str()),
-        (651, "client balance is too low for this request")
+    assert_eq!(code, 651);
+    assert!(
+        message.starts_with("client balance is too low for this request: it reserves"),
+        "{message}"
     );
     assert_eq!(
         net.proxy.stats().requests_rejected.load(Ordering::Relaxed),
@@ -522,4 +527,124 @@ async fn money_adds_up_after_a_batch() {
         );
         assert_eq!(balance.vouchers_refused, 0);
     }
+}
+
+/// A worker that reports 2^62 completion tokens for a two-byte answer: the proxy books only
+/// what the request could have produced, counts the report, and the ledger's two sides
+/// still agree to the token. The honest worker's requests are untouched.
+#[tokio::test]
+async fn a_worker_cannot_book_more_than_its_request_could_produce() {
+    use cocoon_tl::types::{http, proxy, worker, TokensUsed};
+    use cocoon_tl::{enums, functions::worker as worker_fn};
+    let net = start_network(&[]).await;
+    let stream = tokio::net::TcpStream::connect(net.worker_addr)
+        .await
+        .expect("connect");
+    let conn = cocoon_net::RpcConnection::connect(stream, &Default::default(), "proxy")
+        .await
+        .expect("opening");
+    let handle = conn.handle();
+    let hello = worker_fn::ConnectToProxy {
+        params: worker::Params {
+            flags: 3,
+            worker_owner_address: party("liar"),
+            model: MODEL.into(),
+            coefficient: 1000,
+            is_test: Some(true),
+            proxy_cnt: Some(1),
+            max_active_requests: Some(10),
+            min_proto_version: Some(2),
+            max_proto_version: Some(3),
+        },
+    };
+    handle.query(&hello).await.expect("connected");
+    handle
+        .query(&worker_fn::CompareBalanceWithProxy {
+            tokens_committed_to_blockchain: 0,
+            tokens_committed_to_db: 0,
+            max_tokens: 0,
+        })
+        .await
+        .expect("compared");
+    handle
+        .query(&worker_fn::ProxyHandshakeComplete { is_disabled: false })
+        .await
+        .expect("complete");
+    let (handle, mut incoming) = conn.split();
+    tokio::spawn(async move {
+        while let Some(cocoon_net::Incoming::Packet(data)) = incoming.recv().await {
+            let Ok(q) = cocoon_tl::from_bytes::<cocoon_tl::functions::proxy::RunQueryEx>(&data)
+            else {
+                continue;
+            };
+            let head = http::Response {
+                http_version: "HTTP/1.1".into(),
+                status_code: 200,
+                reason: "OK".into(),
+                headers: vec![http::Header {
+                    name: "Content-Type".into(),
+                    value: "application/json".into(),
+                }],
+                payload: Vec::new(),
+            };
+            let head: enums::proxy::QueryAnswerEx = proxy::QueryAnswerEx {
+                request_id: q.request_id,
+                answer: cocoon_tl::to_bytes(&head),
+                flags: 0,
+                final_info: None,
+            }
+            .into();
+            let lie = TokensUsed {
+                prompt_tokens_used: 10,
+                cached_tokens_used: 0,
+                completion_tokens_used: 1 << 62,
+                reasoning_tokens_used: 0,
+                total_tokens_used: (1 << 62) + 10,
+            };
+            let last: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
+                request_id: q.request_id,
+                answer: b"{}".to_vec(),
+                flags: 1,
+                final_info: Some(proxy::QueryFinalInfo {
+                    flags: 0,
+                    tokens_used: lie,
+                    worker_debug: None,
+                    worker_start_time: None,
+                    worker_end_time: None,
+                }),
+            }
+            .into();
+            let _ = handle.send_packet(&head).await;
+            let _ = handle.send_packet(&last).await;
+        }
+    });
+    net.wait_ready(1).await;
+
+    let client = net.client(3).await;
+    let mut request = chat_request(chat_body(false, json!({})), 1000);
+    request.max_tokens = 100_000;
+    let out = collect(&client, request).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let booked = out.done.expect("done").tokens;
+    // Prompt within its bound, completion within the relayed bytes and the allowance.
+    assert_eq!(booked.prompt, 10);
+    assert!(
+        booked.completion <= 200,
+        "completion is bounded by what was relayed: {booked:?}"
+    );
+    let ledger = net.proxy.ledger();
+    assert_eq!(
+        ledger.client_tokens(&party("client-1")).expect("client"),
+        booked.total()
+    );
+    assert_eq!(
+        ledger.worker_tokens(&party("liar")).expect("worker"),
+        booked.total()
+    );
+    let stats = net.proxy.stats();
+    assert_eq!(stats.usage_reports_clipped.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.usage_tokens_refused.load(Ordering::Relaxed),
+        (1u64 << 62) + 10 - booked.total()
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -101,12 +101,19 @@ async fn chat(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> R
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
         tokio::time::sleep(delay).await;
-        return Json(json!({
-            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-            "usage": usage(),
-        }))
-        .into_response();
+        // Headers that name the software behind the answer, as real model servers send.
+        return (
+            [
+                (header::SERVER, "mock-model-server"),
+                (HeaderName::from_static("x-powered-by"), "mock"),
+            ],
+            Json(json!({
+                "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": MODEL,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
+                "usage": usage(),
+            })),
+        )
+            .into_response();
     }
     let chunks = mock.get("chunks").and_then(Value::as_u64).unwrap_or(5);
     let die_after = mock.get("die_after").and_then(Value::as_u64);
@@ -454,10 +461,7 @@ pub async fn serve_gateway(node: &Arc<cocoon_node::gateway::ClientNode>) -> Stri
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = node.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(cocoon_node::http_server::serve(listener, node.router()));
     format!("http://{addr}")
 }
 
