@@ -186,3 +186,165 @@ pub fn received_from(
         .map(|m| m.value)
         .sum()
 }
+
+/// A hostile OpenAI upstream for the tests, serving [`MODEL`]. The request body's
+/// `"hostile"` field picks the misbehaviour:
+///
+/// * `absurd_usage`: a JSON answer claiming 2^62 completion tokens;
+/// * `absurd_usage_sse`: the same claim in the last event of an SSE stream;
+/// * `huge_answer`: a valid JSON answer of 20 MB;
+/// * `invalid_json`: `200 application/json` with a body that is not JSON;
+/// * `binary`: `200 application/json` with binary bytes;
+/// * `html_500`: `500 text/html`;
+/// * `binary_sse`: `200 text/event-stream` with binary bytes;
+/// * `slow_stream`: an honest SSE stream of `chunks` events, one every `delay_ms`.
+///
+/// Anything else gets the honest JSON answer of [`mock_upstream`].
+pub async fn hostile_upstream() -> SocketAddr {
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use futures::StreamExt;
+    async fn chat(Json(body): Json<Value>) -> Response {
+        let absurd = json!({"prompt_tokens": 10, "completion_tokens": 1u64 << 62, "total_tokens": (1u64 << 62) + 10});
+        let sse = |events: Vec<String>| {
+            let stream = futures::stream::iter(
+                events
+                    .into_iter()
+                    .map(|e| Ok::<_, std::io::Error>(format!("data: {e}\n\n"))),
+            );
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        };
+        let chunk = |text: &str| {
+            json!({"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [{"index": 0, "delta": {"content": text}}]}).to_string()
+        };
+        match body["hostile"].as_str().unwrap_or("") {
+            "absurd_usage" => Json(json!({
+                "id": "x", "object": "chat.completion", "created": 1, "model": MODEL,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": absurd,
+            }))
+            .into_response(),
+            "absurd_usage_sse" => sse(vec![
+                chunk("ok"),
+                json!({"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [], "usage": absurd}).to_string(),
+                "[DONE]".into(),
+            ]),
+            "huge_answer" => Json(json!({
+                "id": "x", "object": "chat.completion", "created": 1, "model": MODEL,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "y".repeat(20_000_000)}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+            }))
+            .into_response(),
+            "invalid_json" => (
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"id\": \"x\", \"choices\": [tru",
+            )
+                .into_response(),
+            "binary" => (
+                [(header::CONTENT_TYPE, "application/json")],
+                vec![0xffu8, 0x00, 0xfe, 0x9c, 0x01],
+            )
+                .into_response(),
+            "html_500" => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>500 Internal Server Error</h1></body></html>",
+            )
+                .into_response(),
+            "binary_sse" => (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                vec![0xffu8, 0x00, 0xfe, 0x9c, 0x01, b'\n', b'\n'],
+            )
+                .into_response(),
+            "slow_stream" => {
+                let chunks = body["chunks"].as_u64().unwrap_or(10);
+                let delay = Duration::from_millis(body["delay_ms"].as_u64().unwrap_or(200));
+                let mut events: Vec<String> = (0..chunks).map(|i| chunk(&format!("t{i} "))).collect();
+                events.push(json!({"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks}}).to_string());
+                events.push("[DONE]".into());
+                let stream = futures::stream::iter(events).then(move |e| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::io::Error>(format!("data: {e}\n\n"))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response()
+            }
+            _ => Json(json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134},
+            }))
+            .into_response(),
+        }
+    }
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route(
+            "/v1/models",
+            get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// After a devnet in `state` stopped (and settled everything), checks its money to the
+/// nanoTON: the ledger's two sides agree; each worker owner received its booked tokens ×
+/// `fee` and the proxy owner tokens × (`price` − `fee`), so what clients were charged for
+/// usage is exactly earnings plus commission; the chain's supply is conserved (every
+/// nanoTON is in an account or was a fee). Returns the client tokens booked.
+pub async fn assert_money_balances(state: &std::path::Path, price: u64, fee: u64) -> u64 {
+    use cocoon_node::chain::{devnet_address, ChainContext};
+    let chain = cocoon_ton::local::LocalChain::open(state.join("chain")).expect("chain");
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(state.join("devnet.json")).expect("devnet.json"))
+            .expect("json");
+    let proxy_key = cocoon_node::config::load_or_create_key(&state.join("keys/proxy_key.pem"))
+        .expect("proxy key");
+    let ledger = cocoon_node::ledger::Ledger::open(&state.join("proxy-ledger.sqlite"), &proxy_key)
+        .expect("ledger opens and verifies");
+    let totals = ledger.all_totals().expect("totals");
+    let client_tokens: u64 = totals.clients.iter().map(|(_, t)| t).sum();
+    let worker_tokens: u64 = totals.workers.iter().map(|(_, t)| t).sum();
+    assert_eq!(client_tokens, worker_tokens, "the ledger's two sides agree");
+    let root = chain.root_address().expect("root");
+    let ctx = ChainContext::from_chain(&chain, &root, true)
+        .await
+        .expect("root")
+        .context;
+    let proxy_sc = addr(info["proxy_sc_address"].as_str().expect("proxy sc"));
+    let mut earned = 0;
+    for (owner, booked) in &totals.workers {
+        let owner = ctx.parse_address(owner).expect("owner");
+        let received = received_from(&chain, &owner, &proxy_sc);
+        assert_eq!(received, booked * fee, "worker {owner}: tokens × fee");
+        earned += received;
+    }
+    let commission = received_from(&chain, &devnet_address("devnet-proxy-owner"), &proxy_sc);
+    assert_eq!(
+        commission,
+        client_tokens * (price - fee),
+        "proxy commission"
+    );
+    assert_eq!(
+        client_tokens * price,
+        earned + commission,
+        "client spend on usage = worker earnings + proxy commission"
+    );
+    let supply = chain.supply().expect("supply");
+    assert!(supply.is_conserved(), "{supply:?}");
+    client_tokens
+}
