@@ -27,13 +27,19 @@ pub struct DevnetArgs {
     /// Ollama), e.g. `http://127.0.0.1:8000`; the model name is read from its /v1/models.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// Seconds to wait at start for --upstream's /v1/models to answer (the server may
+    /// still be loading its weights). Every 5 s the devnet logs why it is waiting (e.g.
+    /// "Connection refused"), how many tries so far and when it gives up; then it stops
+    /// with the last error. 0 tries once.
+    #[arg(long, default_value_t = cocoon_node::config::DEFAULT_UPSTREAM_WAIT_SECS, value_name = "SECONDS")]
+    pub upstream_wait: u64,
     /// Run the workers on the embedded engine with this model instead of an upstream:
     /// a model directory (safetensors + tokenizer), a GGUF file or a Hugging Face id.
     /// Without --upstream and --model, a tiny random-weight Qwen3 is generated (a
     /// stand-in for real weights: the whole network runs, the answers are noise).
     #[arg(long, conflicts_with = "upstream")]
     pub model: Option<String>,
-    /// Port of the OpenAI-compatible API.
+    /// Port of the OpenAI-compatible API (0 = any free port).
     #[arg(long, default_value_t = 10000)]
     pub http_port: u16,
     /// Port where the proxy accepts clients (0 = any free port).
@@ -49,7 +55,7 @@ pub struct DevnetArgs {
     pub chain_api_port: u16,
     /// Directory for all state (keys, ledger); a restart with the same directory
     /// continues where it stopped.
-    #[arg(long, default_value = ".cocoon-devnet")]
+    #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Worker price coefficient (1000 = 1.0×).
     #[arg(long, default_value_t = 1000)]
@@ -83,6 +89,9 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 60)]
     pub close_delay: u32,
 }
+
+/// The default `--dir` (of the devnet and of the money CLI).
+pub const DEFAULT_DIR: &str = ".cocoon-devnet";
 
 fn parse_ton_arg(s: &str) -> Result<u64, String> {
     cocoon_ton::units::parse_ton(s).map_err(|e| e.to_string())
@@ -137,6 +146,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
+    check_ports(&planned_ports(&args))?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
@@ -219,7 +229,20 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     };
     let proxy = runner::start_proxy(&proxy_cfg, view.as_ref())
         .await
-        .context("starting the proxy")?;
+        .context(
+            "starting the proxy (its ports are set by --proxy-client-port and \
+             --proxy-worker-port)",
+        )?;
+    if let Some(local) = &local {
+        let info = format!("{} {}", proxy.worker_addr, proxy.client_addr);
+        if let Err(e) = register_proxy(local, &wallets[0], &info) {
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                "cannot register the proxy in the root contract; `cocoon root show` will not \
+                 list it (the devnet's roles connect to it directly and work regardless)"
+            );
+        }
+    }
 
     let mut workers = Vec::new();
     for i in 0..args.workers {
@@ -240,6 +263,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             proxy_policy: fake_tdx(),
             chain: chain.clone(),
             voucher_dir: Some(dir.join(format!("worker-{i}")).join("vouchers")),
+            upstream_wait_secs: args.upstream_wait,
         };
         workers.push(
             runner::start_worker(&cfg, backend.clone(), view.as_ref())
@@ -266,7 +290,12 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     };
     let client = runner::start_client(&client_cfg, view.as_ref())
         .await
-        .context("starting the client")?;
+        .with_context(|| {
+            format!(
+                "starting the client (its OpenAI API port is set by --http-port, now {})",
+                args.http_port
+            )
+        })?;
 
     // Ready when every worker is routable and the client holds a session.
     let base = cocoon_node::request::base_model_name(&model).to_owned();
@@ -369,10 +398,18 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         );
         println!("                   (prices and contract codes come from the root contract)");
         if let Some(url) = &chain_api {
-            println!("  chain API:       {url} (toncenter v2 subset; `cocoon wallet show --wallet client`)");
+            println!("  chain API:       {url} (toncenter v2 subset)");
         }
     }
     println!("  state:           {}", dir.display());
+    if !args.fake_ton {
+        let d = dir_flag(&args.dir, &dir);
+        println!("  money:           cocoon client balance{d}");
+        println!("                   cocoon worker balance --wallet worker-0{d}");
+        println!("                   cocoon proxy balance{d}");
+        println!("                   cocoon root show{d}");
+        println!("                   cocoon wallet show --wallet client{d}");
+    }
     println!();
     println!("  curl {api}/chat/completions -H 'Content-Type: application/json' \\");
     println!("    -d '{{\"model\":\"{base}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'");
@@ -511,4 +548,243 @@ async fn local_chain(
     });
     let text = view.context.format(&root_address);
     Ok((view, text, chain))
+}
+
+/// The `--dir` argument the money CLI needs to find this devnet: none for the default
+/// directory, else ` --dir <the devnet's directory>` (absolute, quoted for a shell when
+/// it has to be), so that the printed commands work as they are.
+pub fn dir_flag(given: &std::path::Path, canonical: &std::path::Path) -> String {
+    if given == std::path::Path::new(DEFAULT_DIR) {
+        return String::new();
+    }
+    format!(" --dir {}", shell_word(&canonical.display().to_string()))
+}
+
+/// `text` as one POSIX shell word: as it is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// A port the devnet binds on 127.0.0.1, and the flag that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPort {
+    /// The flag, e.g. `--http-port`.
+    pub flag: &'static str,
+    /// The port; 0 means any free port.
+    pub port: u16,
+}
+
+/// Every port this devnet will bind, with its flag.
+fn planned_ports(args: &DevnetArgs) -> Vec<PlannedPort> {
+    let mut ports = vec![
+        PlannedPort {
+            flag: "--http-port",
+            port: args.http_port,
+        },
+        PlannedPort {
+            flag: "--proxy-client-port",
+            port: args.proxy_client_port,
+        },
+        PlannedPort {
+            flag: "--proxy-worker-port",
+            port: args.proxy_worker_port,
+        },
+    ];
+    if !args.fake_ton {
+        ports.push(PlannedPort {
+            flag: "--chain-api-port",
+            port: args.chain_api_port,
+        });
+    }
+    ports
+}
+
+/// Checks, before anything starts, that every port in `ports` can be bound on
+/// 127.0.0.1 and that no two flags ask for the same one; reports every conflict at once,
+/// each with the flag that sets it. Port 0 (any free port) never conflicts.
+pub fn check_ports(ports: &[PlannedPort]) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        if p.port == 0 {
+            continue;
+        }
+        if let Some(first) = ports[..i].iter().find(|q| q.port == p.port) {
+            problems.push(format!(
+                "{} {}: the same port as {} {}",
+                p.flag, p.port, first.flag, first.port
+            ));
+            continue;
+        }
+        // Bound and closed at once: only whether it can be bound matters here.
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", p.port)) {
+            problems.push(format!(
+                "{} {}: cannot listen on 127.0.0.1:{}: {e}",
+                p.flag, p.port, p.port
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "cannot start the devnet: {} of its ports cannot be used:\n  {}\npass free ports with \
+         these flags (0 = any free port), or stop what holds them",
+        problems.len(),
+        problems.join("\n  ")
+    )
+}
+
+/// Registers the devnet proxy in the root contract (`root_register_proxy`, sent by the
+/// root's owner, the devnet's `root-admin` wallet) as `info`
+/// (`"IP:PORT_FOR_WORKERS IP:PORT_FOR_CLIENTS"`), as COCOON's root owner registers each
+/// proxy, so that `cocoon root show` lists it. Nothing is sent when the root lists `info`
+/// already; an entry of an earlier run (other ports) is updated in place
+/// (`root_update_proxy`), so restarts do not pile up stale entries.
+fn register_proxy(
+    chain: &cocoon_ton::local::LocalChain,
+    admin: &DevnetWallet,
+    info: &str,
+) -> anyhow::Result<()> {
+    use cocoon_ton::messages::Body;
+    let before = chain.root_config()?;
+    if before.registered_proxies.iter().any(|p| p.address == info) {
+        return Ok(());
+    }
+    let root = chain
+        .root_address()
+        .context("the devnet chain has no root contract")?;
+    let wallet = admin.wallet()?;
+    if wallet.address() != &before.owner {
+        bail!("the root's owner is not the devnet's root-admin wallet");
+    }
+    // An entry of an earlier run of this devnet: both its endpoints on this machine's
+    // loopback, as only the devnet registers them.
+    let earlier = before
+        .registered_proxies
+        .iter()
+        .rev()
+        .find(|p| {
+            p.address.split(' ').count() == 2
+                && p.address.split(' ').all(|e| e.starts_with("127.0.0.1:"))
+        })
+        .map(|p| p.seqno);
+    let query_id = rand::random();
+    let body = match earlier {
+        Some(seqno) => Body::RootUpdateProxy {
+            query_id,
+            seqno,
+            info: info.to_owned(),
+        },
+        None => Body::RootRegisterProxy {
+            query_id,
+            info: info.to_owned(),
+        },
+    };
+    let msg = cocoon_ton::settlement::body_message(root, cocoon_ton::root::ONE_TON / 2, &body)?;
+    let seqno = match chain
+        .get_method(wallet.address(), "seqno", vec![])?
+        .stack
+        .as_slice()
+    {
+        [cocoon_ton::chain::StackValue::Int(s)] => u32::try_from(*s)?,
+        other => bail!("the root-admin wallet's seqno reads {other:?}"),
+    };
+    let mode = cocoon_ton::wallet::cocoon_send_mode(msg.value);
+    let ext = wallet.external_message(seqno, chain.time().saturating_add(600), &[(mode, msg)])?;
+    let report = chain.execute_external(&ext.to_boc()?)?;
+    if !report.all_succeeded() {
+        bail!("the root refused the registration: {report:?}");
+    }
+    let after = chain.root_config()?;
+    if !after.registered_proxies.iter().any(|p| p.address == info) {
+        bail!("the root accepted the message but does not list {info:?}");
+    }
+    info!(proxy = info, "proxy registered in the root contract");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_hints_name_the_dir_unless_it_is_the_default() {
+        let canonical = std::path::Path::new("/home/me/.cocoon-devnet");
+        assert_eq!(dir_flag(std::path::Path::new(DEFAULT_DIR), canonical), "");
+        assert_eq!(
+            dir_flag(
+                std::path::Path::new("other"),
+                std::path::Path::new("/tmp/other")
+            ),
+            " --dir /tmp/other"
+        );
+        assert_eq!(
+            dir_flag(
+                std::path::Path::new("x"),
+                std::path::Path::new("/tmp/my devnet's")
+            ),
+            " --dir '/tmp/my devnet'\\''s'"
+        );
+    }
+
+    #[test]
+    fn every_taken_port_is_reported_with_its_flag_and_zero_never_conflicts() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let free = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let ports = [
+            PlannedPort {
+                flag: "--http-port",
+                port,
+            },
+            PlannedPort {
+                flag: "--proxy-client-port",
+                port: 0,
+            },
+            PlannedPort {
+                flag: "--proxy-worker-port",
+                port: 0,
+            },
+            PlannedPort {
+                flag: "--chain-api-port",
+                port: free,
+            },
+            PlannedPort {
+                flag: "--other-port",
+                port: free,
+            },
+        ];
+        let err = check_ports(&ports).expect_err("conflicts").to_string();
+        assert!(err.contains(&format!("--http-port {port}")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "--other-port {free}: the same port as --chain-api-port"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("--proxy-client-port"), "{err}");
+        assert!(err.contains("2 of its ports"), "{err}");
+        let zeros = [
+            PlannedPort {
+                flag: "--http-port",
+                port: 0,
+            },
+            PlannedPort {
+                flag: "--chain-api-port",
+                port: 0,
+            },
+        ];
+        assert!(check_ports(&zeros).is_ok());
+    }
 }

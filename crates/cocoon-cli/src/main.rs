@@ -1,6 +1,8 @@
 //! `cocoon`: the one user-facing binary of cocoon-rs. Each role and tool is a subcommand.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -88,15 +90,26 @@ fn config(c: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     c.ok_or_else(|| anyhow::anyhow!("pass --config FILE"))
 }
 
+/// Whether the log on stderr gets ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(filter: Option<&str>) {
     let filter = match filter {
         Some(f) => tracing_subscriber::EnvFilter::new(f),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 
@@ -106,10 +119,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure is printed as `error: ` and its chain of causes, without
+/// a backtrace even under `RUST_BACKTRACE=1` (user errors are not bugs), and exits 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Devnet(args) => runtime()?.block_on(devnet::run(args)),
         Command::Proxy(ProxyCommand {
             money: Some(cmd), ..
@@ -140,5 +165,21 @@ fn main() -> anyhow::Result<()> {
         Command::Wallet(cmd) => runtime()?.block_on(money::wallet::run(cmd)),
         Command::Root(cmd) => runtime()?.block_on(money::root::run(cmd)),
         Command::Attest(cmd) => attest::run(cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
+        // NO_COLOR set but empty does not count (no-color.org).
+        assert!(use_colour(true, Some(OsStr::new(""))));
     }
 }

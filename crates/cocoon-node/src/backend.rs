@@ -74,7 +74,8 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// The served model ids; used as the health check.
     fn models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>>;
 
-    /// A short description for logs, e.g. the upstream URL.
+    /// What it is, for logs and errors: "the model server at URL", "the embedded engine
+    /// (model NAME, FORMAT)".
     fn describe(&self) -> String;
 }
 
@@ -136,8 +137,24 @@ fn classify(e: reqwest::Error) -> BackendError {
     } else if e.is_body() || e.is_decode() {
         BackendError::Body(e.to_string())
     } else {
-        BackendError::Unreachable(e.to_string())
+        BackendError::Unreachable(error_chain(&e))
     }
+}
+
+/// An error and its causes, `outer: inner: …` (reqwest's own text is only "error sending
+/// request"; the reason, e.g. "Connection refused", is in its sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl InferenceBackend for HttpUpstream {
@@ -214,6 +231,6 @@ impl InferenceBackend for HttpUpstream {
     }
 
     fn describe(&self) -> String {
-        self.base.clone()
+        format!("the model server at {}", self.base)
     }
 }

@@ -445,6 +445,18 @@ pub struct WorkerConfig {
     /// for `cocoon worker payout`; unset keeps them in memory only.
     #[serde(default)]
     pub voucher_dir: Option<PathBuf>,
+    /// How long to wait at start for the model server's `/v1/models` to answer, in
+    /// seconds (it may still be loading its weights); then the worker gives up with
+    /// the last error. 0 tries once.
+    #[serde(default = "default_upstream_wait")]
+    pub upstream_wait_secs: u64,
+}
+
+/// The default of [`WorkerConfig::upstream_wait_secs`]: two minutes.
+pub const DEFAULT_UPSTREAM_WAIT_SECS: u64 = 120;
+
+fn default_upstream_wait() -> u64 {
+    DEFAULT_UPSTREAM_WAIT_SECS
 }
 
 fn default_coefficient() -> u32 {

@@ -12,6 +12,19 @@ use futures::StreamExt;
 
 use crate::backend::{BackendError, BackendRequest, BackendResponse, InferenceBackend};
 
+/// Why the embedded engine could not get a model ready. The embedded engine is no
+/// server: its errors name the model and say "the embedded engine", never "model server".
+#[derive(Debug, thiserror::Error)]
+#[error("the embedded engine cannot {what} {model}: {reason}")]
+pub struct EngineLoadError {
+    /// What it was doing ("load the model", "write the tiny model to").
+    pub what: &'static str,
+    /// The model: its path, GGUF file or Hugging Face id.
+    pub model: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// A worker backend answering with the embedded engine, in exactly the OpenAI JSON and
 /// SSE shapes an HTTP model server would use.
 #[derive(Clone)]
@@ -30,12 +43,14 @@ impl std::fmt::Debug for EngineBackend {
 impl EngineBackend {
     /// Loads `model` (a model directory, a GGUF file or a Hugging Face id), served as
     /// `name` (default: `model` verbatim, as vLLM does).
-    pub async fn load(model: &str, name: Option<&str>) -> Result<Self, BackendError> {
+    pub async fn load(model: &str, name: Option<&str>) -> Result<Self, EngineLoadError> {
         let mut spec = EngineSpec::new(model);
         spec.served_model_name = name.map(str::to_owned);
-        let engine = Engine::load(spec)
-            .await
-            .map_err(|e| BackendError::Unexpected(format!("cannot load model {model}: {e}")))?;
+        let engine = Engine::load(spec).await.map_err(|e| EngineLoadError {
+            what: "load the model",
+            model: model.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self::new(Arc::new(engine)))
     }
 
@@ -83,7 +98,8 @@ impl InferenceBackend for EngineBackend {
     }
 
     fn describe(&self) -> String {
-        format!("embedded engine ({})", self.engine.info().format)
+        let info = self.engine.info();
+        format!("the embedded engine (model {}, {})", info.name, info.format)
     }
 }
 
@@ -94,12 +110,17 @@ pub const TINY_MODEL_NAME: &str = "tiny-random-qwen3";
 /// returns its path. **A stand-in for real weights**, which cannot be downloaded
 /// everywhere: it exercises the real engine, metering and payment path end to end,
 /// but its answers are noise.
-pub fn ensure_tiny_model(dir: &Path) -> Result<std::path::PathBuf, BackendError> {
+pub fn ensure_tiny_model(dir: &Path) -> Result<std::path::PathBuf, EngineLoadError> {
     let path = dir.join(TINY_MODEL_NAME);
     if !path.join("model.safetensors").exists() {
         let cfg = cocoon_engine::testing::TinyModelConfig::tiny(cocoon_engine::Architecture::Qwen3);
-        cocoon_engine::testing::write_safetensors_model(&path, &cfg)
-            .map_err(|e| BackendError::Unexpected(format!("cannot write the tiny model: {e}")))?;
+        cocoon_engine::testing::write_safetensors_model(&path, &cfg).map_err(|e| {
+            EngineLoadError {
+                what: "write the tiny model to",
+                model: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
     }
     Ok(path)
 }

@@ -43,8 +43,9 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
-    /// The model server is unusable.
-    #[error("model server: {0}")]
+    /// The backend (the model server at `upstream`, or the embedded engine) is
+    /// unusable; the message names which.
+    #[error("{0}")]
     Backend(String),
     /// The chain could not be used (wallet, contract deployment).
     #[error("chain: {0}")]
@@ -402,11 +403,16 @@ pub async fn start_worker(
         )
         .into()),
         None => Arc::new(
-            HttpUpstream::new(&cfg.upstream).map_err(|e| StartError::Backend(e.to_string()))?,
+            HttpUpstream::new(&cfg.upstream)
+                .map_err(|e| StartError::Backend(format!("upstream {}: {e}", cfg.upstream)))?,
         ),
     };
     let model = if cfg.model.is_empty() {
-        discover_model(backend.as_ref()).await?
+        discover_model(
+            backend.as_ref(),
+            Duration::from_secs(cfg.upstream_wait_secs),
+        )
+        .await?
     } else {
         cfg.model.clone()
     };
@@ -442,34 +448,62 @@ pub async fn start_worker(
     })
 }
 
-/// Reads the served model from the backend's `/v1/models`, waiting up to a minute for
-/// the server to come up.
-async fn discover_model(backend: &dyn InferenceBackend) -> Result<String, StartError> {
-    let mut last = String::new();
-    for attempt in 0..60 {
-        match backend.models().await {
-            Ok(models) => match models.into_iter().next() {
-                Some(m) => return Ok(m),
-                None => {
-                    return Err(StartError::Backend(format!(
-                        "{} serves no model",
-                        backend.describe()
-                    )))
-                }
-            },
-            Err(e) => {
-                if attempt == 0 {
-                    info!(backend = %backend.describe(), "waiting for the model server");
-                }
-                last = e.to_string();
+/// How often [`discover_model`] says that it is still waiting.
+const WAIT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads the served model from the backend's `/v1/models`, trying once a second until
+/// `wait` has passed (a model server may still be loading its weights). While it waits
+/// it logs why (the last error), how many tries so far and when it gives up: at the
+/// first failure and every [`WAIT_PROGRESS_EVERY`]. `wait` zero tries once.
+async fn discover_model(
+    backend: &dyn InferenceBackend,
+    wait: Duration,
+) -> Result<String, StartError> {
+    let what = backend.describe();
+    let start = tokio::time::Instant::now();
+    let deadline = start + wait;
+    let mut tries: u32 = 0;
+    let mut reported: Option<tokio::time::Instant> = None;
+    loop {
+        tries = tries.saturating_add(1);
+        let error = match backend.models().await {
+            Ok(models) => {
+                return match models.into_iter().next() {
+                    Some(m) => {
+                        if reported.is_some() {
+                            info!(model = %m, tries, "{what} answers");
+                        }
+                        Ok(m)
+                    }
+                    None => Err(StartError::Backend(format!(
+                        "{what} serves no model (its /v1/models lists none)"
+                    ))),
+                };
             }
+            Err(e) => e,
+        };
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(StartError::Backend(format!(
+                "{what} did not answer GET /v1/models within {} s ({tries} {}); last error: \
+                 {error}. Is it running at that address? (`--upstream-wait SECONDS`, or \
+                 `upstream_wait_secs` in worker.toml, sets how long to wait)",
+                wait.as_secs(),
+                if tries == 1 { "try" } else { "tries" },
+            )));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if reported.is_none_or(|at| now.duration_since(at) >= WAIT_PROGRESS_EVERY) {
+            warn!(
+                "waiting for {what}: {error} (try {tries}; {:.0} s of {} s waited, giving up in \
+                 {:.0} s)",
+                now.duration_since(start).as_secs_f64(),
+                wait.as_secs(),
+                deadline.duration_since(now).as_secs_f64()
+            );
+            reported = Some(now);
+        }
+        tokio::time::sleep_until(deadline.min(now + Duration::from_secs(1))).await;
     }
-    Err(StartError::Backend(format!(
-        "{} did not answer /v1/models within a minute: {last}",
-        backend.describe()
-    )))
 }
 
 fn worker_router(worker: Worker) -> Router {

@@ -120,8 +120,15 @@ impl Chain {
             }
             Err(LocalChainError::Persist { .. }) if !chain_dir.join("chain.json").exists() => {
                 bail!(
-                    "no devnet chain in {}: start one with `cocoon devnet --dir {}`",
+                    "no devnet chain in {} (looked in --dir {}{}): if a devnet is running \
+                     with another directory, pass its --dir (the `state:` line of its \
+                     banner); to start one here: `cocoon devnet --dir {}`",
                     chain_dir.display(),
+                    dir.display(),
+                    match std::path::absolute(dir) {
+                        Ok(abs) if abs != dir => format!(", i.e. {}", abs.display()),
+                        _ => String::new(),
+                    },
                     dir.display()
                 )
             }
@@ -167,6 +174,47 @@ impl Chain {
             .account_state(a)
             .await
             .with_context(|| format!("reading account {}", to_raw(a)))
+    }
+
+    /// Every transaction of `a`, oldest first, with fees and exit codes where the chain
+    /// keeps raw transactions; `None` when it has more than `limit` (too many to add up).
+    pub async fn history(&self, a: &StdAddr, limit: usize) -> anyhow::Result<Option<Vec<TxView>>> {
+        match &self.backend {
+            Backend::Local(chain) => {
+                let txs = chain.transactions_of(a);
+                if txs.len() > limit {
+                    return Ok(None);
+                }
+                Ok(Some(txs.iter().map(TxView::from_local).collect()))
+            }
+            Backend::Remote(api) => {
+                let mut follower = TxFollower::from_start(a.clone());
+                let mut txs = Vec::new();
+                loop {
+                    let page = api
+                        .transactions(a, follower.cursor, TxFollower::PAGE)
+                        .await
+                        .with_context(|| format!("reading the transactions of {}", to_raw(a)))?;
+                    txs.extend(page.transactions);
+                    follower.cursor = page.cursor;
+                    if txs.len() > limit {
+                        return Ok(None);
+                    }
+                    if !page.more {
+                        break;
+                    }
+                }
+                let mut views = Vec::with_capacity(txs.len());
+                for t in txs {
+                    let mut v = TxView::from_summary(a.clone(), &t);
+                    if let Ok(Some(cell)) = api.transaction_cell(a, t.id).await {
+                        v.read_phases(&cell);
+                    }
+                    views.push(v);
+                }
+                Ok(Some(views))
+            }
+        }
     }
 
     /// The chain's time (unix seconds).

@@ -177,8 +177,9 @@ impl Worker {
 async fn balance(o: WorkerOpts) -> anyhow::Result<()> {
     let w = Worker::open(&o).await?;
     w.print_head();
-    let owner_balance = w.ctx.chain.account(w.owner()).await?.balance;
-    println!("owner balance: {}", ton(owner_balance));
+    let owner_account = w.ctx.chain.account(w.owner()).await?;
+    println!("owner balance: {}", ton(owner_account.balance));
+    print_owner_books(&w, &owner_account).await?;
     match &w.state {
         None => println!("status:      not deployed (the first payout deploys it)"),
         Some(s) => {
@@ -317,6 +318,69 @@ async fn payout(o: WorkerOpts) -> anyhow::Result<()> {
     print_wallet_change(&w.wallet.label, wallet_before, wallet_after);
     if last {
         println!("This was a last payout: the worker contract is now closed.");
+    }
+    Ok(())
+}
+
+/// How many transactions of the owner account `worker balance` reads to explain its
+/// balance; an owner with more (a busy wallet) gets no breakdown.
+const OWNER_HISTORY_LIMIT: usize = 2000;
+
+/// The owner's balance explained to the nanoTON: the payouts it received, less the fees
+/// its own account paid. Why they differ (by 1–2 nanoTON on the devnet): the owner is a
+/// plain address without code, and each payout is credited in a transaction of the
+/// owner's account whose storage phase first charges the account's storage fee (rent)
+/// for the time since its previous transaction, rounded up to a whole nanoTON. The
+/// payouts themselves are exact (tokens × worker fee): the forwarding fees of the payout
+/// messages are paid by the proxy contract, not taken from the value.
+async fn print_owner_books(w: &Worker, owner: &AccountState) -> anyhow::Result<()> {
+    let Some(history) = w.ctx.chain.history(w.owner(), OWNER_HISTORY_LIMIT).await? else {
+        return Ok(());
+    };
+    if history.is_empty() {
+        return Ok(());
+    }
+    let (mut payouts, mut payout_count, mut other_in, mut fees) = (0u64, 0usize, 0u64, 0u64);
+    let mut fees_known = true;
+    for t in &history {
+        if t.op == Some(op::PAYOUT) && t.from.is_some() && !t.bounced {
+            payouts = payouts.saturating_add(t.value_in);
+            payout_count += 1;
+        } else if t.from.is_some() {
+            other_in = other_in.saturating_add(t.value_in);
+        }
+        match t.total_fees {
+            Some(f) => fees = fees.saturating_add(f),
+            None => fees_known = false,
+        }
+    }
+    if !fees_known {
+        println!(
+            "  (received in {payout_count} payouts: {}; the chain API gives no fees to \
+             explain the rest)",
+            ton(payouts)
+        );
+        return Ok(());
+    }
+    println!(
+        "  = {} received in {payout_count} payouts (tokens x worker fee, exact)",
+        ton(payouts)
+    );
+    if other_in > 0 {
+        println!("  + {} received otherwise", ton(other_in));
+    }
+    let why = if owner.status == AccountStatus::Active {
+        "fees of the owner account's own transactions (storage, gas, forwarding)"
+    } else {
+        "storage fees charged to the owner account: it has no code, so each payout is \
+         credited in a transaction that first pays the account's rent since its previous \
+         transaction, rounded up to a whole nanoTON"
+    };
+    println!("  - {} {why}", ton(fees));
+    let explained = i128::from(payouts) + i128::from(other_in) - i128::from(fees);
+    let rest = i128::from(owner.balance) - explained;
+    if rest != 0 {
+        println!("  {rest:+} nanoTON other changes (messages the owner account sent)");
     }
     Ok(())
 }
