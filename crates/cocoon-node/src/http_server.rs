@@ -17,6 +17,11 @@ use crate::limits::HEADER_READ_TIMEOUT;
 /// its own task, and a connection whose request headers do not arrive within
 /// [`HEADER_READ_TIMEOUT`] is closed.
 pub async fn serve(listener: TcpListener, router: Router) {
+    serve_with(listener, router, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with another header read timeout.
+pub async fn serve_with(listener: TcpListener, router: Router, header_read_timeout: Duration) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -36,7 +41,7 @@ pub async fn serve(listener: TcpListener, router: Router) {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(header_read_timeout);
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await

@@ -1137,7 +1137,7 @@ impl Proxy {
         let stats = &self.shared.stats;
         stats.requests_received.fetch_add(1, Ordering::Relaxed);
         let s = &self.shared.settings;
-        let span = info_span!("request", id = %hex_short(&q.request_id), model = %q.model_name);
+        let span = info_span!("request", id = %hex_short(&q.request_id), model = %log_text(&q.model_name));
         let reject = |code: ErrorCode, message: String| {
             let client = client.clone();
             let msg = client_error(
@@ -1381,7 +1381,7 @@ impl Proxy {
                         warn!(error = %e, "worker contract not derivable");
                     }
                 }
-                info!(owner = %link.owner, model = %link.model, coefficient = link.coefficient, proto, "worker connected");
+                info!(owner = %link.owner, model = %log_text(&link.model), coefficient = link.coefficient, proto, "worker connected");
                 self.state().workers.insert(id, link);
                 let answer = worker::ConnectedToProxy {
                     params: self.params(proto),
@@ -1936,6 +1936,16 @@ impl Proxy {
     }
 }
 
+/// A peer's text as a log field: at most 128 characters, so that a hostile multi-megabyte
+/// name cannot flood the log.
+fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 128;
+    match text.char_indices().nth(MAX) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1978,7 +1988,7 @@ fn choose_worker(
         (Some((_, id)), _, _) => Ok(id),
         (None, false, _) => Err((
             ErrorCode::ProtocolViolation,
-            format!("unknown model {model}"),
+            format!("unknown model {}", log_text(model)),
         )),
         (None, true, Some(c)) => Err((
             ErrorCode::NotReady,

@@ -643,3 +643,43 @@ async fn the_http_edge_refuses_at_once_with_json_errors() {
         .expect("json");
     assert!(models["data"][0]["created"].as_u64().expect("created") > 1_700_000_000);
 }
+
+/// A client that trickles its headers is cut off after the header read timeout instead of
+/// holding a connection open forever.
+#[tokio::test]
+async fn trickled_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cocoon_node::http_server::serve_with(
+        listener,
+        node.router(),
+        Duration::from_millis(500),
+    ));
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        loop {
+            // One header byte every 100 ms: never a complete head.
+            if tcp.write_all(b"X").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {} // hyper may answer 408 before closing
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the connection is closed after the header timeout");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
