@@ -1137,7 +1137,8 @@ impl Proxy {
         let stats = &self.shared.stats;
         stats.requests_received.fetch_add(1, Ordering::Relaxed);
         let s = &self.shared.settings;
-        let span = info_span!("request", id = %hex_short(&q.request_id), model = %log_text(&q.model_name));
+        let span =
+            info_span!("request", id = %hex_short(&q.request_id), model = %log_text(&q.model_name));
         let reject = |code: ErrorCode, message: String| {
             let client = client.clone();
             let msg = client_error(
@@ -1551,11 +1552,18 @@ impl Proxy {
                     }
                     r.head_sent = true;
                     r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
-                    let body = add_proxy_header(&a.answer, r.proxy_start);
+                    let (head, payload) = add_proxy_header(&a.answer, r.proxy_start);
                     let done = a.flags & 1 != 0;
                     let info = a.final_info.as_ref();
                     let tokens = bounded(r, info, multipliers, &mut overclaim);
-                    let msg = client_answer(r, true, body, done, tokens, info);
+                    let msg = if payload.is_empty() {
+                        client_answer(r, true, head, done, tokens, info)
+                    } else {
+                        // A large body in the head travels as parts after it.
+                        let head = client_answer(r, true, head, false, tokens, None);
+                        sends.push(Send::Client(r.client.clone(), head));
+                        relay_parts(r, payload, done, tokens, info, &mut sends)
+                    };
                     if done {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
@@ -1571,17 +1579,7 @@ impl Proxy {
                     let done = a.flags & 1 != 0;
                     let info = a.final_info.as_ref();
                     let tokens = bounded(r, info, multipliers, &mut overclaim);
-                    // A part too large for the client's frame travels as several.
-                    let mut answer = a.answer;
-                    if answer.len() > MAX_ANSWER_PART {
-                        let last = answer.split_off(answer.len() - MAX_ANSWER_PART);
-                        for piece in crate::limits::answer_parts(&answer) {
-                            let msg = client_answer(r, false, piece.to_vec(), false, tokens, None);
-                            sends.push(Send::Client(r.client.clone(), msg));
-                        }
-                        answer = last;
-                    }
-                    let msg = client_answer(r, false, answer, done, tokens, info);
+                    let msg = relay_parts(r, a.answer, done, tokens, info, &mut sends);
                     if done {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
@@ -2020,17 +2018,46 @@ fn run_query_message(
     Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
 }
 
+/// Relays answer bytes as client parts of at most [`MAX_ANSWER_PART`] bytes, so that a
+/// part too large for the client's frame travels as several: all but the last are pushed to
+/// `sends`; the last, carrying `done` and the summary, is returned.
+fn relay_parts(
+    r: &Running,
+    mut bytes: Vec<u8>,
+    done: bool,
+    tokens: AdjustedTokens,
+    info: Option<&proxy::QueryFinalInfo>,
+    sends: &mut Vec<Send>,
+) -> Vec<u8> {
+    if bytes.len() > MAX_ANSWER_PART {
+        let last = bytes.split_off(bytes.len() - MAX_ANSWER_PART);
+        for piece in crate::limits::answer_parts(&bytes) {
+            let msg = client_answer(r, false, piece.to_vec(), false, tokens, None);
+            sends.push(Send::Client(r.client.clone(), msg));
+        }
+        bytes = last;
+    }
+    client_answer(r, false, bytes, done, tokens, info)
+}
+
 /// Re-serializes a worker's `http.response` with the proxy's timing header added.
-fn add_proxy_header(answer: &[u8], proxy_start: f64) -> Vec<u8> {
+/// A body larger than [`MAX_ANSWER_PART`] is taken out of the head and returned beside it,
+/// to be relayed as parts.
+fn add_proxy_header(answer: &[u8], proxy_start: f64) -> (Vec<u8>, Vec<u8>) {
     match cocoon_tl::from_bytes::<cocoon_tl::enums::http::Response>(answer) {
         Ok(cocoon_tl::enums::http::Response::Response(mut response)) => {
             response.headers.push(http::Header {
                 name: "X-Cocoon-Proxy-Start".into(),
                 value: format!("{proxy_start:.6}"),
             });
-            cocoon_tl::to_bytes(&response)
+            let payload = if response.payload.len() > MAX_ANSWER_PART {
+                std::mem::take(&mut response.payload)
+            } else {
+                Vec::new()
+            };
+            (cocoon_tl::to_bytes(&response), payload)
         }
-        Err(_) => answer.to_vec(),
+        Err(_) => (answer.to_vec(), Vec::new()),
     }
 }
 

@@ -529,14 +529,17 @@ async fn money_adds_up_after_a_batch() {
     }
 }
 
-/// A worker that reports 2^62 completion tokens for a two-byte answer: the proxy books only
-/// what the request could have produced, counts the report, and the ledger's two sides
-/// still agree to the token. The honest worker's requests are untouched.
-#[tokio::test]
-async fn a_worker_cannot_book_more_than_its_request_could_produce() {
-    use cocoon_tl::types::{http, proxy, worker, TokensUsed};
-    use cocoon_tl::{enums, functions::worker as worker_fn};
-    let net = start_network(&[]).await;
+/// Connects a hand-written worker named `owner` serving [`MODEL`] to the proxy: it answers
+/// every `proxy.runQueryEx` with the messages `answer` makes for it.
+async fn raw_worker(
+    net: &Net,
+    owner: &str,
+    answer: impl Fn(&cocoon_tl::functions::proxy::RunQueryEx) -> Vec<cocoon_tl::enums::proxy::QueryAnswerEx>
+        + Send
+        + 'static,
+) {
+    use cocoon_tl::functions::worker as worker_fn;
+    use cocoon_tl::types::worker;
     let stream = tokio::net::TcpStream::connect(net.worker_addr)
         .await
         .expect("connect");
@@ -547,7 +550,7 @@ async fn a_worker_cannot_book_more_than_its_request_could_produce() {
     let hello = worker_fn::ConnectToProxy {
         params: worker::Params {
             flags: 3,
-            worker_owner_address: party("liar"),
+            worker_owner_address: party(owner),
             model: MODEL.into(),
             coefficient: 1000,
             is_test: Some(true),
@@ -577,48 +580,74 @@ async fn a_worker_cannot_book_more_than_its_request_could_produce() {
             else {
                 continue;
             };
-            let head = http::Response {
-                http_version: "HTTP/1.1".into(),
-                status_code: 200,
-                reason: "OK".into(),
-                headers: vec![http::Header {
-                    name: "Content-Type".into(),
-                    value: "application/json".into(),
-                }],
-                payload: Vec::new(),
-            };
-            let head: enums::proxy::QueryAnswerEx = proxy::QueryAnswerEx {
-                request_id: q.request_id,
-                answer: cocoon_tl::to_bytes(&head),
-                flags: 0,
-                final_info: None,
+            for message in answer(&q) {
+                let _ = handle.send_packet(&message).await;
             }
-            .into();
-            let lie = TokensUsed {
-                prompt_tokens_used: 10,
-                cached_tokens_used: 0,
-                completion_tokens_used: 1 << 62,
-                reasoning_tokens_used: 0,
-                total_tokens_used: (1 << 62) + 10,
-            };
-            let last: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
-                request_id: q.request_id,
-                answer: b"{}".to_vec(),
-                flags: 1,
-                final_info: Some(proxy::QueryFinalInfo {
-                    flags: 0,
-                    tokens_used: lie,
-                    worker_debug: None,
-                    worker_start_time: None,
-                    worker_end_time: None,
-                }),
-            }
-            .into();
-            let _ = handle.send_packet(&head).await;
-            let _ = handle.send_packet(&last).await;
         }
     });
     net.wait_ready(1).await;
+}
+
+/// An `http.response` head: 200, JSON, with `payload`.
+fn json_head(payload: Vec<u8>) -> Vec<u8> {
+    use cocoon_tl::types::http;
+    cocoon_tl::to_bytes(&http::Response {
+        http_version: "HTTP/1.1".into(),
+        status_code: 200,
+        reason: "OK".into(),
+        headers: vec![http::Header {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }],
+        payload,
+    })
+}
+
+fn final_info(
+    tokens_used: cocoon_tl::types::TokensUsed,
+) -> cocoon_tl::types::proxy::QueryFinalInfo {
+    cocoon_tl::types::proxy::QueryFinalInfo {
+        flags: 0,
+        tokens_used,
+        worker_debug: None,
+        worker_start_time: None,
+        worker_end_time: None,
+    }
+}
+
+/// A worker that reports 2^62 completion tokens for a two-byte answer: the proxy books only
+/// what the request could have produced, counts the report, and the ledger's two sides
+/// still agree to the token.
+#[tokio::test]
+async fn a_worker_cannot_book_more_than_its_request_could_produce() {
+    use cocoon_tl::types::{proxy, TokensUsed};
+    let net = start_network(&[]).await;
+    raw_worker(&net, "liar", |q| {
+        let lie = TokensUsed {
+            prompt_tokens_used: 10,
+            cached_tokens_used: 0,
+            completion_tokens_used: 1 << 62,
+            reasoning_tokens_used: 0,
+            total_tokens_used: (1 << 62) + 10,
+        };
+        vec![
+            proxy::QueryAnswerEx {
+                request_id: q.request_id,
+                answer: json_head(Vec::new()),
+                flags: 0,
+                final_info: None,
+            }
+            .into(),
+            proxy::QueryAnswerPartEx {
+                request_id: q.request_id,
+                answer: b"{}".to_vec(),
+                flags: 1,
+                final_info: Some(final_info(lie)),
+            }
+            .into(),
+        ]
+    })
+    .await;
 
     let client = net.client(3).await;
     let mut request = chat_request(chat_body(false, json!({})), 1000);
@@ -647,4 +676,37 @@ async fn a_worker_cannot_book_more_than_its_request_could_produce() {
         stats.usage_tokens_refused.load(Ordering::Relaxed),
         (1u64 << 62) + 10 - booked.total()
     );
+}
+
+/// A worker whose whole 3 MiB answer comes in its head (as COCOON's C++ worker sends JSON
+/// answers): the proxy relays the body as parts that fit the client's frames.
+#[tokio::test]
+async fn a_large_answer_in_the_head_reaches_the_client_in_parts() {
+    use cocoon_tl::types::{proxy, TokensUsed};
+    let net = start_network(&[]).await;
+    let body = serde_json::to_vec(&json!({"content": "z".repeat(3 << 20)})).expect("json");
+    let sent = body.clone();
+    raw_worker(&net, "bulky", move |q| {
+        let tokens = TokensUsed {
+            prompt_tokens_used: 5,
+            cached_tokens_used: 0,
+            completion_tokens_used: 7,
+            reasoning_tokens_used: 0,
+            total_tokens_used: 12,
+        };
+        vec![proxy::QueryAnswerEx {
+            request_id: q.request_id,
+            answer: json_head(sent.clone()),
+            flags: 1,
+            final_info: Some(final_info(tokens)),
+        }
+        .into()]
+    })
+    .await;
+    let client = net.client(3).await;
+    let out = collect(&client, chat_request(chat_body(false, json!({})), 1000)).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.body, body, "the whole body arrives, in order");
+    assert!(out.chunks >= 3, "relayed as parts: {}", out.chunks);
+    assert_eq!(out.done.expect("done").tokens.total(), 12);
 }
