@@ -6,6 +6,8 @@
 //! [`policy::PeerIdentity`]. Certificates come from a [`tls::CertResolver`], which can
 //! renew itself in the background without touching established connections.
 
+#![forbid(unsafe_code)]
+
 //! ```no_run
 //! use std::sync::Arc;
 //! use cocoon_attest::{dial, AttestedListener, CertResolver, ClientConfig, Policy, ServerConfig, TeeMode};

@@ -1,5 +1,7 @@
 //! `cocoon`: the one user-facing binary of cocoon-rs. Each role and tool is a subcommand.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::chain::{ChainContext, RootWatch, VoucherWallet};
 use crate::pricing::AdjustedTokens;
+use crate::util::lock;
 use cocoon_ton::voucher::VoucherKind;
 
 /// Protocol versions this client speaks (3 = with cocoon-rs extensions).
@@ -180,10 +181,6 @@ impl std::fmt::Debug for ProxySession {
             .field("proxy", &self.params.proxy_sc_address)
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ProxySession {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -37,6 +37,7 @@ use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
 use crate::proxy::ROTATING_REFUSAL;
 use crate::transport::Dialer;
+use crate::util::{lock, unix_now};
 
 /// How long a request waits for a proxy session when none is open (within its timeout).
 const SESSION_WAIT: Duration = Duration::from_secs(30);
@@ -107,17 +108,6 @@ impl std::fmt::Debug for ClientNode {
             .field("sessions", &self.open_sessions().len())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl ClientNode {

@@ -1,6 +1,9 @@
 //! COCOON node roles (worker, proxy, client) and what they share: pricing of tokens,
 //! metering of model answers, request validation and inference backends.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod answer_check;
 pub mod backend;
 pub mod bounds;
@@ -21,4 +24,5 @@ pub mod request;
 pub mod runner;
 pub mod settle;
 pub mod transport;
+pub mod util;
 pub mod worker;

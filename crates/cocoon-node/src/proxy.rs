@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cocoon_net::{
     ConnectionConfig, ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcError, RpcHandle,
@@ -32,6 +32,7 @@ use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, Multipliers, Prices, DEFAULT_MAX_TOKENS};
 use crate::request::base_model_name;
 use crate::transport::{Listener, PeerInfo};
+use crate::util::{hex_short, lock, unix_now};
 
 /// How long a long authorization waits for the client's register message (§2.5).
 const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -279,17 +280,6 @@ impl std::fmt::Debug for Proxy {
             .field("sc_address", &self.sc_address())
             .finish()
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn hex_short(id: &[u8; 32]) -> String {
-    id[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Negotiates the protocol version with a peer that announced `min..=max` (or nothing).
@@ -1942,10 +1932,6 @@ fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
         None => text.into(),
         Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -191,10 +191,6 @@ fn data_of<T>(
     }
 }
 
-fn query_id() -> u64 {
-    rand::random()
-}
-
 // ------------------------------------------------------------------------ wallet
 
 struct WalletQueue {
@@ -1267,7 +1263,7 @@ impl ProxyChain {
         };
         let msg = match save_state_message(
             self.contract.address.clone(),
-            query_id(),
+            crate::util::random_query_id(),
             seqno,
             self.session_hash,
         ) {
@@ -1339,7 +1335,12 @@ impl ProxyChain {
         sc: &StdAddr,
         state_init: Option<tycho_types::cell::Cell>,
     ) -> Option<InternalMessage> {
-        let voucher = Voucher::new(kind.voucher_kind(), query_id(), tokens, sc.clone());
+        let voucher = Voucher::new(
+            kind.voucher_kind(),
+            crate::util::random_query_id(),
+            tokens,
+            sc.clone(),
+        );
         let signed = self.signer.sign(voucher).and_then(|v| v.to_cell());
         match signed {
             Ok(body) => Some(InternalMessage::cocoon(
@@ -1539,7 +1540,7 @@ impl ProxyChain {
             self.contract.address.clone(),
             PROXY_WITHDRAW_VALUE,
             &Body::ExtProxyPayoutRequest {
-                query_id: query_id(),
+                query_id: crate::util::random_query_id(),
                 send_excesses_to: self.chain.wallet.address().clone(),
             },
         );
@@ -1716,9 +1717,13 @@ impl ClientChain {
         let mut messages = Vec::new();
         if self.state(&init.address).await?.is_none() {
             let deposit = self.deposit(contract.context.params());
-            let top_up =
-                client_top_up_message(init.address.clone(), query_id(), deposit, me.clone())
-                    .map_err(chain_err)?;
+            let top_up = client_top_up_message(
+                init.address.clone(),
+                crate::util::random_query_id(),
+                deposit,
+                me.clone(),
+            )
+            .map_err(chain_err)?;
             info!(
                 contract = %contract.context.format(&init.address),
                 deposit = %cocoon_ton::units::format_ton(deposit),
@@ -1735,7 +1740,7 @@ impl ClientChain {
                 init.address.clone(),
                 OPERATION_VALUE,
                 &Body::OwnerClientRegister {
-                    query_id: query_id(),
+                    query_id: crate::util::random_query_id(),
                     nonce,
                     send_excesses_to: me,
                 },
@@ -1770,7 +1775,7 @@ impl ClientChain {
                             sc.clone(),
                             OPERATION_VALUE,
                             &Body::OwnerClientChangeSecretHash {
-                                query_id: query_id(),
+                                query_id: crate::util::random_query_id(),
                                 secret_hash: self.secret_hash,
                                 send_excesses_to: me.clone(),
                             },
@@ -1782,9 +1787,12 @@ impl ClientChain {
                     let payed = (state.balance / price).saturating_add(state.tokens_used);
                     let left = payed.saturating_sub(used());
                     if left < state.stake / price / 2 {
-                        if let Ok(m) =
-                            client_top_up_message(sc.clone(), query_id(), deposit, me.clone())
-                        {
+                        if let Ok(m) = client_top_up_message(
+                            sc.clone(),
+                            crate::util::random_query_id(),
+                            deposit,
+                            me.clone(),
+                        ) {
                             info!(
                                 amount = %cocoon_ton::units::format_ton(deposit),
                                 "topping up the client contract"
@@ -1941,7 +1949,7 @@ async fn close_retired(
                 contract.address.clone(),
                 OPERATION_VALUE,
                 &Body::OwnerClientRequestRefund {
-                    query_id: query_id(),
+                    query_id: crate::util::random_query_id(),
                     send_excesses_to: me.clone(),
                 },
             )

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cocoon_net::{CloseReason, ConnectionConfig, ErrorCode, Incoming, RpcConnection, RpcHandle};
 use cocoon_tl::enums::proxy::SignedPayment;
@@ -24,6 +24,7 @@ use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
 use crate::request::{base_model_name, validate_request};
 use crate::transport::Dialer;
+use crate::util::{hex_short, lock, unix_now};
 use cocoon_ton::voucher::VoucherKind;
 use tycho_types::models::StdAddr;
 
@@ -140,13 +141,6 @@ pub enum WorkerError {
     /// Dialing failed.
     #[error("cannot reach proxy: {0}")]
     Dial(String),
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Worker {
@@ -690,14 +684,6 @@ impl Worker {
             .instrument(span),
         );
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn hex_short(id: &[u8; 32]) -> String {
-    id[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn final_info(

@@ -20,6 +20,8 @@
 //! assert_eq!(packet, enums::tcp::Packet::Connect(tcp::Connect { id: 1 }));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 
 pub use codec::Reader;

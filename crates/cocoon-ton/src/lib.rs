@@ -85,6 +85,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 //!
 //! ## LocalChain: the devnet's chain
 //!

@@ -320,10 +320,6 @@ async fn admin(
     Ok(Some((ctx, before, after)))
 }
 
-fn query_id() -> u64 {
-    rand::random()
-}
-
 async fn add_hash(a: AdminOpts, code: u32, hash: [u8; 32], what: &str) -> anyhow::Result<()> {
     let hex_hash = hex::encode(hash);
     let done = admin(&a, |cfg| {
@@ -338,7 +334,7 @@ async fn add_hash(a: AdminOpts, code: u32, hash: [u8; 32], what: &str) -> anyhow
         }
         Ok(Some(Body::RootHash {
             op: code,
-            query_id: query_id(),
+            query_id: cocoon_node::util::random_query_id(),
             hash,
         }))
     })
@@ -377,7 +373,7 @@ async fn add_proxy(a: AddProxyArgs) -> anyhow::Result<()> {
     }
     let done = admin(&a.admin, |_| {
         Ok(Some(Body::RootRegisterProxy {
-            query_id: query_id(),
+            query_id: cocoon_node::util::random_query_id(),
             info: text.clone(),
         }))
     })
@@ -432,7 +428,7 @@ async fn set_price(a: SetPriceArgs) -> anyhow::Result<()> {
                 per_token(price)
             );
         }
-        let query_id = query_id();
+        let query_id = cocoon_node::util::random_query_id();
         Ok(Some(if more {
             Body::RootChangeParams {
                 query_id,

@@ -1,0 +1,28 @@
+//! Small helpers every role uses, one copy each.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Locks `m`, taking the value over from a holder that panicked: the roles' shared state
+/// stays usable, and every mutation under these locks leaves it consistent.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Now, in unix seconds with a fraction (COCOON's timing fields and headers).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The first six bytes of a request id in hex, for logs.
+pub fn hex_short(id: &[u8; 32]) -> String {
+    hex::encode(&id[..6])
+}
+
+/// A fresh random `query_id` for a contract message.
+pub fn random_query_id() -> u64 {
+    rand::random()
+}
