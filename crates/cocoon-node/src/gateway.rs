@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cocoon_net::{ConnectionConfig, ErrorCode, RpcConnection};
+use cocoon_net::{ConnectionConfig, RpcConnection};
 use cocoon_tl::functions::http as http_fn;
 use cocoon_tl::types::http;
 use futures::StreamExt;
@@ -35,7 +35,7 @@ use crate::limits::{
 };
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
-use crate::proxy::ROTATING_REFUSAL;
+use crate::protocol::Refusal;
 use crate::transport::Dialer;
 use crate::util::{lock, unix_now};
 
@@ -246,53 +246,10 @@ pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str)
     (status, Json(body)).into_response()
 }
 
-/// Maps a COCOON error (code and message, from the proxy or the worker) to the HTTP
-/// status and OpenAI error type the caller sees. This is the one table of that mapping.
-pub fn classify_error(code: i32, message: &str) -> (StatusCode, &'static str, &'static str) {
-    let m = message.to_ascii_lowercase();
-    match code {
-        _ if m.contains("too large") || m.contains("frame limit") => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "request_too_large",
-        ),
-        621 if m.starts_with("unknown model") => (
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-        ),
-        621 => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-        ),
-        602 | 651 if m.contains("balance") => (
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_quota",
-            "insufficient_balance",
-        ),
-        651 | 602
-            if m.contains("no ready workers")
-                || m.contains("coefficient")
-                || m.contains("too many active") =>
-        {
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "no_free_worker",
-            )
-        }
-        652 => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
-        651 if m.contains("model server") => {
-            (StatusCode::BAD_GATEWAY, "api_error", "upstream_error")
-        }
-        651 | 653 => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable"),
-        _ => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
-    }
-}
-
+/// The answer to a COCOON error (code and message, from the proxy or the worker): the
+/// status and OpenAI error of its [`Refusal`].
 fn cocoon_error(node: &ClientNode, code: i32, message: &str) -> Response {
-    let (status, kind, short) = classify_error(code, message);
+    let (status, kind, short) = Refusal::classify(code, message).http();
     node.failed(status);
     error_response(
         status,
@@ -300,6 +257,11 @@ fn cocoon_error(node: &ClientNode, code: i32, message: &str) -> Response {
         short,
         &format!("{message} (cocoon error {code})"),
     )
+}
+
+/// The answer to a refusal of the gateway's own.
+fn refused(node: &ClientNode, refusal: Refusal, detail: &str) -> Response {
+    cocoon_error(node, refusal.code().code(), &refusal.message(detail))
 }
 
 /// A request prepared for the network.
@@ -616,7 +578,7 @@ async fn inference(
                 let now = tokio::time::Instant::now();
                 if now >= limit {
                     if let Some(message) = rotating {
-                        return cocoon_error(&node, ErrorCode::NotReady.code(), &message);
+                        return cocoon_error(&node, Refusal::Rotating.code().code(), &message);
                     }
                     node.failed(StatusCode::SERVICE_UNAVAILABLE);
                     return error_response(
@@ -653,13 +615,13 @@ async fn inference(
                 Ok(Some(event)) => event,
                 Ok(None) => {
                     guard.disarm();
-                    return cocoon_error(&node, 651, "connection to proxy lost");
+                    return refused(&node, Refusal::Unavailable, "the connection to the proxy was lost");
                 }
-                Err(_) => return cocoon_error(&node, 652, "request timed out before the answer started"),
+                Err(_) => return refused(&node, Refusal::Timeout, "the request timed out before the answer started"),
             };
             match first {
                 AnswerEvent::Error { code, message, .. }
-                    if code == ErrorCode::NotReady.code() && message.starts_with(ROTATING_REFUSAL) =>
+                    if Refusal::classify(code, &message) == Refusal::Rotating =>
                 {
                     guard.disarm();
                     info!(proxy = %session.proxy_params().proxy_sc_address, "the proxy is switching to new root parameters; sending the request again on a new connection");
@@ -678,7 +640,7 @@ async fn inference(
             }
             AnswerEvent::Chunk(_) | AnswerEvent::Done(_) => {
                 guard.disarm();
-                return cocoon_error(&node, 621, "answer arrived without a head");
+                return refused(&node, Refusal::Failed, "the answer arrived without a head");
             }
         };
         node.stats.head_latency.observe(started.elapsed().as_secs_f64());
@@ -758,7 +720,7 @@ async fn inference(
                         }
                         Ok(Some(AnswerEvent::Error { code, message, .. })) => {
                             guard.disarm();
-                            let (status, kind, short) = classify_error(code, &message);
+                            let (status, kind, short) = Refusal::classify(code, &message).http();
                             node2.failed(status);
                             let event = json!({"error": {"message": format!("{message} (cocoon error {code})"), "type": kind, "code": short}});
                             let _ = tx.send(Ok(Bytes::from(format!("data: {event}\n\n")))).await;
@@ -816,9 +778,9 @@ async fn inference(
                 Ok(Some(AnswerEvent::Head(_))) => {}
                 Ok(None) => {
                     guard.disarm();
-                    return cocoon_error(&node, 651, "connection to proxy lost");
+                    return refused(&node, Refusal::Unavailable, "the connection to the proxy was lost");
                 }
-                Err(_) => return cocoon_error(&node, 652, "request timed out"),
+                Err(_) => return refused(&node, Refusal::Timeout, "the request timed out"),
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod pricing;
+pub mod protocol;
 pub mod proxy;
 pub mod request;
 pub mod runner;

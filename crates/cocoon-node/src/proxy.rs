@@ -30,18 +30,13 @@ use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::{Booking, Ledger};
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, Multipliers, Prices, DEFAULT_MAX_TOKENS};
+use crate::protocol::Refusal;
 use crate::request::base_model_name;
 use crate::transport::{Listener, PeerInfo};
 use crate::util::{hex_short, lock, unix_now};
 
 /// How long a long authorization waits for the client's register message (§2.5).
 const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How a proxy refuses a request while it rotates its contracts after a root parameter
-/// change (§5.7), sent with [`ErrorCode::NotReady`]: nothing ran, the client may send the
-/// request again once it has reconnected.
-pub const ROTATING_REFUSAL: &str =
-    "proxy is switching to new root parameters (contract rotation); send the request again";
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
@@ -554,7 +549,7 @@ impl Proxy {
             return Err((ErrorCode::Error, reason));
         }
         if self.is_rotating() {
-            return Err((ErrorCode::NotReady, ROTATING_REFUSAL.to_owned()));
+            return Err((Refusal::Rotating.code(), Refusal::Rotating.message("")));
         }
         let proto = negotiate(flags, min, max).map_err(|r| (ErrorCode::ProtocolViolation, r))?;
         let epoch = self.epoch();
@@ -1129,19 +1124,21 @@ impl Proxy {
         let s = &self.shared.settings;
         let span =
             info_span!("request", id = %hex_short(&q.request_id), model = %log_text(&q.model_name));
-        let reject = |code: ErrorCode, message: String| {
+        let reject = |refusal: Refusal, detail: String| {
             let client = client.clone();
+            let message = refusal.message(detail);
+            let code = refusal.code().code();
             let msg = client_error(
                 proto,
                 q.request_id,
-                code.code(),
+                code,
                 &message,
                 AdjustedTokens::default(),
                 None,
             );
             async move {
                 stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
-                info!(code = code.code(), %message, "request rejected");
+                info!(code, %message, "request rejected");
                 let _ = client.send_packet_raw(msg).await;
             }
         };
@@ -1151,16 +1148,16 @@ impl Proxy {
             .unwrap_or(DEFAULT_MAX_TOKENS);
         let max_coefficient = u32::try_from(q.max_coefficient).unwrap_or(0);
         if self.is_rotating() {
-            return reject(ErrorCode::NotReady, ROTATING_REFUSAL.to_owned())
+            return reject(Refusal::Rotating, String::new())
                 .instrument(span)
                 .await;
         }
         let available = self.available_tokens(owner);
         if available < max_tokens {
             return reject(
-                ErrorCode::Error,
+                Refusal::BalanceTooLow,
                 format!(
-                    "client balance is too low for max_tokens {max_tokens}: {available} tokens available (lower max_tokens or top up)"
+                    "{max_tokens} requested, {available} tokens available (lower max_tokens or top up)"
                 ),
             )
             .instrument(span)
@@ -1168,7 +1165,7 @@ impl Proxy {
         }
         if q.min_config_version > s.config_version {
             return reject(
-                ErrorCode::Error,
+                Refusal::Failed,
                 format!(
                     "proxy config version {} is older than the client's {}",
                     s.config_version, q.min_config_version
@@ -1180,9 +1177,9 @@ impl Proxy {
         let to_reserve = reservation(max_tokens, q.query.len(), max_coefficient);
         if to_reserve > available {
             return reject(
-                ErrorCode::NotReady,
+                Refusal::ReservationTooLarge,
                 format!(
-                    "client balance is too low for this request: it reserves {to_reserve} tokens (max_tokens and request size at max_coefficient), {available} available"
+                    "it reserves {to_reserve} tokens (max_tokens and request size at max_coefficient), {available} available"
                 ),
             )
             .instrument(span)
@@ -1248,12 +1245,12 @@ impl Proxy {
         };
         let send = match chosen {
             Ok(send) => send,
-            Err((code, message)) => return reject(code, message).instrument(span).await,
+            Err((refusal, detail)) => return reject(refusal, detail).instrument(span).await,
         };
         debug!(parent: &span, proxy_request = %hex_short(&proxy_request_id), "forwarded to worker");
         if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
             return self
-                .fail_request(proxy_request_id, ErrorCode::Error, &e.to_string(), None)
+                .fail_request(proxy_request_id, Refusal::TooLarge, &e.to_string(), None)
                 .instrument(span)
                 .await;
         }
@@ -1264,8 +1261,8 @@ impl Proxy {
             proxy
                 .fail_request(
                     proxy_request_id,
-                    ErrorCode::Timeout,
-                    "timeout in proxy",
+                    Refusal::Timeout,
+                    "the request's time ran out at the proxy",
                     None,
                 )
                 .await;
@@ -1582,10 +1579,8 @@ impl Proxy {
                     } else {
                         AdjustedTokens::default()
                     };
-                    // A bad request fails the same everywhere, and a timeout has used the
-                    // request's time: neither is worth another worker.
-                    let retryable = a.error_code != ErrorCode::ProtocolViolation.code()
-                        && a.error_code != ErrorCode::Timeout.code()
+                    let retryable = Refusal::classify(a.error_code, &a.error)
+                        .another_worker_may_succeed()
                         && !r.client_gone;
                     if !r.head_sent && retryable {
                         retry = Some((a.error_code, a.error.clone()));
@@ -1616,8 +1611,8 @@ impl Proxy {
             return self
                 .fail_request(
                     request_id,
-                    ErrorCode::ProtocolViolation,
-                    "out of order answer parts",
+                    Refusal::Failed,
+                    "the worker sent its answer parts out of order",
                     None,
                 )
                 .await;
@@ -1625,7 +1620,7 @@ impl Proxy {
         for s in sends {
             if let Err(e @ RpcError::TooLarge { .. }) = s.run().await {
                 return self
-                    .fail_request(request_id, ErrorCode::Error, &e.to_string(), None)
+                    .fail_request(request_id, Refusal::TooLarge, &e.to_string(), None)
                     .await;
             }
         }
@@ -1653,13 +1648,15 @@ impl Proxy {
             if head_sent {
                 self.fail_request(
                     rid,
-                    ErrorCode::NotReady,
-                    "worker disconnected in the middle of the answer",
+                    Refusal::Unavailable,
+                    "the worker disconnected in the middle of the answer",
                     None,
                 )
                 .await;
             } else {
-                self.retry_or_fail(rid, ErrorCode::NotReady.code(), "worker disconnected")
+                let refusal = Refusal::Unavailable;
+                let message = refusal.message("the worker disconnected");
+                self.retry_or_fail(rid, refusal.code().code(), &message)
                     .await;
             }
         }
@@ -1712,7 +1709,7 @@ impl Proxy {
                     .fetch_add(1, Ordering::Relaxed);
                 info!(proxy_request = %hex_short(&request_id), %reason, "retrying on another worker");
                 if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
-                    self.fail_request(request_id, ErrorCode::Error, &e.to_string(), None)
+                    self.fail_request(request_id, Refusal::TooLarge, &e.to_string(), None)
                         .await;
                 }
             }
@@ -1727,12 +1724,17 @@ impl Proxy {
     async fn fail_request(
         &self,
         request_id: [u8; 32],
-        code: ErrorCode,
-        message: &str,
+        refusal: Refusal,
+        detail: &str,
         tokens: Option<AdjustedTokens>,
     ) {
-        self.fail_request_with_code(request_id, code.code(), message, tokens)
-            .await
+        self.fail_request_with_code(
+            request_id,
+            refusal.code().code(),
+            &refusal.message(detail),
+            tokens,
+        )
+        .await
     }
 
     /// [`Proxy::fail_request`] with a raw code (e.g. one a worker sent).
@@ -1862,8 +1864,8 @@ impl Proxy {
                 let msg = client_error(
                     done.client_proto,
                     done.client_request_id,
-                    ErrorCode::Failure.code(),
-                    "proxy could not book the request",
+                    Refusal::Failed.code().code(),
+                    &Refusal::Failed.message("the proxy could not book the request"),
                     AdjustedTokens::default(),
                     None,
                 );
@@ -1946,7 +1948,7 @@ fn choose_worker(
     model: &str,
     max_coefficient: u32,
     exclude: &[u64],
-) -> Result<u64, (ErrorCode, String)> {
+) -> Result<u64, (Refusal, String)> {
     let mut known = false;
     let mut best: Option<(f64, u64)> = None;
     let mut cheapest_too_expensive: Option<u32> = None;
@@ -1970,18 +1972,12 @@ fn choose_worker(
     }
     match (best, known, cheapest_too_expensive) {
         (Some((_, id)), _, _) => Ok(id),
-        (None, false, _) => Err((
-            ErrorCode::ProtocolViolation,
-            format!("unknown model {}", log_text(model)),
-        )),
+        (None, false, _) => Err((Refusal::UnknownModel, log_text(model).into_owned())),
         (None, true, Some(c)) => Err((
-            ErrorCode::NotReady,
-            format!("no worker within max_coefficient; can run this query with coefficient={c}"),
+            Refusal::PriceTooHigh,
+            format!("can run this query with coefficient={c}"),
         )),
-        (None, true, None) => Err((
-            ErrorCode::NotReady,
-            "no ready workers for this model".into(),
-        )),
+        (None, true, None) => Err((Refusal::NoWorker, String::new())),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
 use crate::limits::MAX_ANSWER_PART;
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
+use crate::protocol::Refusal;
 use crate::request::{base_model_name, validate_request};
 use crate::transport::Dialer;
 use crate::util::{hex_short, lock, unix_now};
@@ -639,16 +640,16 @@ impl Worker {
             .fetch_add(1, Ordering::Relaxed);
         let span = info_span!("request", id = %hex_short(&query.request_id));
         let refused = if shared.draining.is_cancelled() {
-            Some("worker is shutting down")
+            Some((Refusal::Unavailable, "the worker is shutting down"))
         } else if shared.active.fetch_add(1, Ordering::SeqCst)
             >= shared.settings.max_active_requests
         {
             shared.active.fetch_sub(1, Ordering::SeqCst);
-            Some("too many active queries")
+            Some((Refusal::WorkerBusy, ""))
         } else {
             None
         };
-        if let Some(reason) = refused {
+        if let Some((refusal, detail)) = refused {
             lock(&running).remove(&query.request_id);
             shared.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
             let request_id = query.request_id;
@@ -656,8 +657,8 @@ impl Worker {
                 async move {
                     let answer = error_answer(
                         request_id,
-                        ErrorCode::Error.code(),
-                        reason,
+                        refusal.code().code(),
+                        &refusal.message(detail),
                         link.proto,
                         AdjustedTokens::default(),
                         unix_now(),
@@ -744,7 +745,8 @@ async fn run_request(
     let start = unix_now();
     let debug = query.enable_debug.unwrap_or(false);
     let request_id = query.request_id;
-    let fail = |code: i32, message: String, tokens: AdjustedTokens| {
+    let fail = |refusal: Refusal, detail: String, tokens: AdjustedTokens| {
+        let (code, message) = (refusal.code().code(), refusal.message(detail));
         warn!(code, %message, "request failed");
         let answer = error_answer(request_id, code, &message, proto, tokens, start, debug);
         async move {
@@ -757,8 +759,8 @@ async fn run_request(
         Ok(r) => r,
         Err(e) => {
             return fail(
-                ErrorCode::ProtocolViolation.code(),
-                format!("query is not an http.request: {e}"),
+                Refusal::InvalidRequest,
+                format!("the query is not an http.request: {e}"),
                 AdjustedTokens::default(),
             )
             .await
@@ -769,7 +771,7 @@ async fn run_request(
             Ok(v) => v,
             Err(e) => {
                 return fail(
-                    ErrorCode::ProtocolViolation.code(),
+                    Refusal::InvalidRequest,
                     e.to_string(),
                     AdjustedTokens::default(),
                 )
@@ -796,14 +798,14 @@ async fn run_request(
     let sent = tokio::select! {
         r = tokio::time::timeout_at(deadline, shared.backend.send(backend_request, timeout)) => r,
         _ = cancel.cancelled() => {
-            return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), AdjustedTokens::default()).await
+            return fail(Refusal::Cancelled, String::new(), AdjustedTokens::default()).await
         }
     };
     let response = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if e != crate::backend::BackendError::Timeout => {
             return fail(
-                ErrorCode::NotReady.code(),
+                Refusal::ModelFailed,
                 e.to_string(),
                 AdjustedTokens::default(),
             )
@@ -811,8 +813,8 @@ async fn run_request(
         }
         Ok(Err(_)) | Err(_) => {
             return fail(
-                ErrorCode::Timeout.code(),
-                "model server did not answer in time".into(),
+                Refusal::Timeout,
+                "the model did not answer in time".into(),
                 AdjustedTokens::default(),
             )
             .await
@@ -861,8 +863,8 @@ async fn run_request(
         Ok(()) => {}
         Err(e @ cocoon_net::RpcError::TooLarge { .. }) => {
             return fail(
-                ErrorCode::Error.code(),
-                format!("the model server's answer head is too large: {e}"),
+                Refusal::TooLarge,
+                format!("the model's answer head: {e}"),
                 AdjustedTokens::default(),
             )
             .await
@@ -878,24 +880,19 @@ async fn run_request(
                 // Report what was delivered so far; the proxy bills exactly that.
                 let tail = meter.finish();
                 let _ = send_parts(handle, request_id, tail).await;
-                return fail(ErrorCode::Cancelled.code(), "request cancelled".into(), billed(shared, &meter)).await;
+                return fail(Refusal::Cancelled, String::new(), billed(shared, &meter)).await;
             }
         };
         let chunk = match next {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return fail(
-                    ErrorCode::NotReady.code(),
-                    e.to_string(),
-                    billed(shared, &meter),
-                )
-                .await
+                return fail(Refusal::ModelFailed, e.to_string(), billed(shared, &meter)).await
             }
             Err(_) => {
                 return fail(
-                    ErrorCode::Timeout.code(),
-                    "model server answer exceeded the request timeout".into(),
+                    Refusal::Timeout,
+                    "the model's answer exceeded the request timeout".into(),
                     billed(shared, &meter),
                 )
                 .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cocoon_node::gateway::GatewaySettings;
 use cocoon_node::ledger::Ledger;
+use cocoon_node::protocol::Refusal;
 use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -416,8 +417,8 @@ async fn rotating_proxy(
                             let answer: cocoon_tl::enums::client::QueryAnswerEx =
                                 client::QueryAnswerErrorEx {
                                     request_id: query.request_id,
-                                    error_code: 651,
-                                    error: cocoon_node::proxy::ROTATING_REFUSAL.into(),
+                                    error_code: Refusal::Rotating.code().code(),
+                                    error: Refusal::Rotating.message(""),
                                     flags: 0,
                                     final_info: None,
                                 }

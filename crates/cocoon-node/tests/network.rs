@@ -125,7 +125,7 @@ async fn routing_respects_max_coefficient() {
     assert_eq!(code, 651);
     assert_eq!(
         message,
-        "no worker within max_coefficient; can run this query with coefficient=1000"
+        "no worker within max_coefficient: can run this query with coefficient=1000"
     );
 }
 
@@ -174,7 +174,7 @@ async fn unknown_model_and_low_balance_are_refused() {
     let (code, message, _) = collect(&client, request).await.error.expect("refused");
     assert_eq!(
         (code, message.as_str()),
-        (621, "unknown model no-such-model")
+        (621, "unknown model: no-such-model")
     );
     // max_tokens above the balance.
     let mut request = chat_request(chat_body(false, json!({})), 4000);
