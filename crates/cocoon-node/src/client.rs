@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 
 use crate::chain::{ChainContext, RootWatch, VoucherWallet};
 use crate::pricing::AdjustedTokens;
+use crate::protocol::version::{self, flags};
+use crate::protocol::Version;
 use crate::util::lock;
 use cocoon_ton::voucher::VoucherKind;
 
@@ -106,7 +108,7 @@ impl FinalInfo {
         };
         FinalInfo {
             tokens: AdjustedTokens::from_tl(&i.tokens_used),
-            timings: (i.flags & 2 != 0).then(|| {
+            timings: (i.flags & flags::FINAL_INFO_TIMINGS != 0).then(|| {
                 [
                     i.proxy_start_time.unwrap_or(0.0),
                     i.proxy_end_time.unwrap_or(0.0),
@@ -114,7 +116,7 @@ impl FinalInfo {
                     i.worker_end_time.unwrap_or(0.0),
                 ]
             }),
-            debug: (i.flags & 1 != 0).then(|| {
+            debug: (i.flags & flags::FINAL_INFO_DEBUG != 0).then(|| {
                 (
                     i.worker_debug.clone().unwrap_or_default(),
                     i.proxy_debug.clone().unwrap_or_default(),
@@ -160,7 +162,7 @@ type Routes = Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<AnswerEvent>>>>;
 #[derive(Clone)]
 pub struct ProxySession {
     handle: RpcHandle,
-    proto: i32,
+    proto: Version,
     params: proxy::Params,
     settings: ClientSettings,
     routes: Routes,
@@ -205,7 +207,7 @@ impl ProxySession {
             .query_with_timeout(&hello, Duration::from_secs(30))
             .await?;
         let params = connected.params;
-        if params.flags & 3 == 0 {
+        if params.flags & flags::PARAMS_ANY == 0 {
             return Err(ClientError::Handshake("proxy is too old".into()));
         }
         if params.is_test.unwrap_or(false) != settings.is_test {
@@ -269,12 +271,8 @@ impl ProxySession {
             client_sc.clone(),
             VoucherKind::ClientCharge,
         )));
-        let proto = params.proto_version.unwrap_or(0);
-        if proto > max_proto {
-            return Err(ClientError::Handshake(format!(
-                "proxy chose protocol {proto}, above the offered {max_proto}"
-            )));
-        }
+        let proto = version::accept(0..=max_proto, params.proto_version)
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
         let secret_hash: [u8; 32] = Sha256::digest(settings.secret_string.as_bytes()).into();
         let short = matches!(&connected.auth,
             ProxyConnectionAuth::ProxyConnectionAuthShort(s) if s.secret_hash == secret_hash);
@@ -323,7 +321,7 @@ impl ProxySession {
                 )))
             }
         }
-        info!(proto, proxy = %params.proxy_sc_address, "connected to proxy");
+        info!(%proto, proxy = %params.proxy_sc_address, "connected to proxy");
         if let (Some(oc), Some(contract)) = (settings.onchain.clone(), contract) {
             let payments = payments.clone();
             let handle = handle.clone();
@@ -357,7 +355,7 @@ impl ProxySession {
     }
 
     /// The protocol version in use.
-    pub fn proto(&self) -> i32 {
+    pub fn proto(&self) -> Version {
         self.proto
     }
 
@@ -410,7 +408,7 @@ impl ProxySession {
         lock(&self.routes).insert(request_id, tx);
         let query = cocoon_tl::to_bytes(&request.http);
         let timeout = request.timeout * 0.95;
-        let sent = if self.proto >= 1 {
+        let sent = if self.proto.ex_answers() {
             let msg = client_fn::RunQueryEx {
                 model_name: request.model,
                 query,
@@ -447,7 +445,7 @@ impl ProxySession {
     /// (protocol 3; older proxies are not told and the request runs to its end).
     pub async fn cancel(&self, request_id: [u8; 32]) {
         lock(&self.routes).remove(&request_id);
-        if self.proto >= 3 {
+        if self.proto.cancellation() {
             let msg = cocoon_tl::types::cocoonrs::CancelQuery { request_id };
             let _ = self.handle.send_packet(&msg).await;
         }
@@ -619,7 +617,7 @@ fn answer_events(data: &[u8]) -> Result<Events, cocoon_tl::TlError> {
         | client::QueryAnswerErrorEx::ID => match cocoon_tl::from_bytes::<QueryAnswerEx>(data)? {
             QueryAnswerEx::QueryAnswerEx(a) => {
                 let mut events = vec![head(&a.answer)];
-                if a.flags & 1 != 0 {
+                if a.flags & flags::ANSWER_LAST != 0 {
                     events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
                 }
                 (a.request_id, events)
@@ -629,7 +627,7 @@ fn answer_events(data: &[u8]) -> Result<Events, cocoon_tl::TlError> {
                 if !a.answer.is_empty() {
                     events.push(AnswerEvent::Chunk(a.answer));
                 }
-                if a.flags & 1 != 0 {
+                if a.flags & flags::ANSWER_LAST != 0 {
                     events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
                 }
                 (a.request_id, events)

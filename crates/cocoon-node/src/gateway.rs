@@ -832,7 +832,7 @@ async fn json_stats(State(node): State<Arc<ClientNode>>) -> Response {
             json!({
                 "proxy_sc_address": p.proxy_params().proxy_sc_address,
                 "proxy_public_key": hex::encode(p.proxy_params().proxy_public_key),
-                "protocol": p.proto(),
+                "protocol": p.proto().number(),
                 "requests_sent": p.requests_sent(),
                 "tokens_used_proxy_committed_to_db": pay.db_tokens,
                 "tokens_used_proxy_max": pay.max_tokens,

@@ -30,7 +30,8 @@ use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::{Booking, Ledger};
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, Multipliers, Prices, DEFAULT_MAX_TOKENS};
-use crate::protocol::Refusal;
+use crate::protocol::version::{self, flags};
+use crate::protocol::{Refusal, Version};
 use crate::request::base_model_name;
 use crate::transport::{Listener, PeerInfo};
 use crate::util::{hex_short, lock, unix_now};
@@ -166,7 +167,7 @@ impl Party {
 struct ClientSession {
     /// The client's wallet address, canonical text (its ledger key).
     owner: String,
-    proto: i32,
+    proto: Version,
     /// Its client contract at this proxy.
     sc: StdAddr,
     /// Nonce of the long authorization (on chain).
@@ -185,7 +186,7 @@ struct WorkerLink {
     running: u32,
     disabled: bool,
     ready: bool,
-    proto: i32,
+    proto: Version,
     handle: RpcHandle,
     reputation: Reputation,
 }
@@ -194,7 +195,7 @@ struct Running {
     client_owner: String,
     client_sc: StdAddr,
     client: RpcHandle,
-    client_proto: i32,
+    client_proto: Version,
     client_request_id: [u8; 32],
     query: Arc<Vec<u8>>,
     model: String,
@@ -277,19 +278,6 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Negotiates the protocol version with a peer that announced `min..=max` (or nothing).
-fn negotiate(flags: u32, min: Option<i32>, max: Option<i32>) -> Result<i32, String> {
-    let (remote_min, remote_max) = if flags & 2 != 0 {
-        (min.unwrap_or(0), max.unwrap_or(0))
-    } else {
-        (0, 0)
-    };
-    if remote_max < MIN_PROTO || MAX_PROTO < remote_min {
-        return Err("cannot choose common protocol version".into());
-    }
-    Ok(remote_max.min(MAX_PROTO))
-}
-
 /// What to send once the state lock is released.
 enum Send {
     Client(RpcHandle, Vec<u8>),
@@ -342,7 +330,7 @@ fn bounded(
 struct Finished {
     booking: Option<Booking>,
     client: RpcHandle,
-    client_proto: i32,
+    client_proto: Version,
     client_request_id: [u8; 32],
     worker: Option<RpcHandle>,
     proxy_request_id: [u8; 32],
@@ -544,14 +532,20 @@ impl Proxy {
         (flags, min, max): (u32, Option<i32>, Option<i32>),
         owner: &str,
         party: Party,
-    ) -> Result<(i32, String, StdAddr), (ErrorCode, String)> {
+    ) -> Result<(Version, String, StdAddr), (ErrorCode, String)> {
         if let Some(reason) = refuse {
             return Err((ErrorCode::Error, reason));
         }
         if self.is_rotating() {
             return Err((Refusal::Rotating.code(), Refusal::Rotating.message("")));
         }
-        let proto = negotiate(flags, min, max).map_err(|r| (ErrorCode::ProtocolViolation, r))?;
+        let proto = version::choose(
+            MIN_PROTO..=MAX_PROTO,
+            flags & flags::PARAMS_VERSIONS != 0,
+            min,
+            max,
+        )
+        .map_err(|e| (ErrorCode::ProtocolViolation, e.to_string()))?;
         let epoch = self.epoch();
         let chain = &epoch.chain;
         let refused = |e: ChainError| (ErrorCode::Error, format!("{} owner: {e}", party.name()));
@@ -663,15 +657,16 @@ impl Proxy {
         self.state().requests.len()
     }
 
-    fn params(&self, proto: i32) -> proxy::Params {
+    fn params(&self, proto: Version) -> proxy::Params {
         let s = &self.shared.settings;
+        let announced = proto.number() > 0;
         proxy::Params {
-            flags: 1 | if proto > 0 { 2 } else { 0 },
+            flags: flags::PARAMS_BASE | if announced { flags::PARAMS_VERSIONS } else { 0 },
             proxy_public_key: self.public_key(),
             proxy_owner_address: s.owner_address.clone(),
             proxy_sc_address: self.sc_address(),
             is_test: Some(s.is_test),
-            proto_version: (proto > 0).then_some(proto),
+            proto_version: announced.then_some(proto.number()),
         }
     }
 
@@ -795,7 +790,7 @@ impl Proxy {
                     }
                 };
                 let p = &req.params;
-                let refuse = if p.flags & 1 == 0 {
+                let refuse = if p.flags & flags::PARAMS_BASE == 0 {
                     Some("client params lack is_test".to_owned())
                 } else if p.is_test.unwrap_or(false) != s.is_test {
                     Some(format!("is_test mismatch: proxy {}", s.is_test))
@@ -873,7 +868,7 @@ impl Proxy {
                     signed_payment: self.voucher_for(&owner, &client_sc, used, false),
                 };
                 let _ = q.answer(&answer).await;
-                info!(%owner, proto, "client connected");
+                info!(%owner, %proto, "client connected");
                 *session = Some(ClientSession {
                     owner,
                     proto,
@@ -1062,7 +1057,7 @@ impl Proxy {
                     continue;
                 }
                 r.client_gone = true;
-                if let Some(w) = workers.get(&r.worker).filter(|w| w.proto >= 3) {
+                if let Some(w) = workers.get(&r.worker).filter(|w| w.proto.cancellation()) {
                     let msg = cocoonrs::CancelQuery { request_id: *id };
                     out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
                 }
@@ -1076,7 +1071,7 @@ impl Proxy {
 
     async fn client_packet(&self, handle: &RpcHandle, session: &ClientSession, data: &[u8]) {
         let (owner, proto) = (session.owner.as_str(), session.proto);
-        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto >= 3 {
+        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto.cancellation() {
             if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
                 debug!(request = %hex_short(&c.request_id), "client cancelled a request");
                 let owner = owner.to_owned();
@@ -1312,7 +1307,7 @@ impl Proxy {
             Some(worker_fn::ConnectToProxy::ID) => {
                 let req: worker_fn::ConnectToProxy = q.decode().map_err(|_| ())?;
                 let p = &req.params;
-                let refuse = if p.flags & 1 == 0 {
+                let refuse = if p.flags & flags::PARAMS_BASE == 0 {
                     Some("worker params lack is_test".to_owned())
                 } else if p.is_test.unwrap_or(false) != s.is_test {
                     Some(format!("is_test mismatch: proxy {}", s.is_test))
@@ -1369,7 +1364,7 @@ impl Proxy {
                         warn!(error = %e, "worker contract not derivable");
                     }
                 }
-                info!(owner = %link.owner, model = %log_text(&link.model), coefficient = link.coefficient, proto, "worker connected");
+                info!(owner = %link.owner, model = %log_text(&link.model), coefficient = link.coefficient, %proto, "worker connected");
                 self.state().workers.insert(id, link);
                 let answer = worker::ConnectedToProxy {
                     params: self.params(proto),
@@ -1540,7 +1535,7 @@ impl Proxy {
                     r.head_sent = true;
                     r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
                     let (head, payload) = add_proxy_header(&a.answer, r.proxy_start);
-                    let done = a.flags & 1 != 0;
+                    let done = a.flags & flags::ANSWER_LAST != 0;
                     let info = a.final_info.as_ref();
                     let tokens = bounded(r, info, multipliers, &mut overclaim);
                     let msg = if payload.is_empty() {
@@ -1563,7 +1558,7 @@ impl Proxy {
                         break 'locked;
                     }
                     r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
-                    let done = a.flags & 1 != 0;
+                    let done = a.flags & flags::ANSWER_LAST != 0;
                     let info = a.final_info.as_ref();
                     let tokens = bounded(r, info, multipliers, &mut overclaim);
                     let msg = relay_parts(r, a.answer, done, tokens, info, &mut sends);
@@ -1994,7 +1989,7 @@ fn run_query_message(
         coefficient: i64::from(link.coefficient),
         timeout: timeout * 0.95,
         request_id,
-        flags: 1,
+        flags: 0, // the codec sets the bit of enable_debug
         enable_debug: Some(debug),
     };
     Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
@@ -2044,16 +2039,17 @@ fn add_proxy_header(answer: &[u8], proxy_start: f64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn client_final_info(
-    proto: i32,
+    proto: Version,
     tokens: AdjustedTokens,
     worker: Option<&proxy::QueryFinalInfo>,
     r: Option<&Running>,
 ) -> client::QueryFinalInfo {
     let debug = r.is_some_and(|r| r.debug);
-    let timing = proto >= 2;
+    let timing = proto.timings();
     let proxy_start = r.map_or(0.0, |r| r.proxy_start);
     client::QueryFinalInfo {
-        flags: u32::from(debug) | if timing { 2 } else { 0 },
+        flags: if debug { flags::FINAL_INFO_DEBUG } else { 0 }
+            | if timing { flags::FINAL_INFO_TIMINGS } else { 0 },
         tokens_used: tokens.to_tl(),
         worker_debug: debug.then(|| {
             worker
@@ -2079,8 +2075,8 @@ fn client_answer(
     worker_info: Option<&proxy::QueryFinalInfo>,
 ) -> Vec<u8> {
     let request_id = r.client_request_id;
-    if r.client_proto >= 1 {
-        let flags = u32::from(done);
+    if r.client_proto.ex_answers() {
+        let flags = if done { flags::ANSWER_LAST } else { 0 };
         let final_info =
             done.then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r)));
         if head {
@@ -2121,19 +2117,19 @@ fn client_answer(
 /// An error for the client in the form its protocol understands (COCOON's proxy sends
 /// proto-0 errors to everyone, which its own client ignores; we do not).
 fn client_error(
-    proto: i32,
+    proto: Version,
     request_id: [u8; 32],
     code: i32,
     message: &str,
     tokens: AdjustedTokens,
     r: Option<&Running>,
 ) -> Vec<u8> {
-    if proto >= 1 {
+    if proto.ex_answers() {
         cocoon_tl::to_bytes(&client::QueryAnswerErrorEx {
             request_id,
             error_code: code,
             error: message.to_owned(),
-            flags: 1,
+            flags: flags::ANSWER_LAST,
             final_info: Some(client_final_info(proto, tokens, None, r)),
         })
     } else if r.is_some_and(|r| r.head_sent) {

@@ -22,6 +22,7 @@ use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
 use crate::limits::MAX_ANSWER_PART;
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
+use crate::protocol::version::{self, flags, Version};
 use crate::protocol::Refusal;
 use crate::request::{base_model_name, validate_request};
 use crate::transport::Dialer;
@@ -318,7 +319,7 @@ impl Worker {
     pub async fn serve_proxy(&self, conn: RpcConnection) -> Result<CloseReason, WorkerError> {
         let handle = conn.handle();
         let (proto, proxy_sc, prices) = self.handshake(&handle).await?;
-        info!(proto, proxy_sc = %proxy_sc, "proxy handshake complete");
+        info!(%proto, proxy_sc = %proxy_sc, "proxy handshake complete");
         let (handle, mut incoming) = conn.split();
         {
             let mut links = lock(&self.shared.links);
@@ -410,7 +411,7 @@ impl Worker {
                             );
                         }
                     }
-                    Some(cocoon_tl::types::cocoonrs::CancelQuery::ID) if proto >= 3 => {
+                    Some(cocoon_tl::types::cocoonrs::CancelQuery::ID) if proto.cancellation() => {
                         if let Ok(c) =
                             cocoon_tl::from_bytes::<cocoon_tl::types::cocoonrs::CancelQuery>(&data)
                         {
@@ -483,11 +484,14 @@ impl Worker {
 
     /// The handshake; returns the protocol, the proxy contract (text) and the prices of
     /// the root parameters the connection runs under.
-    async fn handshake(&self, handle: &RpcHandle) -> Result<(i32, String, Prices), WorkerError> {
+    async fn handshake(
+        &self,
+        handle: &RpcHandle,
+    ) -> Result<(Version, String, Prices), WorkerError> {
         let s = &self.shared.settings;
         let hello = worker_fn::ConnectToProxy {
             params: worker::Params {
-                flags: 3,
+                flags: flags::PARAMS_ANY,
                 worker_owner_address: s.owner_address.clone(),
                 model: s.model.clone(),
                 coefficient: i32::try_from(s.coefficient).unwrap_or(i32::MAX),
@@ -504,7 +508,7 @@ impl Worker {
             .query_with_timeout(&hello, Duration::from_secs(30))
             .await?;
         let params = &connected.params;
-        if params.flags & 3 == 0 {
+        if params.flags & flags::PARAMS_ANY == 0 {
             return Err(WorkerError::Handshake("proxy is too old (no flags)".into()));
         }
         if params.is_test.unwrap_or(false) != s.is_test {
@@ -514,12 +518,8 @@ impl Worker {
                 s.is_test
             )));
         }
-        let proto = params.proto_version.unwrap_or(0);
-        if !(MIN_PROTO..=MAX_PROTO).contains(&proto) {
-            return Err(WorkerError::Handshake(format!(
-                "proxy chose protocol {proto}, this worker speaks {MIN_PROTO}..={MAX_PROTO}"
-            )));
-        }
+        let proto = version::accept(MIN_PROTO..=MAX_PROTO, params.proto_version)
+            .map_err(|e| WorkerError::Handshake(e.to_string()))?;
         // Recompute both contract addresses under the root parameters current now; a
         // proxy that announces others is lying, or has rotated to newer parameters
         // before this worker noticed (§5.7): read the root once and derive again.
@@ -688,14 +688,21 @@ impl Worker {
 }
 
 fn final_info(
-    proto: i32,
+    proto: Version,
     tokens: AdjustedTokens,
     start: f64,
     debug: bool,
 ) -> proxy::QueryFinalInfo {
-    let timing = proto >= 2;
+    let timing = proto.timings();
+    let mut info_flags = 0;
+    if debug {
+        info_flags |= flags::FINAL_INFO_DEBUG;
+    }
+    if timing {
+        info_flags |= flags::FINAL_INFO_TIMINGS;
+    }
     proxy::QueryFinalInfo {
-        flags: u32::from(debug) | if timing { 2 } else { 0 },
+        flags: info_flags,
         tokens_used: tokens.to_tl(),
         worker_debug: debug.then(|| {
             serde_json::json!({"worker_start": start, "worker_end": unix_now()}).to_string()
@@ -709,7 +716,7 @@ fn error_answer(
     request_id: [u8; 32],
     code: i32,
     message: &str,
-    proto: i32,
+    proto: Version,
     tokens: AdjustedTokens,
     start: f64,
     debug: bool,
@@ -718,7 +725,7 @@ fn error_answer(
         request_id,
         error_code: code,
         error: message.to_owned(),
-        flags: 1,
+        flags: flags::ANSWER_LAST,
         final_info: Some(final_info(proto, tokens, start, debug)),
     }
     .into()
@@ -728,7 +735,7 @@ fn error_answer(
 #[derive(Debug, Clone, Copy)]
 struct Link {
     /// The protocol version of the link.
-    proto: i32,
+    proto: Version,
     /// The prices of the root parameters the link runs under.
     prices: Prices,
 }
@@ -920,7 +927,7 @@ async fn run_request(
     let last: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
         request_id,
         answer: tail,
-        flags: 1,
+        flags: flags::ANSWER_LAST,
         final_info: Some(final_info(proto, tokens, start, debug)),
     }
     .into();

@@ -348,7 +348,7 @@ async fn protocol_versions_zero_one_and_two() {
     let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
     for proto in [0, 1, 2] {
         let client = net.client(proto).await;
-        assert_eq!(client.proto(), proto);
+        assert_eq!(client.proto().number(), proto);
         let out = collect(&client, chat_request(chat_body(false, json!({})), 4000)).await;
         assert!(out.error.is_none(), "proto {proto}: {:?}", out.error);
         let done = out.done.expect("done");

@@ -1,6 +1,8 @@
-//! What the roles say to each other beyond the TL schema: why a request is refused
-//! ([`Refusal`]), named once for every role.
+//! What the roles say to each other beyond the TL schema, named once for every role: why a
+//! request is refused ([`Refusal`]) and what each protocol version allows ([`Version`]).
 
 mod refusal;
+pub mod version;
 
 pub use refusal::Refusal;
+pub use version::Version;
