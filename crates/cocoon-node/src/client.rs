@@ -13,14 +13,13 @@ use std::time::Duration;
 use cocoon_net::{ErrorCode, Incoming, RpcConnection, RpcHandle};
 use cocoon_tl::enums::client::{AuthorizationWithProxy, ConnectedToProxy, ProxyConnectionAuth};
 use cocoon_tl::functions::client as client_fn;
-use cocoon_tl::types::{client, http, proxy};
+use cocoon_tl::types::{client, proxy};
 use cocoon_tl::TlConstructor;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::chain::{ChainContext, RootWatch, VoucherWallet};
-use crate::pricing::AdjustedTokens;
 use crate::protocol::version::{self, flags};
 use crate::protocol::Version;
 use crate::util::lock;
@@ -70,61 +69,8 @@ pub struct QueryRequest {
     pub enable_debug: bool,
 }
 
-/// What happens to a request, in order: a head, chunks, then `Done` or `Error`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnswerEvent {
-    /// The HTTP response head (and the first body bytes, if any).
-    Head(http::Response),
-    /// More body bytes.
-    Chunk(Vec<u8>),
-    /// The answer is complete.
-    Done(FinalInfo),
-    /// The request failed (before or after the head).
-    Error {
-        /// COCOON error code.
-        code: i32,
-        /// Message.
-        message: String,
-        /// Summary, when the proxy sent one.
-        info: FinalInfo,
-    },
-}
-
-/// End-of-request summary.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FinalInfo {
-    /// Adjusted tokens of the request.
-    pub tokens: AdjustedTokens,
-    /// Proxy/worker timings (protocol ≥ 2): proxy start, proxy end, worker start, worker end.
-    pub timings: Option<[f64; 4]>,
-    /// Debug JSON from the worker and the proxy, when asked for.
-    pub debug: Option<(String, String)>,
-}
-
-impl FinalInfo {
-    fn from_tl(info: Option<&client::QueryFinalInfo>) -> Self {
-        let Some(i) = info else {
-            return FinalInfo::default();
-        };
-        FinalInfo {
-            tokens: AdjustedTokens::from_tl(&i.tokens_used),
-            timings: (i.flags & flags::FINAL_INFO_TIMINGS != 0).then(|| {
-                [
-                    i.proxy_start_time.unwrap_or(0.0),
-                    i.proxy_end_time.unwrap_or(0.0),
-                    i.worker_start_time.unwrap_or(0.0),
-                    i.worker_end_time.unwrap_or(0.0),
-                ]
-            }),
-            debug: (i.flags & flags::FINAL_INFO_DEBUG != 0).then(|| {
-                (
-                    i.worker_debug.clone().unwrap_or_default(),
-                    i.proxy_debug.clone().unwrap_or_default(),
-                )
-            }),
-        }
-    }
-}
+use crate::protocol::answer::answer_events;
+pub use crate::protocol::answer::{AnswerEvent, FinalInfo};
 
 /// Why a proxy session failed.
 #[derive(Debug, thiserror::Error)]
@@ -600,109 +546,5 @@ fn offer_voucher(
             state.vouchers_refused += 1;
             warn!(error = %e, "voucher from proxy refused");
         }
-    }
-}
-
-type Events = Option<([u8; 32], Vec<AnswerEvent>)>;
-
-/// The events one answer message stands for (both protocol families).
-fn answer_events(data: &[u8]) -> Result<Events, cocoon_tl::TlError> {
-    use cocoon_tl::enums::client::{QueryAnswer, QueryAnswerEx, QueryAnswerPart};
-    let Some(id) = cocoon_tl::peek_id(data) else {
-        return Ok(None);
-    };
-    let out = match id {
-        client::QueryAnswerEx::ID
-        | client::QueryAnswerPartEx::ID
-        | client::QueryAnswerErrorEx::ID => match cocoon_tl::from_bytes::<QueryAnswerEx>(data)? {
-            QueryAnswerEx::QueryAnswerEx(a) => {
-                let mut events = vec![head(&a.answer)];
-                if a.flags & flags::ANSWER_LAST != 0 {
-                    events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
-                }
-                (a.request_id, events)
-            }
-            QueryAnswerEx::QueryAnswerPartEx(a) => {
-                let mut events = Vec::new();
-                if !a.answer.is_empty() {
-                    events.push(AnswerEvent::Chunk(a.answer));
-                }
-                if a.flags & flags::ANSWER_LAST != 0 {
-                    events.push(AnswerEvent::Done(FinalInfo::from_tl(a.final_info.as_ref())));
-                }
-                (a.request_id, events)
-            }
-            QueryAnswerEx::QueryAnswerErrorEx(a) => (
-                a.request_id,
-                vec![AnswerEvent::Error {
-                    code: a.error_code,
-                    message: a.error,
-                    info: FinalInfo::from_tl(a.final_info.as_ref()),
-                }],
-            ),
-        },
-        client::QueryAnswer::ID | client::QueryAnswerError::ID => {
-            match cocoon_tl::from_bytes::<QueryAnswer>(data)? {
-                QueryAnswer::QueryAnswer(a) => {
-                    let mut events = vec![head(&a.answer)];
-                    if a.is_completed {
-                        events.push(AnswerEvent::Done(proto0_info(&a.request_tokens_used)));
-                    }
-                    (a.request_id, events)
-                }
-                QueryAnswer::QueryAnswerError(a) => (
-                    a.request_id,
-                    vec![AnswerEvent::Error {
-                        code: a.error_code,
-                        message: a.error,
-                        info: proto0_info(&a.request_tokens_used),
-                    }],
-                ),
-            }
-        }
-        client::QueryAnswerPart::ID | client::QueryAnswerPartError::ID => {
-            match cocoon_tl::from_bytes::<QueryAnswerPart>(data)? {
-                QueryAnswerPart::QueryAnswerPart(a) => {
-                    let mut events = Vec::new();
-                    if !a.answer.is_empty() {
-                        events.push(AnswerEvent::Chunk(a.answer));
-                    }
-                    if a.is_completed {
-                        events.push(AnswerEvent::Done(proto0_info(&a.request_tokens_used)));
-                    }
-                    (a.request_id, events)
-                }
-                QueryAnswerPart::QueryAnswerPartError(a) => (
-                    a.request_id,
-                    vec![AnswerEvent::Error {
-                        code: a.error_code,
-                        message: a.error,
-                        info: proto0_info(&a.request_tokens_used),
-                    }],
-                ),
-            }
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(out))
-}
-
-/// The head event of an answer carrying an `http.response`.
-fn head(answer: &[u8]) -> AnswerEvent {
-    match cocoon_tl::from_bytes::<cocoon_tl::enums::http::Response>(answer) {
-        Ok(cocoon_tl::enums::http::Response::Response(response)) => AnswerEvent::Head(response),
-        Err(e) => AnswerEvent::Error {
-            code: ErrorCode::ProtocolViolation.code(),
-            message: format!("answer head is not an http.response: {e}"),
-            info: FinalInfo::default(),
-        },
-    }
-}
-
-fn proto0_info(tokens: &cocoon_tl::types::TokensUsed) -> FinalInfo {
-    FinalInfo {
-        tokens: AdjustedTokens::from_tl(tokens),
-        timings: None,
-        debug: None,
     }
 }

@@ -30,6 +30,7 @@ use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::{Booking, Ledger};
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, Multipliers, Prices, DEFAULT_MAX_TOKENS};
+use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
 use crate::protocol::version::{self, flags};
 use crate::protocol::{Refusal, Version};
 use crate::request::base_model_name;
@@ -215,6 +216,29 @@ struct Running {
     started: Instant,
     proxy_start: f64,
     client_gone: bool,
+}
+
+impl Running {
+    /// How this request's answer is written to its client.
+    fn reply(&self) -> ClientReply {
+        ClientReply {
+            proto: self.client_proto,
+            request_id: self.client_request_id,
+            trace: Some(ProxyTrace {
+                debug: self.debug,
+                proxy_start: self.proxy_start,
+            }),
+        }
+    }
+
+    /// Where an error would stand in the client's answer now.
+    fn after_head(&self) -> Piece {
+        if self.head_sent {
+            Piece::Part
+        } else {
+            Piece::Head
+        }
+    }
 }
 
 #[derive(Default)]
@@ -1123,14 +1147,12 @@ impl Proxy {
             let client = client.clone();
             let message = refusal.message(detail);
             let code = refusal.code().code();
-            let msg = client_error(
+            let to = ClientReply {
                 proto,
-                q.request_id,
-                code,
-                &message,
-                AdjustedTokens::default(),
-                None,
-            );
+                request_id: q.request_id,
+                trace: None,
+            };
+            let msg = to.error(Piece::Head, code, &message, AdjustedTokens::default());
             async move {
                 stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
                 info!(code, %message, "request rejected");
@@ -1503,13 +1525,8 @@ impl Proxy {
         }
     }
 
-    async fn worker_answer(&self, worker_id: u64, answer: enums::proxy::QueryAnswerEx) {
-        use enums::proxy::QueryAnswerEx as A;
-        let request_id = match &answer {
-            A::QueryAnswerEx(a) => a.request_id,
-            A::QueryAnswerPartEx(a) => a.request_id,
-            A::QueryAnswerErrorEx(a) => a.request_id,
-        };
+    async fn worker_answer(&self, worker_id: u64, message: enums::proxy::QueryAnswerEx) {
+        let (request_id, message) = FromWorker::read(message);
         let mut sends = Vec::new();
         let mut finished = None;
         let mut retry = None;
@@ -1526,74 +1543,67 @@ impl Proxy {
                 debug!("answer from a worker no longer in charge ignored");
                 return;
             }
-            match answer {
-                A::QueryAnswerEx(a) => {
-                    if r.head_sent {
+            match message {
+                FromWorker::Answer {
+                    piece,
+                    answer,
+                    last,
+                } => {
+                    let in_order = match piece {
+                        Piece::Head => !r.head_sent,
+                        Piece::Part => r.head_sent,
+                    };
+                    if !in_order {
                         out_of_order = true;
                         break 'locked;
                     }
                     r.head_sent = true;
-                    r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
-                    let (head, payload) = add_proxy_header(&a.answer, r.proxy_start);
-                    let done = a.flags & flags::ANSWER_LAST != 0;
-                    let info = a.final_info.as_ref();
+                    r.relayed = r.relayed.saturating_add(answer.len() as u64);
+                    let info = last.as_ref().and_then(|l| l.0.as_ref());
                     let tokens = bounded(r, info, multipliers, &mut overclaim);
-                    let msg = if payload.is_empty() {
-                        client_answer(r, true, head, done, tokens, info)
-                    } else {
-                        // A large body in the head travels as parts after it.
-                        let head = client_answer(r, true, head, false, tokens, None);
-                        sends.push(Send::Client(r.client.clone(), head));
-                        relay_parts(r, payload, done, tokens, info, &mut sends)
+                    let position = match &last {
+                        Some(_) => Position::Last(info),
+                        None => Position::More,
                     };
-                    if done {
+                    let msg = match piece {
+                        Piece::Head => {
+                            let (head, payload) = add_proxy_header(&answer, r.proxy_start);
+                            if payload.is_empty() {
+                                r.reply().answer(Piece::Head, head, tokens, position)
+                            } else {
+                                // A large body in the head travels as parts after it.
+                                let head =
+                                    r.reply().answer(Piece::Head, head, tokens, Position::More);
+                                sends.push(Send::Client(r.client.clone(), head));
+                                relay_parts(r, payload, tokens, position, &mut sends)
+                            }
+                        }
+                        Piece::Part => relay_parts(r, answer, tokens, position, &mut sends),
+                    };
+                    if last.is_some() {
                         finished = Some((tokens, true, Some(msg)));
                     } else {
                         sends.push(Send::Client(r.client.clone(), msg));
                     }
                 }
-                A::QueryAnswerPartEx(a) => {
-                    if !r.head_sent {
-                        out_of_order = true;
-                        break 'locked;
-                    }
-                    r.relayed = r.relayed.saturating_add(a.answer.len() as u64);
-                    let done = a.flags & flags::ANSWER_LAST != 0;
-                    let info = a.final_info.as_ref();
-                    let tokens = bounded(r, info, multipliers, &mut overclaim);
-                    let msg = relay_parts(r, a.answer, done, tokens, info, &mut sends);
-                    if done {
-                        finished = Some((tokens, true, Some(msg)));
-                    } else {
-                        sends.push(Send::Client(r.client.clone(), msg));
-                    }
-                }
-                A::QueryAnswerErrorEx(a) => {
-                    let tokens = if r.head_sent {
-                        bounded(r, a.final_info.as_ref(), multipliers, &mut overclaim)
-                    } else {
-                        AdjustedTokens::default()
-                    };
-                    let retryable = Refusal::classify(a.error_code, &a.error)
-                        .another_worker_may_succeed()
+                FromWorker::Error {
+                    code,
+                    message,
+                    info,
+                } => {
+                    let retryable = Refusal::classify(code, &message).another_worker_may_succeed()
                         && !r.client_gone;
                     if !r.head_sent && retryable {
-                        retry = Some((a.error_code, a.error.clone()));
+                        retry = Some((code, message));
                     } else {
                         // Billed: what the worker reports it delivered (nothing before the head).
-                        let billed = if r.head_sent {
-                            tokens
+                        let (billed, instead_of) = if r.head_sent {
+                            let billed = bounded(r, info.as_ref(), multipliers, &mut overclaim);
+                            (billed, Piece::Part)
                         } else {
-                            AdjustedTokens::default()
+                            (AdjustedTokens::default(), Piece::Head)
                         };
-                        let msg = client_error(
-                            r.client_proto,
-                            r.client_request_id,
-                            a.error_code,
-                            &a.error,
-                            billed,
-                            Some(r),
-                        );
+                        let msg = r.reply().error(instead_of, code, &message, billed);
                         finished = Some((billed, false, Some(msg)));
                     }
                 }
@@ -1745,15 +1755,8 @@ impl Proxy {
             let Some(r) = state.requests.get(&request_id) else {
                 return;
             };
-            let tokens = tokens.unwrap_or_default();
-            client_error(
-                r.client_proto,
-                r.client_request_id,
-                code,
-                message,
-                tokens,
-                Some(r),
-            )
+            r.reply()
+                .error(r.after_head(), code, message, tokens.unwrap_or_default())
         };
         warn!(proxy_request = %hex_short(&request_id), code, %message, "request failed");
         self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
@@ -1856,13 +1859,16 @@ impl Proxy {
             Err(error) => {
                 // The answer cannot be confirmed without its booking: fail it instead.
                 warn!(%error, "booking failed");
-                let msg = client_error(
-                    done.client_proto,
-                    done.client_request_id,
+                let to = ClientReply {
+                    proto: done.client_proto,
+                    request_id: done.client_request_id,
+                    trace: None,
+                };
+                let msg = to.error(
+                    Piece::Head,
                     Refusal::Failed.code().code(),
                     &Refusal::Failed.message("the proxy could not book the request"),
                     AdjustedTokens::default(),
-                    None,
                 );
                 let _ = Send::Client(done.client, msg).run().await;
                 return;
@@ -2001,20 +2007,20 @@ fn run_query_message(
 fn relay_parts(
     r: &Running,
     mut bytes: Vec<u8>,
-    done: bool,
     tokens: AdjustedTokens,
-    info: Option<&proxy::QueryFinalInfo>,
+    position: Position<'_>,
     sends: &mut Vec<Send>,
 ) -> Vec<u8> {
+    let to = r.reply();
     if bytes.len() > MAX_ANSWER_PART {
         let last = bytes.split_off(bytes.len() - MAX_ANSWER_PART);
         for piece in crate::limits::answer_parts(&bytes) {
-            let msg = client_answer(r, false, piece.to_vec(), false, tokens, None);
+            let msg = to.answer(Piece::Part, piece.to_vec(), tokens, Position::More);
             sends.push(Send::Client(r.client.clone(), msg));
         }
         bytes = last;
     }
-    client_answer(r, false, bytes, done, tokens, info)
+    to.answer(Piece::Part, bytes, tokens, position)
 }
 
 /// Re-serializes a worker's `http.response` with the proxy's timing header added.
@@ -2035,116 +2041,5 @@ fn add_proxy_header(answer: &[u8], proxy_start: f64) -> (Vec<u8>, Vec<u8>) {
             (cocoon_tl::to_bytes(&response), payload)
         }
         Err(_) => (answer.to_vec(), Vec::new()),
-    }
-}
-
-fn client_final_info(
-    proto: Version,
-    tokens: AdjustedTokens,
-    worker: Option<&proxy::QueryFinalInfo>,
-    r: Option<&Running>,
-) -> client::QueryFinalInfo {
-    let debug = r.is_some_and(|r| r.debug);
-    let timing = proto.timings();
-    let proxy_start = r.map_or(0.0, |r| r.proxy_start);
-    client::QueryFinalInfo {
-        flags: if debug { flags::FINAL_INFO_DEBUG } else { 0 }
-            | if timing { flags::FINAL_INFO_TIMINGS } else { 0 },
-        tokens_used: tokens.to_tl(),
-        worker_debug: debug.then(|| {
-            worker
-                .and_then(|w| w.worker_debug.clone())
-                .unwrap_or_default()
-        }),
-        proxy_debug: debug.then(|| serde_json::json!({"proxy_start": proxy_start}).to_string()),
-        proxy_start_time: timing.then_some(proxy_start),
-        proxy_end_time: timing.then(unix_now),
-        worker_start_time: timing.then(|| worker.and_then(|w| w.worker_start_time).unwrap_or(0.0)),
-        worker_end_time: timing.then(|| worker.and_then(|w| w.worker_end_time).unwrap_or(0.0)),
-    }
-}
-
-/// A worker's answer head (`head`) or part, relayed in the form the client's protocol
-/// understands; `done` marks the last message, which carries the summary.
-fn client_answer(
-    r: &Running,
-    head: bool,
-    answer: Vec<u8>,
-    done: bool,
-    tokens: AdjustedTokens,
-    worker_info: Option<&proxy::QueryFinalInfo>,
-) -> Vec<u8> {
-    let request_id = r.client_request_id;
-    if r.client_proto.ex_answers() {
-        let flags = if done { flags::ANSWER_LAST } else { 0 };
-        let final_info =
-            done.then(|| client_final_info(r.client_proto, tokens, worker_info, Some(r)));
-        if head {
-            cocoon_tl::to_bytes(&client::QueryAnswerEx {
-                request_id,
-                answer,
-                flags,
-                final_info,
-            })
-        } else {
-            cocoon_tl::to_bytes(&client::QueryAnswerPartEx {
-                request_id,
-                answer,
-                flags,
-                final_info,
-            })
-        }
-    } else {
-        let request_tokens_used = tokens.to_tl();
-        if head {
-            cocoon_tl::to_bytes(&client::QueryAnswer {
-                answer,
-                is_completed: done,
-                request_id,
-                request_tokens_used,
-            })
-        } else {
-            cocoon_tl::to_bytes(&client::QueryAnswerPart {
-                answer,
-                is_completed: done,
-                request_id,
-                request_tokens_used,
-            })
-        }
-    }
-}
-
-/// An error for the client in the form its protocol understands (COCOON's proxy sends
-/// proto-0 errors to everyone, which its own client ignores; we do not).
-fn client_error(
-    proto: Version,
-    request_id: [u8; 32],
-    code: i32,
-    message: &str,
-    tokens: AdjustedTokens,
-    r: Option<&Running>,
-) -> Vec<u8> {
-    if proto.ex_answers() {
-        cocoon_tl::to_bytes(&client::QueryAnswerErrorEx {
-            request_id,
-            error_code: code,
-            error: message.to_owned(),
-            flags: flags::ANSWER_LAST,
-            final_info: Some(client_final_info(proto, tokens, None, r)),
-        })
-    } else if r.is_some_and(|r| r.head_sent) {
-        cocoon_tl::to_bytes(&client::QueryAnswerPartError {
-            error_code: code,
-            error: message.to_owned(),
-            request_id,
-            request_tokens_used: tokens.to_tl(),
-        })
-    } else {
-        cocoon_tl::to_bytes(&client::QueryAnswerError {
-            error_code: code,
-            error: message.to_owned(),
-            request_id,
-            request_tokens_used: tokens.to_tl(),
-        })
     }
 }

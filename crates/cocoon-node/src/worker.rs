@@ -22,6 +22,7 @@ use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
 use crate::limits::MAX_ANSWER_PART;
 use crate::metering::{BodyFormat, UsageMeter};
 use crate::pricing::{AdjustedTokens, Prices};
+use crate::protocol::answer::WorkerReply;
 use crate::protocol::version::{self, flags, Version};
 use crate::protocol::Refusal;
 use crate::request::{base_model_name, validate_request};
@@ -655,14 +656,16 @@ impl Worker {
             let request_id = query.request_id;
             tokio::spawn(
                 async move {
-                    let answer = error_answer(
+                    let reply = WorkerReply {
+                        proto: link.proto,
                         request_id,
+                        start: unix_now(),
+                        debug: query.enable_debug.unwrap_or(false),
+                    };
+                    let answer = reply.error(
                         refusal.code().code(),
                         &refusal.message(detail),
-                        link.proto,
                         AdjustedTokens::default(),
-                        unix_now(),
-                        query.enable_debug.unwrap_or(false),
                     );
                     let _ = handle.send_packet(&answer).await;
                 }
@@ -687,50 +690,6 @@ impl Worker {
     }
 }
 
-fn final_info(
-    proto: Version,
-    tokens: AdjustedTokens,
-    start: f64,
-    debug: bool,
-) -> proxy::QueryFinalInfo {
-    let timing = proto.timings();
-    let mut info_flags = 0;
-    if debug {
-        info_flags |= flags::FINAL_INFO_DEBUG;
-    }
-    if timing {
-        info_flags |= flags::FINAL_INFO_TIMINGS;
-    }
-    proxy::QueryFinalInfo {
-        flags: info_flags,
-        tokens_used: tokens.to_tl(),
-        worker_debug: debug.then(|| {
-            serde_json::json!({"worker_start": start, "worker_end": unix_now()}).to_string()
-        }),
-        worker_start_time: timing.then_some(start),
-        worker_end_time: timing.then(unix_now),
-    }
-}
-
-fn error_answer(
-    request_id: [u8; 32],
-    code: i32,
-    message: &str,
-    proto: Version,
-    tokens: AdjustedTokens,
-    start: f64,
-    debug: bool,
-) -> enums::proxy::QueryAnswerEx {
-    proxy::QueryAnswerErrorEx {
-        request_id,
-        error_code: code,
-        error: message.to_owned(),
-        flags: flags::ANSWER_LAST,
-        final_info: Some(final_info(proto, tokens, start, debug)),
-    }
-    .into()
-}
-
 /// What a request needs to know about the proxy link it came on.
 #[derive(Debug, Clone, Copy)]
 struct Link {
@@ -748,14 +707,18 @@ async fn run_request(
     link: Link,
     cancel: &CancellationToken,
 ) -> bool {
-    let proto = link.proto;
     let start = unix_now();
-    let debug = query.enable_debug.unwrap_or(false);
     let request_id = query.request_id;
+    let reply = WorkerReply {
+        proto: link.proto,
+        request_id,
+        start,
+        debug: query.enable_debug.unwrap_or(false),
+    };
     let fail = |refusal: Refusal, detail: String, tokens: AdjustedTokens| {
         let (code, message) = (refusal.code().code(), refusal.message(detail));
         warn!(code, %message, "request failed");
-        let answer = error_answer(request_id, code, &message, proto, tokens, start, debug);
+        let answer = reply.error(code, &message, tokens);
         async move {
             let _ = handle.send_packet(&answer).await;
             false
@@ -859,13 +822,7 @@ async fn run_request(
         headers,
         payload: Vec::new(),
     };
-    let head_answer: enums::proxy::QueryAnswerEx = proxy::QueryAnswerEx {
-        request_id,
-        answer: cocoon_tl::to_bytes(&head),
-        flags: 0,
-        final_info: None,
-    }
-    .into();
+    let head_answer = reply.head(cocoon_tl::to_bytes(&head));
     match handle.send_packet(&head_answer).await {
         Ok(()) => {}
         Err(e @ cocoon_net::RpcError::TooLarge { .. }) => {
@@ -886,7 +843,7 @@ async fn run_request(
             _ = cancel.cancelled() => {
                 // Report what was delivered so far; the proxy bills exactly that.
                 let tail = meter.finish();
-                let _ = send_parts(handle, request_id, tail).await;
+                let _ = send_parts(handle, &reply, tail).await;
                 return fail(Refusal::Cancelled, String::new(), billed(shared, &meter)).await;
             }
         };
@@ -906,7 +863,7 @@ async fn run_request(
             }
         };
         let out = meter.push(&chunk);
-        if send_parts(handle, request_id, out).await.is_err() {
+        if send_parts(handle, &reply, out).await.is_err() {
             return false;
         }
     }
@@ -914,7 +871,7 @@ async fn run_request(
     // The last part carries the final info: what does not fit beside it goes first.
     if tail.len() > MAX_ANSWER_PART {
         let last = tail.split_off(tail.len() - MAX_ANSWER_PART);
-        if send_parts(handle, request_id, tail).await.is_err() {
+        if send_parts(handle, &reply, tail).await.is_err() {
             return false;
         }
         tail = last;
@@ -924,13 +881,7 @@ async fn run_request(
         .stats
         .adjusted_tokens
         .fetch_add(tokens.total(), Ordering::Relaxed);
-    let last: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
-        request_id,
-        answer: tail,
-        flags: flags::ANSWER_LAST,
-        final_info: Some(final_info(proto, tokens, start, debug)),
-    }
-    .into();
+    let last = reply.last(tail, tokens);
     debug!(tokens = tokens.total(), "request complete");
     handle.send_packet(&last).await.is_ok()
 }
@@ -939,18 +890,11 @@ async fn run_request(
 /// that an answer of any size never ends the link (and every other request on it).
 async fn send_parts(
     handle: &RpcHandle,
-    request_id: [u8; 32],
+    reply: &WorkerReply,
     bytes: Vec<u8>,
 ) -> Result<(), cocoon_net::RpcError> {
     for piece in crate::limits::answer_parts(&bytes) {
-        let part: enums::proxy::QueryAnswerEx = proxy::QueryAnswerPartEx {
-            request_id,
-            answer: piece.to_vec(),
-            flags: 0,
-            final_info: None,
-        }
-        .into();
-        handle.send_packet(&part).await?;
+        handle.send_packet(&reply.part(piece.to_vec())).await?;
     }
     Ok(())
 }
