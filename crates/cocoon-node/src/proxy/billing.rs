@@ -1,0 +1,292 @@
+//! Billing: what a client may still spend, the bound on what a worker may report, the
+//! booking of a finished request before its last message, and the vouchers sent with it.
+
+use std::sync::atomic::Ordering;
+
+use cocoon_net::RpcHandle;
+use cocoon_tl::enums::proxy::SignedPayment;
+use cocoon_tl::types::proxy;
+use tracing::{debug, warn};
+use tycho_types::models::StdAddr;
+
+use super::relay::{Running, Send};
+use super::{to_i64, Proxy};
+use crate::bounds::AdjustedBound;
+use crate::ledger::Booking;
+use crate::pricing::{AdjustedTokens, Multipliers};
+use crate::protocol::answer::{ClientReply, Piece};
+use crate::protocol::{Refusal, Version};
+use crate::util::{hex_short, lock};
+
+/// The tokens to book for a worker's final report on request `r`: the report within what
+/// the request could have produced ([`crate::bounds`]). A report beyond the bound is
+/// noted in `overclaim` as `(reported, booked)`.
+pub(super) fn bounded(
+    r: &Running,
+    info: Option<&proxy::QueryFinalInfo>,
+    multipliers: Multipliers,
+    overclaim: &mut Option<(AdjustedTokens, AdjustedTokens)>,
+) -> AdjustedTokens {
+    let Some(info) = info else {
+        return AdjustedTokens::default();
+    };
+    let reported = AdjustedTokens::from_tl(&info.tokens_used);
+    let bound = AdjustedBound::new(
+        r.query.len() as u64,
+        r.relayed,
+        r.coefficient,
+        multipliers,
+        r.reserved,
+    );
+    let (tokens, clipped) = bound.clip(reported);
+    if clipped {
+        *overclaim = Some((reported, tokens));
+    }
+    tokens
+}
+
+/// A request that ended, to be booked.
+pub(super) struct Finished {
+    pub(super) booking: Option<Booking>,
+    pub(super) client: RpcHandle,
+    pub(super) client_proto: Version,
+    pub(super) client_request_id: [u8; 32],
+    pub(super) worker: Option<RpcHandle>,
+    pub(super) proxy_request_id: [u8; 32],
+    pub(super) tokens: u64,
+    pub(super) client_sc: StdAddr,
+    pub(super) worker_sc: StdAddr,
+}
+
+impl Proxy {
+    pub(super) fn available_tokens(&self, owner: &str) -> u64 {
+        let used = self.shared.ledger.client_tokens(owner).unwrap_or(u64::MAX);
+        let reserved = self.state().reserved.get(owner).copied().unwrap_or(0);
+        let limit = match &self.epoch().settlement {
+            Some(chain) => chain.client_token_limit(owner),
+            None => self.shared.settings.pseudo_client_tokens,
+        };
+        limit.saturating_sub(used).saturating_sub(reserved)
+    }
+
+    /// What a party has on its contract of the current epoch: its ledger total minus
+    /// the epoch's start (§5.7). The one place the proxy reports tokens from.
+    pub(super) fn contract_tokens(&self, owner: &str, worker: bool) -> u64 {
+        let ledger = &self.shared.ledger;
+        let total = if worker {
+            ledger.worker_tokens(owner)
+        } else {
+            ledger.client_tokens(owner)
+        };
+        self.epoch().tokens(owner, worker, total.unwrap_or(0))
+    }
+
+    /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
+    /// contract covering `tokens`, or the empty payment when nothing is owed.
+    pub(super) fn payment(&self, sc: &StdAddr, tokens: u64, worker: bool) -> SignedPayment {
+        if tokens == 0 {
+            return proxy::SignedPaymentEmpty {}.into();
+        }
+        if let Some((t, data)) = lock(&self.shared.voucher_cache).get(sc) {
+            if *t == tokens {
+                return proxy::SignedPayment { data: data.clone() }.into();
+            }
+        }
+        let v = &self.shared.vouchers;
+        let signed = if worker {
+            v.worker_payout(sc, tokens)
+        } else {
+            v.client_charge(sc, tokens)
+        };
+        match signed {
+            Ok(data) => {
+                lock(&self.shared.voucher_cache).insert(sc.clone(), (tokens, data.clone()));
+                proxy::SignedPayment { data }.into()
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot sign a voucher");
+                proxy::SignedPaymentEmpty {}.into()
+            }
+        }
+    }
+
+    /// The voucher for `owner`'s contract `sc`: on chain it covers the tokens anchored
+    /// by a save-state (§5.3); in fake-TON, where anchoring is instant, `ledger_tokens`.
+    pub(super) fn voucher_for(
+        &self,
+        owner: &str,
+        sc: &StdAddr,
+        ledger_tokens: u64,
+        worker: bool,
+    ) -> SignedPayment {
+        let tokens = match &self.epoch().settlement {
+            Some(chain) if worker => chain.committed_worker(owner),
+            Some(chain) => chain.committed_client(owner),
+            None => ledger_tokens,
+        };
+        self.payment(sc, tokens, worker)
+    }
+
+    /// A worker reported more usage than request `request_id` could have produced: it is
+    /// booked within the bound; the report is logged with the worker's identity, counted
+    /// in `/metrics` and held against the worker's reputation.
+    pub(super) fn overclaimed(
+        &self,
+        request_id: [u8; 32],
+        worker_id: u64,
+        reported: AdjustedTokens,
+        booked: AdjustedTokens,
+    ) {
+        let stats = &self.shared.stats;
+        stats.usage_reports_clipped.fetch_add(1, Ordering::Relaxed);
+        stats.usage_tokens_refused.fetch_add(
+            reported.total().saturating_sub(booked.total()),
+            Ordering::Relaxed,
+        );
+        let mut state = self.state();
+        let owner = match state.workers.get_mut(&worker_id) {
+            Some(link) => {
+                link.reputation.overclaimed();
+                link.owner.clone()
+            }
+            None => String::from("(disconnected)"),
+        };
+        warn!(
+            proxy_request = %hex_short(&request_id),
+            worker_owner = %owner,
+            worker_connection = worker_id,
+            reported = reported.total(),
+            booked = booked.total(),
+            "worker reported more tokens than the request could have produced; booking within the bound"
+        );
+    }
+
+    /// Removes a finished request, releases its reservation, books its tokens, and only
+    /// then sends the client its last message (`last`) and both payment notices: a client
+    /// that saw its answer complete is always billed, exactly once.
+    pub(super) async fn finish(
+        &self,
+        request_id: [u8; 32],
+        tokens: AdjustedTokens,
+        ok: bool,
+        last: Option<Vec<u8>>,
+    ) {
+        let done = {
+            let mut state = self.state();
+            let Some(r) = state.requests.remove(&request_id) else {
+                return;
+            };
+            if let Some(res) = state.reserved.get_mut(&r.client_owner) {
+                *res = res.saturating_sub(r.reserved);
+            }
+            let elapsed = r.started.elapsed().as_secs_f64();
+            self.shared.stats.request_latency.observe(elapsed);
+            let worker = state.workers.get_mut(&r.worker).map(|w| {
+                w.running = w.running.saturating_sub(1);
+                w.reputation.record(ok, elapsed);
+                w.handle.clone()
+            });
+            let total = tokens.total();
+            Finished {
+                booking: (total > 0).then(|| Booking {
+                    request_id,
+                    client: r.client_owner.clone(),
+                    worker: r.worker_owner.clone(),
+                    tokens: total,
+                }),
+                client: r.client.clone(),
+                client_proto: r.client_proto,
+                client_request_id: r.client_request_id,
+                worker,
+                proxy_request_id: request_id,
+                tokens: total,
+                client_sc: r.client_sc.clone(),
+                worker_sc: r.worker_sc.clone(),
+            }
+        };
+        let counter = if ok {
+            &self.shared.stats.requests_success
+        } else {
+            &self.shared.stats.requests_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let Some(booking) = done.booking else {
+            if let Some(last) = last {
+                let _ = Send::Client(done.client, last).run().await;
+            }
+            return;
+        };
+        let worker_owner = booking.worker.clone();
+        let client_owner = booking.client.clone();
+        let totals = match self.shared.writer.book(booking).await {
+            Ok(t) => t,
+            Err(error) => {
+                // The answer cannot be confirmed without its booking: fail it instead.
+                warn!(%error, "booking failed");
+                let to = ClientReply {
+                    proto: done.client_proto,
+                    request_id: done.client_request_id,
+                    trace: None,
+                };
+                let msg = to.error(
+                    Piece::Head,
+                    Refusal::Failed.code().code(),
+                    &Refusal::Failed.message("the proxy could not book the request"),
+                    AdjustedTokens::default(),
+                );
+                let _ = Send::Client(done.client, msg).run().await;
+                return;
+            }
+        };
+        if let Some(last) = last {
+            let _ = Send::Client(done.client.clone(), last).run().await;
+        }
+        self.shared
+            .stats
+            .adjusted_tokens
+            .fetch_add(done.tokens, Ordering::Relaxed);
+        let by_class = &self.shared.stats.tokens_by_class;
+        for (counter, n) in by_class.iter().zip([
+            tokens.prompt,
+            tokens.cached,
+            tokens.completion,
+            tokens.reasoning,
+        ]) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        let client_msg = proxy::ClientRequestPayment {
+            request_id: done.client_request_id,
+            signed_payment: self.voucher_for(
+                &client_owner,
+                &done.client_sc,
+                totals.client_tokens,
+                false,
+            ),
+            db_tokens: to_i64(totals.client_tokens),
+            max_tokens: to_i64(totals.client_tokens),
+            request_tokens: to_i64(done.tokens),
+        };
+        let _ = Send::Client(done.client, cocoon_tl::to_bytes(&client_msg))
+            .run()
+            .await;
+        if let Some(worker) = done.worker {
+            let worker_msg = proxy::WorkerRequestPayment {
+                request_id: done.proxy_request_id,
+                signed_payment: self.voucher_for(
+                    &worker_owner,
+                    &done.worker_sc,
+                    totals.worker_tokens,
+                    true,
+                ),
+                db_tokens: to_i64(totals.worker_tokens),
+                max_tokens: to_i64(totals.worker_tokens),
+                request_tokens: to_i64(done.tokens),
+                request_client_owner: client_owner,
+            };
+            let _ = Send::Worker(worker, cocoon_tl::to_bytes(&worker_msg))
+                .run()
+                .await;
+        }
+        debug!(%worker_owner, tokens = done.tokens, "request booked");
+    }
+}

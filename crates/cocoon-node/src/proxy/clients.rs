@@ -1,0 +1,143 @@
+//! What an authorized client may ask besides requests: payment status, worker types, and
+//! the packets that start or cancel a request.
+
+use std::collections::BTreeMap;
+
+use cocoon_net::{ErrorCode, IncomingQuery, RpcHandle};
+use cocoon_tl::functions::client as client_fn;
+use cocoon_tl::types::{client, cocoonrs};
+use cocoon_tl::TlConstructor;
+use tracing::{debug, warn};
+
+use super::admission::ClientSession;
+use super::{to_i64, Proxy};
+use crate::util::hex_short;
+
+impl Proxy {
+    pub(super) async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
+        match q.function_id() {
+            Some(client_fn::UpdatePaymentStatus::ID) => {
+                let used = self.contract_tokens(&session.owner, false);
+                let answer = client::PaymentStatus {
+                    signed_payment: self.voucher_for(&session.owner, &session.sc, used, false),
+                    db_tokens: to_i64(used),
+                    max_tokens: to_i64(used),
+                };
+                let _ = q.answer(&answer).await;
+            }
+            Some(client_fn::GetWorkerTypesV2::ID) => {
+                let answer = self.worker_types_v2();
+                let _ = q.answer(&answer).await;
+            }
+            Some(client_fn::GetWorkerTypes::ID) => {
+                let answer = self.worker_types_v1();
+                let _ = q.answer(&answer).await;
+            }
+            other => {
+                let name = other
+                    .and_then(cocoon_tl::constructor_name)
+                    .unwrap_or("unknown");
+                let _ = q
+                    .error(
+                        ErrorCode::ProtocolViolation.code(),
+                        &format!("proxy does not serve {name}"),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    pub(super) async fn client_packet(
+        &self,
+        handle: &RpcHandle,
+        session: &ClientSession,
+        data: &[u8],
+    ) {
+        let (owner, proto) = (session.owner.as_str(), session.proto);
+        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto.cancellation() {
+            if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
+                debug!(request = %hex_short(&c.request_id), "client cancelled a request");
+                let owner = owner.to_owned();
+                self.cancel_requests(|r| {
+                    r.client_request_id == c.request_id && r.client_owner == owner
+                })
+                .await;
+            }
+            return;
+        }
+        let request = match cocoon_tl::peek_id(data) {
+            Some(client_fn::RunQueryEx::ID) => cocoon_tl::from_bytes::<client_fn::RunQueryEx>(data),
+            Some(client_fn::RunQuery::ID) => cocoon_tl::from_bytes::<client_fn::RunQuery>(data)
+                .map(|q| client_fn::RunQueryEx {
+                    model_name: q.model_name,
+                    query: q.query,
+                    max_coefficient: q.max_coefficient,
+                    max_tokens: q.max_tokens,
+                    timeout: q.timeout,
+                    request_id: q.request_id,
+                    min_config_version: q.min_config_version,
+                    flags: 0,
+                    enable_debug: None,
+                }),
+            other => {
+                debug!(id = ?other, "unhandled client packet");
+                return;
+            }
+        };
+        match request {
+            Ok(request) => self.forward_query(handle.clone(), session, request).await,
+            Err(e) => warn!(error = %e, "malformed client request ignored"),
+        }
+    }
+
+    /// `client.getWorkerTypesV2`: ready connections per model, sorted by coefficient.
+    pub fn worker_types_v2(&self) -> client::WorkerTypesV2 {
+        let state = self.state();
+        let mut models: BTreeMap<&str, Vec<client::WorkerInstanceV2>> = BTreeMap::new();
+        for w in state.workers.values().filter(|w| w.ready && !w.disabled) {
+            models
+                .entry(&w.model)
+                .or_default()
+                .push(client::WorkerInstanceV2 {
+                    flags: 0,
+                    coefficient: i32::try_from(w.coefficient).unwrap_or(i32::MAX),
+                    active_requests: i32::try_from(w.running).unwrap_or(i32::MAX),
+                    max_active_requests: i32::try_from(w.max_active).unwrap_or(i32::MAX),
+                });
+        }
+        client::WorkerTypesV2 {
+            types: models
+                .into_iter()
+                .map(|(name, mut workers)| {
+                    workers.sort_by_key(|w| w.coefficient);
+                    client::WorkerTypeV2 {
+                        name: name.to_owned(),
+                        workers,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// `client.getWorkerTypes`: counts and coefficient min/median/max per model (over the
+    /// real coefficients; COCOON also mixes in INT32_MAX, which we do not copy).
+    pub fn worker_types_v1(&self) -> client::WorkerTypes {
+        let v2 = self.worker_types_v2();
+        client::WorkerTypes {
+            types: v2
+                .types
+                .into_iter()
+                .map(|t| {
+                    let c: Vec<i32> = t.workers.iter().map(|w| w.coefficient).collect();
+                    client::WorkerType {
+                        name: t.name,
+                        active_workers: i32::try_from(c.len()).unwrap_or(i32::MAX),
+                        coefficient_min: c.first().copied().unwrap_or(0),
+                        coefficient_bucket50: c.get(c.len() / 2).copied().unwrap_or(0),
+                        coefficient_max: c.last().copied().unwrap_or(0),
+                    }
+                })
+                .collect(),
+        }
+    }
+}

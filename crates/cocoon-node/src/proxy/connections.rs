@@ -1,0 +1,150 @@
+//! Connections: the accept loops and the per-connection loops of clients and workers, which
+//! close every connection when the proxy moves to new root parameters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cocoon_net::{Incoming, RpcConnection};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::admission::ClientSession;
+use super::{Party, Proxy};
+use crate::transport::{Listener, PeerInfo};
+
+impl Proxy {
+    /// Accepts client connections from `listener` until it fails.
+    pub fn serve_clients<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
+        self.serve(listener, Party::Client)
+    }
+
+    /// Accepts worker connections from `listener` until it fails.
+    pub fn serve_workers<L: Listener>(&self, listener: L) -> tokio::task::JoinHandle<()> {
+        self.serve(listener, Party::Worker)
+    }
+
+    /// The accept loop: each peer's handshake (PoW, TLS, opening) runs in its own task.
+    pub(super) fn serve<L: Listener>(
+        &self,
+        listener: L,
+        party: Party,
+    ) -> tokio::task::JoinHandle<()> {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let pending = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, party = party.name(), "listener failed");
+                        return;
+                    }
+                };
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let (stream, peer) = match pending.await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            info!(error = %e, party = party.name(), "peer refused");
+                            return;
+                        }
+                    };
+                    let cfg = proxy.shared.settings.connection.clone();
+                    match RpcConnection::accept(stream, &cfg, &peer.addr.to_string()).await {
+                        Ok(conn) => match party {
+                            Party::Client => proxy.handle_client(conn, peer).await,
+                            Party::Worker => proxy.handle_worker(conn, peer).await,
+                        },
+                        Err(e) => debug!(error = %e, party = party.name(), "opening failed"),
+                    }
+                });
+            }
+        })
+    }
+
+    /// Serves one client connection: handshake, authorization, then requests.
+    pub async fn handle_client(&self, conn: RpcConnection, peer: PeerInfo) {
+        let span = info_span!("client", peer = %peer.addr);
+        async move {
+            let (handle, mut incoming) = conn.split();
+            let stats = &self.shared.stats;
+            stats.client_connections.fetch_add(1, Ordering::Relaxed);
+            struct Open<'a>(&'a AtomicU64);
+            impl Drop for Open<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _open = Open(&stats.client_connections);
+            let mut session: Option<ClientSession> = None;
+            let mut authorized = false;
+            let rotated = self.rotated();
+            tokio::pin!(rotated);
+            loop {
+                let item = tokio::select! {
+                    item = incoming.recv() => item,
+                    () = &mut rotated => {
+                        info!("closing the connection: the proxy moved to new root parameters");
+                        handle.close();
+                        break;
+                    }
+                };
+                let Some(item) = item else { break };
+                match item {
+                    Incoming::Query(q) => {
+                        if !authorized {
+                            match self.client_handshake_query(q, &mut session).await {
+                                Ok(done) => authorized = done,
+                                Err(()) => {
+                                    handle.close();
+                                    break;
+                                }
+                            }
+                        } else if let Some(session) = &session {
+                            self.client_query(q, session).await;
+                        }
+                    }
+                    Incoming::Packet(data) => match (&session, authorized) {
+                        (Some(session), true) => self.client_packet(&handle, session, &data).await,
+                        _ => debug!("packet before authorization ignored"),
+                    },
+                }
+            }
+            // The client went away: cancel its requests at the workers.
+            self.cancel_requests(|r| r.client.is_closed()).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Serves one worker connection: handshake, then answers and status messages.
+    pub async fn handle_worker(&self, conn: RpcConnection, peer: PeerInfo) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("worker", conn = id, peer = %peer.addr);
+        async move {
+            let (handle, mut incoming) = conn.split();
+            let rotated = self.rotated();
+            tokio::pin!(rotated);
+            loop {
+                let item = tokio::select! {
+                    item = incoming.recv() => item,
+                    () = &mut rotated => {
+                        info!("closing the connection: the proxy moved to new root parameters");
+                        handle.close();
+                        break;
+                    }
+                };
+                let Some(item) = item else { break };
+                match item {
+                    Incoming::Query(q) => {
+                        if self.worker_query(id, &handle, q).await.is_err() {
+                            handle.close();
+                            break;
+                        }
+                    }
+                    Incoming::Packet(data) => self.worker_packet(id, &handle, &data).await,
+                }
+            }
+            self.worker_gone(id).await;
+        }
+        .instrument(span)
+        .await
+    }
+}

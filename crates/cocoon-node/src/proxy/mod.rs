@@ -1,0 +1,288 @@
+//! The proxy role: admits workers and clients, routes each request to a worker, relays
+//! the streamed answer, and books the tokens (cocoon-protocol.md §1.3, §2.5, §2.7, §4, §5).
+//!
+//! Beyond COCOON's proxy: routing also weighs each worker's recent success rate and
+//! latency; a request whose worker fails or disappears before the first answer byte is
+//! retried on another worker; a failure after that ends the answer with a clean error; a
+//! client that goes away cancels the request at the worker (protocol 3 workers); errors
+//! reach protocol ≥ 1 clients as `…Ex` messages; a worker claiming more than the proxy
+//! knows is refused while the proxy keeps running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cocoon_net::ConnectionConfig;
+use cocoon_tl::types::proxy;
+use ed25519_dalek::SigningKey;
+use tycho_types::models::StdAddr;
+
+use crate::chain::{ChainContext, ChainError, ProxyVouchers};
+use crate::ledger::Ledger;
+use crate::pricing::Prices;
+use crate::protocol::version::flags;
+use crate::protocol::Version;
+
+mod admission;
+mod billing;
+mod clients;
+mod connections;
+mod epoch;
+mod relay;
+mod routing;
+mod workers;
+
+use epoch::Epoch;
+use relay::Running;
+use routing::WorkerLink;
+
+/// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
+pub const MIN_PROTO: i32 = 0;
+
+/// See [`MIN_PROTO`].
+pub const MAX_PROTO: i32 = 3;
+
+/// Settings of a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Owner of the proxy (receives its earnings).
+    pub owner_address: String,
+    /// Root parameters and contract derivation (fake-TON until the chain backends land).
+    pub chain: ChainContext,
+    /// The machine key: signs ledger rows and (with the TON layer) vouchers.
+    pub signing_key: SigningKey,
+    /// Test network mode; must match clients' and workers'.
+    pub is_test: bool,
+    /// Root prices.
+    pub prices: Prices,
+    /// Version of the root config this proxy runs on.
+    pub config_version: i32,
+    /// Fake-TON mode (no chain, a stand-in for development and tests): clients are
+    /// pseudo-funded and authorized at once, as COCOON's `--disable-ton`.
+    pub fake_ton: bool,
+    /// On-chain settlement (None in fake-TON mode): client contracts fund requests,
+    /// vouchers cover only usage anchored on chain.
+    pub settlement: Option<Arc<crate::settle::ProxyChain>>,
+    /// Adjusted tokens each fake-TON client may use.
+    pub pseudo_client_tokens: u64,
+    /// Workers tried per request (1 = no retry).
+    pub max_attempts: u32,
+    /// Transport tunables.
+    pub connection: ConnectionConfig,
+}
+
+/// Counters of a proxy.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests received from clients.
+    pub requests_received: AtomicU64,
+    /// Requests refused before reaching a worker.
+    pub requests_rejected: AtomicU64,
+    /// Requests answered completely.
+    pub requests_success: AtomicU64,
+    /// Requests that ended in an error after reaching a worker.
+    pub requests_failed: AtomicU64,
+    /// Requests retried on another worker.
+    pub requests_retried: AtomicU64,
+    /// Adjusted tokens booked.
+    pub adjusted_tokens: AtomicU64,
+    /// Adjusted tokens booked per class: prompt, cached, completion, reasoning.
+    pub tokens_by_class: [AtomicU64; 4],
+    /// Time from forwarding a request to its end.
+    pub request_latency: crate::metrics::Histogram,
+    /// Client connections open now.
+    pub client_connections: AtomicU64,
+    /// Worker usage reports beyond what their request could have produced, clipped before
+    /// booking ([`crate::bounds`]).
+    pub usage_reports_clipped: AtomicU64,
+    /// Adjusted tokens workers claimed beyond the bound (not booked).
+    pub usage_tokens_refused: AtomicU64,
+}
+
+/// The two kinds of parties a proxy admits.
+#[derive(Debug, Clone, Copy)]
+enum Party {
+    Client,
+    Worker,
+}
+
+impl Party {
+    fn name(self) -> &'static str {
+        match self {
+            Party::Client => "client",
+            Party::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    workers: BTreeMap<u64, WorkerLink>,
+    requests: HashMap<[u8; 32], Running>,
+    reserved: HashMap<String, u64>,
+}
+
+struct Shared {
+    settings: ProxySettings,
+    ledger: Arc<Ledger>,
+    /// Books finished requests with group commit.
+    writer: crate::ledger::LedgerWriter,
+    epoch: std::sync::RwLock<Arc<Epoch>>,
+    /// Set while the proxy rotates its contracts: new requests and connections wait.
+    rotating: std::sync::atomic::AtomicBool,
+    /// Bumped after each rotation: every open connection closes, so that clients and
+    /// workers reconnect to the new contracts.
+    rotations: tokio::sync::watch::Sender<u64>,
+    vouchers: ProxyVouchers,
+    /// The last voucher signed per contract: `(tokens, BOC)`.
+    voucher_cache: Mutex<HashMap<StdAddr, (u64, Vec<u8>)>>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    stats: ProxyStats,
+}
+
+/// A proxy. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("sc_address", &self.sc_address())
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// A proxy with its ledger; fails if the owner address is not a TON address.
+    pub fn new(settings: ProxySettings, ledger: Arc<Ledger>) -> Result<Self, ChainError> {
+        let owner = settings.chain.parse_address(&settings.owner_address)?;
+        let key = settings.signing_key.verifying_key().to_bytes();
+        let sc = settings.chain.proxy_sc(&owner, &key)?;
+        let epoch = Epoch {
+            sc_text: settings.chain.format(&sc),
+            sc,
+            chain: settings.chain.clone(),
+            prices: settings.prices,
+            settlement: settings.settlement.clone(),
+        };
+        let vouchers = ProxyVouchers::new(settings.signing_key.clone(), owner);
+        let proxy = Proxy {
+            shared: Arc::new(Shared {
+                settings,
+                writer: crate::ledger::LedgerWriter::spawn(ledger.clone()),
+                ledger,
+                epoch: std::sync::RwLock::new(Arc::new(epoch)),
+                rotating: std::sync::atomic::AtomicBool::new(false),
+                rotations: tokio::sync::watch::Sender::new(0),
+                vouchers,
+                voucher_cache: Mutex::new(HashMap::new()),
+                state: Mutex::new(State::default()),
+                next_id: AtomicU64::new(1),
+                stats: ProxyStats::default(),
+            }),
+        };
+        if let Some(chain) = &proxy.shared.settings.settlement {
+            proxy.probe_running(chain);
+        }
+        Ok(proxy)
+    }
+
+    fn epoch(&self) -> Arc<Epoch> {
+        self.shared
+            .epoch
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The on-chain settlement of the current root parameters, when the proxy runs on
+    /// a chain.
+    pub fn settlement(&self) -> Option<Arc<crate::settle::ProxyChain>> {
+        self.epoch().settlement.clone()
+    }
+
+    /// The current proxy contract address (canonical text form).
+    pub fn sc_address(&self) -> String {
+        self.epoch().sc_text.clone()
+    }
+
+    /// The root's `params_version` the proxy runs on.
+    pub fn params_version(&self) -> u32 {
+        self.epoch().chain.params().params_version
+    }
+
+    /// Whether the proxy is rotating its contracts right now.
+    pub fn is_rotating(&self) -> bool {
+        self.shared.rotating.load(Ordering::SeqCst)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proxy's counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.shared.stats
+    }
+
+    /// The root prices the proxy books with now.
+    pub fn prices(&self) -> Prices {
+        self.epoch().prices
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.shared.ledger
+    }
+
+    /// The proxy's public key (Ed25519).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.shared.settings.signing_key.verifying_key().to_bytes()
+    }
+
+    /// Worker connections ready for requests, per base model.
+    pub fn ready_workers(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for w in self.state().workers.values() {
+            if w.ready && !w.disabled {
+                *out.entry(w.model.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Requests in flight.
+    pub fn running_requests(&self) -> usize {
+        self.state().requests.len()
+    }
+
+    fn params(&self, proto: Version) -> proxy::Params {
+        let s = &self.shared.settings;
+        let announced = proto.number() > 0;
+        proxy::Params {
+            flags: flags::PARAMS_BASE | if announced { flags::PARAMS_VERSIONS } else { 0 },
+            proxy_public_key: self.public_key(),
+            proxy_owner_address: s.owner_address.clone(),
+            proxy_sc_address: self.sc_address(),
+            is_test: Some(s.is_test),
+            proto_version: announced.then_some(proto.number()),
+        }
+    }
+}
+
+/// A peer's text as a log field: at most 128 characters, so that a hostile multi-megabyte
+/// name cannot flood the log.
+fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 128;
+    match text.char_indices().nth(MAX) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

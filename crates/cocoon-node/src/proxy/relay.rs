@@ -1,0 +1,548 @@
+//! Relay: a request from admission to its last message: reservation, the worker it runs on,
+//! the answer relayed in the client's protocol, retries on another worker, cancellation and
+//! failure.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cocoon_net::{RpcError, RpcHandle};
+use cocoon_tl::enums;
+use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn};
+use cocoon_tl::types::{cocoonrs, http, proxy};
+use tracing::{debug, info, info_span, warn, Instrument};
+use tycho_types::models::StdAddr;
+
+use super::admission::ClientSession;
+use super::billing::bounded;
+use super::routing::{choose_worker, WorkerLink};
+use super::{log_text, Proxy, State};
+use crate::limits::MAX_ANSWER_PART;
+use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
+use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
+use crate::protocol::{Refusal, Version};
+use crate::request::base_model_name;
+use crate::util::{hex_short, unix_now};
+
+pub(super) struct Running {
+    pub(super) client_owner: String,
+    pub(super) client_sc: StdAddr,
+    pub(super) client: RpcHandle,
+    pub(super) client_proto: Version,
+    pub(super) client_request_id: [u8; 32],
+    pub(super) query: Arc<Vec<u8>>,
+    pub(super) model: String,
+    pub(super) max_coefficient: u32,
+    pub(super) reserved: u64,
+    pub(super) timeout: f64,
+    pub(super) debug: bool,
+    /// The coefficient the current worker prices at (sent to it in `proxy.runQueryEx`).
+    pub(super) coefficient: u32,
+    /// Answer bytes relayed from the current worker.
+    pub(super) relayed: u64,
+    pub(super) worker: u64,
+    pub(super) worker_owner: String,
+    pub(super) worker_sc: StdAddr,
+    pub(super) tried: Vec<u64>,
+    pub(super) head_sent: bool,
+    pub(super) started: Instant,
+    pub(super) proxy_start: f64,
+    pub(super) client_gone: bool,
+}
+
+impl Running {
+    /// How this request's answer is written to its client.
+    pub(super) fn reply(&self) -> ClientReply {
+        ClientReply {
+            proto: self.client_proto,
+            request_id: self.client_request_id,
+            trace: Some(ProxyTrace {
+                debug: self.debug,
+                proxy_start: self.proxy_start,
+            }),
+        }
+    }
+
+    /// Where an error would stand in the client's answer now.
+    pub(super) fn after_head(&self) -> Piece {
+        if self.head_sent {
+            Piece::Part
+        } else {
+            Piece::Head
+        }
+    }
+}
+
+/// What to send once the state lock is released.
+pub(super) enum Send {
+    Client(RpcHandle, Vec<u8>),
+    Worker(RpcHandle, Vec<u8>),
+}
+
+impl Send {
+    /// Sends the message; a failure is logged and returned (a message too large for a
+    /// frame fails alone: the connection lives on).
+    pub(super) async fn run(self) -> Result<(), RpcError> {
+        let (handle, data) = match self {
+            Send::Client(h, d) | Send::Worker(h, d) => (h, d),
+        };
+        let sent = handle.send_packet_raw(data).await;
+        if let Err(e) = &sent {
+            debug!(error = %e, "could not deliver a message");
+        }
+        sent
+    }
+}
+
+impl Proxy {
+    pub(super) async fn forward_query(
+        &self,
+        client: RpcHandle,
+        session: &ClientSession,
+        q: client_fn::RunQueryEx,
+    ) {
+        let (owner, proto) = (session.owner.as_str(), session.proto);
+        let stats = &self.shared.stats;
+        stats.requests_received.fetch_add(1, Ordering::Relaxed);
+        let s = &self.shared.settings;
+        let span =
+            info_span!("request", id = %hex_short(&q.request_id), model = %log_text(&q.model_name));
+        let reject = |refusal: Refusal, detail: String| {
+            let client = client.clone();
+            let message = refusal.message(detail);
+            let code = refusal.code().code();
+            let to = ClientReply {
+                proto,
+                request_id: q.request_id,
+                trace: None,
+            };
+            let msg = to.error(Piece::Head, code, &message, AdjustedTokens::default());
+            async move {
+                stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                info!(code, %message, "request rejected");
+                let _ = client.send_packet_raw(msg).await;
+            }
+        };
+        let max_tokens = u64::try_from(q.max_tokens)
+            .ok()
+            .filter(|&t| t > 0)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
+        let max_coefficient = u32::try_from(q.max_coefficient).unwrap_or(0);
+        if self.is_rotating() {
+            return reject(Refusal::Rotating, String::new())
+                .instrument(span)
+                .await;
+        }
+        let available = self.available_tokens(owner);
+        if available < max_tokens {
+            return reject(
+                Refusal::BalanceTooLow,
+                format!(
+                    "{max_tokens} requested, {available} tokens available (lower max_tokens or top up)"
+                ),
+            )
+            .instrument(span)
+            .await;
+        }
+        if q.min_config_version > s.config_version {
+            return reject(
+                Refusal::Failed,
+                format!(
+                    "proxy config version {} is older than the client's {}",
+                    s.config_version, q.min_config_version
+                ),
+            )
+            .instrument(span)
+            .await;
+        }
+        let to_reserve = reservation(max_tokens, q.query.len(), max_coefficient);
+        if to_reserve > available {
+            return reject(
+                Refusal::ReservationTooLarge,
+                format!(
+                    "it reserves {to_reserve} tokens (max_tokens and request size at max_coefficient), {available} available"
+                ),
+            )
+            .instrument(span)
+            .await;
+        }
+        let proxy_request_id: [u8; 32] = rand::random();
+        let model = base_model_name(&q.model_name).to_owned();
+        let query = Arc::new(q.query);
+        let timeout = if q.timeout > 0.0 && q.timeout.is_finite() {
+            q.timeout
+        } else {
+            120.0
+        };
+        let chosen = {
+            let mut state = self.state();
+            match choose_worker(&state, &model, max_coefficient, &[]) {
+                Err(e) => Err(e),
+                Ok(worker) => {
+                    *state.reserved.entry(owner.to_owned()).or_default() += to_reserve;
+                    let link = state
+                        .workers
+                        .get_mut(&worker)
+                        .expect("chosen worker exists");
+                    link.running += 1;
+                    let send = run_query_message(
+                        link,
+                        &query,
+                        timeout,
+                        proxy_request_id,
+                        q.enable_debug.unwrap_or(false),
+                    );
+                    let (worker_owner, worker_sc, coefficient) =
+                        (link.owner.clone(), link.sc.clone(), link.coefficient);
+                    state.requests.insert(
+                        proxy_request_id,
+                        Running {
+                            client_owner: owner.to_owned(),
+                            client_sc: session.sc.clone(),
+                            client: client.clone(),
+                            client_proto: proto,
+                            client_request_id: q.request_id,
+                            query,
+                            model,
+                            max_coefficient,
+                            reserved: to_reserve,
+                            timeout,
+                            debug: q.enable_debug.unwrap_or(false),
+                            coefficient,
+                            relayed: 0,
+                            worker,
+                            worker_owner,
+                            worker_sc,
+                            tried: vec![worker],
+                            head_sent: false,
+                            started: Instant::now(),
+                            proxy_start: unix_now(),
+                            client_gone: false,
+                        },
+                    );
+                    Ok(send)
+                }
+            }
+        };
+        let send = match chosen {
+            Ok(send) => send,
+            Err((refusal, detail)) => return reject(refusal, detail).instrument(span).await,
+        };
+        debug!(parent: &span, proxy_request = %hex_short(&proxy_request_id), "forwarded to worker");
+        if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
+            return self
+                .fail_request(proxy_request_id, Refusal::TooLarge, &e.to_string(), None)
+                .instrument(span)
+                .await;
+        }
+        // The proxy's own timer: the client's timeout.
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(timeout.min(86_400.0))).await;
+            proxy
+                .fail_request(
+                    proxy_request_id,
+                    Refusal::Timeout,
+                    "the request's time ran out at the proxy",
+                    None,
+                )
+                .await;
+        });
+    }
+
+    /// Marks the requests matching `which` as abandoned by their client and cancels them
+    /// at workers that understand cancellation (protocol 3). Tokens the worker reports
+    /// for the part it delivered are still booked.
+    pub(super) async fn cancel_requests(&self, which: impl Fn(&Running) -> bool) {
+        let cancels = {
+            let mut state = self.state();
+            let State {
+                requests, workers, ..
+            } = &mut *state;
+            let mut out = Vec::new();
+            for (id, r) in requests.iter_mut() {
+                if r.client_gone || !which(r) {
+                    continue;
+                }
+                r.client_gone = true;
+                if let Some(w) = workers.get(&r.worker).filter(|w| w.proto.cancellation()) {
+                    let msg = cocoonrs::CancelQuery { request_id: *id };
+                    out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
+                }
+            }
+            out
+        };
+        for c in cancels {
+            let _ = c.run().await;
+        }
+    }
+
+    pub(super) async fn worker_answer(&self, worker_id: u64, message: enums::proxy::QueryAnswerEx) {
+        let (request_id, message) = FromWorker::read(message);
+        let mut sends = Vec::new();
+        let mut finished = None;
+        let mut retry = None;
+        let mut out_of_order = false;
+        let mut overclaim = None;
+        let multipliers = self.prices().multipliers;
+        'locked: {
+            let mut state = self.state();
+            let Some(r) = state.requests.get_mut(&request_id) else {
+                debug!("answer for a finished request ignored");
+                return;
+            };
+            if r.worker != worker_id {
+                debug!("answer from a worker no longer in charge ignored");
+                return;
+            }
+            match message {
+                FromWorker::Answer {
+                    piece,
+                    answer,
+                    last,
+                } => {
+                    let in_order = match piece {
+                        Piece::Head => !r.head_sent,
+                        Piece::Part => r.head_sent,
+                    };
+                    if !in_order {
+                        out_of_order = true;
+                        break 'locked;
+                    }
+                    r.head_sent = true;
+                    r.relayed = r.relayed.saturating_add(answer.len() as u64);
+                    let info = last.as_ref().and_then(|l| l.0.as_ref());
+                    let tokens = bounded(r, info, multipliers, &mut overclaim);
+                    let position = match &last {
+                        Some(_) => Position::Last(info),
+                        None => Position::More,
+                    };
+                    let msg = match piece {
+                        Piece::Head => {
+                            let (head, payload) = add_proxy_header(&answer, r.proxy_start);
+                            if payload.is_empty() {
+                                r.reply().answer(Piece::Head, head, tokens, position)
+                            } else {
+                                // A large body in the head travels as parts after it.
+                                let head =
+                                    r.reply().answer(Piece::Head, head, tokens, Position::More);
+                                sends.push(Send::Client(r.client.clone(), head));
+                                relay_parts(r, payload, tokens, position, &mut sends)
+                            }
+                        }
+                        Piece::Part => relay_parts(r, answer, tokens, position, &mut sends),
+                    };
+                    if last.is_some() {
+                        finished = Some((tokens, true, Some(msg)));
+                    } else {
+                        sends.push(Send::Client(r.client.clone(), msg));
+                    }
+                }
+                FromWorker::Error {
+                    code,
+                    message,
+                    info,
+                } => {
+                    let retryable = Refusal::classify(code, &message).another_worker_may_succeed()
+                        && !r.client_gone;
+                    if !r.head_sent && retryable {
+                        retry = Some((code, message));
+                    } else {
+                        // Billed: what the worker reports it delivered (nothing before the head).
+                        let (billed, instead_of) = if r.head_sent {
+                            let billed = bounded(r, info.as_ref(), multipliers, &mut overclaim);
+                            (billed, Piece::Part)
+                        } else {
+                            (AdjustedTokens::default(), Piece::Head)
+                        };
+                        let msg = r.reply().error(instead_of, code, &message, billed);
+                        finished = Some((billed, false, Some(msg)));
+                    }
+                }
+            }
+        }
+        if let Some((reported, billed)) = overclaim {
+            self.overclaimed(request_id, worker_id, reported, billed);
+        }
+        if out_of_order {
+            return self
+                .fail_request(
+                    request_id,
+                    Refusal::Failed,
+                    "the worker sent its answer parts out of order",
+                    None,
+                )
+                .await;
+        }
+        for s in sends {
+            if let Err(e @ RpcError::TooLarge { .. }) = s.run().await {
+                return self
+                    .fail_request(request_id, Refusal::TooLarge, &e.to_string(), None)
+                    .await;
+            }
+        }
+        if let Some((code, reason)) = retry {
+            self.retry_or_fail(request_id, code, &reason).await;
+        } else if let Some((tokens, ok, last)) = finished {
+            self.finish(request_id, tokens, ok, last).await;
+        }
+    }
+
+    /// Sends the request to another worker if one is left to try, else fails it.
+    /// On failure the client gets the last worker's error code and message.
+    pub(super) async fn retry_or_fail(&self, request_id: [u8; 32], code: i32, reason: &str) {
+        let send = {
+            let mut state = self.state();
+            let Some(r) = state.requests.get(&request_id) else {
+                return;
+            };
+            let attempts = u32::try_from(r.tried.len()).unwrap_or(u32::MAX);
+            let choice = if attempts < self.shared.settings.max_attempts {
+                choose_worker(&state, &r.model, r.max_coefficient, &r.tried).ok()
+            } else {
+                None
+            };
+            match choice {
+                Some(next) => {
+                    let (query, timeout, debug, old) =
+                        (r.query.clone(), r.timeout, r.debug, r.worker);
+                    if let Some(w) = state.workers.get_mut(&old) {
+                        w.running = w.running.saturating_sub(1);
+                        w.reputation.record(false, 0.0);
+                    }
+                    let link = state.workers.get_mut(&next).expect("chosen worker exists");
+                    link.running += 1;
+                    let send = run_query_message(link, &query, timeout, request_id, debug);
+                    let (owner, sc, coefficient) =
+                        (link.owner.clone(), link.sc.clone(), link.coefficient);
+                    let r = state.requests.get_mut(&request_id).expect("present");
+                    r.worker = next;
+                    r.coefficient = coefficient;
+                    r.relayed = 0;
+                    r.worker_owner = owner;
+                    r.worker_sc = sc;
+                    r.tried.push(next);
+                    Some(send)
+                }
+                None => None,
+            }
+        };
+        match send {
+            Some(send) => {
+                self.shared
+                    .stats
+                    .requests_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(proxy_request = %hex_short(&request_id), %reason, "retrying on another worker");
+                if let Err(e @ RpcError::TooLarge { .. }) = send.run().await {
+                    self.fail_request(request_id, Refusal::TooLarge, &e.to_string(), None)
+                        .await;
+                }
+            }
+            None => {
+                self.fail_request_with_code(request_id, code, reason, None)
+                    .await
+            }
+        }
+    }
+
+    /// Ends a request with an error sent by the proxy itself (if it is still running).
+    pub(super) async fn fail_request(
+        &self,
+        request_id: [u8; 32],
+        refusal: Refusal,
+        detail: &str,
+        tokens: Option<AdjustedTokens>,
+    ) {
+        self.fail_request_with_code(
+            request_id,
+            refusal.code().code(),
+            &refusal.message(detail),
+            tokens,
+        )
+        .await
+    }
+
+    /// [`Proxy::fail_request`] with a raw code (e.g. one a worker sent).
+    pub(super) async fn fail_request_with_code(
+        &self,
+        request_id: [u8; 32],
+        code: i32,
+        message: &str,
+        tokens: Option<AdjustedTokens>,
+    ) {
+        let msg = {
+            let state = self.state();
+            let Some(r) = state.requests.get(&request_id) else {
+                return;
+            };
+            r.reply()
+                .error(r.after_head(), code, message, tokens.unwrap_or_default())
+        };
+        warn!(proxy_request = %hex_short(&request_id), code, %message, "request failed");
+        self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
+            .await;
+    }
+}
+
+pub(super) fn run_query_message(
+    link: &WorkerLink,
+    query: &[u8],
+    timeout: f64,
+    request_id: [u8; 32],
+    debug: bool,
+) -> Send {
+    let msg = proxy_fn::RunQueryEx {
+        query: query.to_vec(),
+        signed_payment: proxy::SignedPaymentEmpty {}.into(),
+        coefficient: i64::from(link.coefficient),
+        timeout: timeout * 0.95,
+        request_id,
+        flags: 0, // the codec sets the bit of enable_debug
+        enable_debug: Some(debug),
+    };
+    Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
+}
+
+/// Relays answer bytes as client parts of at most [`MAX_ANSWER_PART`] bytes, so that a
+/// part too large for the client's frame travels as several: all but the last are pushed to
+/// `sends`; the last, carrying `done` and the summary, is returned.
+pub(super) fn relay_parts(
+    r: &Running,
+    mut bytes: Vec<u8>,
+    tokens: AdjustedTokens,
+    position: Position<'_>,
+    sends: &mut Vec<Send>,
+) -> Vec<u8> {
+    let to = r.reply();
+    if bytes.len() > MAX_ANSWER_PART {
+        let last = bytes.split_off(bytes.len() - MAX_ANSWER_PART);
+        for piece in crate::limits::answer_parts(&bytes) {
+            let msg = to.answer(Piece::Part, piece.to_vec(), tokens, Position::More);
+            sends.push(Send::Client(r.client.clone(), msg));
+        }
+        bytes = last;
+    }
+    to.answer(Piece::Part, bytes, tokens, position)
+}
+
+/// Re-serializes a worker's `http.response` with the proxy's timing header added.
+/// A body larger than [`MAX_ANSWER_PART`] is taken out of the head and returned beside it,
+/// to be relayed as parts.
+pub(super) fn add_proxy_header(answer: &[u8], proxy_start: f64) -> (Vec<u8>, Vec<u8>) {
+    match cocoon_tl::from_bytes::<cocoon_tl::enums::http::Response>(answer) {
+        Ok(cocoon_tl::enums::http::Response::Response(mut response)) => {
+            response.headers.push(http::Header {
+                name: "X-Cocoon-Proxy-Start".into(),
+                value: format!("{proxy_start:.6}"),
+            });
+            let payload = if response.payload.len() > MAX_ANSWER_PART {
+                std::mem::take(&mut response.payload)
+            } else {
+                Vec::new()
+            };
+            (cocoon_tl::to_bytes(&response), payload)
+        }
+        Err(_) => (answer.to_vec(), Vec::new()),
+    }
+}

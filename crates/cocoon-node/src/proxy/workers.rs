@@ -1,0 +1,255 @@
+//! A worker connection's queries (hello, balance comparison, readiness, payment status), its
+//! packets (availability, coefficient, answers) and its end.
+
+use cocoon_net::{ErrorCode, IncomingQuery, RpcHandle};
+use cocoon_tl::functions::worker as worker_fn;
+use cocoon_tl::types::{proxy, worker};
+use cocoon_tl::{enums, TlConstructor};
+use tracing::{debug, info, warn};
+
+use super::routing::{Reputation, WorkerLink};
+use super::{log_text, to_i64, Party, Proxy};
+use crate::protocol::version::flags;
+use crate::protocol::Refusal;
+use crate::request::base_model_name;
+
+impl Proxy {
+    /// Handles a worker query; Err means the connection must close.
+    pub(super) async fn worker_query(
+        &self,
+        id: u64,
+        handle: &RpcHandle,
+        q: IncomingQuery,
+    ) -> Result<(), ()> {
+        let s = &self.shared.settings;
+        match q.function_id() {
+            Some(worker_fn::ConnectToProxy::ID) => {
+                let req: worker_fn::ConnectToProxy = q.decode().map_err(|_| ())?;
+                let p = &req.params;
+                let refuse = if p.flags & flags::PARAMS_BASE == 0 {
+                    Some("worker params lack is_test".to_owned())
+                } else if p.is_test.unwrap_or(false) != s.is_test {
+                    Some(format!("is_test mismatch: proxy {}", s.is_test))
+                } else if p.model.is_empty() {
+                    Some("empty model name".into())
+                } else if !(0..1_000_000_000).contains(&p.coefficient) {
+                    Some(format!("coefficient {} out of range", p.coefficient))
+                } else if p.max_active_requests.unwrap_or(0) < 1 || p.proxy_cnt.unwrap_or(0) < 1 {
+                    Some("max_active_requests and proxy_cnt must be at least 1".into())
+                } else {
+                    None
+                };
+                let admitted = self.admit(
+                    refuse,
+                    (p.flags, p.min_proto_version, p.max_proto_version),
+                    &p.worker_owner_address,
+                    Party::Worker,
+                );
+                let (proto, owner, worker_sc) = match admitted {
+                    Ok(x) => x,
+                    Err((code, reason)) => {
+                        let _ = q.error(code.code(), &reason).await;
+                        return Err(());
+                    }
+                };
+                let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
+                let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
+                let epoch = self.epoch();
+                let worker_sc_address = epoch.chain.format(&worker_sc);
+                let link = WorkerLink {
+                    owner,
+                    sc: worker_sc,
+                    model: base_model_name(&p.model).to_owned(),
+                    coefficient: u32::try_from(p.coefficient).unwrap_or(0),
+                    max_active: max_active.div_ceil(proxies),
+                    running: 0,
+                    disabled: true,
+                    ready: false,
+                    proto,
+                    handle: handle.clone(),
+                    reputation: Reputation::new(),
+                };
+                if let Some(chain) = &epoch.settlement {
+                    let noted = epoch
+                        .chain
+                        .parse_address(&link.owner)
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| {
+                            chain
+                                .worker_connected(&a, &link.owner)
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = noted {
+                        warn!(error = %e, "worker contract not derivable");
+                    }
+                }
+                info!(owner = %link.owner, model = %log_text(&link.model), coefficient = link.coefficient, %proto, "worker connected");
+                self.state().workers.insert(id, link);
+                let answer = worker::ConnectedToProxy {
+                    params: self.params(proto),
+                    worker_sc_address,
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::CompareBalanceWithProxy::ID) => {
+                let req: worker_fn::CompareBalanceWithProxy = q.decode().map_err(|_| ())?;
+                let Some((owner, sc)) = self
+                    .state()
+                    .workers
+                    .get(&id)
+                    .map(|w| (w.owner.clone(), w.sc.clone()))
+                else {
+                    let _ = q
+                        .error(
+                            ErrorCode::ProtocolViolation.code(),
+                            "compare before connectToProxy",
+                        )
+                        .await;
+                    return Err(());
+                };
+                let known = to_i64(self.contract_tokens(&owner, true));
+                if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
+                {
+                    let reason = format!(
+                        "worker reports {} tokens committed, this proxy knows {known}",
+                        req.tokens_committed_to_blockchain
+                            .max(req.tokens_committed_to_db)
+                    );
+                    warn!(%owner, %reason, "worker refused");
+                    let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
+                    return Err(());
+                }
+                let answer = worker::CompareBalanceWithProxyResult {
+                    signed_payment: self.voucher_for(
+                        &owner,
+                        &sc,
+                        u64::try_from(known).unwrap_or(0),
+                        true,
+                    ),
+                    tokens_committed_to_db: known,
+                    max_tokens: known,
+                    error_code: i32::from(req.max_tokens > known),
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::ExtendedCompareBalanceWithProxy::ID) => {
+                let answer = worker::ExtendedCompareBalanceWithProxyResult { error_code: 0 };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            Some(worker_fn::ProxyHandshakeComplete::ID) => {
+                let req: worker_fn::ProxyHandshakeComplete = q.decode().map_err(|_| ())?;
+                {
+                    let mut state = self.state();
+                    let Some(w) = state.workers.get_mut(&id) else {
+                        return Err(());
+                    };
+                    w.ready = true;
+                    w.disabled = req.is_disabled;
+                }
+                q.answer(&worker::ProxyHandshakeCompleted {})
+                    .await
+                    .map_err(|_| ())
+            }
+            Some(worker_fn::UpdatePaymentStatus::ID) => {
+                let Some((owner, sc)) = self
+                    .state()
+                    .workers
+                    .get(&id)
+                    .map(|w| (w.owner.clone(), w.sc.clone()))
+                else {
+                    let _ = q
+                        .error(
+                            ErrorCode::ProtocolViolation.code(),
+                            "payment status before connectToProxy",
+                        )
+                        .await;
+                    return Err(());
+                };
+                let earned = self.contract_tokens(&owner, true);
+                let answer = worker::PaymentStatus {
+                    signed_payment: self.voucher_for(&owner, &sc, earned, true),
+                    db_tokens: to_i64(earned),
+                    max_tokens: to_i64(earned),
+                };
+                q.answer(&answer).await.map_err(|_| ())
+            }
+            other => {
+                let name = other
+                    .and_then(cocoon_tl::constructor_name)
+                    .unwrap_or("unknown");
+                let _ = q
+                    .error(
+                        ErrorCode::ProtocolViolation.code(),
+                        &format!("proxy does not serve {name}"),
+                    )
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn worker_packet(&self, id: u64, handle: &RpcHandle, data: &[u8]) {
+        match cocoon_tl::peek_id(data) {
+            Some(worker::EnabledDisabled::ID) => {
+                if let Ok(m) = cocoon_tl::from_bytes::<worker::EnabledDisabled>(data) {
+                    if let Some(w) = self.state().workers.get_mut(&id) {
+                        w.disabled = m.disabled != 0;
+                        info!(disabled = w.disabled, "worker availability changed");
+                    }
+                }
+            }
+            Some(worker::NewCoefficient::ID) => {
+                if let Ok(m) = cocoon_tl::from_bytes::<worker::NewCoefficient>(data) {
+                    match u32::try_from(m.new_coefficient) {
+                        Ok(c) => {
+                            if let Some(w) = self.state().workers.get_mut(&id) {
+                                w.coefficient = c;
+                            }
+                        }
+                        Err(_) => handle.close(),
+                    }
+                }
+            }
+            Some(
+                proxy::QueryAnswerEx::ID
+                | proxy::QueryAnswerPartEx::ID
+                | proxy::QueryAnswerErrorEx::ID,
+            ) => match cocoon_tl::from_bytes::<enums::proxy::QueryAnswerEx>(data) {
+                Ok(answer) => self.worker_answer(id, answer).await,
+                Err(e) => warn!(error = %e, "malformed worker answer ignored"),
+            },
+            other => debug!(id = ?other, "unhandled worker packet"),
+        }
+    }
+
+    /// A worker connection ended: retry its unstarted requests, fail its started ones.
+    pub(super) async fn worker_gone(&self, id: u64) {
+        let affected: Vec<([u8; 32], bool)> = {
+            let mut state = self.state();
+            state.workers.remove(&id);
+            state
+                .requests
+                .iter()
+                .filter(|(_, r)| r.worker == id)
+                .map(|(rid, r)| (*rid, r.head_sent))
+                .collect()
+        };
+        info!(requests = affected.len(), "worker disconnected");
+        for (rid, head_sent) in affected {
+            if head_sent {
+                self.fail_request(
+                    rid,
+                    Refusal::Unavailable,
+                    "the worker disconnected in the middle of the answer",
+                    None,
+                )
+                .await;
+            } else {
+                let refusal = Refusal::Unavailable;
+                let message = refusal.message("the worker disconnected");
+                self.retry_or_fail(rid, refusal.code().code(), &message)
+                    .await;
+            }
+        }
+    }
+}
