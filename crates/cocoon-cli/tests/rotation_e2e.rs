@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cocoon_node::chain::{devnet_address, ChainContext};
+use cocoon_node::ledger::Party;
 use cocoon_ton::contracts::{
     ClientContractState, ContractStatus, ProxyContractState, WorkerContractState,
 };
@@ -178,7 +179,7 @@ async fn a_price_change_rotates_every_contract_and_each_epoch_balances() {
     let totals = ledger.all_totals().expect("totals");
     assert_eq!(totals.clients.len(), 1);
     let (client_owner, client_total) = totals.clients[0].clone();
-    let t1 = cut.of(&client_owner, false);
+    let t1 = cut.of(&client_owner, Party::Client);
     let t2 = client_total - t1;
     assert!(
         t1 >= 4 * TOKENS && t1.is_multiple_of(TOKENS),
@@ -253,7 +254,7 @@ async fn a_price_change_rotates_every_contract_and_each_epoch_balances() {
             .find(|o| old_ctx.parse_address(o).expect("owner") == owner);
         let (w1, w2) = owner_text.map_or((0, 0), |o| {
             let total = totals.workers.iter().find(|(x, _)| x == o).expect("w").1;
-            let start = cut.of(o, true);
+            let start = cut.of(o, Party::Worker);
             (start, total - start)
         });
         assert_eq!(

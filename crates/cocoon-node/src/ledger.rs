@@ -65,6 +65,25 @@ pub struct Epoch {
     pub closed: bool,
 }
 
+/// The two sides a proxy books between: the client that pays and the worker that earns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Party {
+    /// A client: its tokens are what it used.
+    Client,
+    /// A worker: its tokens are what it earned.
+    Worker,
+}
+
+impl Party {
+    /// `"client"` or `"worker"`, for logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Party::Client => "client",
+            Party::Worker => "worker",
+        }
+    }
+}
+
 /// Every party's total when an epoch began (absent parties: 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EpochStarts {
@@ -75,9 +94,12 @@ pub struct EpochStarts {
 }
 
 impl EpochStarts {
-    /// The start of `owner` (a client, or a worker when `worker`).
-    pub fn of(&self, owner: &str, worker: bool) -> u64 {
-        let map = if worker { &self.workers } else { &self.clients };
+    /// The start of `owner` as `party`.
+    pub fn of(&self, owner: &str, party: Party) -> u64 {
+        let map = match party {
+            Party::Client => &self.clients,
+            Party::Worker => &self.workers,
+        };
         map.get(owner).copied().unwrap_or(0)
     }
 }
@@ -807,9 +829,9 @@ mod tests {
             assert_eq!(first, EpochStarts::default());
             ledger.book(&booking(2, 20)).expect("book");
             let second = ledger.begin_epoch(2, "sc-2", b"params-2").expect("epoch 2");
-            assert_eq!(second.of("client-a", false), 30);
-            assert_eq!(second.of("worker-b", true), 30);
-            assert_eq!(second.of("client-z", false), 0);
+            assert_eq!(second.of("client-a", Party::Client), 30);
+            assert_eq!(second.of("worker-b", Party::Worker), 30);
+            assert_eq!(second.of("client-z", Party::Client), 0);
             // Versions only grow.
             assert!(matches!(
                 ledger.begin_epoch(2, "sc-x", b"p"),
@@ -833,7 +855,7 @@ mod tests {
         let starts = ledger.epoch_starts(2).expect("starts");
         assert_eq!(ledger.client_tokens("client-a").expect("total"), 35);
         assert_eq!(
-            ledger.client_tokens("client-a").expect("total") - starts.of("client-a", false),
+            ledger.client_tokens("client-a").expect("total") - starts.of("client-a", Party::Client),
             5
         );
         drop(ledger);

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use tycho_types::models::StdAddr;
 
 use crate::chain::{ChainContext, RootWatch};
-use crate::ledger::{EpochStarts, Ledger};
+use crate::ledger::{EpochStarts, Ledger, Party};
 
 /// Why a settlement step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -646,12 +646,12 @@ impl ProxyChain {
 
     /// A party's tokens on its contract of this epoch, from its cumulative ledger
     /// `total`: `total − start`, capped at the epoch's end once it is over.
-    pub fn epoch_tokens(&self, owner: &str, worker: bool, total: u64) -> u64 {
+    pub fn epoch_tokens(&self, owner: &str, party: Party, total: u64) -> u64 {
         let total = match self.end.get() {
-            Some(end) => total.min(end.of(owner, worker)),
+            Some(end) => total.min(end.of(owner, party)),
             None => total,
         };
-        total.saturating_sub(self.starts.of(owner, worker))
+        total.saturating_sub(self.starts.of(owner, party))
     }
 
     /// Ends this epoch (a newer one began with `end` as its starts) and closes its
@@ -832,7 +832,7 @@ impl ProxyChain {
                     continue;
                 }
                 pending += 1;
-                let tokens = self.epoch_tokens(owner, false, end.of(owner, false));
+                let tokens = self.epoch_tokens(owner, Party::Client, end.of(owner, Party::Client));
                 if tokens < state.tokens_used {
                     warn!(%owner, tokens, charged = state.tokens_used, "client charged beyond the ledger");
                     continue;
@@ -843,7 +843,7 @@ impl ProxyChain {
                 );
             }
             for (owner, w) in &book.workers {
-                let tokens = self.epoch_tokens(owner, true, end.of(owner, true));
+                let tokens = self.epoch_tokens(owner, Party::Worker, end.of(owner, Party::Worker));
                 if w.closed || (!w.exists && tokens == 0) {
                     continue;
                 }
@@ -956,7 +956,7 @@ impl ProxyChain {
             .get(owner)
             .copied()
             .unwrap_or(0);
-        self.epoch_tokens(owner, false, total)
+        self.epoch_tokens(owner, Party::Client, total)
     }
 
     /// Tokens of worker `owner` on its contract of this epoch that are anchored on
@@ -968,7 +968,7 @@ impl ProxyChain {
             .get(owner)
             .copied()
             .unwrap_or(0);
-        self.epoch_tokens(owner, true, total)
+        self.epoch_tokens(owner, Party::Worker, total)
     }
 
     /// Reads a client's contract (at connect): remembers it and returns its secret hash
@@ -1045,7 +1045,7 @@ impl ProxyChain {
         per(state.balance)
             .min(per(state.stake))
             .saturating_add(state.tokens_used)
-            .saturating_add(self.starts.of(owner, false))
+            .saturating_add(self.starts.of(owner, Party::Client))
     }
 
     /// One round of the settlement loop.
@@ -1097,7 +1097,7 @@ impl ProxyChain {
             )));
         }
         for (owner, total) in &book.committed_clients {
-            let committed = &self.epoch_tokens(owner, false, *total);
+            let committed = &self.epoch_tokens(owner, Party::Client, *total);
             let charged = book
                 .clients
                 .get(owner)
@@ -1110,7 +1110,7 @@ impl ProxyChain {
             }
         }
         for (owner, total) in &book.committed_workers {
-            let committed = &self.epoch_tokens(owner, true, *total);
+            let committed = &self.epoch_tokens(owner, Party::Worker, *total);
             let paid = book.workers.get(owner).and_then(|w| w.paid);
             if *committed > 0 && paid < Some(*committed) {
                 return Ok(Some(format!(
@@ -1286,7 +1286,9 @@ impl ProxyChain {
         let mut book = self.book();
         let book = &mut *book;
         for (owner, total) in &book.committed_clients {
-            if book.clients.contains_key(owner) || self.epoch_tokens(owner, false, *total) == 0 {
+            if book.clients.contains_key(owner)
+                || self.epoch_tokens(owner, Party::Client, *total) == 0
+            {
                 continue;
             }
             let sc = self.context.parse_address(owner).and_then(|a| {
@@ -1302,7 +1304,9 @@ impl ProxyChain {
             }
         }
         for (owner, total) in &book.committed_workers {
-            if book.workers.contains_key(owner) || self.epoch_tokens(owner, true, *total) == 0 {
+            if book.workers.contains_key(owner)
+                || self.epoch_tokens(owner, Party::Worker, *total) == 0
+            {
                 continue;
             }
             let init = self.context.parse_address(owner).and_then(|a| {
@@ -1444,7 +1448,7 @@ impl ProxyChain {
                     continue;
                 }
                 let total = book.committed_clients.get(owner).copied().unwrap_or(0);
-                let committed = self.epoch_tokens(owner, false, total);
+                let committed = self.epoch_tokens(owner, Party::Client, total);
                 let kind = match state.status {
                     // A closing client (§5.5): once all its usage is anchored and nothing
                     // runs, a signed grant-refund charges it and returns the rest at once,
@@ -1473,7 +1477,7 @@ impl ProxyChain {
             }
             for (owner, w) in &book.workers {
                 let total = book.committed_workers.get(owner).copied().unwrap_or(0);
-                let committed = self.epoch_tokens(owner, true, total);
+                let committed = self.epoch_tokens(owner, Party::Worker, total);
                 let Some(paid) = w.paid else { continue };
                 if book.busy.contains(&w.init.address) || committed <= paid {
                     continue;

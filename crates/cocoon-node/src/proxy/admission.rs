@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 use tycho_types::models::StdAddr;
 
-use super::{to_i64, Party, Proxy, MAX_PROTO, MIN_PROTO};
+use super::{to_i64, Proxy, MAX_PROTO, MIN_PROTO};
 use crate::chain::ChainError;
+use crate::ledger::Party;
 use crate::protocol::version::{self, flags};
 use crate::protocol::{Refusal, Version};
 
@@ -115,7 +116,7 @@ impl Proxy {
                     }
                 };
                 let epoch = self.epoch();
-                let used = self.contract_tokens(&owner, false);
+                let used = self.contract_tokens(&owner, Party::Client);
                 let nonce: u64 = rand::random();
                 let (auth, secret_hash) = match &epoch.settlement {
                     // Fake-TON: like COCOON, offer short auth with an unknown secret hash,
@@ -162,7 +163,7 @@ impl Proxy {
                     params: self.params(proto),
                     client_sc_address: epoch.chain.format(&client_sc),
                     auth,
-                    signed_payment: self.voucher_for(&owner, &client_sc, used, false),
+                    signed_payment: self.voucher_for(&owner, &client_sc, used, Party::Client),
                 };
                 let _ = q.answer(&answer).await;
                 info!(%owner, %proto, "client connected");
@@ -224,9 +225,9 @@ impl Proxy {
                         return Err(());
                     }
                 }
-                let used = self.contract_tokens(owner, false);
+                let used = self.contract_tokens(owner, Party::Client);
                 let answer = client::AuthorizationWithProxySuccess {
-                    signed_payment: self.voucher_for(owner, sc, used, false),
+                    signed_payment: self.voucher_for(owner, sc, used, Party::Client),
                     tokens_committed_to_db: to_i64(used),
                     max_tokens: to_i64(used),
                 };

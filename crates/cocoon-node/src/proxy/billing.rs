@@ -1,7 +1,9 @@
 //! Billing: what a client may still spend, the bound on what a worker may report, the
 //! booking of a finished request before its last message, and the vouchers sent with it.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use cocoon_net::RpcHandle;
 use cocoon_tl::enums::proxy::SignedPayment;
@@ -10,9 +12,12 @@ use tracing::{debug, warn};
 use tycho_types::models::StdAddr;
 
 use super::relay::{Running, Send};
+use super::routing::Outcome;
 use super::{to_i64, Proxy};
 use crate::bounds::AdjustedBound;
+use crate::chain::ProxyVouchers;
 use crate::ledger::Booking;
+use crate::ledger::Party;
 use crate::pricing::{AdjustedTokens, Multipliers};
 use crate::protocol::answer::{ClientReply, Piece};
 use crate::protocol::{Refusal, Version};
@@ -45,6 +50,59 @@ pub(super) fn bounded(
     tokens
 }
 
+/// The proxy's voucher signer with the last voucher it signed per contract: a party that
+/// asks again for the same total gets the same voucher without a new signature.
+pub(super) struct VoucherCache {
+    signer: ProxyVouchers,
+    last: Mutex<HashMap<(Party, StdAddr), Signed>>,
+}
+
+/// A voucher's total and its BOC.
+type Signed = (u64, Vec<u8>);
+
+impl VoucherCache {
+    /// An empty cache over `signer`.
+    pub(super) fn new(signer: ProxyVouchers) -> Self {
+        VoucherCache {
+            signer,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
+    /// contract covering `tokens`, or the empty payment when nothing is owed.
+    pub(super) fn payment(&self, sc: &StdAddr, tokens: u64, party: Party) -> SignedPayment {
+        if tokens == 0 {
+            return proxy::SignedPaymentEmpty {}.into();
+        }
+        let key = (party, sc.clone());
+        if let Some((t, data)) = lock(&self.last).get(&key) {
+            if *t == tokens {
+                return proxy::SignedPayment { data: data.clone() }.into();
+            }
+        }
+        let signed = match party {
+            Party::Client => self.signer.client_charge(sc, tokens),
+            Party::Worker => self.signer.worker_payout(sc, tokens),
+        };
+        match signed {
+            Ok(data) => {
+                lock(&self.last).insert(key, (tokens, data.clone()));
+                proxy::SignedPayment { data }.into()
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot sign a voucher");
+                proxy::SignedPaymentEmpty {}.into()
+            }
+        }
+    }
+
+    /// Forgets every voucher (the contracts changed).
+    pub(super) fn clear(&self) {
+        lock(&self.last).clear();
+    }
+}
+
 /// A request that ended, to be booked.
 pub(super) struct Finished {
     pub(super) booking: Option<Booking>,
@@ -71,43 +129,13 @@ impl Proxy {
 
     /// What a party has on its contract of the current epoch: its ledger total minus
     /// the epoch's start (§5.7). The one place the proxy reports tokens from.
-    pub(super) fn contract_tokens(&self, owner: &str, worker: bool) -> u64 {
+    pub(super) fn contract_tokens(&self, owner: &str, party: Party) -> u64 {
         let ledger = &self.shared.ledger;
-        let total = if worker {
-            ledger.worker_tokens(owner)
-        } else {
-            ledger.client_tokens(owner)
+        let total = match party {
+            Party::Client => ledger.client_tokens(owner),
+            Party::Worker => ledger.worker_tokens(owner),
         };
-        self.epoch().tokens(owner, worker, total.unwrap_or(0))
-    }
-
-    /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
-    /// contract covering `tokens`, or the empty payment when nothing is owed.
-    pub(super) fn payment(&self, sc: &StdAddr, tokens: u64, worker: bool) -> SignedPayment {
-        if tokens == 0 {
-            return proxy::SignedPaymentEmpty {}.into();
-        }
-        if let Some((t, data)) = lock(&self.shared.voucher_cache).get(sc) {
-            if *t == tokens {
-                return proxy::SignedPayment { data: data.clone() }.into();
-            }
-        }
-        let v = &self.shared.vouchers;
-        let signed = if worker {
-            v.worker_payout(sc, tokens)
-        } else {
-            v.client_charge(sc, tokens)
-        };
-        match signed {
-            Ok(data) => {
-                lock(&self.shared.voucher_cache).insert(sc.clone(), (tokens, data.clone()));
-                proxy::SignedPayment { data }.into()
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot sign a voucher");
-                proxy::SignedPaymentEmpty {}.into()
-            }
-        }
+        self.epoch().tokens(owner, party, total.unwrap_or(0))
     }
 
     /// The voucher for `owner`'s contract `sc`: on chain it covers the tokens anchored
@@ -117,14 +145,14 @@ impl Proxy {
         owner: &str,
         sc: &StdAddr,
         ledger_tokens: u64,
-        worker: bool,
+        party: Party,
     ) -> SignedPayment {
-        let tokens = match &self.epoch().settlement {
-            Some(chain) if worker => chain.committed_worker(owner),
-            Some(chain) => chain.committed_client(owner),
-            None => ledger_tokens,
+        let tokens = match (&self.epoch().settlement, party) {
+            (Some(chain), Party::Worker) => chain.committed_worker(owner),
+            (Some(chain), Party::Client) => chain.committed_client(owner),
+            (None, _) => ledger_tokens,
         };
-        self.payment(sc, tokens, worker)
+        self.shared.vouchers.payment(sc, tokens, party)
     }
 
     /// A worker reported more usage than request `request_id` could have produced: it is
@@ -144,13 +172,10 @@ impl Proxy {
             Ordering::Relaxed,
         );
         let mut state = self.state();
-        let owner = match state.workers.get_mut(&worker_id) {
-            Some(link) => {
-                link.reputation.overclaimed();
-                link.owner.clone()
-            }
-            None => String::from("(disconnected)"),
-        };
+        let owner = state
+            .workers
+            .overclaimed(worker_id)
+            .unwrap_or_else(|| String::from("(disconnected)"));
         warn!(
             proxy_request = %hex_short(&request_id),
             worker_owner = %owner,
@@ -181,11 +206,12 @@ impl Proxy {
             }
             let elapsed = r.started.elapsed().as_secs_f64();
             self.shared.stats.request_latency.observe(elapsed);
-            let worker = state.workers.get_mut(&r.worker).map(|w| {
-                w.running = w.running.saturating_sub(1);
-                w.reputation.record(ok, elapsed);
-                w.handle.clone()
-            });
+            let outcome = if ok {
+                Outcome::Succeeded { secs: elapsed }
+            } else {
+                Outcome::Failed
+            };
+            let worker = state.workers.release(r.worker, outcome);
             let total = tokens.total();
             Finished {
                 booking: (total > 0).then(|| Booking {
@@ -260,7 +286,7 @@ impl Proxy {
                 &client_owner,
                 &done.client_sc,
                 totals.client_tokens,
-                false,
+                Party::Client,
             ),
             db_tokens: to_i64(totals.client_tokens),
             max_tokens: to_i64(totals.client_tokens),
@@ -276,7 +302,7 @@ impl Proxy {
                     &worker_owner,
                     &done.worker_sc,
                     totals.worker_tokens,
-                    true,
+                    Party::Worker,
                 ),
                 db_tokens: to_i64(totals.worker_tokens),
                 max_tokens: to_i64(totals.worker_tokens),
@@ -288,5 +314,54 @@ impl Proxy {
                 .await;
         }
         debug!(%worker_owner, tokens = done.tokens, "request booked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use tycho_types::cell::HashBytes;
+
+    fn bytes(p: SignedPayment) -> Option<Vec<u8>> {
+        match p {
+            SignedPayment::SignedPayment(p) => Some(p.data),
+            SignedPayment::SignedPaymentEmpty(_) => None,
+        }
+    }
+
+    #[test]
+    fn the_voucher_cache_signs_once_per_total_and_party() {
+        let owner = StdAddr::new(0, HashBytes([1; 32]));
+        let cache = VoucherCache::new(ProxyVouchers::new(SigningKey::from_bytes(&[3; 32]), owner));
+        let sc = StdAddr::new(0, HashBytes([2; 32]));
+        assert_eq!(
+            bytes(cache.payment(&sc, 0, Party::Client)),
+            None,
+            "nothing owed"
+        );
+        let first = bytes(cache.payment(&sc, 10, Party::Client)).expect("signed");
+        // Vouchers carry a time-based query id: equal bytes mean the cache answered.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(
+            bytes(cache.payment(&sc, 10, Party::Client)),
+            Some(first.clone())
+        );
+        let more = bytes(cache.payment(&sc, 11, Party::Client)).expect("signed");
+        assert_ne!(more, first, "a new total is signed anew");
+        // The same contract and total as a worker payout is another voucher.
+        let payout = bytes(cache.payment(&sc, 11, Party::Worker)).expect("signed");
+        assert_ne!(payout, more);
+        assert_eq!(
+            bytes(cache.payment(&sc, 11, Party::Client)),
+            Some(more.clone())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        cache.clear();
+        assert_ne!(
+            bytes(cache.payment(&sc, 11, Party::Client)),
+            Some(more),
+            "cleared"
+        );
     }
 }

@@ -11,15 +11,21 @@ use tracing::{debug, warn};
 
 use super::admission::ClientSession;
 use super::{to_i64, Proxy};
+use crate::ledger::Party;
 use crate::util::hex_short;
 
 impl Proxy {
     pub(super) async fn client_query(&self, q: IncomingQuery, session: &ClientSession) {
         match q.function_id() {
             Some(client_fn::UpdatePaymentStatus::ID) => {
-                let used = self.contract_tokens(&session.owner, false);
+                let used = self.contract_tokens(&session.owner, Party::Client);
                 let answer = client::PaymentStatus {
-                    signed_payment: self.voucher_for(&session.owner, &session.sc, used, false),
+                    signed_payment: self.voucher_for(
+                        &session.owner,
+                        &session.sc,
+                        used,
+                        Party::Client,
+                    ),
                     db_tokens: to_i64(used),
                     max_tokens: to_i64(used),
                 };
@@ -94,7 +100,7 @@ impl Proxy {
     pub fn worker_types_v2(&self) -> client::WorkerTypesV2 {
         let state = self.state();
         let mut models: BTreeMap<&str, Vec<client::WorkerInstanceV2>> = BTreeMap::new();
-        for w in state.workers.values().filter(|w| w.ready && !w.disabled) {
+        for w in state.workers.serving() {
             models
                 .entry(&w.model)
                 .or_default()

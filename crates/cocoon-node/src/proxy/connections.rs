@@ -7,7 +7,8 @@ use cocoon_net::{Incoming, RpcConnection};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::ClientSession;
-use super::{Party, Proxy};
+use super::Proxy;
+use crate::ledger::Party;
 use crate::transport::{Listener, PeerInfo};
 
 impl Proxy {

@@ -10,6 +10,7 @@ use tycho_types::models::StdAddr;
 
 use super::Proxy;
 use crate::chain::ChainContext;
+use crate::ledger::Party;
 use crate::pricing::Prices;
 use crate::util::lock;
 
@@ -26,9 +27,9 @@ pub(super) struct Epoch {
 
 impl Epoch {
     /// A party's tokens on its contract of this epoch, from its cumulative ledger total.
-    pub(super) fn tokens(&self, owner: &str, worker: bool, total: u64) -> u64 {
+    pub(super) fn tokens(&self, owner: &str, party: Party, total: u64) -> u64 {
         match &self.settlement {
-            Some(chain) => chain.epoch_tokens(owner, worker, total),
+            Some(chain) => chain.epoch_tokens(owner, party, total),
             None => total,
         }
     }
@@ -108,7 +109,7 @@ impl Proxy {
         };
         info!(from, to, contract = %epoch.sc_text, "now on the new proxy contract");
         *self.shared.epoch.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(epoch);
-        lock(&self.shared.voucher_cache).clear();
+        self.shared.vouchers.clear();
         self.shared.rotating.store(false, Ordering::SeqCst);
         self.shared.rotations.send_modify(|n| *n += 1);
         Ok(())

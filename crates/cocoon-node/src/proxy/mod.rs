@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use cocoon_net::ConnectionConfig;
 use cocoon_tl::types::proxy;
 use ed25519_dalek::SigningKey;
-use tycho_types::models::StdAddr;
 
 use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::Ledger;
@@ -32,9 +31,10 @@ mod relay;
 mod routing;
 mod workers;
 
+use billing::VoucherCache;
 use epoch::Epoch;
 use relay::Running;
-use routing::WorkerLink;
+use routing::WorkerTable;
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
@@ -99,25 +99,9 @@ pub struct ProxyStats {
     pub usage_tokens_refused: AtomicU64,
 }
 
-/// The two kinds of parties a proxy admits.
-#[derive(Debug, Clone, Copy)]
-enum Party {
-    Client,
-    Worker,
-}
-
-impl Party {
-    fn name(self) -> &'static str {
-        match self {
-            Party::Client => "client",
-            Party::Worker => "worker",
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
-    workers: BTreeMap<u64, WorkerLink>,
+    workers: WorkerTable,
     requests: HashMap<[u8; 32], Running>,
     reserved: HashMap<String, u64>,
 }
@@ -133,9 +117,8 @@ struct Shared {
     /// Bumped after each rotation: every open connection closes, so that clients and
     /// workers reconnect to the new contracts.
     rotations: tokio::sync::watch::Sender<u64>,
-    vouchers: ProxyVouchers,
-    /// The last voucher signed per contract: `(tokens, BOC)`.
-    voucher_cache: Mutex<HashMap<StdAddr, (u64, Vec<u8>)>>,
+    /// Signs vouchers, remembering the last one per contract.
+    vouchers: VoucherCache,
     state: Mutex<State>,
     next_id: AtomicU64,
     stats: ProxyStats,
@@ -177,8 +160,7 @@ impl Proxy {
                 epoch: std::sync::RwLock::new(Arc::new(epoch)),
                 rotating: std::sync::atomic::AtomicBool::new(false),
                 rotations: tokio::sync::watch::Sender::new(0),
-                vouchers,
-                voucher_cache: Mutex::new(HashMap::new()),
+                vouchers: VoucherCache::new(vouchers),
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
@@ -246,10 +228,8 @@ impl Proxy {
     /// Worker connections ready for requests, per base model.
     pub fn ready_workers(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for w in self.state().workers.values() {
-            if w.ready && !w.disabled {
-                *out.entry(w.model.clone()).or_default() += 1;
-            }
+        for w in self.state().workers.serving() {
+            *out.entry(w.model.clone()).or_default() += 1;
         }
         out
     }

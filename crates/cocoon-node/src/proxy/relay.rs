@@ -15,7 +15,7 @@ use tycho_types::models::StdAddr;
 
 use super::admission::ClientSession;
 use super::billing::bounded;
-use super::routing::{choose_worker, WorkerLink};
+use super::routing::{Assignment, Outcome};
 use super::{log_text, Proxy, State};
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
@@ -176,24 +176,20 @@ impl Proxy {
         };
         let chosen = {
             let mut state = self.state();
-            match choose_worker(&state, &model, max_coefficient, &[]) {
+            match state.workers.assign(&model, max_coefficient, &[]) {
                 Err(e) => Err(e),
-                Ok(worker) => {
+                Ok(link) => {
                     *state.reserved.entry(owner.to_owned()).or_default() += to_reserve;
-                    let link = state
-                        .workers
-                        .get_mut(&worker)
-                        .expect("chosen worker exists");
-                    link.running += 1;
+                    let worker = link.id;
                     let send = run_query_message(
-                        link,
+                        &link,
                         &query,
                         timeout,
                         proxy_request_id,
                         q.enable_debug.unwrap_or(false),
                     );
                     let (worker_owner, worker_sc, coefficient) =
-                        (link.owner.clone(), link.sc.clone(), link.coefficient);
+                        (link.owner, link.sc, link.coefficient);
                     state.requests.insert(
                         proxy_request_id,
                         Running {
@@ -265,7 +261,7 @@ impl Proxy {
                     continue;
                 }
                 r.client_gone = true;
-                if let Some(w) = workers.get(&r.worker).filter(|w| w.proto.cancellation()) {
+                if let Some(w) = workers.get(r.worker).filter(|w| w.proto.cancellation()) {
                     let msg = cocoonrs::CancelQuery { request_id: *id };
                     out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
                 }
@@ -397,34 +393,29 @@ impl Proxy {
                 return;
             };
             let attempts = u32::try_from(r.tried.len()).unwrap_or(u32::MAX);
-            let choice = if attempts < self.shared.settings.max_attempts {
-                choose_worker(&state, &r.model, r.max_coefficient, &r.tried).ok()
-            } else {
+            if attempts >= self.shared.settings.max_attempts {
                 None
-            };
-            match choice {
-                Some(next) => {
-                    let (query, timeout, debug, old) =
-                        (r.query.clone(), r.timeout, r.debug, r.worker);
-                    if let Some(w) = state.workers.get_mut(&old) {
-                        w.running = w.running.saturating_sub(1);
-                        w.reputation.record(false, 0.0);
+            } else {
+                let (model, max_coefficient, tried) =
+                    (r.model.clone(), r.max_coefficient, r.tried.clone());
+                let (query, timeout, debug, old) = (r.query.clone(), r.timeout, r.debug, r.worker);
+                match state.workers.assign(&model, max_coefficient, &tried) {
+                    Err(_) => None,
+                    Ok(next) => {
+                        state.workers.release(old, Outcome::Failed);
+                        let send = run_query_message(&next, &query, timeout, request_id, debug);
+                        // Present: read under the same lock above.
+                        if let Some(r) = state.requests.get_mut(&request_id) {
+                            r.worker = next.id;
+                            r.coefficient = next.coefficient;
+                            r.relayed = 0;
+                            r.worker_owner = next.owner;
+                            r.worker_sc = next.sc;
+                            r.tried.push(next.id);
+                        }
+                        Some(send)
                     }
-                    let link = state.workers.get_mut(&next).expect("chosen worker exists");
-                    link.running += 1;
-                    let send = run_query_message(link, &query, timeout, request_id, debug);
-                    let (owner, sc, coefficient) =
-                        (link.owner.clone(), link.sc.clone(), link.coefficient);
-                    let r = state.requests.get_mut(&request_id).expect("present");
-                    r.worker = next;
-                    r.coefficient = coefficient;
-                    r.relayed = 0;
-                    r.worker_owner = owner;
-                    r.worker_sc = sc;
-                    r.tried.push(next);
-                    Some(send)
                 }
-                None => None,
             }
         };
         match send {
@@ -486,7 +477,7 @@ impl Proxy {
 }
 
 pub(super) fn run_query_message(
-    link: &WorkerLink,
+    link: &Assignment,
     query: &[u8],
     timeout: f64,
     request_id: [u8; 32],

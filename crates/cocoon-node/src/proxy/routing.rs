@@ -4,7 +4,9 @@
 use cocoon_net::RpcHandle;
 use tycho_types::models::StdAddr;
 
-use super::{log_text, State};
+use std::collections::BTreeMap;
+
+use super::log_text;
 use crate::protocol::{Refusal, Version};
 
 /// Decayed success rate and latency of one worker connection.
@@ -18,6 +20,7 @@ pub(super) struct Reputation {
 impl Reputation {
     const ALPHA: f64 = 0.2;
 
+    /// A worker with no history: trusted, expected to be quick.
     pub(super) fn new() -> Self {
         Reputation {
             success: 1.0,
@@ -26,10 +29,12 @@ impl Reputation {
         }
     }
 
-    pub(super) fn record(&mut self, ok: bool, secs: f64) {
+    /// Folds one finished request into the averages (the first one replaces the prior).
+    pub(super) fn record(&mut self, outcome: Outcome) {
         let a = if self.samples == 0 { 1.0 } else { Self::ALPHA };
+        let ok = matches!(outcome, Outcome::Succeeded { .. });
         self.success += a * (f64::from(u8::from(ok)) - self.success);
-        if ok {
+        if let Outcome::Succeeded { secs } = outcome {
             self.avg_secs += a * (secs - self.avg_secs);
         }
         self.samples = self.samples.saturating_add(1);
@@ -53,58 +58,321 @@ impl Reputation {
     }
 }
 
-pub(super) struct WorkerLink {
+/// How a request ended on a worker, for its reputation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Outcome {
+    /// Answered completely, in `secs` seconds.
+    Succeeded {
+        /// Seconds from forwarding to the last message.
+        secs: f64,
+    },
+    /// Ended in an error, or was moved to another worker.
+    Failed,
+}
+
+/// One worker connection as routing sees it. `H` is how to reach it (an [`RpcHandle`];
+/// unit tests use `()`).
+pub(super) struct WorkerLink<H = RpcHandle> {
+    /// The worker's owner address (canonical text).
     pub(super) owner: String,
     /// Its worker contract at this proxy.
     pub(super) sc: StdAddr,
+    /// The base model it serves.
     pub(super) model: String,
+    /// Its price coefficient (1000 = 1.0×).
     pub(super) coefficient: u32,
+    /// Requests this proxy may run on it at once (its share of the worker's capacity).
     pub(super) max_active: u32,
+    /// Requests running on it now.
     pub(super) running: u32,
+    /// The worker said it takes no requests now.
     pub(super) disabled: bool,
+    /// The handshake is complete.
     pub(super) ready: bool,
+    /// The link's protocol version.
     pub(super) proto: Version,
-    pub(super) handle: RpcHandle,
+    /// How to reach it.
+    pub(super) handle: H,
+    /// Its recent record.
     pub(super) reputation: Reputation,
 }
 
-/// Picks the worker connection for a request (§4, plus reputation): among ready,
-/// enabled, non-full connections of the model with a coefficient within the client's
-/// limit and not tried yet, the lowest expected completion time.
-pub(super) fn choose_worker(
-    state: &State,
-    model: &str,
-    max_coefficient: u32,
-    exclude: &[u64],
-) -> Result<u64, (Refusal, String)> {
-    let mut known = false;
-    let mut best: Option<(f64, u64)> = None;
-    let mut cheapest_too_expensive: Option<u32> = None;
-    for (id, w) in &state.workers {
-        if w.model != model || !w.ready {
-            continue;
-        }
-        known = true;
-        if w.disabled || w.running >= w.max_active || exclude.contains(id) {
-            continue;
-        }
-        if w.coefficient > max_coefficient {
-            cheapest_too_expensive =
-                Some(cheapest_too_expensive.map_or(w.coefficient, |c| c.min(w.coefficient)));
-            continue;
-        }
-        let score = w.reputation.score(w.running);
-        if best.is_none_or(|(b, _)| score < b) {
-            best = Some((score, *id));
+impl<H> WorkerLink<H> {
+    /// Ready and enabled: listed to clients and eligible for requests.
+    pub(super) fn serving(&self) -> bool {
+        self.ready && !self.disabled
+    }
+}
+
+/// A worker chosen for a request, with one of its slots taken.
+#[derive(Debug, Clone)]
+pub(super) struct Assignment<H = RpcHandle> {
+    /// The connection id.
+    pub(super) id: u64,
+    /// The worker's owner address.
+    pub(super) owner: String,
+    /// Its worker contract.
+    pub(super) sc: StdAddr,
+    /// The coefficient it prices the request at.
+    pub(super) coefficient: u32,
+    /// How to reach it.
+    pub(super) handle: H,
+}
+
+/// Why no worker can take a request: the refusal and its detail.
+pub(super) type NoWorker = (Refusal, String);
+
+/// The worker connections of a proxy by connection id: the load balancer, kept apart from
+/// the transport so that its choices can be tested alone.
+pub(super) struct WorkerTable<H = RpcHandle> {
+    links: BTreeMap<u64, WorkerLink<H>>,
+}
+
+impl<H> Default for WorkerTable<H> {
+    fn default() -> Self {
+        WorkerTable {
+            links: BTreeMap::new(),
         }
     }
-    match (best, known, cheapest_too_expensive) {
-        (Some((_, id)), _, _) => Ok(id),
-        (None, false, _) => Err((Refusal::UnknownModel, log_text(model).into_owned())),
-        (None, true, Some(c)) => Err((
-            Refusal::PriceTooHigh,
-            format!("can run this query with coefficient={c}"),
-        )),
-        (None, true, None) => Err((Refusal::NoWorker, String::new())),
+}
+
+impl<H: Clone> WorkerTable<H> {
+    /// Adds a connection (after its hello; not ready yet).
+    pub(super) fn insert(&mut self, id: u64, link: WorkerLink<H>) {
+        self.links.insert(id, link);
+    }
+
+    /// Drops a connection that ended.
+    pub(super) fn remove(&mut self, id: u64) -> Option<WorkerLink<H>> {
+        self.links.remove(&id)
+    }
+
+    /// A connection by id.
+    pub(super) fn get(&self, id: u64) -> Option<&WorkerLink<H>> {
+        self.links.get(&id)
+    }
+
+    /// A connection by id, to update what it announced.
+    pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut WorkerLink<H>> {
+        self.links.get_mut(&id)
+    }
+
+    /// The connections that take requests.
+    pub(super) fn serving(&self) -> impl Iterator<Item = &WorkerLink<H>> {
+        self.links.values().filter(|w| w.serving())
+    }
+
+    /// Picks the worker connection for a request (§4, plus reputation): among ready,
+    /// enabled, non-full connections of the model with a coefficient within the client's
+    /// limit and not tried yet, the lowest expected completion time.
+    pub(super) fn choose(
+        &self,
+        model: &str,
+        max_coefficient: u32,
+        exclude: &[u64],
+    ) -> Result<u64, NoWorker> {
+        let mut known = false;
+        let mut best: Option<(f64, u64)> = None;
+        let mut cheapest_too_expensive: Option<u32> = None;
+        for (id, w) in &self.links {
+            if w.model != model || !w.ready {
+                continue;
+            }
+            known = true;
+            if w.disabled || w.running >= w.max_active || exclude.contains(id) {
+                continue;
+            }
+            if w.coefficient > max_coefficient {
+                cheapest_too_expensive =
+                    Some(cheapest_too_expensive.map_or(w.coefficient, |c| c.min(w.coefficient)));
+                continue;
+            }
+            let score = w.reputation.score(w.running);
+            if best.is_none_or(|(b, _)| score < b) {
+                best = Some((score, *id));
+            }
+        }
+        match (best, known, cheapest_too_expensive) {
+            (Some((_, id)), _, _) => Ok(id),
+            (None, false, _) => Err((Refusal::UnknownModel, log_text(model).into_owned())),
+            (None, true, Some(c)) => Err((
+                Refusal::PriceTooHigh,
+                format!("can run this query with coefficient={c}"),
+            )),
+            (None, true, None) => Err((Refusal::NoWorker, String::new())),
+        }
+    }
+
+    /// [`WorkerTable::choose`], taking one of the chosen worker's slots.
+    pub(super) fn assign(
+        &mut self,
+        model: &str,
+        max_coefficient: u32,
+        exclude: &[u64],
+    ) -> Result<Assignment<H>, NoWorker> {
+        let id = self.choose(model, max_coefficient, exclude)?;
+        let Some(link) = self.links.get_mut(&id) else {
+            return Err((Refusal::NoWorker, String::new()));
+        };
+        link.running += 1;
+        Ok(Assignment {
+            id,
+            owner: link.owner.clone(),
+            sc: link.sc.clone(),
+            coefficient: link.coefficient,
+            handle: link.handle.clone(),
+        })
+    }
+
+    /// Frees the slot a request held on connection `id` and records how it went; the
+    /// connection's handle, if it is still open.
+    pub(super) fn release(&mut self, id: u64, outcome: Outcome) -> Option<H> {
+        let link = self.links.get_mut(&id)?;
+        link.running = link.running.saturating_sub(1);
+        link.reputation.record(outcome);
+        Some(link.handle.clone())
+    }
+
+    /// Holds a usage report beyond the bound against connection `id`; its owner, if it is
+    /// still connected.
+    pub(super) fn overclaimed(&mut self, id: u64) -> Option<String> {
+        let link = self.links.get_mut(&id)?;
+        link.reputation.overclaimed();
+        Some(link.owner.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tycho_types::cell::HashBytes;
+
+    fn link(model: &str, coefficient: u32, max_active: u32) -> WorkerLink<()> {
+        WorkerLink {
+            owner: format!("owner-{coefficient}"),
+            sc: StdAddr::new(0, HashBytes::ZERO),
+            model: model.to_owned(),
+            coefficient,
+            max_active,
+            running: 0,
+            disabled: false,
+            ready: true,
+            proto: Version::new(3),
+            handle: (),
+            reputation: Reputation::new(),
+        }
+    }
+
+    fn table(links: Vec<WorkerLink<()>>) -> WorkerTable<()> {
+        let mut t = WorkerTable::default();
+        for (id, l) in links.into_iter().enumerate() {
+            t.insert(id as u64 + 1, l);
+        }
+        t
+    }
+
+    fn refusal(r: Result<u64, NoWorker>) -> Refusal {
+        r.expect_err("no worker expected").0
+    }
+
+    #[test]
+    fn only_ready_enabled_workers_of_the_model_within_the_price_are_chosen() {
+        let mut t = table(vec![
+            link("a", 1000, 4),
+            link("b", 500, 4),
+            link("a", 3000, 4),
+        ]);
+        assert_eq!(t.choose("a", 2000, &[]), Ok(1));
+        assert_eq!(t.choose("b", 2000, &[]), Ok(2));
+        assert_eq!(refusal(t.choose("c", 2000, &[])), Refusal::UnknownModel);
+        // Within the price only the 1000 one; above it, the cheapest is named.
+        let (r, detail) = t.choose("a", 999, &[]).expect_err("too cheap");
+        assert_eq!(r, Refusal::PriceTooHigh);
+        assert_eq!(detail, "can run this query with coefficient=1000");
+        // Disabled and not-yet-ready workers are skipped; a model only they serve is
+        // known (not ready: unknown) but has no worker.
+        t.get_mut(1).expect("present").disabled = true;
+        assert_eq!(t.choose("a", 5000, &[]), Ok(3));
+        t.get_mut(3).expect("present").disabled = true;
+        assert_eq!(refusal(t.choose("a", 5000, &[])), Refusal::NoWorker);
+        t.get_mut(2).expect("present").ready = false;
+        assert_eq!(refusal(t.choose("b", 5000, &[])), Refusal::UnknownModel);
+        assert_eq!(t.serving().count(), 0);
+    }
+
+    #[test]
+    fn full_and_tried_workers_are_skipped() {
+        let mut t = table(vec![link("a", 1000, 1), link("a", 1000, 1)]);
+        let first = t.assign("a", 1000, &[]).expect("a worker");
+        let second = t.assign("a", 1000, &[first.id]).expect("the other worker");
+        assert_ne!(first.id, second.id);
+        // Both full now.
+        assert_eq!(refusal(t.choose("a", 1000, &[])), Refusal::NoWorker);
+        t.release(first.id, Outcome::Failed);
+        // The freed one is excluded as already tried: nobody left for this request.
+        assert_eq!(refusal(t.choose("a", 1000, &[first.id])), Refusal::NoWorker);
+        assert_eq!(t.choose("a", 1000, &[]), Ok(first.id));
+    }
+
+    #[test]
+    fn load_and_reputation_steer_the_choice() {
+        let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
+        // Equal workers: the less loaded one wins.
+        let a = t.assign("a", 1000, &[]).expect("worker");
+        assert_ne!(t.choose("a", 1000, &[]), Ok(a.id));
+        t.release(a.id, Outcome::Succeeded { secs: 0.5 });
+        // A slow worker loses to one with no history until the other proves slower.
+        let other = if a.id == 1 { 2 } else { 1 };
+        assert_eq!(t.choose("a", 1000, &[]), Ok(other));
+        t.get_mut(other)
+            .expect("present")
+            .reputation
+            .record(Outcome::Succeeded { secs: 1.0 });
+        assert_eq!(t.choose("a", 1000, &[]), Ok(a.id));
+        // Failures outweigh a twice better speed.
+        for _ in 0..5 {
+            t.get_mut(a.id)
+                .expect("present")
+                .reputation
+                .record(Outcome::Failed);
+        }
+        assert_eq!(t.choose("a", 1000, &[]), Ok(other));
+        // An overclaim costs like several failures.
+        let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
+        for id in [1, 2] {
+            t.release(id, Outcome::Succeeded { secs: 1.0 });
+        }
+        assert_eq!(t.overclaimed(1), Some("owner-1000".to_owned()));
+        assert_eq!(t.choose("a", 1000, &[]), Ok(2));
+        assert_eq!(t.overclaimed(9), None);
+    }
+
+    #[test]
+    fn reputation_decays_towards_recent_behaviour() {
+        let mut r = Reputation::new();
+        assert_eq!(r.score(0), 0.01, "no history: optimistic");
+        r.record(Outcome::Succeeded { secs: 1.0 });
+        assert_eq!(
+            (r.success, r.avg_secs),
+            (1.0, 1.0),
+            "the first sample replaces the prior"
+        );
+        r.record(Outcome::Failed);
+        assert!((r.success - 0.8).abs() < 1e-9, "{}", r.success);
+        assert_eq!(r.avg_secs, 1.0, "a failure has no latency");
+        r.record(Outcome::Succeeded { secs: 2.0 });
+        assert!((r.avg_secs - 1.2).abs() < 1e-9, "{}", r.avg_secs);
+        // Recovery: successes bring the rate back towards 1.
+        for _ in 0..30 {
+            r.record(Outcome::Succeeded { secs: 1.0 });
+        }
+        assert!(r.success > 0.99, "{}", r.success);
+        // Load scales the expected time; a failing worker's score is capped at 20×.
+        assert_eq!(r.score(3), 4.0 * r.score(0));
+        let mut bad = Reputation::new();
+        for _ in 0..50 {
+            bad.record(Outcome::Failed);
+        }
+        assert!(bad.score(0) <= 0.001 / 0.05 + 1e-9, "{}", bad.score(0));
     }
 }

@@ -8,7 +8,8 @@ use cocoon_tl::{enums, TlConstructor};
 use tracing::{debug, info, warn};
 
 use super::routing::{Reputation, WorkerLink};
-use super::{log_text, to_i64, Party, Proxy};
+use super::{log_text, to_i64, Proxy};
+use crate::ledger::Party;
 use crate::protocol::version::flags;
 use crate::protocol::Refusal;
 use crate::request::base_model_name;
@@ -96,7 +97,7 @@ impl Proxy {
                 let Some((owner, sc)) = self
                     .state()
                     .workers
-                    .get(&id)
+                    .get(id)
                     .map(|w| (w.owner.clone(), w.sc.clone()))
                 else {
                     let _ = q
@@ -107,7 +108,7 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                let known = to_i64(self.contract_tokens(&owner, true));
+                let known = to_i64(self.contract_tokens(&owner, Party::Worker));
                 if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
                 {
                     let reason = format!(
@@ -124,7 +125,7 @@ impl Proxy {
                         &owner,
                         &sc,
                         u64::try_from(known).unwrap_or(0),
-                        true,
+                        Party::Worker,
                     ),
                     tokens_committed_to_db: known,
                     max_tokens: known,
@@ -140,7 +141,7 @@ impl Proxy {
                 let req: worker_fn::ProxyHandshakeComplete = q.decode().map_err(|_| ())?;
                 {
                     let mut state = self.state();
-                    let Some(w) = state.workers.get_mut(&id) else {
+                    let Some(w) = state.workers.get_mut(id) else {
                         return Err(());
                     };
                     w.ready = true;
@@ -154,7 +155,7 @@ impl Proxy {
                 let Some((owner, sc)) = self
                     .state()
                     .workers
-                    .get(&id)
+                    .get(id)
                     .map(|w| (w.owner.clone(), w.sc.clone()))
                 else {
                     let _ = q
@@ -165,9 +166,9 @@ impl Proxy {
                         .await;
                     return Err(());
                 };
-                let earned = self.contract_tokens(&owner, true);
+                let earned = self.contract_tokens(&owner, Party::Worker);
                 let answer = worker::PaymentStatus {
-                    signed_payment: self.voucher_for(&owner, &sc, earned, true),
+                    signed_payment: self.voucher_for(&owner, &sc, earned, Party::Worker),
                     db_tokens: to_i64(earned),
                     max_tokens: to_i64(earned),
                 };
@@ -192,7 +193,7 @@ impl Proxy {
         match cocoon_tl::peek_id(data) {
             Some(worker::EnabledDisabled::ID) => {
                 if let Ok(m) = cocoon_tl::from_bytes::<worker::EnabledDisabled>(data) {
-                    if let Some(w) = self.state().workers.get_mut(&id) {
+                    if let Some(w) = self.state().workers.get_mut(id) {
                         w.disabled = m.disabled != 0;
                         info!(disabled = w.disabled, "worker availability changed");
                     }
@@ -202,7 +203,7 @@ impl Proxy {
                 if let Ok(m) = cocoon_tl::from_bytes::<worker::NewCoefficient>(data) {
                     match u32::try_from(m.new_coefficient) {
                         Ok(c) => {
-                            if let Some(w) = self.state().workers.get_mut(&id) {
+                            if let Some(w) = self.state().workers.get_mut(id) {
                                 w.coefficient = c;
                             }
                         }
@@ -226,7 +227,7 @@ impl Proxy {
     pub(super) async fn worker_gone(&self, id: u64) {
         let affected: Vec<([u8; 32], bool)> = {
             let mut state = self.state();
-            state.workers.remove(&id);
+            state.workers.remove(id);
             state
                 .requests
                 .iter()
