@@ -298,7 +298,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         })?;
 
     // Ready when every worker is routable and the client holds a session.
-    let base = cocoon_node::request::base_model_name(&model).to_owned();
+    let base = cocoon_node::protocol::http::base_model_name(&model).to_owned();
     let ready = async {
         loop {
             let workers_ready = proxy.proxy.ready_workers().get(&base).copied().unwrap_or(0);
@@ -468,7 +468,7 @@ const TINY_MODEL: &str = "tiny-random-qwen3";
 /// Generates the devnet's stand-in model under `dir/models` (once).
 #[cfg(feature = "engine")]
 fn tiny_model(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    Ok(cocoon_node::engine_backend::ensure_tiny_model(
+    Ok(cocoon_node::worker::engine_backend::ensure_tiny_model(
         &dir.join("models"),
     )?)
 }
@@ -540,10 +540,10 @@ async fn local_chain(
     view.settlement = Some(cocoon_node::chain::SettlementChain {
         backend: chain.clone(),
         wallet_code: cocoon_ton::local::codes::wallet_code()?,
-        policy: cocoon_node::settle::SettlementPolicy {
+        policy: cocoon_node::chain::wallet::SettlementPolicy {
             anchor_interval: Duration::from_secs(args.anchor_interval.max(1)),
             client_deposit: args.client_deposit,
-            ..cocoon_node::settle::SettlementPolicy::devnet()
+            ..cocoon_node::chain::wallet::SettlementPolicy::devnet()
         },
     });
     let text = view.context.format(&root_address);

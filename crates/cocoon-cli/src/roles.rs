@@ -97,8 +97,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 pub async fn embedded_backend(
     model: &str,
     name: Option<&str>,
-) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::backend::InferenceBackend>> {
-    let backend = cocoon_node::engine_backend::EngineBackend::load(model, name).await?;
+) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::worker::backend::InferenceBackend>> {
+    let backend = cocoon_node::worker::engine_backend::EngineBackend::load(model, name).await?;
     Ok(std::sync::Arc::new(backend))
 }
 
@@ -107,7 +107,7 @@ pub async fn embedded_backend(
 pub async fn embedded_backend(
     model: &str,
     _name: Option<&str>,
-) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::backend::InferenceBackend>> {
+) -> anyhow::Result<std::sync::Arc<dyn cocoon_node::worker::backend::InferenceBackend>> {
     anyhow::bail!("cannot run {model}: this cocoon was built without the `engine` feature")
 }
 

@@ -4,26 +4,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod answer_check;
-pub mod backend;
 pub mod bounds;
 pub mod chain;
 pub mod client;
 pub mod config;
-#[cfg(feature = "engine")]
-pub mod engine_backend;
-pub mod gateway;
 pub mod http_server;
 pub mod ledger;
 pub mod limits;
-pub mod metering;
 pub mod metrics;
 pub mod pricing;
 pub mod protocol;
 pub mod proxy;
-pub mod request;
 pub mod runner;
-pub mod settle;
 pub mod transport;
 pub mod util;
 pub mod worker;

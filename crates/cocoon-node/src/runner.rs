@@ -15,15 +15,15 @@ use cocoon_net::ConnectionConfig;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::backend::{HttpUpstream, InferenceBackend};
 use crate::chain::{ChainContext, ChainView, RootWatch};
+use crate::client::gateway::{ClientNode, GatewaySettings};
 use crate::client::ClientSettings;
 use crate::config::{ChainConfig, ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
-use crate::gateway::{ClientNode, GatewaySettings};
 use crate::ledger::Ledger;
 use crate::metrics::MetricsText;
 use crate::proxy::{Proxy, ProxySettings};
 use crate::transport::{AttestedDialer, AttestedServer, Listener};
+use crate::worker::backend::{HttpUpstream, InferenceBackend};
 use crate::worker::{Worker, WorkerSettings};
 
 /// Why a role could not start.
@@ -125,7 +125,7 @@ async fn toncenter_view(table: &ChainConfig, is_test: bool) -> Result<ChainView,
         backend,
         wallet_code: cocoon_ton::wallet::official_cocoon_wallet_code()
             .map_err(|e| StartError::Chain(e.to_string()))?,
-        policy: crate::settle::SettlementPolicy::default(),
+        policy: crate::chain::wallet::SettlementPolicy::default(),
     });
     Ok(view)
 }
@@ -198,7 +198,7 @@ pub async fn start_proxy(
                 .await
                 .map_err(|e| StartError::Chain(e.to_string()))?;
             info!(wallet = %onchain.wallet.address_text(), "proxy wallet");
-            let chain = crate::settle::ProxyChain::start(
+            let chain = crate::proxy::settlement::ProxyChain::start(
                 onchain,
                 view.context.clone(),
                 ledger.clone(),
@@ -606,8 +606,11 @@ pub async fn start_client(
                 .map_err(|e| StartError::Chain(e.to_string()))?;
             let address = view.context.format(onchain.wallet.address());
             info!(wallet = %address, "client wallet");
-            let client_chain =
-                crate::settle::ClientChain::new(onchain, watch.clone(), &cfg.secret_string);
+            let client_chain = crate::client::settlement::ClientChain::new(
+                onchain,
+                watch.clone(),
+                &cfg.secret_string,
+            );
             // When the root parameters change, the old client contracts are closed
             // (§5.7); the task ends with the watch.
             client_chain.spawn_retired_closer();

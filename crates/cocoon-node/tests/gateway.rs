@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_node::gateway::GatewaySettings;
+use cocoon_node::client::gateway::GatewaySettings;
 use cocoon_node::ledger::Ledger;
 use cocoon_node::protocol::Refusal;
 use common::*;
@@ -442,7 +442,7 @@ async fn a_request_waits_for_a_proxy_session_instead_of_failing_at_once() {
     let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
     // The client's link cannot reach the proxy yet.
     let dialer = GatedDialer::default();
-    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    let node = cocoon_node::client::gateway::ClientNode::new(GatewaySettings::default());
     node.spawn_proxy_link(
         "proxy".into(),
         Arc::new(dialer.clone()),
@@ -485,7 +485,7 @@ async fn a_request_refused_during_contract_rotation_is_sent_again_after_reconnec
     // request it closes the connection and the link reconnects to the working proxy.
     let (rotating, refused) = rotating_proxy(dialer.clone(), Some(net.client_addr)).await;
     dialer.set(Some(rotating));
-    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    let node = cocoon_node::client::gateway::ClientNode::new(GatewaySettings::default());
     node.spawn_proxy_link(
         "proxy".into(),
         Arc::new(dialer.clone()),
@@ -514,7 +514,7 @@ async fn a_rotation_refusal_is_retried_only_within_the_request_timeout() {
     let dialer = GatedDialer::default();
     let (rotating, refused) = rotating_proxy(dialer.clone(), None).await;
     dialer.set(Some(rotating));
-    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    let node = cocoon_node::client::gateway::ClientNode::new(GatewaySettings::default());
     node.spawn_proxy_link(
         "proxy".into(),
         Arc::new(dialer.clone()),
@@ -650,7 +650,7 @@ async fn the_http_edge_refuses_at_once_with_json_errors() {
 #[tokio::test]
 async fn trickled_headers_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let node = cocoon_node::gateway::ClientNode::new(GatewaySettings::default());
+    let node = cocoon_node::client::gateway::ClientNode::new(GatewaySettings::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

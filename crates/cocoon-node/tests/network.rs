@@ -391,7 +391,9 @@ async fn worker_ahead_of_proxy_is_refused_and_proxy_keeps_running() {
     // A worker that claims tokens this proxy never booked.
     let liar = cocoon_node::worker::Worker::new(
         worker_settings(&WorkerSpec::new("liar", 1000)),
-        Arc::new(cocoon_node::backend::HttpUpstream::new(&net.upstream_url).expect("upstream")),
+        Arc::new(
+            cocoon_node::worker::backend::HttpUpstream::new(&net.upstream_url).expect("upstream"),
+        ),
     )
     .expect("worker");
     liar.set_healthy(true);

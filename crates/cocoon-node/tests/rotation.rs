@@ -7,11 +7,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_node::backend::HttpUpstream;
+use cocoon_node::chain::wallet::OnChain;
+use cocoon_node::chain::wallet::SettlementPolicy;
 use cocoon_node::chain::{ChainContext, ChainView, RootWatch, SettlementChain};
+use cocoon_node::client::settlement::ClientChain;
+use cocoon_node::client::settlement::RetiredOutcome;
 use cocoon_node::ledger::Ledger;
-use cocoon_node::settle::{ClientChain, OnChain, RetiredOutcome, SettlementPolicy};
 use cocoon_node::transport::TcpDialer;
+use cocoon_node::worker::backend::HttpUpstream;
 use cocoon_node::worker::Worker;
 use cocoon_ton::contracts::ContractStatus;
 use cocoon_ton::local::{codes, GenesisConfig, GenesisRoot, GenesisWallet, LocalChain};

@@ -1,7 +1,10 @@
 //! What the roles say to each other beyond the TL schema, named once for every role: why a
-//! request is refused ([`Refusal`]) and what each protocol version allows ([`Version`]).
+//! request is refused ([`Refusal`]), what each protocol version allows ([`Version`]), how
+//! answers are written and read in each version ([`answer`]), and the rules for the HTTP
+//! carried inside ([`http`]).
 
 pub mod answer;
+pub mod http;
 mod refusal;
 pub mod version;
 

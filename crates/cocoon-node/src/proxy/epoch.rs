@@ -22,7 +22,7 @@ pub(super) struct Epoch {
     /// The proxy contract and its text form.
     pub(super) sc: StdAddr,
     pub(super) sc_text: String,
-    pub(super) settlement: Option<Arc<crate::settle::ProxyChain>>,
+    pub(super) settlement: Option<Arc<crate::proxy::settlement::ProxyChain>>,
 }
 
 impl Epoch {
@@ -37,7 +37,7 @@ impl Epoch {
 
 impl Proxy {
     /// Lets `chain` see whether a client has requests in flight.
-    pub(super) fn probe_running(&self, chain: &crate::settle::ProxyChain) {
+    pub(super) fn probe_running(&self, chain: &crate::proxy::settlement::ProxyChain) {
         let shared = Arc::downgrade(&self.shared);
         chain.set_running_probe(Box::new(move |owner| {
             shared

@@ -29,12 +29,15 @@ mod connections;
 mod epoch;
 mod relay;
 mod routing;
+pub mod settlement;
 mod workers;
 
 use billing::VoucherCache;
 use epoch::Epoch;
 use relay::Running;
 use routing::WorkerTable;
+
+pub use settlement::{ProxyChain, RunningProbe, SettlementStats};
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
@@ -62,7 +65,7 @@ pub struct ProxySettings {
     pub fake_ton: bool,
     /// On-chain settlement (None in fake-TON mode): client contracts fund requests,
     /// vouchers cover only usage anchored on chain.
-    pub settlement: Option<Arc<crate::settle::ProxyChain>>,
+    pub settlement: Option<Arc<crate::proxy::settlement::ProxyChain>>,
     /// Adjusted tokens each fake-TON client may use.
     pub pseudo_client_tokens: u64,
     /// Workers tried per request (1 = no retry).
@@ -182,7 +185,7 @@ impl Proxy {
 
     /// The on-chain settlement of the current root parameters, when the proxy runs on
     /// a chain.
-    pub fn settlement(&self) -> Option<Arc<crate::settle::ProxyChain>> {
+    pub fn settlement(&self) -> Option<Arc<crate::proxy::settlement::ProxyChain>> {
         self.epoch().settlement.clone()
     }
 

@@ -20,8 +20,8 @@ use super::{log_text, Proxy, State};
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
 use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
+use crate::protocol::http::base_model_name;
 use crate::protocol::{Refusal, Version};
-use crate::request::base_model_name;
 use crate::util::{hex_short, unix_now};
 
 pub(super) struct Running {

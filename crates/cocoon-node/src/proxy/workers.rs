@@ -10,9 +10,9 @@ use tracing::{debug, info, warn};
 use super::routing::{Reputation, WorkerLink};
 use super::{log_text, to_i64, Proxy};
 use crate::ledger::Party;
+use crate::protocol::http::base_model_name;
 use crate::protocol::version::flags;
 use crate::protocol::Refusal;
-use crate::request::base_model_name;
 
 impl Proxy {
     /// Handles a worker query; Err means the connection must close.

@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cocoon_net::{ConnectionConfig, RpcConnection};
-use cocoon_node::backend::HttpUpstream;
 use cocoon_node::client::{AnswerEvent, ClientSettings, FinalInfo, ProxySession, QueryRequest};
 use cocoon_node::ledger::Ledger;
 use cocoon_node::pricing::{Multipliers, Prices};
 use cocoon_node::proxy::{Proxy, ProxySettings};
 use cocoon_node::transport::{TcpDialer, TcpListener};
+use cocoon_node::worker::backend::HttpUpstream;
 use cocoon_node::worker::{Worker, WorkerSettings};
 use cocoon_tl::functions::http as http_fn;
 use cocoon_tl::types::http;
@@ -438,9 +438,9 @@ pub fn client_settings(owner: &str) -> ClientSettings {
 /// returns the base URL (`http://127.0.0.1:PORT`) and the node.
 pub async fn start_gateway(
     proxies: &[SocketAddr],
-    settings: cocoon_node::gateway::GatewaySettings,
-) -> (String, Arc<cocoon_node::gateway::ClientNode>) {
-    let node = cocoon_node::gateway::ClientNode::new(settings);
+    settings: cocoon_node::client::gateway::GatewaySettings,
+) -> (String, Arc<cocoon_node::client::gateway::ClientNode>) {
+    let node = cocoon_node::client::gateway::ClientNode::new(settings);
     for addr in proxies {
         node.spawn_proxy_link(
             addr.to_string(),
@@ -456,7 +456,7 @@ pub async fn start_gateway(
 }
 
 /// Serves the HTTP API of `node` on loopback; returns the base URL.
-pub async fn serve_gateway(node: &Arc<cocoon_node::gateway::ClientNode>) -> String {
+pub async fn serve_gateway(node: &Arc<cocoon_node::client::gateway::ClientNode>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -1,6 +1,7 @@
 //! Where a worker sends inference requests: an OpenAI-compatible HTTP server (vLLM,
 //! SGLang, llama.cpp server, Ollama) or, through the same trait, the embedded engine.
 
+use crate::protocol::http::is_hop_by_hop;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -77,30 +78,6 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// What it is, for logs and errors: "the model server at URL", "the embedded engine
     /// (model NAME, FORMAT)".
     fn describe(&self) -> String;
-}
-
-/// Headers that describe one HTTP hop and must not be forwarded.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "content-length",
-        "host",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// Whether a response header names the software or machines behind the answer (`Server`,
-/// `X-Powered-By`, `Via`): dropped before an answer leaves the worker, and again at the
-/// client gateway, so that an app learns nothing about the model server.
-pub fn is_server_identifying(name: &str) -> bool {
-    const IDENTIFYING: &[&str] = &["server", "x-powered-by", "via"];
-    IDENTIFYING.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// An OpenAI-compatible server reached over plain HTTP (normally on the same machine).

@@ -10,7 +10,7 @@ use cocoon_engine::{Engine, EngineResponse, EngineSpec};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 
-use crate::backend::{BackendError, BackendRequest, BackendResponse, InferenceBackend};
+use crate::worker::backend::{BackendError, BackendRequest, BackendResponse, InferenceBackend};
 
 /// Why the embedded engine could not get a model ready. The embedded engine is no
 /// server: its errors name the model and say "the embedded engine", never "model server".

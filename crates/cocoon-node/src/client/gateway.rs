@@ -27,14 +27,14 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::answer_check::{check_json, SseCheck};
-use crate::backend::{is_hop_by_hop, is_server_identifying};
+use crate::client::answer_check::{check_json, SseCheck};
 use crate::client::{AnswerEvent, ClientSettings, ProxySession, QueryRequest};
 use crate::limits::{
     BODY_READ_TIMEOUT, ENVELOPE_RESERVE, MAX_FRAME, MAX_MODEL_NAME, MAX_REQUEST_BODY,
 };
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
+use crate::protocol::http::{is_hop_by_hop, is_server_identifying};
 use crate::protocol::Refusal;
 use crate::transport::Dialer;
 use crate::util::{lock, unix_now};
@@ -670,7 +670,7 @@ async fn inference(
             let node2 = node.clone();
             tokio::spawn(async move {
                 let mut check = SseCheck::new();
-                let garbage = |node: &ClientNode, error: crate::answer_check::Garbage| {
+                let garbage = |node: &ClientNode, error: crate::client::answer_check::Garbage| {
                     warn!(%error, "the answer stream is not a valid event stream; ending it with an error");
                     node.failed(StatusCode::BAD_GATEWAY);
                     let event = json!({"error": {"message": error.to_string(), "type": "api_error", "code": "bad_upstream_answer"}});

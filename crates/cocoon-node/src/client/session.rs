@@ -49,7 +49,7 @@ pub struct ClientSettings {
     /// On-chain settlement (None in fake-TON mode): the client contract is deployed,
     /// funded and registered through the client's cocoon wallet, whose address must be
     /// `owner_address`.
-    pub onchain: Option<crate::settle::ClientChain>,
+    pub onchain: Option<crate::client::settlement::ClientChain>,
 }
 
 /// One request for the network.

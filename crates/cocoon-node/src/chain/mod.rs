@@ -7,6 +7,10 @@
 //! compiled Tolk contracts from `contracts/build`, so every address and voucher is the
 //! one a real deployment of those contracts would accept.
 
+pub mod wallet;
+
+pub use wallet::{ChainWallet, OnChain, SettleError, SettlementPolicy, WALLET_FLOOR};
+
 use cocoon_ton::root::CocoonParams;
 use cocoon_ton::voucher::{
     BestVoucher, SignedVoucher, Voucher, VoucherKind, VoucherSigner, VoucherVerifier,
@@ -249,7 +253,7 @@ pub struct SettlementChain {
     /// a real network).
     pub wallet_code: tycho_types::cell::Cell,
     /// Thresholds and intervals.
-    pub policy: crate::settle::SettlementPolicy,
+    pub policy: crate::chain::wallet::SettlementPolicy,
 }
 
 impl std::fmt::Debug for SettlementChain {
@@ -266,8 +270,8 @@ impl SettlementChain {
         &self,
         key: SigningKey,
         owner: StdAddr,
-    ) -> Result<crate::settle::OnChain, crate::settle::SettleError> {
-        crate::settle::OnChain::open(
+    ) -> Result<crate::chain::wallet::OnChain, crate::chain::wallet::SettleError> {
+        crate::chain::wallet::OnChain::open(
             self.backend.clone(),
             key,
             owner,
