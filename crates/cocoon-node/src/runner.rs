@@ -21,7 +21,7 @@ use crate::client::ClientSettings;
 use crate::config::{ChainConfig, ClientConfig, ConfigError, ProxyConfig, WorkerConfig};
 use crate::ledger::Ledger;
 use crate::metrics::MetricsText;
-use crate::proxy::{Proxy, ProxySettings};
+use crate::proxy::{Proxy, ProxySettings, ProxyStart};
 use crate::transport::{AttestedDialer, AttestedServer, Listener};
 use crate::worker::backend::{HttpUpstream, InferenceBackend};
 use crate::worker::{Worker, WorkerSettings};
@@ -224,18 +224,19 @@ pub async fn start_proxy(
     let root = crate::chain::RootWatch::new(view.clone());
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
-        chain: view.context.clone(),
         signing_key: identity.key.clone(),
         is_test: cfg.is_test,
-        prices,
         config_version: cfg.chain.config_version,
-        fake_ton: settlement.is_none(),
-        settlement,
         pseudo_client_tokens: cfg.chain.pseudo_client_tokens,
         max_attempts: cfg.max_attempts.max(1),
         connection: ConnectionConfig::default(),
     };
-    let proxy = Proxy::new(settings, ledger)
+    let start = ProxyStart {
+        chain: view.context.clone(),
+        prices,
+        settlement,
+    };
+    let proxy = Proxy::new(settings, start, ledger)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
     if let Some(chain) = &view.settlement {
         // The root is read for new parameters; a change rotates the contracts (§5.7).

@@ -103,7 +103,7 @@ async fn errors_are_openai_shaped_with_meaningful_statuses() {
     let ledger = Arc::new(Ledger::open_in_memory(&settings.signing_key).expect("ledger"));
     let mut solo = WorkerSpec::new("solo", 1000);
     solo.max_active = 1;
-    let net = start_network_with(&[solo], settings, ledger).await;
+    let net = start_network_with(&[solo], settings, proxy_start(), ledger).await;
     let (base, _) = start_gateway(
         &[net.client_addr],
         GatewaySettings {

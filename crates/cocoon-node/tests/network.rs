@@ -166,7 +166,13 @@ async fn unknown_model_and_low_balance_are_refused() {
     let mut settings = proxy_settings();
     settings.pseudo_client_tokens = 1500;
     let ledger = Arc::new(Ledger::open_in_memory(&settings.signing_key).expect("ledger"));
-    let net = start_network_with(&[WorkerSpec::new("w", 1000)], settings, ledger).await;
+    let net = start_network_with(
+        &[WorkerSpec::new("w", 1000)],
+        settings,
+        proxy_start(),
+        ledger,
+    )
+    .await;
     let client = net.client(3).await;
     // A small reservation (max_coefficient 0.1×) passes the balance checks.
     let mut request = chat_request(chat_body(false, json!({})), 100);

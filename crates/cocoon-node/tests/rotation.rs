@@ -120,11 +120,14 @@ async fn client_and_worker_read_the_root_again_when_the_proxy_announces_another_
     assert_eq!(view.context.params().params_version, on_chain);
     assert!(stale(&view).context.params().params_version < on_chain);
     // A fake-TON proxy that already runs under the chain's (newer) parameters.
-    let mut settings = proxy_settings();
-    settings.chain = view.context.clone();
-    settings.prices = view.prices;
+    let settings = proxy_settings();
+    let start = ProxyStart {
+        chain: view.context.clone(),
+        prices: view.prices,
+        settlement: None,
+    };
     let ledger = Arc::new(Ledger::open_in_memory(&settings.signing_key).expect("ledger"));
-    let net = start_network_with(&[], settings, ledger).await;
+    let net = start_network_with(&[], settings, start, ledger).await;
 
     // A worker that still knows the old parameters reads the root and connects.
     let worker_watch = RootWatch::new(stale(&view));

@@ -103,6 +103,44 @@ impl VoucherCache {
     }
 }
 
+/// Tokens reserved by running requests, per client owner: what admission subtracts from a
+/// client's balance, and what settlement asks before it refunds a closing client. Shared
+/// by the proxy and its settlement on chain (every epoch), so neither calls into the other.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    by_client: Mutex<HashMap<String, u64>>,
+}
+
+impl Reservations {
+    /// What `owner`'s running requests reserve now.
+    pub fn of(&self, owner: &str) -> u64 {
+        lock(&self.by_client).get(owner).copied().unwrap_or(0)
+    }
+
+    /// Whether `owner` has a request running.
+    pub fn has_running(&self, owner: &str) -> bool {
+        self.of(owner) > 0
+    }
+
+    /// Reserves `tokens` for a request of `owner`.
+    pub(super) fn reserve(&self, owner: &str, tokens: u64) {
+        let mut map = lock(&self.by_client);
+        let entry = map.entry(owner.to_owned()).or_default();
+        *entry = entry.saturating_add(tokens);
+    }
+
+    /// Releases what a finished request of `owner` reserved.
+    pub(super) fn release(&self, owner: &str, tokens: u64) {
+        let mut map = lock(&self.by_client);
+        if let Some(left) = map.get_mut(owner) {
+            *left = left.saturating_sub(tokens);
+            if *left == 0 {
+                map.remove(owner);
+            }
+        }
+    }
+}
+
 /// A request that ended, to be booked.
 pub(super) struct Finished {
     pub(super) booking: Option<Booking>,
@@ -119,7 +157,7 @@ pub(super) struct Finished {
 impl Proxy {
     pub(super) fn available_tokens(&self, owner: &str) -> u64 {
         let used = self.shared.ledger.client_tokens(owner).unwrap_or(u64::MAX);
-        let reserved = self.state().reserved.get(owner).copied().unwrap_or(0);
+        let reserved = self.shared.reservations.of(owner);
         let limit = match &self.epoch().settlement {
             Some(chain) => chain.client_token_limit(owner),
             None => self.shared.settings.pseudo_client_tokens,
@@ -201,9 +239,9 @@ impl Proxy {
             let Some(r) = state.requests.remove(&request_id) else {
                 return;
             };
-            if let Some(res) = state.reserved.get_mut(&r.client_owner) {
-                *res = res.saturating_sub(r.reserved);
-            }
+            self.shared
+                .reservations
+                .release(&r.client_owner, r.reserved);
             let elapsed = r.started.elapsed().as_secs_f64();
             self.shared.stats.request_latency.observe(elapsed);
             let outcome = if ok {
@@ -328,6 +366,24 @@ mod tests {
             SignedPayment::SignedPayment(p) => Some(p.data),
             SignedPayment::SignedPaymentEmpty(_) => None,
         }
+    }
+
+    #[test]
+    fn reservations_add_up_and_release_exactly() {
+        let r = Reservations::default();
+        assert!(!r.has_running("a"));
+        r.reserve("a", 10);
+        r.reserve("a", 5);
+        r.reserve("b", 1);
+        assert_eq!((r.of("a"), r.of("b")), (15, 1));
+        r.release("a", 10);
+        assert!(r.has_running("a"));
+        r.release("a", 5);
+        assert!(!r.has_running("a"), "all released");
+        // A release beyond the reservation cannot go below zero or touch another client.
+        r.release("b", 7);
+        r.release("c", 1);
+        assert_eq!((r.of("b"), r.of("c")), (0, 0));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use super::Proxy;
 use crate::chain::ChainContext;
 use crate::ledger::Party;
 use crate::pricing::Prices;
-use crate::util::lock;
 
 /// What the proxy derives from the root parameters it runs on. A root parameter change
 /// (§5.7) replaces it: new prices, a new proxy contract, new client and worker contracts.
@@ -36,16 +35,6 @@ impl Epoch {
 }
 
 impl Proxy {
-    /// Lets `chain` see whether a client has requests in flight.
-    pub(super) fn probe_running(&self, chain: &crate::proxy::settlement::ProxyChain) {
-        let shared = Arc::downgrade(&self.shared);
-        chain.set_running_probe(Box::new(move |owner| {
-            shared
-                .upgrade()
-                .is_some_and(|s| lock(&s.state).reserved.get(owner).is_some_and(|r| *r > 0))
-        }));
-    }
-
     /// Switches to newer root parameters (cocoon-protocol.md §5.7): refuses new requests
     /// and connections, lets running requests finish (up to the policy's drain timeout,
     /// then closes the connections), begins the new epoch in the ledger and deploys the
@@ -98,7 +87,6 @@ impl Proxy {
             .next_epoch(view.context.clone(), &self.shared.settings.signing_key)
             .await
             .map_err(|e| format!("starting the contracts of params_version {to}: {e}"))?;
-        self.probe_running(&new_chain);
         let sc = new_chain.contract().clone();
         let epoch = Epoch {
             sc_text: view.context.format(&sc),

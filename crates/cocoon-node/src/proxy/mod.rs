@@ -37,7 +37,8 @@ use epoch::Epoch;
 use relay::Running;
 use routing::WorkerTable;
 
-pub use settlement::{ProxyChain, RunningProbe, SettlementStats};
+pub use billing::Reservations;
+pub use settlement::{ProxyChain, SettlementStats};
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
 pub const MIN_PROTO: i32 = 0;
@@ -50,28 +51,33 @@ pub const MAX_PROTO: i32 = 3;
 pub struct ProxySettings {
     /// Owner of the proxy (receives its earnings).
     pub owner_address: String,
-    /// Root parameters and contract derivation (fake-TON until the chain backends land).
-    pub chain: ChainContext,
     /// The machine key: signs ledger rows and (with the TON layer) vouchers.
     pub signing_key: SigningKey,
     /// Test network mode; must match clients' and workers'.
     pub is_test: bool,
-    /// Root prices.
-    pub prices: Prices,
     /// Version of the root config this proxy runs on.
     pub config_version: i32,
-    /// Fake-TON mode (no chain, a stand-in for development and tests): clients are
-    /// pseudo-funded and authorized at once, as COCOON's `--disable-ton`.
-    pub fake_ton: bool,
-    /// On-chain settlement (None in fake-TON mode): client contracts fund requests,
-    /// vouchers cover only usage anchored on chain.
-    pub settlement: Option<Arc<crate::proxy::settlement::ProxyChain>>,
     /// Adjusted tokens each fake-TON client may use.
     pub pseudo_client_tokens: u64,
     /// Workers tried per request (1 = no retry).
     pub max_attempts: u32,
     /// Transport tunables.
     pub connection: ConnectionConfig,
+}
+
+/// The root parameters a proxy starts on: its first epoch. A rotation (§5.7) replaces
+/// them inside the proxy ([`Proxy::prices`], [`Proxy::settlement`], [`Proxy::sc_address`]
+/// answer for the current one); nothing else keeps a copy.
+#[derive(Debug, Clone)]
+pub struct ProxyStart {
+    /// Root parameters and contract derivation.
+    pub chain: ChainContext,
+    /// Root prices.
+    pub prices: Prices,
+    /// On-chain settlement; `None` is fake-TON (a stand-in for the chain, for development
+    /// and tests): clients are pseudo-funded and authorized at once, as COCOON's
+    /// `--disable-ton`.
+    pub settlement: Option<Arc<ProxyChain>>,
 }
 
 /// Counters of a proxy.
@@ -106,7 +112,6 @@ pub struct ProxyStats {
 struct State {
     workers: WorkerTable,
     requests: HashMap<[u8; 32], Running>,
-    reserved: HashMap<String, u64>,
 }
 
 struct Shared {
@@ -121,6 +126,8 @@ struct Shared {
     /// workers reconnect to the new contracts.
     rotations: tokio::sync::watch::Sender<u64>,
     /// Signs vouchers, remembering the last one per contract.
+    /// Tokens reserved by running requests, per client (shared with the settlement).
+    reservations: Arc<Reservations>,
     vouchers: VoucherCache,
     state: Mutex<State>,
     next_id: AtomicU64,
@@ -142,17 +149,26 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// A proxy with its ledger; fails if the owner address is not a TON address.
-    pub fn new(settings: ProxySettings, ledger: Arc<Ledger>) -> Result<Self, ChainError> {
-        let owner = settings.chain.parse_address(&settings.owner_address)?;
+    /// A proxy on the root parameters of `start`, with its ledger; fails if the owner
+    /// address is not a TON address.
+    pub fn new(
+        settings: ProxySettings,
+        start: ProxyStart,
+        ledger: Arc<Ledger>,
+    ) -> Result<Self, ChainError> {
+        let owner = start.chain.parse_address(&settings.owner_address)?;
         let key = settings.signing_key.verifying_key().to_bytes();
-        let sc = settings.chain.proxy_sc(&owner, &key)?;
+        let sc = start.chain.proxy_sc(&owner, &key)?;
+        let reservations = match &start.settlement {
+            Some(chain) => chain.reservations().clone(),
+            None => Arc::default(),
+        };
         let epoch = Epoch {
-            sc_text: settings.chain.format(&sc),
+            sc_text: start.chain.format(&sc),
             sc,
-            chain: settings.chain.clone(),
-            prices: settings.prices,
-            settlement: settings.settlement.clone(),
+            chain: start.chain,
+            prices: start.prices,
+            settlement: start.settlement,
         };
         let vouchers = ProxyVouchers::new(settings.signing_key.clone(), owner);
         let proxy = Proxy {
@@ -164,14 +180,12 @@ impl Proxy {
                 rotating: std::sync::atomic::AtomicBool::new(false),
                 rotations: tokio::sync::watch::Sender::new(0),
                 vouchers: VoucherCache::new(vouchers),
+                reservations,
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
             }),
         };
-        if let Some(chain) = &proxy.shared.settings.settlement {
-            proxy.probe_running(chain);
-        }
         Ok(proxy)
     }
 

@@ -179,7 +179,7 @@ impl Proxy {
             match state.workers.assign(&model, max_coefficient, &[]) {
                 Err(e) => Err(e),
                 Ok(link) => {
-                    *state.reserved.entry(owner.to_owned()).or_default() += to_reserve;
+                    self.shared.reservations.reserve(owner, to_reserve);
                     let worker = link.id;
                     let send = run_query_message(
                         &link,

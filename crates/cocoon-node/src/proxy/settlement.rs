@@ -29,6 +29,7 @@ use tycho_types::models::StdAddr;
 use crate::chain::ChainContext;
 use crate::ledger::{EpochStarts, Ledger, Party};
 
+use super::billing::Reservations;
 use crate::chain::wallet::{account, chain_err, data_of, ChainWallet, OnChain, SettleError};
 
 /// A client contract as the proxy knows it.
@@ -155,16 +156,15 @@ pub struct ProxyChain {
     stats: Mutex<SettlementStats>,
     follower: tokio::sync::Mutex<TxFollower>,
     registered: tokio::sync::Notify,
-    running: std::sync::OnceLock<RunningProbe>,
+    /// Tokens reserved by running requests per client (the proxy's, shared with it): a
+    /// closing client is refunded only once nothing of it runs.
+    reservations: Arc<Reservations>,
     /// Every party's ledger total when this epoch began (its contracts start at 0).
     starts: EpochStarts,
     /// Set when a newer epoch began: every party's total at the cut. The epoch's
     /// contracts are then closed out (§5.7).
     end: std::sync::OnceLock<EpochStarts>,
 }
-
-/// Tells whether a client (by owner) has requests in flight at the proxy.
-pub type RunningProbe = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for ProxyChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,6 +188,19 @@ impl ProxyChain {
         ledger: Arc<Ledger>,
         owner: StdAddr,
         key: &SigningKey,
+    ) -> Result<Arc<Self>, SettleError> {
+        let reservations = Arc::new(Reservations::default());
+        Self::begin(chain, context, ledger, owner, key, reservations).await
+    }
+
+    /// [`ProxyChain::start`] with the proxy's reservations (shared by its epochs).
+    async fn begin(
+        chain: OnChain,
+        context: ChainContext,
+        ledger: Arc<Ledger>,
+        owner: StdAddr,
+        key: &SigningKey,
+        reservations: Arc<Reservations>,
     ) -> Result<Arc<Self>, SettleError> {
         let version = context.params().params_version;
         let contract = context
@@ -232,7 +245,7 @@ impl ProxyChain {
                 )));
             }
         }
-        let proxy = Self::open(chain, context, ledger, owner, key, starts).await?;
+        let proxy = Self::open(chain, context, ledger, owner, key, starts, reservations).await?;
         let weak = Arc::downgrade(&proxy);
         let poll = proxy.chain.policy.poll_interval;
         tokio::spawn(async move {
@@ -257,6 +270,7 @@ impl ProxyChain {
         owner: StdAddr,
         key: &SigningKey,
         starts: EpochStarts,
+        reservations: Arc<Reservations>,
     ) -> Result<Arc<Self>, SettleError> {
         let public_key = key.verifying_key().to_bytes();
         let contract = context
@@ -286,7 +300,7 @@ impl ProxyChain {
             stats: Mutex::new(SettlementStats::default()),
             follower: tokio::sync::Mutex::new(follower),
             registered: tokio::sync::Notify::new(),
-            running: std::sync::OnceLock::new(),
+            reservations,
             starts,
             end: std::sync::OnceLock::new(),
         }))
@@ -358,12 +372,13 @@ impl ProxyChain {
         context: ChainContext,
         key: &SigningKey,
     ) -> Result<Arc<ProxyChain>, SettleError> {
-        let next = Self::start(
+        let next = Self::begin(
             self.chain.clone(),
             context,
             self.ledger.clone(),
             self.owner.clone(),
             key,
+            self.reservations.clone(),
         )
         .await?;
         self.close_out(next.starts.clone());
@@ -404,6 +419,8 @@ impl ProxyChain {
                 self.owner.clone(),
                 key,
                 starts,
+                // Requests run under the current epoch only.
+                Arc::default(),
             )
             .await?;
             old.close_out(end);
@@ -576,10 +593,9 @@ impl ProxyChain {
         Ok(())
     }
 
-    /// How the proxy tells whether a client has requests in flight: a closing client is
-    /// refunded only when it has none (their tokens could not be charged afterwards).
-    pub fn set_running_probe(&self, probe: RunningProbe) {
-        let _ = self.running.set(probe);
+    /// The proxy's reservations, shared by every epoch it starts from this one.
+    pub fn reservations(&self) -> &Arc<Reservations> {
+        &self.reservations
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, ProxyBook> {
@@ -1113,7 +1129,7 @@ impl ProxyChain {
                     // instead of the contract's delayed, stake-capped forced refund.
                     ContractStatus::Closing => {
                         let anchored = booked.get(owner).copied().unwrap_or(0) == total;
-                        let idle = !self.running.get().is_some_and(|running| running(owner));
+                        let idle = !self.reservations.has_running(owner);
                         if !(anchored && idle && committed >= state.tokens_used) {
                             continue;
                         }

@@ -19,6 +19,7 @@ use cocoon_net::{ConnectionConfig, RpcConnection};
 use cocoon_node::client::{AnswerEvent, ClientSettings, FinalInfo, ProxySession, QueryRequest};
 use cocoon_node::ledger::Ledger;
 use cocoon_node::pricing::{Multipliers, Prices};
+pub use cocoon_node::proxy::ProxyStart;
 use cocoon_node::proxy::{Proxy, ProxySettings};
 use cocoon_node::transport::{TcpDialer, TcpListener};
 use cocoon_node::worker::backend::HttpUpstream;
@@ -223,16 +224,21 @@ pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
     }
 }
 
+/// Fake-TON under the test root parameters.
+pub fn proxy_start() -> ProxyStart {
+    ProxyStart {
+        chain: chain(),
+        prices: prices(),
+        settlement: None,
+    }
+}
+
 pub fn proxy_settings() -> ProxySettings {
     ProxySettings {
         owner_address: party("proxy-owner"),
-        chain: chain(),
         signing_key: ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
         is_test: true,
-        prices: prices(),
         config_version: 1,
-        fake_ton: true,
-        settlement: None,
         pseudo_client_tokens: 1_000_000_000,
         max_attempts: 3,
         connection: ConnectionConfig::default(),
@@ -243,10 +249,11 @@ pub fn proxy_settings() -> ProxySettings {
 pub async fn start_network_with(
     specs: &[WorkerSpec],
     settings: ProxySettings,
+    start: ProxyStart,
     ledger: Arc<Ledger>,
 ) -> Net {
     let (upstream_url, upstream) = mock_upstream().await;
-    let proxy = Proxy::new(settings, ledger).expect("proxy");
+    let proxy = Proxy::new(settings, start, ledger).expect("proxy");
     let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let workers_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     use cocoon_node::transport::Listener;
@@ -272,7 +279,7 @@ pub async fn start_network_with(
 
 pub async fn start_network(specs: &[WorkerSpec]) -> Net {
     let ledger = Arc::new(Ledger::open_in_memory(&proxy_settings().signing_key).expect("ledger"));
-    start_network_with(specs, proxy_settings(), ledger).await
+    start_network_with(specs, proxy_settings(), proxy_start(), ledger).await
 }
 
 impl Net {
