@@ -662,8 +662,19 @@ pub struct AllTotals {
 pub struct LedgerWriter {
     queue: std::sync::mpsc::Sender<(
         Booking,
-        tokio::sync::oneshot::Sender<Result<BookingTotals, String>>,
+        tokio::sync::oneshot::Sender<Result<BookingTotals, BookingError>>,
     )>,
+}
+
+/// Why a booking did not become durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BookingError {
+    /// The batch transaction it was part of failed (shared by every booking in it).
+    #[error(transparent)]
+    Ledger(#[from] std::sync::Arc<LedgerError>),
+    /// The writer thread is gone.
+    #[error("the ledger writer has stopped")]
+    Stopped,
 }
 
 impl std::fmt::Debug for LedgerWriter {
@@ -680,7 +691,7 @@ impl LedgerWriter {
     pub fn spawn(ledger: std::sync::Arc<Ledger>) -> Self {
         let (queue, rx) = std::sync::mpsc::channel::<(
             Booking,
-            tokio::sync::oneshot::Sender<Result<BookingTotals, String>>,
+            tokio::sync::oneshot::Sender<Result<BookingTotals, BookingError>>,
         )>();
         let spawned = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -701,9 +712,9 @@ impl LedgerWriter {
                             }
                         }
                         Err(e) => {
-                            let message = e.to_string();
+                            let error = BookingError::Ledger(std::sync::Arc::new(e));
                             for waiter in waiters {
-                                let _ = waiter.send(Err(message.clone()));
+                                let _ = waiter.send(Err(error.clone()));
                             }
                         }
                     }
@@ -716,13 +727,12 @@ impl LedgerWriter {
     }
 
     /// Books one request; resolves when it is durable (or failed).
-    pub async fn book(&self, booking: Booking) -> Result<BookingTotals, String> {
+    pub async fn book(&self, booking: Booking) -> Result<BookingTotals, BookingError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue
             .send((booking, tx))
-            .map_err(|_| "the ledger writer has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the ledger writer has stopped".to_owned())?
+            .map_err(|_| BookingError::Stopped)?;
+        rx.await.map_err(|_| BookingError::Stopped)?
     }
 }
 

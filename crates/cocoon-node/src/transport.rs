@@ -34,7 +34,18 @@ pub trait Dialer: Send + Sync + 'static {
 
 /// A peer whose connection was accepted but whose handshake (PoW, TLS, attestation)
 /// still has to run; the accept loop spawns it so a slow peer cannot stall others.
-pub type PendingPeer = BoxFuture<'static, Result<(BoxIo, PeerInfo), String>>;
+pub type PendingPeer = BoxFuture<'static, Result<(BoxIo, PeerInfo), PeerRefused>>;
+
+/// Why an accepted peer never became a connection.
+#[derive(Debug, thiserror::Error)]
+#[error("attestation of {addr} failed: {source}")]
+pub struct PeerRefused {
+    /// The peer's socket address.
+    pub addr: SocketAddr,
+    /// What failed: PoW, TLS or the attestation policy.
+    #[source]
+    pub source: cocoon_attest::AttestError,
+}
 
 /// Accepts incoming streams.
 pub trait Listener: Send + Sync + 'static {
@@ -170,7 +181,7 @@ impl Listener for AttestedServer {
                 let (stream, peer) = incoming
                     .establish()
                     .await
-                    .map_err(|e| format!("attestation of {addr} failed: {e}"))?;
+                    .map_err(|source| PeerRefused { addr, source })?;
                 Ok((
                     Box::new(stream) as BoxIo,
                     PeerInfo {

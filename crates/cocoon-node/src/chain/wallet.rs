@@ -173,7 +173,7 @@ pub(crate) fn data_of<T>(
 struct WalletQueue {
     outbox: WalletOutbox,
     follower: TxFollower,
-    results: HashMap<OutboxId, Result<(), String>>,
+    results: HashMap<OutboxId, Result<(), SettleError>>,
 }
 
 /// A cocoon wallet on a chain (§6.3): messages are queued, sent in signed batches of up
@@ -260,11 +260,8 @@ impl ChainWallet {
                 if ids.iter().all(|id| q.results.contains_key(id)) {
                     let mut outcome = Ok(());
                     for id in &ids {
-                        if let Some(Err(reason)) = q.results.remove(id) {
-                            outcome = Err(SettleError::Wallet {
-                                address: self.text.clone(),
-                                reason,
-                            });
+                        if let Some(Err(e)) = q.results.remove(id) {
+                            outcome = Err(e);
                         }
                     }
                     return outcome;
@@ -309,9 +306,14 @@ impl ChainWallet {
         };
         q.outbox.on_seqno(seqno);
         let now = backend.now().await.unwrap_or(state.sync_utime);
+        let refused = |reason: String| SettleError::Wallet {
+            address: self.text.clone(),
+            reason,
+        };
         let fail_all = |q: &mut WalletQueue, reason: String| {
+            let error = refused(reason);
             for id in q.outbox.abort_all() {
-                q.results.insert(id, Err(reason.clone()));
+                q.results.insert(id, Err(error.clone()));
             }
         };
         match q.outbox.poll(&self.wallet, seqno, state.balance, now) {
@@ -322,8 +324,9 @@ impl ChainWallet {
                 };
                 debug!(wallet = %self.text, ?sent, "external sent");
                 if let Err(reason) = sent {
+                    let error = refused(reason);
                     for id in q.outbox.abort_in_flight() {
-                        q.results.insert(id, Err(reason.clone()));
+                        q.results.insert(id, Err(error.clone()));
                     }
                 }
             }

@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 use tycho_types::models::StdAddr;
 
+use super::connections::{hang_up, Hangup};
 use super::{to_i64, Proxy, MAX_PROTO, MIN_PROTO};
 use crate::chain::ChainError;
 use crate::ledger::Party;
-use crate::protocol::version::{self, flags};
+use crate::protocol::version::{self, flags, VersionError};
 use crate::protocol::{Refusal, Version};
 
 /// How long a long authorization waits for the client's register message (§2.5).
@@ -33,6 +34,49 @@ pub(super) struct ClientSession {
     pub(super) secret_hash: Option<[u8; 32]>,
 }
 
+/// Where a client connection stands after a query of its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Authorization {
+    /// Not authorized yet (connected, or asked something else first).
+    Pending,
+    /// Authorized: requests are served.
+    Granted,
+}
+
+/// Why a hello is refused; its [`AdmissionError::code`] and text are the peer's answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AdmissionError {
+    /// The hello's parameters are refused (test mode, names, limits).
+    #[error("{0}")]
+    Params(String),
+    /// The proxy is rotating its contracts.
+    #[error("{}", Refusal::Rotating.message(""))]
+    Rotating,
+    /// No common protocol version.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The owner address is not usable.
+    #[error("{} owner: {source}", party.name())]
+    Owner {
+        /// Whose owner.
+        party: Party,
+        /// Why.
+        #[source]
+        source: ChainError,
+    },
+}
+
+impl AdmissionError {
+    /// The COCOON error code the peer gets.
+    pub(super) fn code(&self) -> ErrorCode {
+        match self {
+            AdmissionError::Params(_) | AdmissionError::Owner { .. } => ErrorCode::Error,
+            AdmissionError::Rotating => Refusal::Rotating.code(),
+            AdmissionError::Version(_) => ErrorCode::ProtocolViolation,
+        }
+    }
+}
+
 impl Proxy {
     /// What both hellos share: the refusal (if any), protocol negotiation from
     /// `(flags, min, max)`, and the party's address and contract at this proxy.
@@ -42,23 +86,22 @@ impl Proxy {
         (flags, min, max): (u32, Option<i32>, Option<i32>),
         owner: &str,
         party: Party,
-    ) -> Result<(Version, String, StdAddr), (ErrorCode, String)> {
+    ) -> Result<(Version, String, StdAddr), AdmissionError> {
         if let Some(reason) = refuse {
-            return Err((ErrorCode::Error, reason));
+            return Err(AdmissionError::Params(reason));
         }
         if self.is_rotating() {
-            return Err((Refusal::Rotating.code(), Refusal::Rotating.message("")));
+            return Err(AdmissionError::Rotating);
         }
         let proto = version::choose(
             MIN_PROTO..=MAX_PROTO,
             flags & flags::PARAMS_VERSIONS != 0,
             min,
             max,
-        )
-        .map_err(|e| (ErrorCode::ProtocolViolation, e.to_string()))?;
+        )?;
         let epoch = self.epoch();
         let chain = &epoch.chain;
-        let refused = |e: ChainError| (ErrorCode::Error, format!("{} owner: {e}", party.name()));
+        let refused = |source: ChainError| AdmissionError::Owner { party, source };
         let address = chain.parse_address(owner).map_err(refused)?;
         let pk = self.public_key();
         let sc = match party {
@@ -69,22 +112,19 @@ impl Proxy {
         Ok((proto, chain.format(&address), sc))
     }
 
-    /// Handles a query before authorization. Ok(true) once authorized; Err to close.
+    /// Handles a query before authorization; `Err` closes the connection.
     pub(super) async fn client_handshake_query(
         &self,
         q: IncomingQuery,
         session: &mut Option<ClientSession>,
-    ) -> Result<bool, ()> {
+    ) -> Result<Authorization, Hangup> {
         let s = &self.shared.settings;
         match q.function_id() {
             Some(client_fn::ConnectToProxy::ID) => {
                 let req: client_fn::ConnectToProxy = match q.decode() {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = q
-                            .error(ErrorCode::ProtocolViolation.code(), &e.to_string())
-                            .await;
-                        return Err(());
+                        return Err(hang_up(q, ErrorCode::ProtocolViolation, e.to_string()).await)
                     }
                 };
                 let p = &req.params;
@@ -110,10 +150,7 @@ impl Proxy {
                 );
                 let (proto, owner, client_sc) = match admitted {
                     Ok(x) => x,
-                    Err((code, reason)) => {
-                        let _ = q.error(code.code(), &reason).await;
-                        return Err(());
-                    }
+                    Err(e) => return Err(hang_up(q, e.code(), e.to_string()).await),
                 };
                 let epoch = self.epoch();
                 let used = self.contract_tokens(&owner, Party::Client);
@@ -149,13 +186,8 @@ impl Proxy {
                             None,
                         ),
                         Err(e) => {
-                            let _ = q
-                                .error(
-                                    ErrorCode::NotReady.code(),
-                                    &format!("cannot read the client contract: {e}"),
-                                )
-                                .await;
-                            return Err(());
+                            let message = format!("cannot read the client contract: {e}");
+                            return Err(hang_up(q, ErrorCode::NotReady, message).await);
                         }
                     },
                 };
@@ -174,7 +206,7 @@ impl Proxy {
                     nonce,
                     secret_hash,
                 });
-                Ok(false)
+                Ok(Authorization::Pending)
             }
             Some(
                 client_fn::AuthorizeWithProxyLong::ID | client_fn::AuthorizeWithProxyShort::ID,
@@ -187,13 +219,8 @@ impl Proxy {
                     ..
                 }) = session.as_ref()
                 else {
-                    let _ = q
-                        .error(
-                            ErrorCode::ProtocolViolation.code(),
-                            "authorization before connectToProxy",
-                        )
-                        .await;
-                    return Err(());
+                    let message = "authorization before connectToProxy".to_owned();
+                    return Err(hang_up(q, ErrorCode::ProtocolViolation, message).await);
                 };
                 let epoch = self.epoch();
                 if let Some(chain) = &epoch.settlement {
@@ -216,13 +243,11 @@ impl Proxy {
                     };
                     if let Some(reason) = refused {
                         info!(%owner, %reason, "client authorization refused");
-                        let _ = q.error(ErrorCode::Error.code(), &reason).await;
-                        return Err(());
+                        return Err(hang_up(q, ErrorCode::Error, reason).await);
                     }
                     // Read the contract again: the registration may have deployed it.
                     if let Err(e) = chain.client_connected(owner, sc).await {
-                        let _ = q.error(ErrorCode::NotReady.code(), &e.to_string()).await;
-                        return Err(());
+                        return Err(hang_up(q, ErrorCode::NotReady, e.to_string()).await);
                     }
                 }
                 let used = self.contract_tokens(owner, Party::Client);
@@ -232,7 +257,7 @@ impl Proxy {
                     max_tokens: to_i64(used),
                 };
                 let _ = q.answer(&answer).await;
-                Ok(true)
+                Ok(Authorization::Granted)
             }
             _ => {
                 let _ = q
@@ -241,7 +266,7 @@ impl Proxy {
                         "connection is not authorized yet",
                     )
                     .await;
-                Ok(false)
+                Ok(Authorization::Pending)
             }
         }
     }

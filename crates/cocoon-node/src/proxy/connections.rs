@@ -3,9 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cocoon_net::{Incoming, RpcConnection};
+use cocoon_net::{ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcError};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::admission::Authorization;
 use super::admission::ClientSession;
 use super::Proxy;
 use crate::ledger::Party;
@@ -92,8 +93,9 @@ impl Proxy {
                     Incoming::Query(q) => {
                         if !authorized {
                             match self.client_handshake_query(q, &mut session).await {
-                                Ok(done) => authorized = done,
-                                Err(()) => {
+                                Ok(stage) => authorized = stage == Authorization::Granted,
+                                Err(reason) => {
+                                    info!(%reason, "closing the connection");
                                     handle.close();
                                     break;
                                 }
@@ -135,7 +137,8 @@ impl Proxy {
                 let Some(item) = item else { break };
                 match item {
                     Incoming::Query(q) => {
-                        if self.worker_query(id, &handle, q).await.is_err() {
+                        if let Err(reason) = self.worker_query(id, &handle, q).await {
+                            info!(%reason, "closing the connection");
                             handle.close();
                             break;
                         }
@@ -148,4 +151,32 @@ impl Proxy {
         .instrument(span)
         .await
     }
+}
+
+/// Why the proxy ends a connection after one of its queries.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Hangup {
+    /// The query was refused; the peer got this error as its answer.
+    #[error("refused with code {}: {message}", code.code())]
+    Refused {
+        /// The COCOON error code sent.
+        code: ErrorCode,
+        /// The message sent.
+        message: String,
+    },
+    /// The query does not decode.
+    #[error("malformed query: {0}")]
+    Malformed(#[from] cocoon_tl::TlError),
+    /// A query that needs the hello came before it.
+    #[error("{0} before connectToProxy")]
+    BeforeHello(&'static str),
+    /// The answer could not be sent.
+    #[error("the answer could not be sent: {0}")]
+    Unanswered(#[from] RpcError),
+}
+
+/// Answers `q` with an error and returns the reason to close the connection.
+pub(super) async fn hang_up(q: IncomingQuery, code: ErrorCode, message: String) -> Hangup {
+    let _ = q.error(code.code(), &message).await;
+    Hangup::Refused { code, message }
 }

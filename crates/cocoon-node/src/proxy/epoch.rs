@@ -34,6 +34,18 @@ impl Epoch {
     }
 }
 
+/// Why a rotation to newer root parameters failed (the proxy stays in rotation, refusing
+/// requests, and tries again).
+#[derive(Debug, thiserror::Error)]
+#[error("starting the contracts of params_version {to}: {source}")]
+pub struct RotationError {
+    /// The `params_version` the proxy was moving to.
+    pub to: u32,
+    /// What failed on chain.
+    #[source]
+    pub source: crate::chain::SettleError,
+}
+
 impl Proxy {
     /// Switches to newer root parameters (cocoon-protocol.md §5.7): refuses new requests
     /// and connections, lets running requests finish (up to the policy's drain timeout,
@@ -42,7 +54,7 @@ impl Proxy {
     /// to their new contracts, and closes the old contracts in the background. Does
     /// nothing in fake-TON mode or for parameters that are not newer. On failure the
     /// proxy stays in rotation (refusing requests) and the call may be repeated.
-    pub async fn rotate(&self, view: &crate::chain::ChainView) -> Result<(), String> {
+    pub async fn rotate(&self, view: &crate::chain::ChainView) -> Result<(), RotationError> {
         let old = self.epoch();
         let Some(old_chain) = old.settlement.clone() else {
             return Ok(());
@@ -86,7 +98,7 @@ impl Proxy {
         let new_chain = old_chain
             .next_epoch(view.context.clone(), &self.shared.settings.signing_key)
             .await
-            .map_err(|e| format!("starting the contracts of params_version {to}: {e}"))?;
+            .map_err(|source| RotationError { to, source })?;
         let sc = new_chain.contract().clone();
         let epoch = Epoch {
             sc_text: view.context.format(&sc),

@@ -38,6 +38,7 @@ use relay::Running;
 use routing::WorkerTable;
 
 pub use billing::Reservations;
+pub use epoch::RotationError;
 pub use settlement::{ProxyChain, SettlementStats};
 
 /// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.

@@ -7,6 +7,7 @@ use cocoon_tl::types::{proxy, worker};
 use cocoon_tl::{enums, TlConstructor};
 use tracing::{debug, info, warn};
 
+use super::connections::{hang_up, Hangup};
 use super::routing::{Reputation, WorkerLink};
 use super::{log_text, to_i64, Proxy};
 use crate::ledger::Party;
@@ -21,11 +22,11 @@ impl Proxy {
         id: u64,
         handle: &RpcHandle,
         q: IncomingQuery,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Hangup> {
         let s = &self.shared.settings;
         match q.function_id() {
             Some(worker_fn::ConnectToProxy::ID) => {
-                let req: worker_fn::ConnectToProxy = q.decode().map_err(|_| ())?;
+                let req: worker_fn::ConnectToProxy = q.decode()?;
                 let p = &req.params;
                 let refuse = if p.flags & flags::PARAMS_BASE == 0 {
                     Some("worker params lack is_test".to_owned())
@@ -48,10 +49,7 @@ impl Proxy {
                 );
                 let (proto, owner, worker_sc) = match admitted {
                     Ok(x) => x,
-                    Err((code, reason)) => {
-                        let _ = q.error(code.code(), &reason).await;
-                        return Err(());
-                    }
+                    Err(e) => return Err(hang_up(q, e.code(), e.to_string()).await),
                 };
                 let max_active = u32::try_from(p.max_active_requests.unwrap_or(1)).unwrap_or(1);
                 let proxies = u32::try_from(p.proxy_cnt.unwrap_or(1)).unwrap_or(1).max(1);
@@ -90,23 +88,18 @@ impl Proxy {
                     params: self.params(proto),
                     worker_sc_address,
                 };
-                q.answer(&answer).await.map_err(|_| ())
+                q.answer(&answer).await.map_err(Hangup::from)
             }
             Some(worker_fn::CompareBalanceWithProxy::ID) => {
-                let req: worker_fn::CompareBalanceWithProxy = q.decode().map_err(|_| ())?;
+                let req: worker_fn::CompareBalanceWithProxy = q.decode()?;
                 let Some((owner, sc)) = self
                     .state()
                     .workers
                     .get(id)
                     .map(|w| (w.owner.clone(), w.sc.clone()))
                 else {
-                    let _ = q
-                        .error(
-                            ErrorCode::ProtocolViolation.code(),
-                            "compare before connectToProxy",
-                        )
-                        .await;
-                    return Err(());
+                    let message = "compare before connectToProxy".to_owned();
+                    return Err(hang_up(q, ErrorCode::ProtocolViolation, message).await);
                 };
                 let known = to_i64(self.contract_tokens(&owner, Party::Worker));
                 if req.tokens_committed_to_blockchain > known || req.tokens_committed_to_db > known
@@ -117,8 +110,7 @@ impl Proxy {
                             .max(req.tokens_committed_to_db)
                     );
                     warn!(%owner, %reason, "worker refused");
-                    let _ = q.error(ErrorCode::ProtocolViolation.code(), &reason).await;
-                    return Err(());
+                    return Err(hang_up(q, ErrorCode::ProtocolViolation, reason).await);
                 }
                 let answer = worker::CompareBalanceWithProxyResult {
                     signed_payment: self.voucher_for(
@@ -131,25 +123,25 @@ impl Proxy {
                     max_tokens: known,
                     error_code: i32::from(req.max_tokens > known),
                 };
-                q.answer(&answer).await.map_err(|_| ())
+                q.answer(&answer).await.map_err(Hangup::from)
             }
             Some(worker_fn::ExtendedCompareBalanceWithProxy::ID) => {
                 let answer = worker::ExtendedCompareBalanceWithProxyResult { error_code: 0 };
-                q.answer(&answer).await.map_err(|_| ())
+                q.answer(&answer).await.map_err(Hangup::from)
             }
             Some(worker_fn::ProxyHandshakeComplete::ID) => {
-                let req: worker_fn::ProxyHandshakeComplete = q.decode().map_err(|_| ())?;
+                let req: worker_fn::ProxyHandshakeComplete = q.decode()?;
                 {
                     let mut state = self.state();
                     let Some(w) = state.workers.get_mut(id) else {
-                        return Err(());
+                        return Err(Hangup::BeforeHello("proxyHandshakeComplete"));
                     };
                     w.ready = true;
                     w.disabled = req.is_disabled;
                 }
                 q.answer(&worker::ProxyHandshakeCompleted {})
                     .await
-                    .map_err(|_| ())
+                    .map_err(Hangup::from)
             }
             Some(worker_fn::UpdatePaymentStatus::ID) => {
                 let Some((owner, sc)) = self
@@ -158,13 +150,8 @@ impl Proxy {
                     .get(id)
                     .map(|w| (w.owner.clone(), w.sc.clone()))
                 else {
-                    let _ = q
-                        .error(
-                            ErrorCode::ProtocolViolation.code(),
-                            "payment status before connectToProxy",
-                        )
-                        .await;
-                    return Err(());
+                    let message = "payment status before connectToProxy".to_owned();
+                    return Err(hang_up(q, ErrorCode::ProtocolViolation, message).await);
                 };
                 let earned = self.contract_tokens(&owner, Party::Worker);
                 let answer = worker::PaymentStatus {
@@ -172,7 +159,7 @@ impl Proxy {
                     db_tokens: to_i64(earned),
                     max_tokens: to_i64(earned),
                 };
-                q.answer(&answer).await.map_err(|_| ())
+                q.answer(&answer).await.map_err(Hangup::from)
             }
             other => {
                 let name = other
