@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cocoon_net::{ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcError};
+use cocoon_net::{ErrorCode, Incoming, IncomingQuery, RpcConnection, RpcError, RpcHandle};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::Authorization;
@@ -65,7 +65,7 @@ impl Proxy {
     pub async fn handle_client(&self, conn: RpcConnection, peer: PeerInfo) {
         let span = info_span!("client", peer = %peer.addr);
         async move {
-            let (handle, mut incoming) = conn.split();
+            let (handle, incoming) = conn.split();
             let stats = &self.shared.stats;
             stats.client_connections.fetch_add(1, Ordering::Relaxed);
             struct Open<'a>(&'a AtomicU64);
@@ -77,26 +77,15 @@ impl Proxy {
             let _open = Open(&stats.client_connections);
             let mut session: Option<ClientSession> = None;
             let mut authorized = false;
-            let rotated = self.rotated();
-            tokio::pin!(rotated);
-            loop {
-                let item = tokio::select! {
-                    item = incoming.recv() => item,
-                    () = &mut rotated => {
-                        info!("closing the connection: the proxy moved to new root parameters");
-                        handle.close();
-                        break;
-                    }
-                };
-                let Some(item) = item else { break };
+            let mut inbox = Inbox::new(handle.clone(), incoming, self.rotated());
+            while let Some(item) = inbox.next().await {
                 match item {
                     Incoming::Query(q) => {
                         if !authorized {
                             match self.client_handshake_query(q, &mut session).await {
                                 Ok(stage) => authorized = stage == Authorization::Granted,
                                 Err(reason) => {
-                                    info!(%reason, "closing the connection");
-                                    handle.close();
+                                    inbox.hang_up(&reason);
                                     break;
                                 }
                             }
@@ -122,24 +111,13 @@ impl Proxy {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("worker", conn = id, peer = %peer.addr);
         async move {
-            let (handle, mut incoming) = conn.split();
-            let rotated = self.rotated();
-            tokio::pin!(rotated);
-            loop {
-                let item = tokio::select! {
-                    item = incoming.recv() => item,
-                    () = &mut rotated => {
-                        info!("closing the connection: the proxy moved to new root parameters");
-                        handle.close();
-                        break;
-                    }
-                };
-                let Some(item) = item else { break };
+            let (handle, incoming) = conn.split();
+            let mut inbox = Inbox::new(handle.clone(), incoming, self.rotated());
+            while let Some(item) = inbox.next().await {
                 match item {
                     Incoming::Query(q) => {
                         if let Err(reason) = self.worker_query(id, &handle, q).await {
-                            info!(%reason, "closing the connection");
-                            handle.close();
+                            inbox.hang_up(&reason);
                             break;
                         }
                     }
@@ -150,6 +128,47 @@ impl Proxy {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// What arrives on one connection, until the peer leaves or the proxy moves to new root
+/// parameters (then the connection closes, so that the peer reconnects to its new
+/// contract).
+struct Inbox {
+    handle: RpcHandle,
+    incoming: tokio::sync::mpsc::Receiver<Incoming>,
+    rotated: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Inbox {
+    fn new(
+        handle: RpcHandle,
+        incoming: tokio::sync::mpsc::Receiver<Incoming>,
+        rotated: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Inbox {
+            handle,
+            incoming,
+            rotated: Box::pin(rotated),
+        }
+    }
+
+    /// The next message; `None` once the connection is over.
+    async fn next(&mut self) -> Option<Incoming> {
+        tokio::select! {
+            item = self.incoming.recv() => item,
+            () = &mut self.rotated => {
+                info!("closing the connection: the proxy moved to new root parameters");
+                self.handle.close();
+                None
+            }
+        }
+    }
+
+    /// Closes the connection for `reason`.
+    fn hang_up(&self, reason: &Hangup) {
+        info!(%reason, "closing the connection");
+        self.handle.close();
     }
 }
 
