@@ -89,6 +89,7 @@ pub fn start_devnet(
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use std::time::Instant;
+    let log_path = log.clone();
     let log = std::fs::File::create(log).expect("log file");
     let mut child = Command::new(cocoon)
         .args([
@@ -133,7 +134,20 @@ pub fn start_devnet(
         match rx.recv_timeout(left) {
             Ok(line) if line.starts_with("cocoon devnet is ready") => break,
             Ok(_) => {}
-            Err(_) => panic!("the devnet did not get ready"),
+            Err(e) => {
+                // Say why: the tail of the devnet's log (its temporary directory goes away).
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "the devnet did not get ready ({}); the end of its log:\n{}",
+                    match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => "still starting after 90 s",
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => "it exited",
+                    },
+                    tail.join("\n")
+                )
+            }
         }
     }
     // Keep draining stdout so the devnet never blocks on a full pipe.
