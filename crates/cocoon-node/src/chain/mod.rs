@@ -43,6 +43,43 @@ fn ton(e: impl std::fmt::Display) -> ChainError {
     ChainError::Ton(e.to_string())
 }
 
+/// A party's owner: a TON address in the canonical text form the roles agree on (the
+/// ledger's key). Made by [`ChainContext::owner`] from an address that parsed, so two
+/// spellings of one address are one owner, and text a peer sent is never taken as one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner(String);
+
+impl Owner {
+    /// The owner `address` on mainnet or testnet (user-friendly, non-bounceable).
+    pub fn of(address: &StdAddr, testnet: bool) -> Owner {
+        Owner(cocoon_ton::address::to_friendly(address, testnet))
+    }
+
+    /// The canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Owner {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Owner> for String {
+    fn from(owner: Owner) -> String {
+        owner.0
+    }
+}
+
 /// The root parameters and address the roles derive contracts from.
 #[derive(Debug, Clone)]
 pub struct ChainContext {
@@ -201,6 +238,11 @@ impl ChainContext {
     /// non-bounceable, testnet flag as configured (§11 item 18).
     pub fn format(&self, a: &StdAddr) -> String {
         cocoon_ton::address::to_friendly(a, self.testnet)
+    }
+
+    /// The owner `a`, in the canonical text form every role keys it by.
+    pub fn owner(&self, a: &StdAddr) -> Owner {
+        Owner::of(a, self.testnet)
     }
 
     /// The proxy contract of (`owner`, `public_key`).

@@ -13,7 +13,7 @@ use tycho_types::models::StdAddr;
 
 use super::connections::{hang_up, Hangup};
 use super::{to_i64, Proxy, MAX_PROTO, MIN_PROTO};
-use crate::chain::ChainError;
+use crate::chain::{ChainError, Owner};
 use crate::ledger::Party;
 use crate::protocol::version::{self, flags, VersionError};
 use crate::protocol::{Refusal, Version};
@@ -23,8 +23,8 @@ pub(super) const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An authorized client connection.
 pub(super) struct ClientSession {
-    /// The client's wallet address, canonical text (its ledger key).
-    pub(super) owner: String,
+    /// The client's owner (its ledger key).
+    pub(super) owner: Owner,
     pub(super) proto: Version,
     /// Its client contract at this proxy.
     pub(super) sc: StdAddr,
@@ -86,7 +86,7 @@ impl Proxy {
         (flags, min, max): (u32, Option<i32>, Option<i32>),
         owner: &str,
         party: Party,
-    ) -> Result<(Version, String, StdAddr), AdmissionError> {
+    ) -> Result<(Version, Owner, StdAddr), AdmissionError> {
         if let Some(reason) = refuse {
             return Err(AdmissionError::Params(reason));
         }
@@ -109,7 +109,7 @@ impl Proxy {
             Party::Worker => chain.worker_sc(&address, &epoch.sc, &pk),
         }
         .map_err(refused)?;
-        Ok((proto, chain.format(&address), sc))
+        Ok((proto, chain.owner(&address), sc))
     }
 
     /// Handles a query before authorization; `Err` closes the connection.

@@ -210,10 +210,10 @@ impl Proxy {
             Ordering::Relaxed,
         );
         let mut state = self.state();
-        let owner = state
-            .workers
-            .overclaimed(worker_id)
-            .unwrap_or_else(|| String::from("(disconnected)"));
+        let owner = match state.workers.overclaimed(worker_id) {
+            Some(owner) => owner.to_string(),
+            None => String::from("(disconnected)"),
+        };
         warn!(
             proxy_request = %hex_short(&request_id),
             worker_owner = %owner,
@@ -254,8 +254,8 @@ impl Proxy {
             Finished {
                 booking: (total > 0).then(|| Booking {
                     request_id,
-                    client: r.client_owner.clone(),
-                    worker: r.worker_owner.clone(),
+                    client: r.client_owner.to_string(),
+                    worker: r.worker_owner.to_string(),
                     tokens: total,
                 }),
                 client: r.client.clone(),

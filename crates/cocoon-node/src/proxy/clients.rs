@@ -63,9 +63,8 @@ impl Proxy {
         if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto.cancellation() {
             if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
                 debug!(request = %hex_short(&c.request_id), "client cancelled a request");
-                let owner = owner.to_owned();
                 self.cancel_requests(|r| {
-                    r.client_request_id == c.request_id && r.client_owner == owner
+                    r.client_request_id == c.request_id && *r.client_owner == *owner
                 })
                 .await;
             }

@@ -8,7 +8,7 @@
 //! reach protocol ≥ 1 clients as `…Ex` messages; a worker claiming more than the proxy
 //! knows is refused while the proxy keeps running.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,7 +34,7 @@ mod workers;
 
 use billing::VoucherCache;
 use epoch::Epoch;
-use relay::Running;
+use relay::RequestTable;
 use routing::WorkerTable;
 
 pub use billing::Reservations;
@@ -112,7 +112,7 @@ pub struct ProxyStats {
 #[derive(Default)]
 struct State {
     workers: WorkerTable,
-    requests: HashMap<[u8; 32], Running>,
+    requests: RequestTable,
 }
 
 struct Shared {

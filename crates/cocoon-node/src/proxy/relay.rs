@@ -2,6 +2,7 @@
 //! the answer relayed in the client's protocol, retries on another worker, cancellation and
 //! failure.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use tycho_types::models::StdAddr;
 use super::admission::ClientSession;
 use super::billing::bounded;
 use super::routing::{Assignment, Outcome};
-use super::{log_text, Proxy, State};
+use super::{log_text, Proxy};
+use crate::chain::Owner;
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
 use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
@@ -25,7 +27,7 @@ use crate::protocol::{Refusal, Version};
 use crate::util::{hex_short, unix_now};
 
 pub(super) struct Running {
-    pub(super) client_owner: String,
+    pub(super) client_owner: Owner,
     pub(super) client_sc: StdAddr,
     pub(super) client: RpcHandle,
     pub(super) client_proto: Version,
@@ -41,13 +43,69 @@ pub(super) struct Running {
     /// Answer bytes relayed from the current worker.
     pub(super) relayed: u64,
     pub(super) worker: u64,
-    pub(super) worker_owner: String,
+    pub(super) worker_owner: Owner,
     pub(super) worker_sc: StdAddr,
     pub(super) tried: Vec<u64>,
     pub(super) head_sent: bool,
     pub(super) started: Instant,
     pub(super) proxy_start: f64,
     pub(super) client_gone: bool,
+}
+
+/// The requests in flight, by the proxy's request id.
+#[derive(Default)]
+pub(super) struct RequestTable {
+    by_id: HashMap<[u8; 32], Running>,
+}
+
+impl RequestTable {
+    /// Adds a request that was just forwarded.
+    pub(super) fn insert(&mut self, id: [u8; 32], request: Running) {
+        self.by_id.insert(id, request);
+    }
+
+    /// A request by id.
+    pub(super) fn get(&self, id: &[u8; 32]) -> Option<&Running> {
+        self.by_id.get(id)
+    }
+
+    /// A request by id, to record progress.
+    pub(super) fn get_mut(&mut self, id: &[u8; 32]) -> Option<&mut Running> {
+        self.by_id.get_mut(id)
+    }
+
+    /// Takes a request that ended.
+    pub(super) fn remove(&mut self, id: &[u8; 32]) -> Option<Running> {
+        self.by_id.remove(id)
+    }
+
+    /// How many are in flight.
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The requests running on worker connection `worker`, each with whether its head
+    /// already went to the client (then it cannot move to another worker).
+    pub(super) fn on_worker(&self, worker: u64) -> Vec<([u8; 32], bool)> {
+        self.by_id
+            .iter()
+            .filter(|(_, r)| r.worker == worker)
+            .map(|(id, r)| (*id, r.head_sent))
+            .collect()
+    }
+
+    /// Marks the requests matching `which` as abandoned by their client; returns those
+    /// newly abandoned with the worker connection each runs on.
+    pub(super) fn abandon(&mut self, which: impl Fn(&Running) -> bool) -> Vec<([u8; 32], u64)> {
+        let mut out = Vec::new();
+        for (id, r) in &mut self.by_id {
+            if !r.client_gone && which(r) {
+                r.client_gone = true;
+                out.push((*id, r.worker));
+            }
+        }
+        out
+    }
 }
 
 impl Running {
@@ -193,7 +251,7 @@ impl Proxy {
                     state.requests.insert(
                         proxy_request_id,
                         Running {
-                            client_owner: owner.to_owned(),
+                            client_owner: session.owner.clone(),
                             client_sc: session.sc.clone(),
                             client: client.clone(),
                             client_proto: proto,
@@ -252,17 +310,12 @@ impl Proxy {
     pub(super) async fn cancel_requests(&self, which: impl Fn(&Running) -> bool) {
         let cancels = {
             let mut state = self.state();
-            let State {
-                requests, workers, ..
-            } = &mut *state;
+            let abandoned = state.requests.abandon(which);
             let mut out = Vec::new();
-            for (id, r) in requests.iter_mut() {
-                if r.client_gone || !which(r) {
-                    continue;
-                }
-                r.client_gone = true;
-                if let Some(w) = workers.get(r.worker).filter(|w| w.proto.cancellation()) {
-                    let msg = cocoonrs::CancelQuery { request_id: *id };
+            for (request_id, worker) in abandoned {
+                let link = state.workers.get(worker);
+                if let Some(w) = link.filter(|w| w.proto.cancellation()) {
+                    let msg = cocoonrs::CancelQuery { request_id };
                     out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
                 }
             }

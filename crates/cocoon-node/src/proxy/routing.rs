@@ -7,6 +7,7 @@ use tycho_types::models::StdAddr;
 use std::collections::BTreeMap;
 
 use super::log_text;
+use crate::chain::Owner;
 use crate::protocol::{Refusal, Version};
 
 /// Decayed success rate and latency of one worker connection.
@@ -73,8 +74,8 @@ pub(super) enum Outcome {
 /// One worker connection as routing sees it. `H` is how to reach it (an [`RpcHandle`];
 /// unit tests use `()`).
 pub(super) struct WorkerLink<H = RpcHandle> {
-    /// The worker's owner address (canonical text).
-    pub(super) owner: String,
+    /// The worker's owner.
+    pub(super) owner: Owner,
     /// Its worker contract at this proxy.
     pub(super) sc: StdAddr,
     /// The base model it serves.
@@ -109,8 +110,8 @@ impl<H> WorkerLink<H> {
 pub(super) struct Assignment<H = RpcHandle> {
     /// The connection id.
     pub(super) id: u64,
-    /// The worker's owner address.
-    pub(super) owner: String,
+    /// The worker's owner.
+    pub(super) owner: Owner,
     /// Its worker contract.
     pub(super) sc: StdAddr,
     /// The coefficient it prices the request at.
@@ -235,7 +236,7 @@ impl<H: Clone> WorkerTable<H> {
 
     /// Holds a usage report beyond the bound against connection `id`; its owner, if it is
     /// still connected.
-    pub(super) fn overclaimed(&mut self, id: u64) -> Option<String> {
+    pub(super) fn overclaimed(&mut self, id: u64) -> Option<Owner> {
         let link = self.links.get_mut(&id)?;
         link.reputation.overclaimed();
         Some(link.owner.clone())
@@ -245,11 +246,16 @@ impl<H: Clone> WorkerTable<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::devnet_address;
     use tycho_types::cell::HashBytes;
+
+    fn owner(coefficient: u32) -> Owner {
+        Owner::of(&devnet_address(&format!("owner-{coefficient}")), true)
+    }
 
     fn link(model: &str, coefficient: u32, max_active: u32) -> WorkerLink<()> {
         WorkerLink {
-            owner: format!("owner-{coefficient}"),
+            owner: owner(coefficient),
             sc: StdAddr::new(0, HashBytes::ZERO),
             model: model.to_owned(),
             coefficient,
@@ -342,7 +348,7 @@ mod tests {
         for id in [1, 2] {
             t.release(id, Outcome::Succeeded { secs: 1.0 });
         }
-        assert_eq!(t.overclaimed(1), Some("owner-1000".to_owned()));
+        assert_eq!(t.overclaimed(1), Some(owner(1000)));
         assert_eq!(t.choose("a", 1000, &[]), Ok(2));
         assert_eq!(t.overclaimed(9), None);
     }

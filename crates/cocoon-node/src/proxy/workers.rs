@@ -215,12 +215,7 @@ impl Proxy {
         let affected: Vec<([u8; 32], bool)> = {
             let mut state = self.state();
             state.workers.remove(id);
-            state
-                .requests
-                .iter()
-                .filter(|(_, r)| r.worker == id)
-                .map(|(rid, r)| (*rid, r.head_sent))
-                .collect()
+            state.requests.on_worker(id)
         };
         info!(requests = affected.len(), "worker disconnected");
         for (rid, head_sent) in affected {
