@@ -27,6 +27,7 @@ fn run_query_ex(query_len: usize) -> RunQueryEx {
         min_config_version: 1,
         flags: 1,
         enable_debug: Some(false),
+        public_key: None,
     }
 }
 

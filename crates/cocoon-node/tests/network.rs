@@ -300,8 +300,10 @@ async fn worker_disconnect_before_answer_is_retried() {
 
 #[tokio::test]
 async fn client_disconnect_cancels_the_request_at_the_worker() {
+    // Cancellation is a cocoon-rs extension, offered in the hellos of all three roles
+    // whatever version they speak.
     let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
-    let client = net.client(3).await;
+    let client = net.client(cocoon_node::client::MAX_PROTO).await;
     let (_, mut rx) = client
         .run_query(chat_request(
             chat_body(true, json!({"chunks": 100, "delay_ms": 50})),
@@ -537,15 +539,17 @@ async fn money_adds_up_after_a_batch() {
     }
 }
 
-/// Connects a hand-written worker named `owner` serving [`MODEL`] to the proxy: it answers
-/// every `proxy.runQueryEx` with the messages `answer` makes for it.
+/// Connects a hand-written worker named `owner` serving [`MODEL`] to the proxy, speaking as
+/// COCOON 9060ce5's worker does (versions 3..=4, no cocoon-rs extensions): it answers every
+/// `proxy.runQueryEx` with the messages `answer` makes for it, and records the constructor
+/// id of every packet the proxy sends it.
 async fn raw_worker(
     net: &Net,
     owner: &str,
     answer: impl Fn(&cocoon_tl::functions::proxy::RunQueryEx) -> Vec<cocoon_tl::enums::proxy::QueryAnswerEx>
         + Send
         + 'static,
-) {
+) -> Arc<std::sync::Mutex<Vec<u32>>> {
     use cocoon_tl::functions::worker as worker_fn;
     use cocoon_tl::types::worker;
     let stream = tokio::net::TcpStream::connect(net.worker_addr)
@@ -564,8 +568,9 @@ async fn raw_worker(
             is_test: Some(true),
             proxy_cnt: Some(1),
             max_active_requests: Some(10),
-            min_proto_version: Some(2),
-            max_proto_version: Some(3),
+            min_proto_version: Some(3),
+            max_proto_version: Some(4),
+            machine_description_json: None,
         },
     };
     handle.query(&hello).await.expect("connected");
@@ -582,8 +587,13 @@ async fn raw_worker(
         .await
         .expect("complete");
     let (handle, mut incoming) = conn.split();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = received.clone();
     tokio::spawn(async move {
         while let Some(cocoon_net::Incoming::Packet(data)) = incoming.recv().await {
+            if let Some(id) = cocoon_tl::peek_id(&data) {
+                seen.lock().expect("lock").push(id);
+            }
             let Ok(q) = cocoon_tl::from_bytes::<cocoon_tl::functions::proxy::RunQueryEx>(&data)
             else {
                 continue;
@@ -594,6 +604,52 @@ async fn raw_worker(
         }
     });
     net.wait_ready(1).await;
+    received
+}
+
+/// A COCOON 9060ce5 worker joins our proxy at version 4, gets the protocol-3 key field (zero:
+/// not encrypted), and is never sent a constructor it does not know: when the app goes away,
+/// the proxy does not send it `cocoonrs.cancelQuery`, which only cocoon-rs workers offered.
+#[tokio::test]
+async fn an_official_worker_joins_at_version_4_and_never_sees_our_extensions() {
+    use cocoon_tl::TlConstructor;
+    let net = start_network(&[]).await;
+    let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_keys = keys.clone();
+    // Answers with a head only: the request stays open until the client leaves.
+    let received = raw_worker(&net, "official", move |q| {
+        seen_keys.lock().expect("lock").push(q.private_key);
+        vec![cocoon_tl::types::proxy::QueryAnswerEx {
+            request_id: q.request_id,
+            answer: json_head(b"{".to_vec()),
+            flags: 0,
+            final_info: None,
+        }
+        .into()]
+    })
+    .await;
+    let client = net.client(4).await;
+    assert_eq!(client.proto().number(), 4);
+    let (_, mut rx) = client
+        .run_query(chat_request(chat_body(false, json!({})), 4000))
+        .await
+        .expect("sent");
+    assert!(matches!(
+        rx.recv().await,
+        Some(cocoon_node::client::AnswerEvent::Head(_))
+    ));
+    assert_eq!(*keys.lock().expect("lock"), vec![Some([0; 32])]);
+    client.close();
+    // Give the proxy time to notice and (wrongly) tell the worker.
+    wait_until(|| net.proxy.stats().client_connections.load(Ordering::SeqCst) == 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ids = received.lock().expect("lock").clone();
+    assert!(
+        ids.iter().all(|id| cocoon_tl::constructor_name(*id)
+            .is_some_and(|name| !name.starts_with("cocoonrs."))),
+        "the proxy sent a cocoon-rs constructor to an official worker: {ids:x?}"
+    );
+    assert!(ids.contains(&cocoon_tl::functions::proxy::RunQueryEx::ID));
 }
 
 /// An `http.response` head: 200, JSON, with `payload`.
@@ -630,7 +686,7 @@ fn final_info(
 async fn a_worker_cannot_book_more_than_its_request_could_produce() {
     use cocoon_tl::types::{proxy, TokensUsed};
     let net = start_network(&[]).await;
-    raw_worker(&net, "liar", |q| {
+    let _ = raw_worker(&net, "liar", |q| {
         let lie = TokensUsed {
             prompt_tokens_used: 10,
             cached_tokens_used: 0,
@@ -694,7 +750,7 @@ async fn a_large_answer_in_the_head_reaches_the_client_in_parts() {
     let net = start_network(&[]).await;
     let body = serde_json::to_vec(&json!({"content": "z".repeat(3 << 20)})).expect("json");
     let sent = body.clone();
-    raw_worker(&net, "bulky", move |q| {
+    let _ = raw_worker(&net, "bulky", move |q| {
         let tokens = TokensUsed {
             prompt_tokens_used: 5,
             cached_tokens_used: 0,

@@ -2,7 +2,8 @@
 
 use cocoon_tl::{codec, TlConstructor, CONSTRUCTORS};
 
-/// The spec's constructor table, transcribed from cocoon-protocol.md §2.4.
+/// The spec's constructor table, transcribed from cocoon-protocol.md §2.4 with the wire
+/// changes of cocoon-protocol-9060ce5.md §2.4 (key-manager functions, `worker.changeModel`).
 const SPEC_IDS: &[(&str, u32)] = &[
     ("client.authorizationWithProxyFailed", 0x60551c96),
     ("client.authorizationWithProxySuccess", 0x75d5ac34),
@@ -39,8 +40,8 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("http.header", 0x8e9be511),
     ("http.request", 0x47492de5),
     ("http.response", 0x1cd0c42b),
-    ("keyManager.getProxyPrivateKeys", 0x47a9c2de),
-    ("keyManager.getWorkerPrivateKeys", 0x2a26eff5),
+    ("keyManager.getProxyPrivateKeys", 0x4135d0bd),
+    ("keyManager.getWorkerPrivateKeys", 0x4b90e9b1),
     ("keyManager.privateKey", 0x60f4f8e7),
     ("keyManager.privateKeys", 0x0ed66ce5),
     ("keyManagerDb.configEmpty", 0xd3fc2385),
@@ -97,6 +98,8 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("worker.extendedCompareBalanceWithProxyResult", 0x0c10973e),
     ("worker.newCoefficient", 0x6af092b0),
     ("worker.params", 0x869c73ed),
+    ("worker.changeModel", 0x72662cee),
+    ("worker.changedModel", 0x34029366),
     ("worker.paymentStatus", 0xa88bd701),
     ("worker.proxyHandshakeComplete", 0xf843b066),
     ("worker.proxyHandshakeCompleted", 0x3ad9b886),
@@ -189,4 +192,26 @@ fn builtin_ids_match_the_spec() {
         0x1cb5c415
     );
     assert_eq!(crc32fast::hash(b"int256 8*[ int ] = Int256"), 0x7bedeb5b);
+}
+
+#[test]
+fn the_9060ce5_query_ids_stay_pinned_while_their_text_grew() {
+    use cocoon_tl::functions::{client, proxy};
+    assert_eq!(client::RunQueryEx::ID, 0xf54cb74b);
+    assert_eq!(proxy::RunQueryEx::ID, 0xc805e7e2);
+    // The texts with the 9060ce5 key fields hash to these (reference §2.3): so the fields,
+    // their order and their flag bits are exactly upstream's.
+    let client_text = b"client.runQueryEx model_name:string query:bytes max_coefficient:int \
+max_tokens:int timeout:double request_id:int256 min_config_version:int flags:# \
+enable_debug:flags.0?Bool public_key:flags.1?int256 = client.QueryAnswerEx";
+    assert_eq!(crc32fast::hash(client_text), 0x2a223a90);
+    let proxy_text = b"proxy.runQueryEx query:bytes signed_payment:proxy.SignedPayment \
+coefficient:long timeout:double request_id:int256 flags:# enable_debug:flags.0?Bool \
+private_key:flags.1?int256 = proxy.QueryAnswer";
+    assert_eq!(crc32fast::hash(proxy_text), 0x57eefa78);
+    let worker_text = b"worker.params flags:# worker_owner_address:string model:string \
+coefficient:int is_test:flags.0?Bool proxy_cnt:flags.0?int max_active_requests:flags.0?int \
+min_proto_version:flags.1?int max_proto_version:flags.1?int \
+machine_description_json:flags.2?string = worker.Params";
+    assert_eq!(crc32fast::hash(worker_text), 0xebddc42d);
 }

@@ -21,14 +21,15 @@ use tracing::{debug, info, warn};
 
 use crate::chain::{ChainContext, RootWatch, VoucherWallet};
 use crate::protocol::version::{self, flags};
+use crate::protocol::Extensions;
 use crate::protocol::Version;
 use crate::util::lock;
 use cocoon_ton::voucher::VoucherKind;
 
-/// Protocol versions this client speaks (3 = with cocoon-rs extensions).
+/// Protocol versions this client speaks (as COCOON 9060ce5's client: 1..=4).
 pub const MIN_PROTO: i32 = 1;
 /// See [`MIN_PROTO`].
-pub const MAX_PROTO: i32 = 3;
+pub const MAX_PROTO: i32 = 4;
 
 /// Settings of a client's proxy connections.
 #[derive(Debug, Clone)]
@@ -109,6 +110,8 @@ type Routes = Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<AnswerEvent>>>>;
 pub struct ProxySession {
     handle: RpcHandle,
     proto: Version,
+    /// The cocoon-rs extensions the proxy accepted (none from a COCOON proxy).
+    extensions: Extensions,
     params: proxy::Params,
     settings: ClientSettings,
     routes: Routes,
@@ -141,7 +144,7 @@ impl ProxySession {
         let max_proto = settings.max_proto.clamp(0, MAX_PROTO);
         let hello = client_fn::ConnectToProxy {
             params: client::Params {
-                flags: 3,
+                flags: flags::PARAMS_ANY | Extensions::OURS.flags(),
                 client_owner_address: settings.owner_address.clone(),
                 is_test: Some(settings.is_test),
                 min_proto_version: Some(MIN_PROTO.min(max_proto)),
@@ -290,6 +293,7 @@ impl ProxySession {
         Ok(ProxySession {
             handle,
             proto,
+            extensions: Extensions::offered(params.flags),
             params,
             settings,
             routes,
@@ -365,6 +369,8 @@ impl ProxySession {
                 min_config_version: self.settings.config_version,
                 flags: 1,
                 enable_debug: Some(request.enable_debug),
+                // Protocol 3: the key field travels, zero (requests are not encrypted yet).
+                public_key: self.proto.request_keys().then_some([0; 32]),
             };
             self.handle.send_packet(&msg).await
         } else {
@@ -388,10 +394,10 @@ impl ProxySession {
     }
 
     /// Tells the proxy that the caller of a request went away, so the worker stops
-    /// (protocol 3; older proxies are not told and the request runs to its end).
+    /// (a cocoon-rs extension: a COCOON proxy is not told and the request runs to its end).
     pub async fn cancel(&self, request_id: [u8; 32]) {
         lock(&self.routes).remove(&request_id);
-        if self.proto.cancellation() {
+        if self.extensions.cancellation() {
             let msg = cocoon_tl::types::cocoonrs::CancelQuery { request_id };
             let _ = self.handle.send_packet(&msg).await;
         }

@@ -4,9 +4,11 @@
 //! carried inside ([`http`]).
 
 pub mod answer;
+pub mod extensions;
 pub mod http;
 mod refusal;
 pub mod version;
 
+pub use extensions::Extensions;
 pub use refusal::Refusal;
 pub use version::Version;

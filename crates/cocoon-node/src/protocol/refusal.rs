@@ -42,13 +42,15 @@ pub enum Refusal {
     Unavailable,
     /// The request was cancelled (its caller went away, or the worker is stopping it).
     Cancelled,
+    /// The request is encrypted to a public key this proxy holds no private key for.
+    UnknownKey,
     /// Anything else.
     Failed,
 }
 
 impl Refusal {
     /// Every refusal, for tables and tests.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::UnknownModel,
         Refusal::InvalidRequest,
         Refusal::BalanceTooLow,
@@ -62,6 +64,7 @@ impl Refusal {
         Refusal::ModelFailed,
         Refusal::Unavailable,
         Refusal::Cancelled,
+        Refusal::UnknownKey,
         Refusal::Failed,
     ];
 
@@ -69,9 +72,11 @@ impl Refusal {
     pub fn code(self) -> ErrorCode {
         match self {
             Refusal::UnknownModel | Refusal::InvalidRequest => ErrorCode::ProtocolViolation,
-            Refusal::BalanceTooLow | Refusal::WorkerBusy | Refusal::TooLarge | Refusal::Failed => {
-                ErrorCode::Error
-            }
+            Refusal::BalanceTooLow
+            | Refusal::WorkerBusy
+            | Refusal::TooLarge
+            | Refusal::UnknownKey
+            | Refusal::Failed => ErrorCode::Error,
             Refusal::ReservationTooLarge
             | Refusal::NoWorker
             | Refusal::PriceTooHigh
@@ -101,6 +106,7 @@ impl Refusal {
             Refusal::ModelFailed => "model failed",
             Refusal::Unavailable => "unavailable",
             Refusal::Cancelled => "request cancelled",
+            Refusal::UnknownKey => "unknown public key",
             Refusal::Failed => "request failed",
         }
     }
@@ -148,6 +154,8 @@ impl Refusal {
             Refusal::ReservationTooLarge
         } else if m.contains("no ready workers") || m.contains("coefficient") {
             Refusal::NoWorker
+        } else if m.starts_with(Refusal::UnknownKey.prefix()) {
+            Refusal::UnknownKey
         } else if m.contains("too many active") {
             Refusal::WorkerBusy
         } else if code == ErrorCode::NotReady.code() {
@@ -167,6 +175,7 @@ impl Refusal {
                 | Refusal::TooLarge
                 | Refusal::Timeout
                 | Refusal::Cancelled
+                | Refusal::UnknownKey
         )
     }
 
@@ -192,6 +201,11 @@ impl Refusal {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 "no_free_worker",
+            ),
+            Refusal::UnknownKey => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unknown_public_key",
             ),
             Refusal::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

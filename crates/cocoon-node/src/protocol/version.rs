@@ -1,13 +1,18 @@
 //! Protocol versions as capabilities: a role asks a negotiated [`Version`] what the peer
 //! understands instead of comparing numbers, and the flag bits of the TL messages have
-//! names ([`flags`]).
+//! names ([`flags`]). Version numbers are COCOON's alone (upstream 9060ce5): our own
+//! additions are negotiated apart from them ([`super::extensions`]).
 //!
 //! | version | what it adds |
 //! |---|---|
 //! | 0 | COCOON's first answers (`client.queryAnswer…`, tokens in every message) |
 //! | 1 | `…Ex` answers and errors; the last message carries a final info |
 //! | 2 | proxy and worker start/end times in the final info |
-//! | 3 | cocoon-rs: the caller may cancel a running request (`cocoonrs.cancelQuery`) |
+//! | 3 | `runQueryEx` carries a key (`public_key` from the client, `private_key` to the worker; zero: not encrypted); the worker may get encrypted requests |
+//! | 4 | the worker may describe its machine in its hello (no 9060ce5 worker does) |
+//!
+//! Who speaks what (9060ce5): proxies 0..=4, clients 1..=4, workers 3..=4; b75d444: proxies
+//! 0..=2, clients and workers 1..=2. The accepting proxy picks the highest common version.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -38,8 +43,9 @@ impl Version {
         self.0 >= 2
     }
 
-    /// The caller may stop a running request with `cocoonrs.cancelQuery` (cocoon-rs 3).
-    pub fn cancellation(self) -> bool {
+    /// `client.runQueryEx` and `proxy.runQueryEx` carry their key field (flag bit 1), zero
+    /// for a request that is not encrypted (protocol 3).
+    pub fn request_keys(self) -> bool {
         self.0 >= 3
     }
 }
@@ -132,6 +138,10 @@ pub mod flags {
     pub const FINAL_INFO_DEBUG: u32 = 1;
     /// Final info: start and end times present.
     pub const FINAL_INFO_TIMINGS: u32 = 2;
+    /// Hello params: the peer is cocoon-rs and offers its extensions
+    /// ([`super::super::extensions`]). COCOON uses bits 0–2 of these flags and reads no
+    /// others, so an official peer ignores it and never answers with it.
+    pub const PARAMS_COCOON_RS: u32 = 1 << 16;
 }
 
 #[cfg(test)]
@@ -142,12 +152,13 @@ mod tests {
     fn capabilities_by_version() {
         let caps = |n| {
             let v = Version::new(n);
-            (v.ex_answers(), v.timings(), v.cancellation())
+            (v.ex_answers(), v.timings(), v.request_keys())
         };
         assert_eq!(caps(0), (false, false, false));
         assert_eq!(caps(1), (true, false, false));
         assert_eq!(caps(2), (true, true, false));
         assert_eq!(caps(3), (true, true, true));
+        assert_eq!(caps(4), (true, true, true));
     }
 
     #[test]
@@ -169,5 +180,51 @@ mod tests {
             accept(1..=3, Some(0)),
             Err(VersionError::NotOffered { chosen: 0, .. })
         ));
+    }
+
+    /// The pairings of the 9060ce5 reference (§2.5), with our ranges beside upstream's.
+    #[test]
+    fn pairings_with_official_roles() {
+        use crate::{client, proxy, worker};
+        let upstream_proxy = 0..=4;
+        let old_proxy = 0..=2;
+        let ours = |r: std::ops::RangeInclusive<i32>| (Some(*r.start()), Some(*r.end()));
+        let offer = |(min, max): (Option<i32>, Option<i32>),
+                     proxy: std::ops::RangeInclusive<i32>| {
+            choose(proxy, true, min, max)
+        };
+        let our_client = ours(client::MIN_PROTO..=client::MAX_PROTO);
+        let our_worker = ours(worker::MIN_PROTO..=worker::MAX_PROTO);
+        // Our client: 4 with a 9060ce5 proxy, 2 with a b75d444 one.
+        assert_eq!(
+            offer(our_client, upstream_proxy.clone()),
+            Ok(Version::new(4))
+        );
+        assert_eq!(offer(our_client, old_proxy.clone()), Ok(Version::new(2)));
+        // Our worker joins both, at 2: it takes no encrypted requests yet, and a 9060ce5
+        // proxy sends those only to workers at 3 or more.
+        assert_eq!(offer(our_worker, upstream_proxy), Ok(Version::new(2)));
+        assert_eq!(offer(our_worker, old_proxy.clone()), Ok(Version::new(2)));
+        // Our proxy: a 9060ce5 worker (3..4) and client (1..4) get 4, b75d444 ones 2, a
+        // proxy-0 peer 0.
+        let our_proxy = proxy::MIN_PROTO..=proxy::MAX_PROTO;
+        assert_eq!(
+            offer((Some(3), Some(4)), our_proxy.clone()),
+            Ok(Version::new(4))
+        );
+        assert_eq!(
+            offer((Some(1), Some(4)), our_proxy.clone()),
+            Ok(Version::new(4))
+        );
+        assert_eq!(
+            offer((Some(1), Some(2)), our_proxy.clone()),
+            Ok(Version::new(2))
+        );
+        assert_eq!(choose(our_proxy, false, None, None), Ok(Version::new(0)));
+        // A 9060ce5 worker cannot join a b75d444 proxy (upstream's own limit).
+        assert!(offer((Some(3), Some(4)), old_proxy).is_err());
+        // What each side accepts back.
+        assert!(accept(worker::MIN_PROTO..=worker::MAX_PROTO, Some(2)).is_ok());
+        assert!(accept(client::MIN_PROTO..=client::MAX_PROTO, Some(4)).is_ok());
     }
 }

@@ -16,7 +16,7 @@ use super::{to_i64, Proxy, MAX_PROTO, MIN_PROTO};
 use crate::chain::{ChainError, Owner};
 use crate::ledger::Party;
 use crate::protocol::version::{self, flags, VersionError};
-use crate::protocol::{Refusal, Version};
+use crate::protocol::{Extensions, Refusal, Version};
 
 /// How long a long authorization waits for the client's register message (§2.5).
 pub(super) const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -26,6 +26,8 @@ pub(super) struct ClientSession {
     /// The client's owner (its ledger key).
     pub(super) owner: Owner,
     pub(super) proto: Version,
+    /// The cocoon-rs extensions it offered.
+    pub(super) extensions: Extensions,
     /// Its client contract at this proxy.
     pub(super) sc: StdAddr,
     /// Nonce of the long authorization (on chain).
@@ -192,7 +194,7 @@ impl Proxy {
                     },
                 };
                 let answer = client::ConnectedToProxy {
-                    params: self.params(proto),
+                    params: self.params(proto, Extensions::offered(p.flags)),
                     client_sc_address: epoch.chain.format(&client_sc),
                     auth,
                     signed_payment: self.voucher_for(&owner, &client_sc, used, Party::Client),
@@ -202,6 +204,7 @@ impl Proxy {
                 *session = Some(ClientSession {
                     owner,
                     proto,
+                    extensions: Extensions::offered(p.flags),
                     sc: client_sc,
                     nonce,
                     secret_hash,

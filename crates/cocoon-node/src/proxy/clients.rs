@@ -59,8 +59,9 @@ impl Proxy {
         session: &ClientSession,
         data: &[u8],
     ) {
-        let (owner, proto) = (session.owner.as_str(), session.proto);
-        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && proto.cancellation() {
+        let owner = session.owner.as_str();
+        let cancels = session.extensions.cancellation();
+        if cocoon_tl::peek_id(data) == Some(cocoonrs::CancelQuery::ID) && cancels {
             if let Ok(c) = cocoon_tl::from_bytes::<cocoonrs::CancelQuery>(data) {
                 debug!(request = %hex_short(&c.request_id), "client cancelled a request");
                 self.cancel_requests(|r| {
@@ -83,6 +84,7 @@ impl Proxy {
                     min_config_version: q.min_config_version,
                     flags: 0,
                     enable_debug: None,
+                    public_key: None,
                 }),
             other => {
                 debug!(id = ?other, "unhandled client packet");

@@ -4,7 +4,7 @@
 //! Beyond COCOON's proxy: routing also weighs each worker's recent success rate and
 //! latency; a request whose worker fails or disappears before the first answer byte is
 //! retried on another worker; a failure after that ends the answer with a clean error; a
-//! client that goes away cancels the request at the worker (protocol 3 workers); errors
+//! client that goes away cancels the request at a cocoon-rs worker (an extension COCOON peers never see); errors
 //! reach protocol ≥ 1 clients as `…Ex` messages; a worker claiming more than the proxy
 //! knows is refused while the proxy keeps running.
 
@@ -20,7 +20,7 @@ use crate::chain::{ChainContext, ChainError, ProxyVouchers};
 use crate::ledger::Ledger;
 use crate::pricing::Prices;
 use crate::protocol::version::flags;
-use crate::protocol::Version;
+use crate::protocol::{Extensions, Version};
 
 mod admission;
 mod billing;
@@ -41,11 +41,11 @@ pub use billing::Reservations;
 pub use epoch::RotationError;
 pub use settlement::{ProxyChain, SettlementStats};
 
-/// Protocol versions this proxy speaks: 0–2 as COCOON, 3 adds cocoon-rs extensions.
+/// Protocol versions this proxy speaks (as COCOON 9060ce5's proxy: 0..=4).
 pub const MIN_PROTO: i32 = 0;
 
 /// See [`MIN_PROTO`].
-pub const MAX_PROTO: i32 = 3;
+pub const MAX_PROTO: i32 = 4;
 
 /// Settings of a proxy.
 #[derive(Debug, Clone)]
@@ -257,11 +257,14 @@ impl Proxy {
         self.state().requests.len()
     }
 
-    fn params(&self, proto: Version) -> proxy::Params {
+    /// The proxy's hello answer for a peer at `proto` that offered `extensions` (the proxy
+    /// accepts every extension offered, and names none to a peer that offered none).
+    fn params(&self, proto: Version, extensions: Extensions) -> proxy::Params {
         let s = &self.shared.settings;
         let announced = proto.number() > 0;
+        let versions = if announced { flags::PARAMS_VERSIONS } else { 0 };
         proxy::Params {
-            flags: flags::PARAMS_BASE | if announced { flags::PARAMS_VERSIONS } else { 0 },
+            flags: flags::PARAMS_BASE | versions | extensions.flags(),
             proxy_public_key: self.public_key(),
             proxy_owner_address: s.owner_address.clone(),
             proxy_sc_address: self.sc_address(),

@@ -305,7 +305,7 @@ impl Proxy {
     }
 
     /// Marks the requests matching `which` as abandoned by their client and cancels them
-    /// at workers that understand cancellation (protocol 3). Tokens the worker reports
+    /// at workers that offered the cancellation extension. Tokens the worker reports
     /// for the part it delivered are still booked.
     pub(super) async fn cancel_requests(&self, which: impl Fn(&Running) -> bool) {
         let cancels = {
@@ -314,7 +314,7 @@ impl Proxy {
             let mut out = Vec::new();
             for (request_id, worker) in abandoned {
                 let link = state.workers.get(worker);
-                if let Some(w) = link.filter(|w| w.proto.cancellation()) {
+                if let Some(w) = link.filter(|w| w.extensions.cancellation()) {
                     let msg = cocoonrs::CancelQuery { request_id };
                     out.push(Send::Worker(w.handle.clone(), cocoon_tl::to_bytes(&msg)));
                 }
@@ -542,8 +542,10 @@ pub(super) fn run_query_message(
         coefficient: i64::from(link.coefficient),
         timeout: timeout * 0.95,
         request_id,
-        flags: 0, // the codec sets the bit of enable_debug
+        flags: 0, // the codec sets the bits of the fields present
         enable_debug: Some(debug),
+        // Protocol 3: the key field travels, zero (this proxy forwards no encrypted request).
+        private_key: link.proto.request_keys().then_some([0; 32]),
     };
     Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::log_text;
 use crate::chain::Owner;
-use crate::protocol::{Refusal, Version};
+use crate::protocol::{Extensions, Refusal, Version};
 
 /// Decayed success rate and latency of one worker connection.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +92,8 @@ pub(super) struct WorkerLink<H = RpcHandle> {
     pub(super) ready: bool,
     /// The link's protocol version.
     pub(super) proto: Version,
+    /// The cocoon-rs extensions it offered.
+    pub(super) extensions: Extensions,
     /// How to reach it.
     pub(super) handle: H,
     /// Its recent record.
@@ -116,6 +118,8 @@ pub(super) struct Assignment<H = RpcHandle> {
     pub(super) sc: StdAddr,
     /// The coefficient it prices the request at.
     pub(super) coefficient: u32,
+    /// The link's protocol version.
+    pub(super) proto: Version,
     /// How to reach it.
     pub(super) handle: H,
 }
@@ -221,6 +225,7 @@ impl<H: Clone> WorkerTable<H> {
             owner: link.owner.clone(),
             sc: link.sc.clone(),
             coefficient: link.coefficient,
+            proto: link.proto,
             handle: link.handle.clone(),
         })
     }
@@ -263,7 +268,8 @@ mod tests {
             running: 0,
             disabled: false,
             ready: true,
-            proto: Version::new(3),
+            proto: Version::new(2),
+            extensions: Extensions::OURS,
             handle: (),
             reputation: Reputation::new(),
         }

@@ -13,6 +13,7 @@ use super::{log_text, to_i64, Proxy};
 use crate::ledger::Party;
 use crate::protocol::http::base_model_name;
 use crate::protocol::version::flags;
+use crate::protocol::Extensions;
 use crate::protocol::Refusal;
 
 impl Proxy {
@@ -65,6 +66,7 @@ impl Proxy {
                     disabled: true,
                     ready: false,
                     proto,
+                    extensions: Extensions::offered(p.flags),
                     handle: handle.clone(),
                     reputation: Reputation::new(),
                 };
@@ -85,7 +87,7 @@ impl Proxy {
                 info!(owner = %link.owner, model = %log_text(&link.model), coefficient = link.coefficient, %proto, "worker connected");
                 self.state().workers.insert(id, link);
                 let answer = worker::ConnectedToProxy {
-                    params: self.params(proto),
+                    params: self.params(proto, Extensions::offered(p.flags)),
                     worker_sc_address,
                 };
                 q.answer(&answer).await.map_err(Hangup::from)

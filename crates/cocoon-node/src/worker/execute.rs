@@ -17,6 +17,7 @@ use crate::pricing::{AdjustedTokens, Prices};
 use crate::protocol::answer::WorkerReply;
 use crate::protocol::http::{is_hop_by_hop, is_server_identifying};
 use crate::protocol::version::Version;
+use crate::protocol::Extensions;
 use crate::protocol::Refusal;
 use crate::util::unix_now;
 use crate::worker::backend::BackendRequest;
@@ -30,6 +31,8 @@ use super::Shared;
 pub(super) struct Link {
     /// The protocol version of the link.
     pub(super) proto: Version,
+    /// The cocoon-rs extensions the proxy accepted.
+    pub(super) extensions: Extensions,
     /// The prices of the root parameters the link runs under.
     pub(super) prices: Prices,
 }
@@ -59,6 +62,13 @@ pub(super) async fn run_request(
             false
         }
     };
+
+    // A request encrypted to a key (COCOON protocol 3) needs decryption this worker does
+    // not have yet; it speaks at most 2, so no proxy should send one.
+    if query.private_key.is_some_and(|key| key != [0; 32]) {
+        let detail = "encrypted requests are not supported by this worker".to_owned();
+        return fail(Refusal::InvalidRequest, detail, AdjustedTokens::default()).await;
+    }
 
     let http_request: http_fn::Request = match cocoon_tl::from_bytes(&query.query) {
         Ok(r) => r,

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::chain::{ChainContext, ChainError, RootWatch, VoucherWallet};
-use crate::pricing::{AdjustedTokens, Prices};
+use crate::pricing::AdjustedTokens;
 use crate::protocol::answer::WorkerReply;
 use crate::protocol::http::base_model_name;
-use crate::protocol::version::{self, flags, Version};
-use crate::protocol::Refusal;
+use crate::protocol::version::{self, flags};
+use crate::protocol::{Extensions, Refusal};
 use crate::transport::Dialer;
 use crate::util::{hex_short, lock, unix_now};
 use crate::worker::backend::InferenceBackend;
@@ -39,9 +39,9 @@ use execute::{run_request, Link};
 
 /// Lowest and highest protocol versions this worker speaks.
 pub const MIN_PROTO: i32 = 1;
-/// See [`MIN_PROTO`]. Version 3 adds the cocoon-rs extensions (request cancellation);
-/// COCOON's proxies cap the choice at 2.
-pub const MAX_PROTO: i32 = 3;
+/// See [`MIN_PROTO`]. At most 2 until this worker decrypts requests: a COCOON proxy sends
+/// encrypted requests to workers at 3 or more. Cancellation is an extension, not a version.
+pub const MAX_PROTO: i32 = 2;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -325,8 +325,8 @@ impl Worker {
     /// Runs the worker handshake on an open connection, then serves it until it ends.
     pub async fn serve_proxy(&self, conn: RpcConnection) -> Result<CloseReason, WorkerError> {
         let handle = conn.handle();
-        let (proto, proxy_sc, prices) = self.handshake(&handle).await?;
-        info!(%proto, proxy_sc = %proxy_sc, "proxy handshake complete");
+        let (link, proxy_sc) = self.handshake(&handle).await?;
+        info!(proto = %link.proto, proxy_sc = %proxy_sc, "proxy handshake complete");
         let (handle, mut incoming) = conn.split();
         {
             let mut links = lock(&self.shared.links);
@@ -385,7 +385,7 @@ impl Worker {
 
         // Requests run under child tokens of `link_cancel`: when the link ends, the guard
         // above cancels them all (their answers could not be delivered anyway). The map
-        // lets the proxy cancel one request (protocol 3).
+        // lets the proxy cancel one request (the cancellation extension).
         let running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>> = Arc::default();
         while let Some(item) = incoming.recv().await {
             match item {
@@ -400,7 +400,7 @@ impl Worker {
                                 self.start_request(
                                     handle.clone(),
                                     query,
-                                    Link { proto, prices },
+                                    link,
                                     token,
                                     running.clone(),
                                 );
@@ -418,7 +418,9 @@ impl Worker {
                             );
                         }
                     }
-                    Some(cocoon_tl::types::cocoonrs::CancelQuery::ID) if proto.cancellation() => {
+                    Some(cocoon_tl::types::cocoonrs::CancelQuery::ID)
+                        if link.extensions.cancellation() =>
+                    {
                         if let Ok(c) =
                             cocoon_tl::from_bytes::<cocoon_tl::types::cocoonrs::CancelQuery>(&data)
                         {
@@ -491,14 +493,11 @@ impl Worker {
 
     /// The handshake; returns the protocol, the proxy contract (text) and the prices of
     /// the root parameters the connection runs under.
-    async fn handshake(
-        &self,
-        handle: &RpcHandle,
-    ) -> Result<(Version, String, Prices), WorkerError> {
+    async fn handshake(&self, handle: &RpcHandle) -> Result<(Link, String), WorkerError> {
         let s = &self.shared.settings;
         let hello = worker_fn::ConnectToProxy {
             params: worker::Params {
-                flags: flags::PARAMS_ANY,
+                flags: flags::PARAMS_ANY | Extensions::OURS.flags(),
                 worker_owner_address: s.owner_address.clone(),
                 model: s.model.clone(),
                 coefficient: i32::try_from(s.coefficient).unwrap_or(i32::MAX),
@@ -509,6 +508,7 @@ impl Worker {
                 ),
                 min_proto_version: Some(MIN_PROTO),
                 max_proto_version: Some(MAX_PROTO),
+                machine_description_json: None,
             },
         };
         let enums::worker::ConnectedToProxy::ConnectedToProxy(connected) = handle
@@ -608,7 +608,12 @@ impl Worker {
         handle
             .query_with_timeout(&complete, Duration::from_secs(30))
             .await?;
-        Ok((proto, proxy_sc, view.prices))
+        let link = Link {
+            proto,
+            extensions: Extensions::offered(params.flags),
+            prices: view.prices,
+        };
+        Ok((link, proxy_sc))
     }
 
     /// The proxy's contract and this worker's contract at it under `chain`, and whether
