@@ -774,3 +774,35 @@ async fn a_large_answer_in_the_head_reaches_the_client_in_parts() {
     assert!(out.chunks >= 3, "relayed as parts: {}", out.chunks);
     assert_eq!(out.done.expect("done").tokens.total(), 12);
 }
+
+/// A request encrypted to a key the proxy does not hold is refused with 602 "unknown public
+/// key" before it reaches a worker; at protocol 2 the client refuses to send one at all.
+#[tokio::test]
+async fn a_request_encrypted_to_an_unknown_key_is_refused() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let client = net.client(4).await;
+    let mut request = chat_request(chat_body(false, json!({})), 4000);
+    request.encrypted_to = Some([0xab; 32]);
+    let (code, message, _) = collect(&client, request.clone())
+        .await
+        .error
+        .expect("refused");
+    assert_eq!(code, 602);
+    assert_eq!(message, format!("unknown public key: {}", "ab".repeat(32)));
+    assert_eq!(
+        net.workers[0]
+            .stats()
+            .requests_received
+            .load(Ordering::SeqCst),
+        0
+    );
+    let old = net.client(2).await;
+    assert!(matches!(
+        old.run_query(request).await,
+        Err(cocoon_node::client::ClientError::CannotEncrypt(_))
+    ));
+    // A zero key is no encryption: the request runs.
+    let mut plain = chat_request(chat_body(false, json!({})), 4000);
+    plain.encrypted_to = Some([0; 32]);
+    assert!(collect(&client, plain).await.error.is_none());
+}

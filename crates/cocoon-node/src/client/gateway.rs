@@ -472,6 +472,7 @@ fn prepare(
             max_tokens,
             timeout,
             enable_debug,
+            encrypted_to: None,
         },
         stream,
     })

@@ -68,6 +68,9 @@ pub struct QueryRequest {
     pub timeout: f64,
     /// Ask for debug timings.
     pub enable_debug: bool,
+    /// The public key the request's fields are encrypted to (COCOON protocol 3, the app's
+    /// `receiver_public_key`); `None`: not encrypted.
+    pub encrypted_to: Option<[u8; 32]>,
 }
 
 use crate::protocol::answer::answer_events;
@@ -82,6 +85,9 @@ pub enum ClientError {
     /// The proxy's answer breaks the rules of §2.5.
     #[error("proxy handshake failed: {0}")]
     Handshake(String),
+    /// An encrypted request on a connection whose version carries no key (before 3).
+    #[error("the proxy speaks protocol {0}, which carries no encryption key (3 or more needed)")]
+    CannotEncrypt(Version),
 }
 
 /// What the proxy has told this client about its usage.
@@ -353,6 +359,9 @@ impl ProxySession {
         &self,
         request: QueryRequest,
     ) -> Result<([u8; 32], mpsc::UnboundedReceiver<AnswerEvent>), ClientError> {
+        if request.encrypted_to.is_some() && !self.proto.request_keys() {
+            return Err(ClientError::CannotEncrypt(self.proto));
+        }
         let request_id: [u8; 32] = rand::random();
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.routes).insert(request_id, tx);
@@ -369,8 +378,11 @@ impl ProxySession {
                 min_config_version: self.settings.config_version,
                 flags: 1,
                 enable_debug: Some(request.enable_debug),
-                // Protocol 3: the key field travels, zero (requests are not encrypted yet).
-                public_key: self.proto.request_keys().then_some([0; 32]),
+                // Protocol 3: the key field travels, zero when not encrypted.
+                public_key: self
+                    .proto
+                    .request_keys()
+                    .then(|| request.encrypted_to.unwrap_or([0; 32])),
             };
             self.handle.send_packet(&msg).await
         } else {

@@ -191,6 +191,13 @@ impl Proxy {
                 .instrument(span)
                 .await;
         }
+        // Encrypted to a key (protocol 3): this proxy holds no key manager's private keys
+        // yet, so every key is unknown (COCOON answers 602 "unknown public key" likewise).
+        if let Some(key) = q.public_key.filter(|k| *k != [0; 32]) {
+            return reject(Refusal::UnknownKey, hex::encode(key))
+                .instrument(span)
+                .await;
+        }
         let available = self.available_tokens(owner);
         if available < max_tokens {
             return reject(

@@ -375,6 +375,7 @@ pub fn chat_request(body: Value, max_coefficient: u32) -> QueryRequest {
         max_tokens: 1000,
         timeout: 30.0,
         enable_debug: false,
+        encrypted_to: None,
     }
 }
 
