@@ -47,9 +47,10 @@ pub enum CertError {
     /// The certificate is larger than [`MAX_CERT_LEN`].
     #[error("certificate too large: {0} bytes")]
     TooLarge(usize),
-    /// Not an X.509 v3 certificate.
-    #[error("certificate is not X.509 v3")]
-    NotV3,
+    /// An X.509 version other than 1 (what COCOON's generator writes: the version field
+    /// left out, the v3 extensions still present) or 3.
+    #[error("certificate is X.509 version {0}: only versions 1 (as COCOON writes them) and 3 are accepted")]
+    UnsupportedVersion(u32),
     /// The peer sent a chain instead of one self-signed certificate.
     #[error("certificate chain depth {0} is not allowed, only a single self-signed certificate")]
     ChainTooLong(usize),
@@ -161,8 +162,11 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
             rest.len()
         )));
     }
-    if cert.version().0 != 2 {
-        return Err(CertError::NotV3);
+    // COCOON's certificate generator never sets the version field, so every official
+    // certificate is version 1 (0) carrying v3 extensions; ours are version 3 (2).
+    match cert.version().0 {
+        0 | 2 => {}
+        other => return Err(CertError::UnsupportedVersion(other + 1)),
     }
     let spki = cert.public_key();
     let key_alg = spki.algorithm.algorithm.to_id_string();
@@ -450,6 +454,49 @@ mod tests {
         );
         let k2 = load_key_pem(c.key_pem().as_bytes()).unwrap();
         assert_eq!(k2.to_bytes(), key.to_bytes());
+    }
+
+    /// `der` rewritten as COCOON writes its certificates: the version field left out (X.509
+    /// version 1) with every extension kept, signed again with `key`.
+    fn as_version_1(der: &[u8], key: &SigningKey) -> Vec<u8> {
+        use ed25519_dalek::Signer;
+        fn header_len(der: &[u8]) -> usize {
+            match der[1] {
+                n if n < 0x80 => 2,
+                0x81 => 3,
+                0x82 => 4,
+                n => panic!("length form {n:#x}"),
+            }
+        }
+        let tbs_start = header_len(der);
+        let tbs_content = &der[tbs_start + header_len(&der[tbs_start..])..];
+        let version = [0xa0, 0x03, 0x02, 0x01, 0x02];
+        assert_eq!(tbs_content[..5], version, "a version-3 certificate");
+        let inner_len = tbs_content.len() - 74 - 5; // less the signature part and the version
+        let new_tbs = [
+            der_sequence_header(inner_len),
+            tbs_content[5..5 + inner_len].to_vec(),
+        ]
+        .concat();
+        let signature = key.sign(&new_tbs).to_bytes();
+        let tail = [&ED25519_SIG_TAIL[..], &signature[..]].concat();
+        let body = [new_tbs, tail].concat();
+        [der_sequence_header(body.len()), body].concat()
+    }
+
+    #[test]
+    fn version_1_certificates_with_extensions_are_accepted_as_cocoon_writes_them() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let c = issue_certificate(&key, Some(b"quote-bytes"), &IssueOptions::default()).unwrap();
+        let v1 = as_version_1(&c.cert_der, &key);
+        let info = parse_certificate(&v1).expect("a COCOON-style version-1 certificate");
+        assert_eq!(info.public_key, key.verifying_key().to_bytes());
+        assert_eq!(info.quote.as_deref(), Some(&b"quote-bytes"[..]));
+        // Its extensions are still checked: a version-1 certificate re-signed by another
+        // key is refused.
+        let other = SigningKey::from_bytes(&[6; 32]);
+        let forged = as_version_1(&c.cert_der, &other);
+        assert!(parse_certificate(&forged).is_err());
     }
 
     #[test]
