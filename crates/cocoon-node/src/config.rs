@@ -77,9 +77,16 @@ pub struct ChainConfig {
     /// Fake-TON only: adjusted tokens each client may use.
     #[serde(default = "default_pseudo_tokens")]
     pub pseudo_client_tokens: u64,
-    /// Root config version the node runs on.
+    /// Root config version the node runs on (with `fake_ton_file`: the file's `version`).
     #[serde(default = "default_config_version")]
     pub config_version: i32,
+    /// `fake` mode: COCOON's fake-TON root file, what the official roles' `--disable-ton`
+    /// takes. Prices, the config version and the contract codes then come from it, and
+    /// `root_address` names the root contract the addresses derive from (the official
+    /// configs' `root_contract_address`), so that our roles and official ones started on
+    /// the same file share one root.
+    #[serde(default)]
+    pub fake_ton_file: Option<PathBuf>,
     /// On chain: the key file of the role's cocoon wallet (PEM, created if missing).
     /// Default: the node's own key (`[attestation] key_file`).
     #[serde(default)]
@@ -123,6 +130,7 @@ impl Default for ChainConfig {
             multipliers: default_multipliers(),
             pseudo_client_tokens: default_pseudo_tokens(),
             config_version: default_config_version(),
+            fake_ton_file: None,
             wallet_key_file: None,
             toncenter_url: None,
             api_key: None,

@@ -73,6 +73,7 @@ async fn chain_view(
     let view = match chain {
         Some(view) => view.clone(),
         None if table.mode == "toncenter" => toncenter_view(table, is_test).await?,
+        None if table.fake_ton_file.is_some() => fake_ton_file_view(table)?,
         None => {
             let prices = table.prices()?;
             let context = ChainContext::fake(&prices, is_test)
@@ -96,6 +97,38 @@ async fn chain_view(
         .into());
     }
     Ok(view)
+}
+
+/// Fake-TON on COCOON's own root file (shared with official roles started on it).
+fn fake_ton_file_view(table: &ChainConfig) -> Result<ChainView, StartError> {
+    let Some(path) = &table.fake_ton_file else {
+        return Err(ConfigError::Invalid("no fake_ton_file".into()).into());
+    };
+    let pseudo =
+        crate::chain::PseudoRoot::load(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let root = table.root_address.as_deref().ok_or_else(|| {
+        ConfigError::Invalid(
+            "[chain] fake_ton_file needs root_address: the root contract the official roles' \
+             configs name as root_contract_address"
+                .into(),
+        )
+    })?;
+    let root = cocoon_ton::address::parse(root)
+        .map(|(a, _)| a)
+        .map_err(|e| ConfigError::Invalid(format!("[chain] root_address {root:?}: {e}")))?;
+    pseudo
+        .view(root)
+        .map_err(|e| ConfigError::Invalid(e.to_string()).into())
+}
+
+/// The root config version a role runs on: the fake-TON file's, else the table's.
+fn config_version(table: &ChainConfig) -> Result<i32, StartError> {
+    match &table.fake_ton_file {
+        Some(path) => Ok(crate::chain::PseudoRoot::load(path)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .version),
+        None => Ok(table.config_version),
+    }
 }
 
 /// A real network through toncenter: the root read from the chain, settlement with
@@ -226,7 +259,7 @@ pub async fn start_proxy(
         owner_address: cfg.owner_address.clone(),
         signing_key: identity.key.clone(),
         is_test: cfg.is_test,
-        config_version: cfg.chain.config_version,
+        config_version: config_version(&cfg.chain)?,
         pseudo_client_tokens: cfg.chain.pseudo_client_tokens,
         max_attempts: cfg.max_attempts.max(1),
         connection: ConnectionConfig::default(),
@@ -622,7 +655,7 @@ pub async fn start_client(
         owner_address,
         is_test: cfg.is_test,
         secret_string: cfg.secret_string.clone(),
-        config_version: cfg.chain.config_version,
+        config_version: config_version(&cfg.chain)?,
         max_proto: crate::client::MAX_PROTO,
         chain: watch,
         onchain,

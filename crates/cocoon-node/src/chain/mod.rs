@@ -8,11 +8,13 @@
 //! one a real deployment of those contracts would accept.
 
 mod context;
+pub mod pseudo;
 mod root;
 mod vouchers;
 pub mod wallet;
 
 pub use context::{ChainContext, Owner};
+pub use pseudo::{PseudoRoot, PseudoRootError};
 pub use root::{ChainView, RootWatch, SettlementChain};
 pub use vouchers::{ProxyVouchers, VoucherWallet};
 pub use wallet::{ChainWallet, OnChain, SettleError, SettlementPolicy, WALLET_FLOOR};

@@ -1,0 +1,220 @@
+//! COCOON's fake-TON root file: the JSON form of `rootConfig.pseudo` that the official
+//! roles take with `--disable-ton FILE` (cocoon-protocol.md §6.5; 9060ce5 adds the key
+//! fields). Reading it gives our roles the same root parameters, contract codes and so the
+//! same contract addresses as official roles started on that file: the two sides then
+//! share one root.
+//!
+//! The file does not name the root contract; each role's config does
+//! (`root_contract_address`), and so does ours (`[chain] root_address`).
+
+use std::path::Path;
+
+use cocoon_ton::root::CocoonParams;
+use serde::Deserialize;
+use tycho_types::models::StdAddr;
+
+use super::{ChainError, ChainView};
+
+/// One proxy the root lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PseudoProxy {
+    /// Its position in the root's list.
+    pub seqno: i32,
+    /// `"WORKER_ENDPOINT CLIENT_ENDPOINT"` (host:port each).
+    pub address: String,
+}
+
+/// The fake-TON root file (fields this build reads; others are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PseudoRoot {
+    /// Accepted proxy image hashes (base64).
+    #[serde(default)]
+    pub proxy_hashes: Vec<String>,
+    /// Accepted worker image hashes (base64).
+    #[serde(default)]
+    pub worker_hashes: Vec<String>,
+    /// Model names the root allows.
+    #[serde(default)]
+    pub model_names: Vec<String>,
+    /// Registered proxies.
+    #[serde(default)]
+    pub registered_proxies: Vec<PseudoProxy>,
+    /// nanoTON per adjusted token, paid by clients.
+    pub price_per_token: u64,
+    /// nanoTON per adjusted token, earned by workers.
+    pub worker_fee_per_token: u64,
+    /// The root's config version (what `min_config_version` is compared with).
+    pub version: i32,
+    /// The parameters' version (contract addresses depend on it).
+    pub params_version: u32,
+    /// Proxy contract code (hex BOC).
+    pub proxy_sc_code: String,
+    /// Worker contract code (hex BOC).
+    pub worker_sc_code: String,
+    /// Client contract code (hex BOC).
+    pub client_sc_code: String,
+    /// The root's owner.
+    #[serde(default)]
+    pub root_owner_address: Option<String>,
+}
+
+/// Why a fake-TON root file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PseudoRootError {
+    /// The file cannot be read.
+    #[error("cannot read the fake-TON root file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not the JSON COCOON writes.
+    #[error("the fake-TON root file {path} is not COCOON's rootConfig.pseudo JSON: {source}")]
+    Json {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A contract code is not a hex BOC.
+    #[error("{field} in the fake-TON root file is not a hex BOC: {reason}")]
+    Code {
+        /// Which code.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The parameters do not make a root.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+impl PseudoRoot {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> Result<Self, PseudoRootError> {
+        let text = std::fs::read(path).map_err(|source| PseudoRootError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| PseudoRootError::Json {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Parses the JSON text of the file.
+    pub fn parse(text: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(text)
+    }
+
+    /// The root parameters: the file's prices, version and codes over the values COCOON's
+    /// fake-TON mode fixes (struct version 1, unique id 13, test network, delays 600/300 s,
+    /// stakes 1 TON, multipliers 1.0×).
+    pub fn params(&self) -> Result<CocoonParams, PseudoRootError> {
+        let code = |field: &'static str, hex_boc: &str| {
+            let bytes = hex::decode(hex_boc.trim()).map_err(|e| PseudoRootError::Code {
+                field,
+                reason: e.to_string(),
+            })?;
+            cocoon_ton::cells::from_boc(&bytes).map_err(|e| PseudoRootError::Code {
+                field,
+                reason: e.to_string(),
+            })
+        };
+        Ok(CocoonParams {
+            params_version: self.params_version,
+            price_per_token: self.price_per_token,
+            worker_fee_per_token: self.worker_fee_per_token,
+            proxy_sc_code: Some(code("proxy_sc_code", &self.proxy_sc_code)?),
+            worker_sc_code: Some(code("worker_sc_code", &self.worker_sc_code)?),
+            client_sc_code: Some(code("client_sc_code", &self.client_sc_code)?),
+            ..CocoonParams::default()
+        })
+    }
+
+    /// The root as our roles see it, for the root contract at `root` (the address the
+    /// official roles' configs name as `root_contract_address`).
+    pub fn view(&self, root: StdAddr) -> Result<ChainView, PseudoRootError> {
+        let params = self.params()?;
+        let testnet = params.is_test;
+        Ok(super::ChainContext::from_params(root, params, testnet)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rendered by `../shared/interop/run/render.py` from upstream 9060ce5's template.
+    const OFFICIAL: &[u8] = include_bytes!("../../tests/data/official-fake-ton-config.json");
+
+    #[test]
+    fn the_official_file_reads_with_upstream_codes() {
+        let root = PseudoRoot::parse(OFFICIAL).expect("parses");
+        assert_eq!((root.version, root.params_version), (3, 1));
+        assert_eq!((root.price_per_token, root.worker_fee_per_token), (2, 1));
+        assert_eq!(root.registered_proxies.len(), 1);
+        let params = root.params().expect("codes");
+        // The root cell hashes the base reference gives for upstream's fake-TON codes.
+        let hash = |c: &Option<tycho_types::cell::Cell>| {
+            hex::encode(c.as_ref().expect("code").repr_hash().0)
+        };
+        assert_eq!(
+            hash(&params.proxy_sc_code),
+            "532e707649e4161be4d816e2b6f97f82e602855a4cd3475883028d054c6e72ef"
+        );
+        assert_eq!(
+            hash(&params.worker_sc_code),
+            "657cb7ca586d77e88066effadf10f3eddea7d3487e809220e770d9dc4e596023"
+        );
+        assert_eq!(
+            hash(&params.client_sc_code),
+            "5d8a54e4462dd52f747bae8c1edca819fd2f462be05c1fc595cc2a34e6b18c44"
+        );
+    }
+
+    /// What the official proxy-runner logged ("deploying proxy SC on address …") when
+    /// started on this file with the owner, key and root of upstream's local set-up.
+    #[test]
+    fn our_proxy_contract_address_is_the_official_one() {
+        use base64::Engine;
+        let parse = |s: &str| cocoon_ton::address::parse(s).expect("address").0;
+        let root = parse("EQBT4hy4vMEZ9uxSCuhw_gBKh9_AwmHXLe7Wo0O4Vh-4kRjJ");
+        let owner = parse("UQAuz15H1ZHrZ_psVrAra7HealMIVeFq0wguqlmFno1f3B-m");
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode("ml+7xELuOQtfp9q9mSWtHiSWx5aSBV6p3xCfwPmHOwY=")
+            .expect("base64")
+            .try_into()
+            .expect("32 bytes");
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let view = PseudoRoot::parse(OFFICIAL)
+            .expect("parses")
+            .view(root)
+            .expect("a root");
+        let sc = view.context.proxy_sc(&owner, &key).expect("derived");
+        assert_eq!(
+            sc,
+            parse("UQBPkxYfPKgOBMbbi9VQVO2DQz7Wg3w9K5YTsl8x1_KaeZcZ")
+        );
+    }
+
+    #[test]
+    fn a_broken_code_is_named() {
+        let text = String::from_utf8(OFFICIAL.to_vec())
+            .expect("utf-8")
+            .replace("\"proxy_sc_code\" : \"b5ee", "\"proxy_sc_code\" : \"zz");
+        let root = PseudoRoot::parse(text.as_bytes()).expect("parses");
+        assert!(matches!(
+            root.params(),
+            Err(PseudoRootError::Code {
+                field: "proxy_sc_code",
+                ..
+            })
+        ));
+    }
+}
