@@ -113,11 +113,12 @@ fn fake_ton_file_view(table: &ChainConfig) -> Result<ChainView, StartError> {
                 .into(),
         )
     })?;
-    let root = cocoon_ton::address::parse(root)
-        .map(|(a, _)| a)
+    // The root address is written for the network every address is written for (COCOON
+    // compares address texts, flags included).
+    let (root, flags) = cocoon_ton::address::parse(root)
         .map_err(|e| ConfigError::Invalid(format!("[chain] root_address {root:?}: {e}")))?;
     pseudo
-        .view(root)
+        .view(root, flags.testnet)
         .map_err(|e| ConfigError::Invalid(e.to_string()).into())
 }
 

@@ -136,11 +136,11 @@ impl PseudoRoot {
     }
 
     /// The root as our roles see it, for the root contract at `root` (the address the
-    /// official roles' configs name as `root_contract_address`).
-    pub fn view(&self, root: StdAddr) -> Result<ChainView, PseudoRootError> {
-        let params = self.params()?;
-        let testnet = params.is_test;
-        Ok(super::ChainContext::from_params(root, params, testnet)?)
+    /// official roles' configs name as `root_contract_address`). Addresses are written for
+    /// the network `testnet` names (COCOON's `is_testnet`, apart from its test mode): an
+    /// official peer compares them as written.
+    pub fn view(&self, root: StdAddr, testnet: bool) -> Result<ChainView, PseudoRootError> {
+        Ok(super::ChainContext::from_params(root, self.params()?, testnet)?)
     }
 }
 
@@ -194,7 +194,7 @@ mod tests {
             .to_bytes();
         let view = PseudoRoot::parse(OFFICIAL)
             .expect("parses")
-            .view(root)
+            .view(root, false)
             .expect("a root");
         let sc = view.context.proxy_sc(&owner, &key).expect("derived");
         assert_eq!(
