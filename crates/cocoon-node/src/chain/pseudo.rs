@@ -140,7 +140,11 @@ impl PseudoRoot {
     /// the network `testnet` names (COCOON's `is_testnet`, apart from its test mode): an
     /// official peer compares them as written.
     pub fn view(&self, root: StdAddr, testnet: bool) -> Result<ChainView, PseudoRootError> {
-        Ok(super::ChainContext::from_params(root, self.params()?, testnet)?)
+        Ok(super::ChainContext::from_params(
+            root,
+            self.params()?,
+            testnet,
+        )?)
     }
 }
 
