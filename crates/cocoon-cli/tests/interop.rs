@@ -2,7 +2,8 @@
 //! `../shared/interop`), on loopback in fake-TON mode with the router's `any` policy, as
 //! upstream's own local set-up runs them.
 //!
-//! Pairings covered so far: our client → official proxy → official worker. Where the
+//! Pairings covered so far: our client → official proxy → official worker, and our client
+//! → our proxy → official worker. Where the
 //! official binaries are missing the tests say so and pass, except under `CI=true`, where
 //! they fail: CI must exercise them.
 
@@ -271,4 +272,225 @@ root_address = "{root}"
         refused.status(),
         refused.text().await.unwrap_or_default()
     );
+}
+
+/// Writes our proxy's config (fake-TON on `fake_ton`, under `root`) and starts it; returns
+/// it with its client and worker ports.
+fn start_our_proxy(
+    work: &Path,
+    fake_ton: &Path,
+    root: &str,
+    owner: &str,
+) -> (Proc, u16, u16, PathBuf) {
+    let (client_port, worker_port, http_port) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"owner_address = "{owner}"
+client_listen = "127.0.0.1:{client_port}"
+worker_listen = "127.0.0.1:{worker_port}"
+http_listen = "127.0.0.1:{http_port}"
+db_path = "{db}"
+is_test = true
+
+[attestation]
+tee = "none"
+key_file = "{key}"
+pow_difficulty = 8
+
+[client_policy]
+kind = "any"
+
+[worker_policy]
+kind = "any"
+
+[chain]
+mode = "fake"
+fake_ton_file = "{fake_ton}"
+root_address = "{root}"
+"#,
+        db = work.join("proxy.sqlite").display(),
+        key = work.join("proxy_key.pem").display(),
+        fake_ton = fake_ton.display(),
+    );
+    let path = work.join("proxy.toml");
+    std::fs::write(&path, config).expect("proxy config");
+    let log = work.join("proxy.log");
+    let proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["proxy", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("cocoon proxy"),
+    );
+    (proc, client_port, worker_port, log)
+}
+
+/// Our client (`cocoon client`) on `proxy_port`, fake-TON on `fake_ton` under `root`;
+/// returns it with its API base and log.
+fn start_our_client(
+    work: &Path,
+    proxy_port: u16,
+    fake_ton: &Path,
+    root: &str,
+    owner: &str,
+) -> (Proc, String, PathBuf) {
+    let http_port = free_port();
+    let config = format!(
+        r#"owner_address = "{owner}"
+http_listen = "127.0.0.1:{http_port}"
+proxies = ["127.0.0.1:{proxy_port}"]
+is_test = true
+
+[attestation]
+tee = "none"
+key_file = "{key}"
+max_pow_difficulty = 28
+
+[proxy_policy]
+kind = "any"
+
+[chain]
+mode = "fake"
+fake_ton_file = "{fake_ton}"
+root_address = "{root}"
+"#,
+        key = work.join("client_key.pem").display(),
+        fake_ton = fake_ton.display(),
+    );
+    let path = work.join("client.toml");
+    std::fs::write(&path, config).expect("client config");
+    let log = work.join("client.log");
+    let proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["client", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("cocoon client"),
+    );
+    (proc, format!("http://127.0.0.1:{http_port}"), log)
+}
+
+/// An official worker-runner that finds its proxy through `fake_ton` (whose registered
+/// proxy is ours) and reaches it through the stack's router, with the stack's mock backend.
+fn start_official_worker(stack: &OfficialStack, work: &Path, fake_ton: &Path) -> (Proc, PathBuf) {
+    let text = std::fs::read(stack.cfg("worker-config.json")).expect("official worker config");
+    let mut cfg: Value = serde_json::from_slice(&text).expect("json");
+    cfg["http_port"] = json!(free_port());
+    cfg["rpc_port"] = json!(free_port());
+    let path = work.join("official-worker.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
+    let data = work.join("official-worker-data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let log = work.join("official-worker.log");
+    let proc = Proc(
+        Command::new(stack.dir.join("bin/worker-runner"))
+            .arg("--config")
+            .arg(&path)
+            .args(["-v3", "--disable-ton"])
+            .arg(fake_ton)
+            .current_dir(&data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("worker-runner"),
+    );
+    (proc, log)
+}
+
+/// The stack's fake-TON file with our proxy (worker and client ports) as its one
+/// registered proxy.
+fn fake_ton_with_our_proxy(
+    stack: &OfficialStack,
+    work: &Path,
+    worker_port: u16,
+    client_port: u16,
+) -> PathBuf {
+    let text = std::fs::read(stack.cfg("fake-ton-config.json")).expect("fake-TON file");
+    let mut root: Value = serde_json::from_slice(&text).expect("json");
+    root["registered_proxies"] = json!([{
+        "seqno": 1,
+        "address": format!("127.0.0.1:{worker_port} 127.0.0.1:{client_port}"),
+    }]);
+    let path = work.join("fake-ton-ours.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&root).expect("json")).expect("write");
+    path
+}
+
+/// An official 9060ce5 worker joins our proxy (through the official router, at protocol 4)
+/// and answers our client; a refused request reaches the app as an error.
+#[tokio::test]
+async fn our_client_and_proxy_with_an_official_worker() {
+    let Some(dir) = interop_dir() else { return };
+    let stack = OfficialStack::start(&dir, 26000);
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = stack.config_field("client-config.json", "root_contract_address");
+    let owner = stack.config_field("client-config.json", "owner_address");
+    let original = stack.cfg("fake-ton-config.json");
+    let (_proxy, client_port, worker_port, proxy_log) =
+        start_our_proxy(work.path(), &original, &root, &owner);
+    let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
+    let (_worker, worker_log) = start_official_worker(&stack, work.path(), &fake_ton);
+    let (_client, api, client_log) =
+        start_our_client(work.path(), client_port, &fake_ton, &root, &owner);
+    let logs = || {
+        format!(
+            "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}",
+            std::fs::read_to_string(&proxy_log).unwrap_or_default(),
+            std::fs::read_to_string(&worker_log).unwrap_or_default(),
+            std::fs::read_to_string(&client_log).unwrap_or_default(),
+        )
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if models.is_some_and(|m| {
+            m["data"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|m| m["id"] == OFFICIAL_MODEL))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the official worker never became ready at our proxy\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": OFFICIAL_MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 32,
+        }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("answer");
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{body}\n{}", logs());
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+    let refused = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": "no/such-model",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("refusal");
+    assert_eq!(refused.status(), 404, "{}", logs());
 }

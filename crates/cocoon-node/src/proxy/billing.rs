@@ -70,9 +70,11 @@ impl VoucherCache {
     }
 
     /// The latest voucher for a client (`ClientCharge`) or worker (`WorkerPayout`)
-    /// contract covering `tokens`, or the empty payment when nothing is owed.
+    /// contract covering `tokens`. A client owing nothing gets the empty payment; a worker
+    /// always gets a signed one, for 0 tokens too: COCOON's worker takes an empty payment
+    /// in the balance comparison for a proxy whose records were tampered with, and leaves.
     pub(super) fn payment(&self, sc: &StdAddr, tokens: u64, party: Party) -> SignedPayment {
-        if tokens == 0 {
+        if tokens == 0 && party == Party::Client {
             return proxy::SignedPaymentEmpty {}.into();
         }
         let key = (party, sc.clone());
@@ -395,6 +397,10 @@ mod tests {
             bytes(cache.payment(&sc, 0, Party::Client)),
             None,
             "nothing owed"
+        );
+        assert!(
+            bytes(cache.payment(&sc, 0, Party::Worker)).is_some(),
+            "a worker is always sent a signed payment (COCOON's worker needs one)"
         );
         let first = bytes(cache.payment(&sc, 10, Party::Client)).expect("signed");
         // Vouchers carry a time-based query id: equal bytes mean the cache answered.
