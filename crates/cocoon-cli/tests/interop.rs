@@ -2,8 +2,8 @@
 //! `../shared/interop`), on loopback in fake-TON mode with the router's `any` policy, as
 //! upstream's own local set-up runs them.
 //!
-//! Pairings covered so far: our client → official proxy → official worker, and our client
-//! → our proxy → official worker. Where the
+//! Pairings covered so far: our client → official proxy → official worker, our client →
+//! our proxy → official worker, and our client → official proxy → our worker. Where the
 //! official binaries are missing the tests say so and pass, except under `CI=true`, where
 //! they fail: CI must exercise them.
 
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Proc};
 use serde_json::{json, Value};
+
+/// One official stack at a time: each is six processes, and this machine has two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The model upstream's local set-up serves (its mock backend).
 const OFFICIAL_MODEL: &str = "Qwen/Qwen3-8B";
@@ -163,6 +166,7 @@ async fn wait_for_model(http: &reqwest::Client, api: &str, model: &str, log: &Pa
 #[tokio::test]
 async fn our_client_through_the_official_proxy_and_worker() {
     let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
     let stack = OfficialStack::start(&dir, 20000);
     let work = tempfile::tempdir().expect("tempdir");
     let http_port = free_port();
@@ -424,6 +428,7 @@ fn fake_ton_with_our_proxy(
 #[tokio::test]
 async fn our_client_and_proxy_with_an_official_worker() {
     let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
     let stack = OfficialStack::start(&dir, 26000);
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
@@ -493,4 +498,143 @@ async fn our_client_and_proxy_with_an_official_worker() {
         .await
         .expect("refusal");
     assert_eq!(refused.status(), 404, "{}", logs());
+}
+
+/// Our worker (`cocoon worker`) on `proxy_port` (the official proxy's worker port through
+/// the router), serving `upstream`.
+fn start_our_worker(
+    work: &Path,
+    proxy_port: u16,
+    upstream: std::net::SocketAddr,
+    fake_ton: &Path,
+    root: &str,
+    owner: &str,
+) -> (Proc, PathBuf) {
+    let config = format!(
+        r#"owner_address = "{owner}"
+upstream = "http://{upstream}"
+coefficient = 1000
+proxies = ["127.0.0.1:{proxy_port}"]
+http_listen = "127.0.0.1:{http_port}"
+is_test = true
+
+[attestation]
+tee = "none"
+key_file = "{key}"
+max_pow_difficulty = 28
+
+[proxy_policy]
+kind = "any"
+
+[chain]
+mode = "fake"
+fake_ton_file = "{fake_ton}"
+root_address = "{root}"
+"#,
+        http_port = free_port(),
+        key = work.join("worker_key.pem").display(),
+        fake_ton = fake_ton.display(),
+    );
+    let path = work.join("worker.toml");
+    std::fs::write(&path, config).expect("worker config");
+    let log = work.join("worker.log");
+    let proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["worker", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("cocoon worker"),
+    );
+    (proc, log)
+}
+
+/// Our worker joins the official proxy (through the official router; COCOON picks protocol
+/// 2, and our hello's extension bit is ignored) and answers our client through it; a
+/// request priced below our worker is refused and reaches the app as an error.
+#[tokio::test]
+async fn our_worker_and_client_with_the_official_proxy() {
+    let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
+    let stack = OfficialStack::start(&dir, 14000);
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = stack.config_field("client-config.json", "root_contract_address");
+    let owner = stack.config_field("worker-config.json", "owner_address");
+    let fake_ton = stack.cfg("fake-ton-config.json");
+    let upstream = common::mock_upstream().await;
+    let (_worker, worker_log) = start_our_worker(
+        work.path(),
+        stack.port(11001),
+        upstream,
+        &fake_ton,
+        &root,
+        &owner,
+    );
+    let (_client, api, client_log) =
+        start_our_client(work.path(), stack.port(11002), &fake_ton, &root, &owner);
+    let logs = || {
+        format!(
+            "our worker:\n{}\nour client:\n{}\n{}",
+            std::fs::read_to_string(&worker_log).unwrap_or_default(),
+            std::fs::read_to_string(&client_log).unwrap_or_default(),
+            stack.logs()
+        )
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if models.is_some_and(|m| {
+            m["data"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|m| m["id"] == common::MODEL))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "our worker never showed at the official proxy\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": common::MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("answer");
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{body}\n{}", logs());
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+    // Priced below our worker's 1000: the official proxy refuses, the app gets an error.
+    let refused = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": common::MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_coefficient": 1,
+        }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("refusal");
+    assert!(
+        refused.status().is_client_error(),
+        "{}\n{}",
+        refused.status(),
+        logs()
+    );
 }
