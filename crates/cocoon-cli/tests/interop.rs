@@ -2,8 +2,9 @@
 //! `../shared/interop`), on loopback in fake-TON mode with the router's `any` policy, as
 //! upstream's own local set-up runs them.
 //!
-//! Pairings covered so far: our client → official proxy → official worker, our client →
-//! our proxy → official worker, and our client → official proxy → our worker. Where the
+//! The four pairings of issue #13: our client → official proxy → official worker, our
+//! client → our proxy → official worker, our client → official proxy → our worker, and the
+//! official client → our proxy → our worker, each with a refused request. Where the
 //! official binaries are missing the tests say so and pass, except under `CI=true`, where
 //! they fail: CI must exercise them.
 
@@ -636,5 +637,124 @@ async fn our_worker_and_client_with_the_official_proxy() {
         "{}\n{}",
         refused.status(),
         logs()
+    );
+}
+
+/// An official client-runner that finds its proxy through `fake_ton` (whose registered proxy
+/// is ours) and reaches it through the stack's router; returns it with its API base.
+fn start_official_client(
+    stack: &OfficialStack,
+    work: &Path,
+    fake_ton: &Path,
+) -> (Proc, String, PathBuf) {
+    let text = std::fs::read(stack.cfg("client-config.json")).expect("official client config");
+    let mut cfg: Value = serde_json::from_slice(&text).expect("json");
+    let http_port = free_port();
+    cfg["http_port"] = json!(http_port.to_string());
+    cfg["rpc_port"] = json!(free_port().to_string());
+    let path = work.join("official-client.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
+    let data = work.join("official-client-data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let log = work.join("official-client.log");
+    let proc = Proc(
+        Command::new(stack.dir.join("bin/client-runner"))
+            .arg("--config")
+            .arg(&path)
+            .args(["-v3", "--disable-ton"])
+            .arg(fake_ton)
+            .current_dir(&data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("client-runner"),
+    );
+    (proc, format!("http://127.0.0.1:{http_port}"), log)
+}
+
+/// The official client-runner reaches our proxy through the official router, authorizes
+/// (long auth, as COCOON's fake-TON client does when the secret hash differs), and gets our
+/// worker's answer; an unknown model is refused and reaches the app as an error.
+#[tokio::test]
+async fn the_official_client_with_our_proxy_and_worker() {
+    let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
+    let stack = OfficialStack::start(&dir, 20000);
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = stack.config_field("client-config.json", "root_contract_address");
+    let owner = stack.config_field("worker-config.json", "owner_address");
+    let original = stack.cfg("fake-ton-config.json");
+    let (_proxy, client_port, worker_port, proxy_log) =
+        start_our_proxy(work.path(), &original, &root, &owner);
+    let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
+    let upstream = common::mock_upstream().await;
+    let (_worker, worker_log) =
+        start_our_worker(work.path(), worker_port, upstream, &fake_ton, &root, &owner);
+    let (_client, api, client_log) = start_official_client(&stack, work.path(), &fake_ton);
+    let logs = || {
+        format!(
+            "our proxy:\n{}\nour worker:\n{}\nofficial client:\n{}",
+            std::fs::read_to_string(&proxy_log).unwrap_or_default(),
+            std::fs::read_to_string(&worker_log).unwrap_or_default(),
+            std::fs::read_to_string(&client_log).unwrap_or_default(),
+        )
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if models.is_some_and(|m| {
+            m["data"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|m| m["id"] == common::MODEL))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the official client never saw our worker through our proxy\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": common::MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("answer");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", logs());
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}\n{}",
+        logs()
+    );
+    let refused = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": "no/such-model",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("refusal");
+    let refused_status = refused.status();
+    let refused_body = refused.text().await.unwrap_or_default();
+    // COCOON's client shows our proxy's code and message as they are.
+    assert_eq!(refused_status, 400, "{refused_body}\n{}", logs());
+    assert!(
+        refused_body.contains("621") && refused_body.contains("unknown model: no/such-model"),
+        "{refused_body}"
     );
 }
