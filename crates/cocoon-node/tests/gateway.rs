@@ -578,6 +578,21 @@ async fn the_http_edge_refuses_at_once_with_json_errors() {
     let b = r.text().await.expect("body");
     assert_eq!(error_of(&b).1, "method_not_allowed", "{b}");
 
+    // OPTIONS: 204 with the methods served, as COCOON's client answers it.
+    let r = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/chat/completions"),
+        )
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST, OPTIONS")
+    );
+
     // 100 KB of headers: 431 with a JSON body.
     let r = client
         .post(format!("{base}/v1/chat/completions"))

@@ -338,7 +338,16 @@ async fn request_limits(
     next.run(request).await
 }
 
+/// A method a route does not serve: 405 with a JSON error, except OPTIONS, which gets 204
+/// and the methods the API serves (as COCOON 9060ce5's client does).
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    if method == axum::http::Method::OPTIONS {
+        return (
+            StatusCode::NO_CONTENT,
+            [(axum::http::header::ALLOW, "GET, POST, OPTIONS")],
+        )
+            .into_response();
+    }
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
