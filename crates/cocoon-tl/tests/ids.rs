@@ -2,8 +2,8 @@
 
 use cocoon_tl::{codec, TlConstructor, CONSTRUCTORS};
 
-/// The spec's constructor table, transcribed from cocoon-protocol.md §2.4 with the wire
-/// changes of cocoon-protocol-9060ce5.md §2.4 (key-manager functions, `worker.changeModel`).
+/// The constructor table of COCOON 9060ce5: cocoon-protocol.md §2.4 with every change of
+/// cocoon-protocol-9060ce5.md §2.4 (ids there checked against upstream's compiled `.tlo`).
 const SPEC_IDS: &[(&str, u32)] = &[
     ("client.authorizationWithProxyFailed", 0x60551c96),
     ("client.authorizationWithProxySuccess", 0x75d5ac34),
@@ -46,8 +46,8 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("keyManager.privateKeys", 0x0ed66ce5),
     ("keyManagerDb.configEmpty", 0xd3fc2385),
     ("keyManagerDb.configV1", 0x6d2817ac),
-    ("keyManagerDb.key", 0x4d0a1e17),
-    ("keyStorageRunner.config", 0xd7874e40),
+    ("keyManagerDb.key", 0x35c91007),
+    ("keyStorageRunner.config", 0xec650826),
     ("proxy.clientRequestPayment", 0xc6bcf127),
     ("proxy.params", 0xd5c5609f),
     ("proxy.queryAnswer", 0x37e5f725),
@@ -73,10 +73,11 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("proxyDb.oldWorker", 0xf04156a0),
     ("proxyDb.pendingBlockchainSeqnoCommit", 0x525b14a9),
     ("proxyDb.workerInfo", 0x2517b38f),
-    ("proxyRunner.config", 0x5bf5e272),
-    ("rootConfig.configV5", 0x5e84869b),
-    ("rootConfig.pseudo", 0x87a976cc),
+    ("proxyRunner.config", 0x9a8f2045),
+    ("rootConfig.configV7", 0xc51207cb),
+    ("rootConfig.pseudo", 0xd0035db6),
     ("rootConfig.registeredProxy", 0x9f4e446a),
+    ("rootConfig.registeredPublicKey", 0x37312ecd),
     ("tcp.connect", 0xa57c4261),
     ("tcp.connected", 0x636d41d6),
     ("tcp.packet", 0x9c17baf8),
@@ -104,7 +105,7 @@ const SPEC_IDS: &[(&str, u32)] = &[
     ("worker.proxyHandshakeComplete", 0xf843b066),
     ("worker.proxyHandshakeCompleted", 0x3ad9b886),
     ("worker.updatePaymentStatus", 0xdc70a524),
-    ("workerRunner.config", 0x870db56d),
+    ("workerRunner.config", 0x41af605f),
 ];
 
 /// Our own extension constructors (protocol version 3), not part of COCOON's table.

@@ -285,7 +285,7 @@ pub fn load_proxy_info(s: &mut tycho_types::cell::CellSlice<'_>) -> Result<Optio
 }
 
 /// Everything the runners need from the root contract (the C++
-/// `RootContractConfig`, TL `rootConfig.configV5`).
+/// `RootContractConfig`, TL `rootConfig.configV5`, `rootConfig.configV7` since 9060ce5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootConfig {
     /// Root owner (admin) address.
