@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod attest;
 mod devnet;
+mod e2e;
 mod money;
 mod roles;
 
@@ -48,6 +49,11 @@ enum Command {
     /// Attestation tools: certificates, quotes, and what this machine can produce.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Encrypt JSON request bodies (stdin) end to end to a key manager's key, so that
+    /// no gateway or proxy on the way reads them (COCOON protocol 3).
+    Encrypt(e2e::EncryptArgs),
+    /// Decrypt answer bodies (stdin, JSON or SSE) a worker encrypted to your key.
+    Decrypt(e2e::DecryptArgs),
 }
 
 /// `cocoon proxy`: run the role, or a money subcommand.
@@ -167,6 +173,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Wallet(cmd) => runtime()?.block_on(money::wallet::run(cmd)),
         Command::Root(cmd) => runtime()?.block_on(money::root::run(cmd)),
         Command::Attest(cmd) => attest::run(cmd),
+        Command::Encrypt(args) => e2e::encrypt(args),
+        Command::Decrypt(args) => e2e::decrypt(args),
     }
 }
 
