@@ -552,7 +552,7 @@ root_address = "{root}"
 }
 
 /// Our worker joins the official proxy (through the official router; COCOON picks protocol
-/// 2, and our hello's extension bit is ignored) and answers our client through it; a
+/// 4, and our hello's extension bit is ignored) and answers our client through it; a
 /// request priced below our worker is refused and reaches the app as an error.
 #[tokio::test]
 async fn our_worker_and_client_with_the_official_proxy() {

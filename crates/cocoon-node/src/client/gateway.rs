@@ -449,6 +449,20 @@ fn prepare(
         })?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
         || obj.contains_key("stream_options");
+    // An end-to-end encrypted body (COCOON protocol 3) travels untouched; its key goes in
+    // the query so that the proxy can hand the worker the private half.
+    let encrypted_to = if obj.contains_key("is_encrypted") {
+        let key = obj
+            .get("receiver_public_key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_request(node, "an encrypted body needs 'receiver_public_key'"))?;
+        Some(
+            cocoon_e2e::keys::parse_public_key(key.as_bytes())
+                .map_err(|e| bad_request(node, &format!("'receiver_public_key': {e}")))?,
+        )
+    } else {
+        None
+    };
     let payload =
         serde_json::to_vec(&Value::Object(obj)).map_err(|e| bad_request(node, &e.to_string()))?;
     // Re-encoded JSON can be longer than what was received (`1e5` becomes `100000.0`).
@@ -481,7 +495,7 @@ fn prepare(
             max_tokens,
             timeout,
             enable_debug,
-            encrypted_to: None,
+            encrypted_to,
         },
         stream,
     })

@@ -44,13 +44,15 @@ pub enum Refusal {
     Cancelled,
     /// The request is encrypted to a public key this proxy holds no private key for.
     UnknownKey,
+    /// An encrypted request cannot be opened, or a plain one came with a key.
+    Encryption,
     /// Anything else.
     Failed,
 }
 
 impl Refusal {
     /// Every refusal, for tables and tests.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::UnknownModel,
         Refusal::InvalidRequest,
         Refusal::BalanceTooLow,
@@ -65,6 +67,7 @@ impl Refusal {
         Refusal::Unavailable,
         Refusal::Cancelled,
         Refusal::UnknownKey,
+        Refusal::Encryption,
         Refusal::Failed,
     ];
 
@@ -76,6 +79,7 @@ impl Refusal {
             | Refusal::WorkerBusy
             | Refusal::TooLarge
             | Refusal::UnknownKey
+            | Refusal::Encryption
             | Refusal::Failed => ErrorCode::Error,
             Refusal::ReservationTooLarge
             | Refusal::NoWorker
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::Unavailable => "unavailable",
             Refusal::Cancelled => "request cancelled",
             Refusal::UnknownKey => "unknown public key",
+            Refusal::Encryption => "encrypted request refused",
             Refusal::Failed => "request failed",
         }
     }
@@ -176,6 +181,7 @@ impl Refusal {
                 | Refusal::Timeout
                 | Refusal::Cancelled
                 | Refusal::UnknownKey
+                | Refusal::Encryption
         )
     }
 
@@ -206,6 +212,11 @@ impl Refusal {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "unknown_public_key",
+            ),
+            Refusal::Encryption => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "encryption_refused",
             ),
             Refusal::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -201,9 +201,8 @@ mod tests {
             Ok(Version::new(4))
         );
         assert_eq!(offer(our_client, old_proxy.clone()), Ok(Version::new(2)));
-        // Our worker joins both, at 2: it takes no encrypted requests yet, and a 9060ce5
-        // proxy sends those only to workers at 3 or more.
-        assert_eq!(offer(our_worker, upstream_proxy), Ok(Version::new(2)));
+        // Our worker joins both: at 4 a 9060ce5 proxy may send it encrypted requests.
+        assert_eq!(offer(our_worker, upstream_proxy), Ok(Version::new(4)));
         assert_eq!(offer(our_worker, old_proxy.clone()), Ok(Version::new(2)));
         // Our proxy: a 9060ce5 worker (3..4) and client (1..4) get 4, b75d444 ones 2, a
         // proxy-0 peer 0.
@@ -225,6 +224,7 @@ mod tests {
         assert!(offer((Some(3), Some(4)), old_proxy).is_err());
         // What each side accepts back.
         assert!(accept(worker::MIN_PROTO..=worker::MAX_PROTO, Some(2)).is_ok());
+        assert!(accept(worker::MIN_PROTO..=worker::MAX_PROTO, Some(4)).is_ok());
         assert!(accept(client::MIN_PROTO..=client::MAX_PROTO, Some(4)).is_ok());
     }
 }

@@ -63,14 +63,7 @@ pub(super) async fn run_request(
         }
     };
 
-    // A request encrypted to a key (COCOON protocol 3) needs decryption this worker does
-    // not have yet; it speaks at most 2, so no proxy should send one.
-    if query.private_key.is_some_and(|key| key != [0; 32]) {
-        let detail = "encrypted requests are not supported by this worker".to_owned();
-        return fail(Refusal::InvalidRequest, detail, AdjustedTokens::default()).await;
-    }
-
-    let http_request: http_fn::Request = match cocoon_tl::from_bytes(&query.query) {
+    let mut http_request: http_fn::Request = match cocoon_tl::from_bytes(&query.query) {
         Ok(r) => r,
         Err(e) => {
             return fail(
@@ -80,6 +73,16 @@ pub(super) async fn run_request(
             )
             .await
         }
+    };
+    // Encrypted to a key (COCOON protocol 3): the proxy handed us its private half.
+    let sealed = match query.private_key.filter(|key| *key != [0; 32]) {
+        None => None,
+        Some(key) => match open_request(&mut http_request.payload, &key) {
+            Ok(opened) => Some(opened),
+            Err(detail) => {
+                return fail(Refusal::Encryption, detail, AdjustedTokens::default()).await
+            }
+        },
     };
     let validated =
         match validate_request(&http_request.url, &http_request.payload, &shared.base_model) {
@@ -182,13 +185,18 @@ pub(super) async fn run_request(
     }
 
     let mut body = response.body;
+    // An encrypted request's answer, in plain text until it is sealed whole at its end.
+    let mut held = Vec::new();
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, body.next()) => next,
             _ = cancel.cancelled() => {
-                // Report what was delivered so far; the proxy bills exactly that.
+                // Report what was delivered so far; the proxy bills exactly that. (An
+                // encrypted answer delivered nothing yet, and nothing leaves in plain text.)
                 let tail = meter.finish();
-                let _ = send_parts(handle, &reply, tail).await;
+                if sealed.is_none() {
+                    let _ = send_parts(handle, &reply, tail).await;
+                }
                 return fail(Refusal::Cancelled, String::new(), billed(shared, &meter)).await;
             }
         };
@@ -208,11 +216,25 @@ pub(super) async fn run_request(
             }
         };
         let out = meter.push(&chunk);
+        if let Some(s) = &sealed {
+            // Held back: an encrypted answer is sealed whole, value by value, at the end.
+            let _ = s;
+            held.extend_from_slice(&out);
+            continue;
+        }
         if send_parts(handle, &reply, out).await.is_err() {
             return false;
         }
     }
     let mut tail = meter.finish();
+    if let Some(s) = &sealed {
+        let mut plain = std::mem::take(&mut held);
+        plain.extend_from_slice(&tail);
+        tail = match s.seal(&plain) {
+            Ok(sealed) => sealed,
+            Err(detail) => return fail(Refusal::Encryption, detail, billed(shared, &meter)).await,
+        };
+    }
     // The last part carries the final info: what does not fit beside it goes first.
     if tail.len() > MAX_ANSWER_PART {
         let last = tail.split_off(tail.len() - MAX_ANSWER_PART);
@@ -256,4 +278,121 @@ fn billed(shared: &Shared, meter: &UsageMeter) -> AdjustedTokens {
         );
     }
     meter.adjusted()
+}
+
+/// An encrypted request, opened: what the answer is sealed with.
+struct Sealed {
+    /// The key manager's seed the request was encrypted to.
+    key: [u8; 32],
+    /// The app's public key (the envelope's sender).
+    app: [u8; 32],
+}
+
+impl Sealed {
+    /// The answer sealed to the app, one JSON value per line as COCOON writes it; an
+    /// answer that is not JSON is refused rather than sent in plain text.
+    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for value in serde_json::Deserializer::from_slice(plain).into_iter::<serde_json::Value>() {
+            let value = value.map_err(|e| {
+                format!("the model's answer is not JSON, so it cannot be encrypted: {e}")
+            })?;
+            let sealed =
+                cocoon_e2e::seal(&value, &self.key, &self.app, cocoon_e2e::Direction::ToApp)
+                    .map_err(|e| e.to_string())?;
+            out.extend_from_slice(sealed.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
+}
+
+/// Opens an encrypted request body in place with the key manager's `key`. Streamed
+/// encrypted answers are not served yet: such a request is refused.
+fn open_request(payload: &mut Vec<u8>, key: &[u8; 32]) -> Result<Sealed, String> {
+    let body: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("the request body is not JSON: {e}"))?;
+    if !cocoon_e2e::is_encrypted(&body) {
+        return Err("encryption key is provided, but request is unencrypted".into());
+    }
+    let opened = cocoon_e2e::open(&body, key, cocoon_e2e::Direction::ToWorker, None)
+        .map_err(|e| e.to_string())?;
+    if opened
+        .body
+        .get("stream")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
+        return Err("streamed answers to encrypted requests are not served yet".into());
+    }
+    *payload = serde_json::to_vec(&opened.body).map_err(|e| e.to_string())?;
+    Ok(Sealed {
+        key: *key,
+        app: opened.sender,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_e2e::{open, public_key, seal, Direction};
+    use serde_json::json;
+
+    const KEY_MANAGER: [u8; 32] = [7; 32];
+    const APP: [u8; 32] = [8; 32];
+
+    fn sealed_request(body: serde_json::Value) -> Vec<u8> {
+        let sealed =
+            seal(&body, &APP, &public_key(&KEY_MANAGER), Direction::ToWorker).expect("sealed");
+        serde_json::to_vec(&sealed).expect("json")
+    }
+
+    #[test]
+    fn an_encrypted_request_opens_and_its_answer_is_sealed_to_the_app() {
+        let mut payload = sealed_request(json!({
+            "model": "m", "messages": [{"role": "user", "content": "a secret"}]
+        }));
+        let sealed = open_request(&mut payload, &KEY_MANAGER).expect("opened");
+        let plain: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(plain["messages"][0]["content"], "a secret");
+        assert_eq!(sealed.app, public_key(&APP));
+
+        let answer = br#"{"choices":[{"message":{"role":"assistant","content":"an answer"}}],"usage":{"total_tokens":5}}"#;
+        let out = sealed.seal(answer).expect("sealed answer");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(!text.contains("an answer"), "{text}");
+        assert!(text.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(text.trim()).expect("one value");
+        assert_eq!(value["usage"]["total_tokens"], 5, "numbers stay readable");
+        let opened = open(
+            &value,
+            &APP,
+            Direction::ToApp,
+            Some(&public_key(&KEY_MANAGER)),
+        )
+        .expect("the app opens it");
+        assert_eq!(opened.body["choices"][0]["message"]["content"], "an answer");
+    }
+
+    #[test]
+    fn what_cannot_be_served_encrypted_is_refused() {
+        // A plain body with a key.
+        let mut plain = br#"{"model":"m","messages":[]}"#.to_vec();
+        assert_eq!(
+            open_request(&mut plain, &KEY_MANAGER).err().as_deref(),
+            Some("encryption key is provided, but request is unencrypted")
+        );
+        // Encrypted to another key.
+        let mut other = sealed_request(json!({"model": "m", "prompt": "x"}));
+        assert!(open_request(&mut other, &[9; 32]).is_err());
+        // Streamed (not served encrypted yet).
+        let mut streamed = sealed_request(json!({"model": "m", "prompt": "x", "stream": true}));
+        assert!(open_request(&mut streamed, &KEY_MANAGER)
+            .err()
+            .is_some_and(|e| e.contains("streamed")));
+        // An answer that is not JSON is never sent in plain text.
+        let mut payload = sealed_request(json!({"model": "m", "prompt": "x"}));
+        let sealed = open_request(&mut payload, &KEY_MANAGER).expect("opened");
+        assert!(sealed.seal(b"plain text error").is_err());
+    }
 }

@@ -39,9 +39,10 @@ use execute::{run_request, Link};
 
 /// Lowest and highest protocol versions this worker speaks.
 pub const MIN_PROTO: i32 = 1;
-/// See [`MIN_PROTO`]. At most 2 until this worker decrypts requests: a COCOON proxy sends
-/// encrypted requests to workers at 3 or more. Cancellation is an extension, not a version.
-pub const MAX_PROTO: i32 = 2;
+/// See [`MIN_PROTO`]. From 3 a COCOON proxy may send encrypted requests, which this worker
+/// opens with the key the proxy hands it (non-streamed answers; `cocoon_e2e`). 1..=4 joins
+/// b75d444 proxies (at 2) and 9060ce5 ones (at 4). Cancellation is an extension, not a version.
+pub const MAX_PROTO: i32 = 4;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
