@@ -48,14 +48,21 @@ impl Reputation {
         self.samples = self.samples.saturating_add(1);
     }
 
-    /// Lower is better: expected time of one more request, inflated by failures.
+    /// What one failed try costs a caller in expected time (the wait for it, the retry).
+    const FAILURE_COST_SECS: f64 = 1.0;
+
+    /// Lower is better: the expected time until one more request is answered here, with
+    /// the failed tries on the way (each costing [`Self::FAILURE_COST_SECS`]), scaled by the
+    /// load. A worker that fails fast is not mistaken for a fast one.
     pub(super) fn score(&self, running: u32) -> f64 {
         let expected = if self.samples == 0 {
             0.01
         } else {
             self.avg_secs.max(0.001)
         };
-        f64::from(running + 1) * expected / self.success.max(0.05)
+        let success = self.success.max(0.05);
+        let failed_tries = (1.0 - success) / success;
+        f64::from(running + 1) * (expected + failed_tries * Self::FAILURE_COST_SECS)
     }
 }
 
@@ -381,10 +388,28 @@ mod tests {
         assert!(r.success > 0.99, "{}", r.success);
         // Load scales the expected time; a failing worker's score is capped at 20×.
         assert_eq!(r.score(3), 4.0 * r.score(0));
+        // A worker that only fails, however fast, scores worse than a healthy slow one
+        // (the score used to divide its zero latency by the failure rate, and it won).
         let mut bad = Reputation::new();
+        bad.record(Outcome::Succeeded { secs: 0.001 });
         for _ in 0..50 {
             bad.record(Outcome::Failed);
         }
-        assert!(bad.score(0) <= 0.001 / 0.05 + 1e-9, "{}", bad.score(0));
+        let mut slow = Reputation::new();
+        slow.record(Outcome::Succeeded { secs: 2.0 });
+        assert!(
+            bad.score(0) > 5.0 * slow.score(0),
+            "{} vs {}",
+            bad.score(0),
+            slow.score(0)
+        );
+        let mut never = Reputation::new();
+        never.record(Outcome::Failed);
+        assert!(
+            never.score(0) > slow.score(0),
+            "{} vs {}",
+            never.score(0),
+            slow.score(0)
+        );
     }
 }
