@@ -806,3 +806,115 @@ async fn a_request_encrypted_to_an_unknown_key_is_refused() {
     plain.encrypted_to = Some([0; 32]);
     assert!(collect(&client, plain).await.error.is_none());
 }
+
+/// Our client opposite a proxy that speaks as COCOON 9060ce5's (protocol 4, no cocoon-rs
+/// extensions in its hello answer): cancelling a request sends it nothing it does not
+/// know; the constructors it receives are COCOON's only.
+#[tokio::test]
+async fn our_client_never_sends_an_official_proxy_our_extensions() {
+    use cocoon_net::{ConnectionConfig, Incoming, RpcConnection};
+    use cocoon_tl::functions::client as client_fn;
+    use cocoon_tl::types::{client, proxy};
+    use cocoon_tl::TlConstructor;
+    use sha2::Digest;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[78; 32]);
+        let public_key = key.verifying_key().to_bytes();
+        let ctx = chain();
+        let owner = cocoon_node::chain::devnet_address("official-proxy");
+        let proxy_sc = ctx.proxy_sc(&owner, &public_key).expect("proxy contract");
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(conn) = RpcConnection::accept(stream, &ConnectionConfig::default(), "client").await
+        else {
+            return;
+        };
+        let (handle, mut incoming) = conn.split();
+        while let Some(item) = incoming.recv().await {
+            match item {
+                Incoming::Query(q) => match q.function_id() {
+                    Some(client_fn::ConnectToProxy::ID) => {
+                        let hello: client_fn::ConnectToProxy = q.decode().expect("hello");
+                        let wallet = ctx
+                            .parse_address(&hello.params.client_owner_address)
+                            .expect("client address");
+                        let client_sc = ctx
+                            .client_sc(&wallet, &proxy_sc, &public_key)
+                            .expect("client contract");
+                        let answer = client::ConnectedToProxy {
+                            params: proxy::Params {
+                                flags: 3, // as COCOON: base and versions, nothing else
+                                proxy_public_key: public_key,
+                                proxy_owner_address: ctx.format(&owner),
+                                proxy_sc_address: ctx.format(&proxy_sc),
+                                is_test: Some(true),
+                                proto_version: Some(4),
+                            },
+                            client_sc_address: ctx.format(&client_sc),
+                            auth: client::ProxyConnectionAuthShort {
+                                secret_hash: sha2::Sha256::digest(b"secret").into(),
+                                nonce: 1,
+                            }
+                            .into(),
+                            signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                        };
+                        let _ = q.answer(&answer).await;
+                    }
+                    Some(client_fn::AuthorizeWithProxyShort::ID) => {
+                        let answer = client::AuthorizationWithProxySuccess {
+                            signed_payment: proxy::SignedPaymentEmpty {}.into(),
+                            tokens_committed_to_db: 0,
+                            max_tokens: 0,
+                        };
+                        let _ = q.answer(&answer).await;
+                    }
+                    _ => {
+                        let _ = q.error(651, "not served here").await;
+                    }
+                },
+                Incoming::Packet(data) => {
+                    if let Some(id) = cocoon_tl::peek_id(&data) {
+                        seen.lock().expect("lock").push(id);
+                    }
+                    // Answers with a head only: the request stays open.
+                    if let Ok(query) = cocoon_tl::from_bytes::<client_fn::RunQueryEx>(&data) {
+                        let head: cocoon_tl::enums::client::QueryAnswerEx = client::QueryAnswerEx {
+                            request_id: query.request_id,
+                            answer: json_head(b"{".to_vec()),
+                            flags: 0,
+                            final_info: None,
+                        }
+                        .into();
+                        let _ = handle.send_packet(&head).await;
+                    }
+                }
+            }
+        }
+    });
+    let client = client_to(addr, cocoon_node::client::MAX_PROTO, "client-1").await;
+    assert_eq!(client.proto().number(), 4);
+    let (request_id, mut rx) = client
+        .run_query(chat_request(chat_body(false, json!({})), 4000))
+        .await
+        .expect("sent");
+    assert!(matches!(
+        rx.recv().await,
+        Some(cocoon_node::client::AnswerEvent::Head(_))
+    ));
+    client.cancel(request_id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ids = received.lock().expect("lock").clone();
+    assert_eq!(
+        ids,
+        vec![cocoon_tl::functions::client::RunQueryEx::ID],
+        "{ids:x?}"
+    );
+}
