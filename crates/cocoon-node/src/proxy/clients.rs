@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use cocoon_net::{ErrorCode, IncomingQuery, RpcHandle};
+use cocoon_net::{IncomingQuery, RpcHandle};
 use cocoon_tl::functions::client as client_fn;
 use cocoon_tl::types::{client, cocoonrs};
 use cocoon_tl::TlConstructor;
 use tracing::{debug, warn};
 
 use super::admission::ClientSession;
+use super::connections::not_served;
 use super::{to_i64, Proxy};
 use crate::ledger::Party;
 use crate::util::hex_short;
@@ -39,16 +40,8 @@ impl Proxy {
                 let answer = self.worker_types_v1();
                 let _ = q.answer(&answer).await;
             }
-            other => {
-                let name = other
-                    .and_then(cocoon_tl::constructor_name)
-                    .unwrap_or("unknown");
-                let _ = q
-                    .error(
-                        ErrorCode::ProtocolViolation.code(),
-                        &format!("proxy does not serve {name}"),
-                    )
-                    .await;
+            _ => {
+                not_served(q).await;
             }
         }
     }

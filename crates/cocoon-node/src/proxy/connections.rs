@@ -194,6 +194,16 @@ pub(super) enum Hangup {
     Unanswered(#[from] RpcError),
 }
 
+/// Answers a query the proxy does not serve (the connection lives on).
+pub(super) async fn not_served(q: IncomingQuery) {
+    let name = q
+        .function_id()
+        .and_then(cocoon_tl::constructor_name)
+        .unwrap_or("unknown");
+    let message = format!("proxy does not serve {name}");
+    let _ = q.error(ErrorCode::ProtocolViolation.code(), &message).await;
+}
+
 /// Answers `q` with an error and returns the reason to close the connection.
 pub(super) async fn hang_up(q: IncomingQuery, code: ErrorCode, message: String) -> Hangup {
     let _ = q.error(code.code(), &message).await;

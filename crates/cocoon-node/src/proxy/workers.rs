@@ -6,15 +6,16 @@ use cocoon_tl::functions::worker as worker_fn;
 use cocoon_tl::types::{proxy, worker};
 use cocoon_tl::{enums, TlConstructor};
 use tracing::{debug, info, warn};
+use tycho_types::models::StdAddr;
 
-use super::connections::{hang_up, Hangup};
+use super::connections::{hang_up, not_served, Hangup};
 use super::routing::{Reputation, WorkerLink};
 use super::{log_text, to_i64, Proxy};
+use crate::chain::Owner;
 use crate::ledger::Party;
 use crate::protocol::http::base_model_name;
 use crate::protocol::version::flags;
-use crate::protocol::Extensions;
-use crate::protocol::Refusal;
+use crate::protocol::{Extensions, Refusal};
 
 impl Proxy {
     /// Handles a worker query; Err means the connection must close.
@@ -94,12 +95,7 @@ impl Proxy {
             }
             Some(worker_fn::CompareBalanceWithProxy::ID) => {
                 let req: worker_fn::CompareBalanceWithProxy = q.decode()?;
-                let Some((owner, sc)) = self
-                    .state()
-                    .workers
-                    .get(id)
-                    .map(|w| (w.owner.clone(), w.sc.clone()))
-                else {
+                let Some((owner, sc)) = self.worker_identity(id) else {
                     let message = "compare before connectToProxy".to_owned();
                     return Err(hang_up(q, ErrorCode::ProtocolViolation, message).await);
                 };
@@ -146,12 +142,7 @@ impl Proxy {
                     .map_err(Hangup::from)
             }
             Some(worker_fn::UpdatePaymentStatus::ID) => {
-                let Some((owner, sc)) = self
-                    .state()
-                    .workers
-                    .get(id)
-                    .map(|w| (w.owner.clone(), w.sc.clone()))
-                else {
+                let Some((owner, sc)) = self.worker_identity(id) else {
                     let message = "payment status before connectToProxy".to_owned();
                     return Err(hang_up(q, ErrorCode::ProtocolViolation, message).await);
                 };
@@ -163,19 +154,18 @@ impl Proxy {
                 };
                 q.answer(&answer).await.map_err(Hangup::from)
             }
-            other => {
-                let name = other
-                    .and_then(cocoon_tl::constructor_name)
-                    .unwrap_or("unknown");
-                let _ = q
-                    .error(
-                        ErrorCode::ProtocolViolation.code(),
-                        &format!("proxy does not serve {name}"),
-                    )
-                    .await;
+            _ => {
+                not_served(q).await;
                 Ok(())
             }
         }
+    }
+
+    /// The owner and contract of worker connection `id`, once its hello was admitted.
+    fn worker_identity(&self, id: u64) -> Option<(Owner, StdAddr)> {
+        let state = self.state();
+        let w = state.workers.get(id)?;
+        Some((w.owner.clone(), w.sc.clone()))
     }
 
     pub(super) async fn worker_packet(&self, id: u64, handle: &RpcHandle, data: &[u8]) {
