@@ -63,26 +63,30 @@ fn wallet_key(
     }
 }
 
-/// The chain the role works against: `chain` when given (e.g. the devnet's embedded TVM
-/// chain), else the `[chain]` table: a toncenter API (`mode = "toncenter"`) or fake-TON.
+/// The chain the role works against, and the root config version it runs on: `chain`
+/// when given (e.g. the devnet's embedded TVM chain), else the `[chain]` table: a
+/// toncenter API (`mode = "toncenter"`), COCOON's fake-TON file, or fake-TON.
 async fn chain_view(
     table: &ChainConfig,
     is_test: bool,
     chain: Option<&ChainView>,
-) -> Result<ChainView, StartError> {
-    let view = match chain {
-        Some(view) => view.clone(),
-        None if table.mode == "toncenter" => toncenter_view(table, is_test).await?,
+) -> Result<(ChainView, i32), StartError> {
+    let (view, config_version) = match chain {
+        Some(view) => (view.clone(), table.config_version),
+        None if table.mode == "toncenter" => {
+            (toncenter_view(table, is_test).await?, table.config_version)
+        }
         None if table.fake_ton_file.is_some() => fake_ton_file_view(table)?,
         None => {
             let prices = table.prices()?;
             let context = ChainContext::fake(&prices, is_test)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            return Ok(ChainView {
+            let view = ChainView {
                 context,
                 prices,
                 settlement: None,
-            });
+            };
+            return Ok((view, table.config_version));
         }
     };
     if view.context.is_test() != is_test {
@@ -96,11 +100,12 @@ async fn chain_view(
         ))
         .into());
     }
-    Ok(view)
+    Ok((view, config_version))
 }
 
-/// Fake-TON on COCOON's own root file (shared with official roles started on it).
-fn fake_ton_file_view(table: &ChainConfig) -> Result<ChainView, StartError> {
+/// Fake-TON on COCOON's own root file (shared with official roles started on it), and the
+/// file's config version.
+fn fake_ton_file_view(table: &ChainConfig) -> Result<(ChainView, i32), StartError> {
     let Some(path) = &table.fake_ton_file else {
         return Err(ConfigError::Invalid("no fake_ton_file".into()).into());
     };
@@ -117,19 +122,10 @@ fn fake_ton_file_view(table: &ChainConfig) -> Result<ChainView, StartError> {
     // compares address texts, flags included).
     let (root, flags) = cocoon_ton::address::parse(root)
         .map_err(|e| ConfigError::Invalid(format!("[chain] root_address {root:?}: {e}")))?;
-    pseudo
+    let view = pseudo
         .view(root, flags.testnet)
-        .map_err(|e| ConfigError::Invalid(e.to_string()).into())
-}
-
-/// The root config version a role runs on: the fake-TON file's, else the table's.
-fn config_version(table: &ChainConfig) -> Result<i32, StartError> {
-    match &table.fake_ton_file {
-        Some(path) => Ok(crate::chain::PseudoRoot::load(path)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?
-            .version),
-        None => Ok(table.config_version),
-    }
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok((view, pseudo.version))
 }
 
 /// A real network through toncenter: the root read from the chain, settlement with
@@ -208,7 +204,7 @@ pub async fn start_proxy(
     cfg: &ProxyConfig,
     chain: Option<&ChainView>,
 ) -> Result<RunningProxy, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
+    let (view, config_version) = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     let prices = view.prices;
     let mut identity = cfg.attestation.identity()?;
     identity.spawn_renewal();
@@ -260,7 +256,7 @@ pub async fn start_proxy(
         owner_address: cfg.owner_address.clone(),
         signing_key: identity.key.clone(),
         is_test: cfg.is_test,
-        config_version: config_version(&cfg.chain)?,
+        config_version,
         pseudo_client_tokens: cfg.chain.pseudo_client_tokens,
         max_attempts: cfg.max_attempts.max(1),
         connection: ConnectionConfig::default(),
@@ -428,7 +424,7 @@ pub async fn start_worker(
     backend: Option<Arc<dyn InferenceBackend>>,
     chain: Option<&ChainView>,
 ) -> Result<RunningWorker, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
+    let (view, _) = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     let watch = watch_root(&view);
     let backend: Arc<dyn InferenceBackend> = match backend {
         Some(b) => b,
@@ -612,7 +608,7 @@ pub async fn start_client(
     cfg: &ClientConfig,
     chain: Option<&ChainView>,
 ) -> Result<RunningClient, StartError> {
-    let view = chain_view(&cfg.chain, cfg.is_test, chain).await?;
+    let (view, config_version) = chain_view(&cfg.chain, cfg.is_test, chain).await?;
     let watch = watch_root(&view);
     if cfg.proxies.is_empty() {
         return Err(ConfigError::Invalid("client needs at least one proxy".into()).into());
@@ -656,7 +652,7 @@ pub async fn start_client(
         owner_address,
         is_test: cfg.is_test,
         secret_string: cfg.secret_string.clone(),
-        config_version: config_version(&cfg.chain)?,
+        config_version,
         max_proto: crate::client::MAX_PROTO,
         chain: watch,
         onchain,
