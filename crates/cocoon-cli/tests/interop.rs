@@ -102,7 +102,7 @@ impl OfficialStack {
         let mut out = String::new();
         for name in ["router", "proxy", "worker", "client", "key-manager"] {
             let path = self.run.path().join("logs").join(format!("{name}.log"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let text = read_log(&path);
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             out.push_str(&format!("--- {name}.log (end)\n"));
             for line in tail.into_iter().rev() {
@@ -124,40 +124,77 @@ impl Drop for OfficialStack {
     }
 }
 
-/// Waits until `api`'s `/v1/models` lists `model`.
-async fn wait_for_model(http: &reqwest::Client, api: &str, model: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Waits until `api`'s `/v1/models` lists `model`; else fails with `what` and `logs()`.
+async fn wait_for_model(
+    http: &reqwest::Client,
+    api: &str,
+    model: &str,
+    what: &str,
+    logs: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let listed = http
-            .get(format!("{api}/v1/models"))
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status().is_success());
-        if listed == Some(true) {
-            let body: Value = http
-                .get(format!("{api}/v1/models"))
-                .send()
-                .await
-                .expect("models")
-                .json()
-                .await
-                .expect("json");
-            if body["data"]
+        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if models.is_some_and(|m| {
+            m["data"]
                 .as_array()
                 .is_some_and(|d| d.iter().any(|m| m["id"] == model))
-            {
-                return;
-            }
+        }) {
+            return;
         }
-        if Instant::now() > deadline {
-            panic!(
-                "{api} never listed {model}; our client's log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
+        assert!(Instant::now() < deadline, "{what}\n{}", logs());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// One chat request for `model` through `api`: it must be answered (200, a message).
+async fn chat_ok(http: &reqwest::Client, api: &str, model: &str, logs: &dyn Fn() -> String) {
+    let answer = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 32,
+        }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("answer");
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{text}\n{}", logs());
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}\n{}",
+        logs()
+    );
+}
+
+/// Writes `config` as `work/NAME.toml` and starts `cocoon ROLE --config` on it, its log in
+/// `work/NAME.log`.
+fn spawn_cocoon(role: &str, work: &Path, name: &str, config: &str) -> (Proc, PathBuf) {
+    let path = work.join(format!("{name}.toml"));
+    std::fs::write(&path, config).expect("config");
+    let log = work.join(format!("{name}.log"));
+    let proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args([role, "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cocoon {role}: {e}")),
+    );
+    (proc, log)
+}
+
+/// A log file's text (empty when unreadable), for failure messages.
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Our client (`cocoon client`) dials the official proxy through the official router's
@@ -170,71 +207,24 @@ async fn our_client_through_the_official_proxy_and_worker() {
     let _serial = SERIAL.lock().await;
     let stack = OfficialStack::start(&dir, 20000);
     let work = tempfile::tempdir().expect("tempdir");
-    let http_port = free_port();
-    let config = format!(
-        r#"owner_address = "{owner}"
-http_listen = "127.0.0.1:{http_port}"
-proxies = ["127.0.0.1:{proxy_port}"]
-is_test = true
-
-[attestation]
-tee = "none"
-key_file = "{key}"
-max_pow_difficulty = 28
-
-[proxy_policy]
-kind = "any"
-
-[chain]
-mode = "fake"
-fake_ton_file = "{fake_ton}"
-root_address = "{root}"
-"#,
-        owner = stack.config_field("client-config.json", "owner_address"),
-        proxy_port = stack.port(11002),
-        key = work.path().join("client_key.pem").display(),
-        fake_ton = stack.cfg("fake-ton-config.json").display(),
-        root = stack.config_field("client-config.json", "root_contract_address"),
+    let (_client, api, log) = start_our_client(
+        work.path(),
+        stack.port(11002),
+        &stack.cfg("fake-ton-config.json"),
+        &stack.config_field("client-config.json", "root_contract_address"),
+        &stack.config_field("client-config.json", "owner_address"),
     );
-    let config_path = work.path().join("client.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let log = work.path().join("client.log");
-    let _client = Proc(
-        Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(["client", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("cocoon client"),
-    );
-    let api = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
-    wait_for_model(&http, &api, OFFICIAL_MODEL, &log).await;
-
-    let answer = http
-        .post(format!("{api}/v1/chat/completions"))
-        .json(&json!({
-            "model": OFFICIAL_MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 32,
-        }))
-        .send()
-        .await
-        .expect("answer");
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert_eq!(
-        status,
-        200,
-        "{body}\nour client's log:\n{}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default(),
-        stack.logs()
-    );
-    assert!(
-        body["choices"][0]["message"]["content"].is_string(),
-        "{body}"
-    );
+    let logs = || format!("our client's log:\n{}\n{}", read_log(&log), stack.logs());
+    wait_for_model(
+        &http,
+        &api,
+        OFFICIAL_MODEL,
+        "our client never listed the official worker's model",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
 
     // Streamed: the official worker parses its backend's SSE stream as bare JSON and drops
     // it (upstream issue #49), so nothing arrives. Upstream's client hands the app an empty
@@ -316,18 +306,7 @@ root_address = "{root}"
         key = work.join("proxy_key.pem").display(),
         fake_ton = fake_ton.display(),
     );
-    let path = work.join("proxy.toml");
-    std::fs::write(&path, config).expect("proxy config");
-    let log = work.join("proxy.log");
-    let proc = Proc(
-        Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(["proxy", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("cocoon proxy"),
-    );
+    let (proc, log) = spawn_cocoon("proxy", work, "proxy", &config);
     (proc, client_port, worker_port, log)
 }
 
@@ -363,18 +342,7 @@ root_address = "{root}"
         key = work.join("client_key.pem").display(),
         fake_ton = fake_ton.display(),
     );
-    let path = work.join("client.toml");
-    std::fs::write(&path, config).expect("client config");
-    let log = work.join("client.log");
-    let proc = Proc(
-        Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(["client", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("cocoon client"),
-    );
+    let (proc, log) = spawn_cocoon("client", work, "client", &config);
     (proc, format!("http://127.0.0.1:{http_port}"), log)
 }
 
@@ -444,50 +412,21 @@ async fn our_client_and_proxy_with_an_official_worker() {
     let logs = || {
         format!(
             "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}",
-            std::fs::read_to_string(&proxy_log).unwrap_or_default(),
-            std::fs::read_to_string(&worker_log).unwrap_or_default(),
-            std::fs::read_to_string(&client_log).unwrap_or_default(),
+            read_log(&proxy_log),
+            read_log(&worker_log),
+            read_log(&client_log),
         )
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        if models.is_some_and(|m| {
-            m["data"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|m| m["id"] == OFFICIAL_MODEL))
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the official worker never became ready at our proxy\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let answer = http
-        .post(format!("{api}/v1/chat/completions"))
-        .json(&json!({
-            "model": OFFICIAL_MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 32,
-        }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("answer");
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 200, "{body}\n{}", logs());
-    assert!(
-        body["choices"][0]["message"]["content"].is_string(),
-        "{body}"
-    );
+    wait_for_model(
+        &http,
+        &api,
+        OFFICIAL_MODEL,
+        "the official worker never became ready at our proxy",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({
@@ -536,18 +475,7 @@ root_address = "{root}"
         key = work.join("worker_key.pem").display(),
         fake_ton = fake_ton.display(),
     );
-    let path = work.join("worker.toml");
-    std::fs::write(&path, config).expect("worker config");
-    let log = work.join("worker.log");
-    let proc = Proc(
-        Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(["worker", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("cocoon worker"),
-    );
+    let (proc, log) = spawn_cocoon("worker", work, "worker", &config);
     (proc, log)
 }
 
@@ -577,49 +505,21 @@ async fn our_worker_and_client_with_the_official_proxy() {
     let logs = || {
         format!(
             "our worker:\n{}\nour client:\n{}\n{}",
-            std::fs::read_to_string(&worker_log).unwrap_or_default(),
-            std::fs::read_to_string(&client_log).unwrap_or_default(),
+            read_log(&worker_log),
+            read_log(&client_log),
             stack.logs()
         )
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        if models.is_some_and(|m| {
-            m["data"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|m| m["id"] == common::MODEL))
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "our worker never showed at the official proxy\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let answer = http
-        .post(format!("{api}/v1/chat/completions"))
-        .json(&json!({
-            "model": common::MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-        }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("answer");
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 200, "{body}\n{}", logs());
-    assert!(
-        body["choices"][0]["message"]["content"].is_string(),
-        "{body}"
-    );
+    wait_for_model(
+        &http,
+        &api,
+        common::MODEL,
+        "our worker never showed at the official proxy",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, common::MODEL, &logs).await;
     // Priced below our worker's 1000: the official proxy refuses, the app gets an error.
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
@@ -694,51 +594,21 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let logs = || {
         format!(
             "our proxy:\n{}\nour worker:\n{}\nofficial client:\n{}",
-            std::fs::read_to_string(&proxy_log).unwrap_or_default(),
-            std::fs::read_to_string(&worker_log).unwrap_or_default(),
-            std::fs::read_to_string(&client_log).unwrap_or_default(),
+            read_log(&proxy_log),
+            read_log(&worker_log),
+            read_log(&client_log),
         )
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let models: Option<Value> = match http.get(format!("{api}/v1/models")).send().await {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        if models.is_some_and(|m| {
-            m["data"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|m| m["id"] == common::MODEL))
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the official client never saw our worker through our proxy\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let answer = http
-        .post(format!("{api}/v1/chat/completions"))
-        .json(&json!({
-            "model": common::MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-        }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("answer");
-    let status = answer.status();
-    let body = answer.text().await.unwrap_or_default();
-    assert_eq!(status, 200, "{body}\n{}", logs());
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    assert!(
-        body["choices"][0]["message"]["content"].is_string(),
-        "{body}\n{}",
-        logs()
-    );
+    wait_for_model(
+        &http,
+        &api,
+        common::MODEL,
+        "the official client never saw our worker through our proxy",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, common::MODEL, &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({
