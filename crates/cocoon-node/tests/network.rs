@@ -814,9 +814,8 @@ async fn a_request_encrypted_to_an_unknown_key_is_refused() {
 async fn our_client_never_sends_an_official_proxy_our_extensions() {
     use cocoon_net::{ConnectionConfig, Incoming, RpcConnection};
     use cocoon_tl::functions::client as client_fn;
-    use cocoon_tl::types::{client, proxy};
+    use cocoon_tl::types::client;
     use cocoon_tl::TlConstructor;
-    use sha2::Digest;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -826,10 +825,7 @@ async fn our_client_never_sends_an_official_proxy_our_extensions() {
     let seen = received.clone();
     tokio::spawn(async move {
         let key = ed25519_dalek::SigningKey::from_bytes(&[78; 32]);
-        let public_key = key.verifying_key().to_bytes();
-        let ctx = chain();
         let owner = cocoon_node::chain::devnet_address("official-proxy");
-        let proxy_sc = ctx.proxy_sc(&owner, &public_key).expect("proxy contract");
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
@@ -843,37 +839,11 @@ async fn our_client_never_sends_an_official_proxy_our_extensions() {
                 Incoming::Query(q) => match q.function_id() {
                     Some(client_fn::ConnectToProxy::ID) => {
                         let hello: client_fn::ConnectToProxy = q.decode().expect("hello");
-                        let wallet = ctx
-                            .parse_address(&hello.params.client_owner_address)
-                            .expect("client address");
-                        let client_sc = ctx
-                            .client_sc(&wallet, &proxy_sc, &public_key)
-                            .expect("client contract");
-                        let answer = client::ConnectedToProxy {
-                            params: proxy::Params {
-                                flags: 3, // as COCOON: base and versions, nothing else
-                                proxy_public_key: public_key,
-                                proxy_owner_address: ctx.format(&owner),
-                                proxy_sc_address: ctx.format(&proxy_sc),
-                                is_test: Some(true),
-                                proto_version: Some(4),
-                            },
-                            client_sc_address: ctx.format(&client_sc),
-                            auth: client::ProxyConnectionAuthShort {
-                                secret_hash: sha2::Sha256::digest(b"secret").into(),
-                                nonce: 1,
-                            }
-                            .into(),
-                            signed_payment: proxy::SignedPaymentEmpty {}.into(),
-                        };
+                        let answer = proxy_hello_answer(&hello, &key, &owner, 3, 4); // as COCOON: base and versions, nothing else
                         let _ = q.answer(&answer).await;
                     }
                     Some(client_fn::AuthorizeWithProxyShort::ID) => {
-                        let answer = client::AuthorizationWithProxySuccess {
-                            signed_payment: proxy::SignedPaymentEmpty {}.into(),
-                            tokens_committed_to_db: 0,
-                            max_tokens: 0,
-                        };
+                        let answer = proxy_authorized();
                         let _ = q.answer(&answer).await;
                     }
                     _ => {

@@ -505,3 +505,52 @@ impl cocoon_node::transport::Dialer for GatedDialer {
         })
     }
 }
+
+/// A hand-written proxy's answer to a client's hello: the proxy of `key` owned by `owner`
+/// under the test root, hello params `flags` at protocol `proto`, and short authorization
+/// with the hash of the tests' secret.
+pub fn proxy_hello_answer(
+    hello: &cocoon_tl::functions::client::ConnectToProxy,
+    key: &ed25519_dalek::SigningKey,
+    owner: &tycho_types::models::StdAddr,
+    flags: u32,
+    proto: i32,
+) -> cocoon_tl::types::client::ConnectedToProxy {
+    use cocoon_tl::types::{client, proxy};
+    use sha2::Digest;
+    let ctx = chain();
+    let public_key = key.verifying_key().to_bytes();
+    let proxy_sc = ctx.proxy_sc(owner, &public_key).expect("proxy contract");
+    let wallet = ctx
+        .parse_address(&hello.params.client_owner_address)
+        .expect("client address");
+    let client_sc = ctx
+        .client_sc(&wallet, &proxy_sc, &public_key)
+        .expect("client contract");
+    client::ConnectedToProxy {
+        params: proxy::Params {
+            flags,
+            proxy_public_key: public_key,
+            proxy_owner_address: ctx.format(owner),
+            proxy_sc_address: ctx.format(&proxy_sc),
+            is_test: Some(true),
+            proto_version: Some(proto),
+        },
+        client_sc_address: ctx.format(&client_sc),
+        auth: client::ProxyConnectionAuthShort {
+            secret_hash: sha2::Sha256::digest(b"secret").into(),
+            nonce: 1,
+        }
+        .into(),
+        signed_payment: proxy::SignedPaymentEmpty {}.into(),
+    }
+}
+
+/// A hand-written proxy's answer to a client's authorization: accepted, nothing owed.
+pub fn proxy_authorized() -> cocoon_tl::types::client::AuthorizationWithProxySuccess {
+    cocoon_tl::types::client::AuthorizationWithProxySuccess {
+        signed_payment: cocoon_tl::types::proxy::SignedPaymentEmpty {}.into(),
+        tokens_committed_to_db: 0,
+        max_tokens: 0,
+    }
+}
