@@ -46,6 +46,9 @@ export const OP = {
     rootReset: 0x563c1d96,
     rootUpgradeFull: 0x4f7c5789,
     rootChangeOwner: 0xc4a1ae54,
+    rootAddPublicKeySigned: 0x9e0e1821,
+    rootAddPublicKey: 0x6e5a646a,
+    rootChangeKeyManager: 0xb01c0fe9,
     workerProxyRequest: 0x4d725d2c,
     workerProxyPayoutRequest: 0x08e7d036,
     clientProxyRequest: 0x65448ff4,
@@ -107,7 +110,7 @@ export const STORAGE = toNano('0.01');
 export const T0 = 1_800_000_000;
 
 export const DEFAULT_PARAMS = {
-    structVersion: 3,
+    structVersion: 5,
     paramsVersion: 1,
     uniqueId: 13,
     isTest: true,
@@ -142,7 +145,23 @@ export function paramsCell(p = DEFAULT_PARAMS, codes = {}) {
 }
 
 /** Root data as read by the C++ (spec §6.1). dicts are Dictionary objects or null. */
-export function rootDataCell({ owner, version = 0, proxyHashes = null, registered = null, lastProxySeqno = 0, workerHashes = null, modelHashes = null, params }) {
+/** NetAddr / ProxyInfo bits: `type:bit(0) len:uint7 bytes[len]`. */
+export function storeNetAddr(b, text) {
+    const bytes = Buffer.from(text, 'utf8');
+    return b.storeUint(0, 1).storeUint(bytes.length, 7).storeBuffer(bytes);
+}
+
+/** struct_version >= 4 key-manager cell (spec 9060ce5 §6.1). */
+export function keyManagerCell({ publicKeys = null, kmPublicKey = 0n, kmImageHash = 0n, kmAddr = '' } = {}) {
+    return storeNetAddr(beginCell().storeMaybeRef(publicKeys).storeUint(kmPublicKey, 256).storeUint(kmImageHash, 256), kmAddr).endCell();
+}
+
+/** struct_version >= 5 verified-keys cell: three empty dictionaries. */
+export function verifiedKeysCell() {
+    return beginCell().storeMaybeRef(null).storeMaybeRef(null).storeMaybeRef(null).endCell();
+}
+
+export function rootDataCell({ owner, version = 0, proxyHashes = null, registered = null, lastProxySeqno = 0, workerHashes = null, modelHashes = null, params, keyManager = keyManagerCell() }) {
     const data = beginCell()
         .storeMaybeRef(proxyHashes)
         .storeMaybeRef(registered)
@@ -150,7 +169,8 @@ export function rootDataCell({ owner, version = 0, proxyHashes = null, registere
         .storeMaybeRef(workerHashes)
         .storeMaybeRef(modelHashes)
         .endCell();
-    return beginCell().storeAddress(owner).storeUint(version, 32).storeRef(data).storeRef(params).endCell();
+    return beginCell().storeAddress(owner).storeUint(version, 32).storeRef(data).storeRef(params)
+        .storeRef(keyManager).storeRef(verifiedKeysCell()).endCell();
 }
 
 export function proxyDataCell({ owner, publicKey, root, params }) {

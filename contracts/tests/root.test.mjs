@@ -4,11 +4,31 @@ import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
     Env, CODE, OP, ERR, DEFAULT_PARAMS, paramsCell, rootDataCell, stateInit, proxyInfo, body, expectTx, msgsTo,
-    toNano, beginCell, Dictionary, TupleBuilder, STORAGE,
+    toNano, beginCell, Dictionary, TupleBuilder, STORAGE, T0, keyPair, keyManagerCell, sign,
 } from './helpers.mjs';
 
 const H1 = 0x1111n;
 const H2 = 0x2222n;
+const K1 = 0xaaaan;
+const K2 = 0xbbbbn;
+const KM = keyPair(9);
+const KM_PUBLIC = BigInt('0x' + KM.publicKey.toString('hex'));
+
+/** `root_add_public_key_signed`: §5.4 wrapper around `op qid public_key key_type expire_at`. */
+function signedKey({ key, keyType = 1, expireAt, excessesTo, secretKey = KM.secretKey, qid = 5n, payloadQid = qid, extra = false }) {
+    const pb = beginCell().storeUint(OP.rootAddPublicKeySigned, 32).storeUint(payloadQid, 64)
+        .storeUint(key, 256).storeUint(keyType, 8).storeUint(expireAt, 32);
+    if (extra) pb.storeUint(0, 1);
+    const payload = pb.endCell();
+    return beginCell().storeUint(OP.rootAddPublicKeySigned, 32).storeUint(qid, 64).storeAddress(excessesTo)
+        .storeBuffer(sign(payload.hash(), secretKey)).storeRef(payload).endCell();
+}
+
+async function keyValid(env, root, key) {
+    const args = new TupleBuilder();
+    args.writeNumber(key);
+    return (await env.get(root.address, 'public_key_is_valid', args.build())).readBoolean();
+}
 
 async function rootData(env, root) {
     const r = await env.get(root.address, 'get_cocoon_data');
@@ -58,7 +78,29 @@ function parseLikeCpp(dataCell) {
     const modelHashes = d.loadDict(u256, Inline);
     assert.equal(d.remainingBits, 0);
     assert.equal(d.remainingRefs, 0);
-    return { owner, version, params, proxyHashes, registered, lastProxySeqno, workerHashes, modelHashes };
+    // struct_version >= 4: key-manager cell; >= 5: verified keys (spec 9060ce5 §6.1)
+    const k = s.loadRef().beginParse();
+    const publicKeys = k.loadDict(u256, Inline);
+    const kmPublicKey = k.loadUintBig(256);
+    const kmImageHash = k.loadUintBig(256);
+    assert.equal(k.loadUint(1), 0);
+    const kmAddr = k.loadBuffer(k.loadUint(7)).toString('utf8');
+    assert.equal(k.remainingBits, 0);
+    assert.equal(k.remainingRefs, 0);
+    const v = s.loadRef().beginParse();
+    for (let i = 0; i < 3; i++) v.loadDict(u256, Inline);
+    assert.equal(v.remainingBits, 0);
+    assert.equal(v.remainingRefs, 0);
+    assert.equal(s.remainingBits, 0);
+    assert.equal(s.remainingRefs, 0);
+    const keys = new Map();
+    for (const [key, cell] of publicKeys) {
+        const ks = cell.beginParse();
+        assert.equal(ks.remainingBits, 40, 'PublicKeyInfo is exactly 40 bits');
+        assert.equal(ks.remainingRefs, 0);
+        keys.set(key, { keyType: ks.loadUint(8), expireAt: ks.loadUint(32) });
+    }
+    return { owner, version, params, proxyHashes, registered, lastProxySeqno, workerHashes, modelHashes, keys, kmPublicKey, kmImageHash, kmAddr };
 }
 
 function readProxyInfo(cell) {
@@ -197,10 +239,10 @@ describe('root', () => {
         d = await rootData(env, root);
         assert.deepEqual([d.version, d.paramsVersion], [2, 3]);
 
-        // the stored params cell is a struct_version 3 CocoonParams with all three codes
+        // the stored params cell is a struct_version 5 CocoonParams with all three codes
         const cpp = parseLikeCpp(await rawRootData(env, root));
         const ps = cpp.params.beginParse();
-        assert.equal(ps.loadUint(8), 3);
+        assert.equal(ps.loadUint(8), 5);
         assert.equal(ps.loadUint(32), 3);
         await env.assertConserved();
     });
@@ -276,6 +318,8 @@ describe('root', () => {
             body(OP.rootUpgrade).storeRef(CODE.wallet), body(OP.rootReset),
             body(OP.rootUpgradeFull).storeRef(beginCell().endCell()).storeRef(CODE.wallet),
             body(OP.rootChangeOwner).storeAddress(env.stranger.address),
+            body(OP.rootAddPublicKey).storeUint(K1, 256).storeUint(1, 8).storeUint(T0 + 100, 32),
+            body(OP.rootChangeKeyManager).storeUint(K1, 256).storeUint(H1, 256).storeBuilder(proxyInfo('a:1')),
         ];
         const before = await rawRootData(env, root);
         for (const b of bodies) {
@@ -292,6 +336,72 @@ describe('root', () => {
         const r2 = stateInit(CODE.root, rootDataCell({ owner: env.rootOwner.address, params: old }));
         const res = await env.send(env.rootOwner, r2.address, toNano('1'), body(OP.rootAddWorkerType, 1n).storeUint(H1, 256).endCell(), { code: r2.code, data: r2.data });
         expectTx(res, { to: r2.address, exitCode: ERR.storedDataDamaged });
+        await env.assertConserved();
+    });
+
+    it('registers public keys from the owner and from the key manager, dropping expired ones (struct_version 5)', async () => {
+        // the owner names the key manager: key, image hash, address
+        let res = await send(body(OP.rootChangeKeyManager, 1n).storeUint(KM_PUBLIC, 256).storeUint(H1, 256).storeBuilder(proxyInfo('10.0.0.1:13001')).endCell());
+        expectTx(res, { to: root.address, success: true });
+        let cpp = parseLikeCpp(await rawRootData(env, root));
+        assert.deepEqual([cpp.kmPublicKey, cpp.kmImageHash, cpp.kmAddr, cpp.version], [KM_PUBLIC, H1, '10.0.0.1:13001', 1]);
+        const km = (await env.get(root.address, 'get_key_manager'));
+        assert.deepEqual([km.readBigNumber(), km.readBigNumber(), km.readNumber()], [KM_PUBLIC, H1, 0]);
+
+        // the owner adds a key directly
+        res = await send(body(OP.rootAddPublicKey, 2n).storeUint(K1, 256).storeUint(1, 8).storeUint(T0 + 100, 32).endCell());
+        expectTx(res, { to: root.address, success: true });
+        assert.equal(await keyValid(env, root, K1), true);
+
+        // anyone may deliver a key-manager-signed key; excesses go where the wrapper says
+        const balance0 = await env.balanceOf(root.address);
+        res = await env.send(env.stranger, root.address, toNano('0.4'), signedKey({ key: K2, expireAt: T0 + 86400, excessesTo: env.workerOwner.address }));
+        expectTx(res, { to: root.address, success: true });
+        assert.equal(msgsTo(res, env.workerOwner.address, OP.excesses).length, 1, 'excesses to send_excesses_to');
+        assert.equal(await env.balanceOf(root.address), balance0, 'root keeps exactly its balance');
+        cpp = parseLikeCpp(await rawRootData(env, root));
+        assert.deepEqual(cpp.keys.get(K2), { keyType: 1, expireAt: T0 + 86400 });
+        assert.equal(cpp.version, 3);
+        assert.equal((await rootData(env, root)).paramsVersion, 1, 'key changes do not touch params_version');
+
+        // K1 expires; it is no longer valid, and the next registration removes it
+        env.chain.now = T0 + 101;
+        assert.equal(await keyValid(env, root, K1), false);
+        res = await env.send(env.stranger, root.address, toNano('0.4'), signedKey({ key: H2, expireAt: T0 + 200, excessesTo: env.stranger.address, qid: 6n }));
+        expectTx(res, { to: root.address, success: true });
+        cpp = parseLikeCpp(await rawRootData(env, root));
+        assert.deepEqual([...cpp.keys.keys()].sort(), [H2, K2].sort(), 'the expired key is gone');
+        // re-registering a key updates it in place
+        res = await send(body(OP.rootAddPublicKey, 3n).storeUint(H2, 256).storeUint(2, 8).storeUint(T0 + 300, 32).endCell());
+        expectTx(res, { to: root.address, success: true });
+        cpp = parseLikeCpp(await rawRootData(env, root));
+        assert.deepEqual(cpp.keys.get(H2), { keyType: 2, expireAt: T0 + 300 });
+        await env.assertConserved();
+    });
+
+    it('refuses bad key registrations: wrong signer (1007), mismatched or malformed payload (1005), expired key (1000), bad address (1004)', async () => {
+        await send(body(OP.rootChangeKeyManager, 1n).storeUint(KM_PUBLIC, 256).storeUint(H1, 256).storeBuilder(proxyInfo('10.0.0.1:13001')).endCell());
+        const before = await rawRootData(env, root);
+        const to = env.stranger.address;
+        const cases = [
+            [signedKey({ key: K1, expireAt: T0 + 10, excessesTo: to, secretKey: keyPair(10).secretKey }), ERR.badSignature],
+            [signedKey({ key: K1, expireAt: T0 + 10, excessesTo: to, payloadQid: 99n }), ERR.signedFormat],
+            [signedKey({ key: K1, expireAt: T0 + 10, excessesTo: to, extra: true }), ERR.signedFormat],
+            [signedKey({ key: K1, expireAt: T0 - 1, excessesTo: to }), ERR.oldMessage],
+        ];
+        for (const [b, code] of cases) {
+            const res = await env.send(env.stranger, root.address, toNano('0.4'), b);
+            expectTx(res, { to: root.address, exitCode: code });
+        }
+        let res = await send(body(OP.rootAddPublicKey, 2n).storeUint(K1, 256).storeUint(1, 8).storeUint(T0 - 1, 32).endCell());
+        expectTx(res, { to: root.address, exitCode: ERR.oldMessage });
+        res = await send(body(OP.rootChangeKeyManager, 2n).storeUint(K1, 256).storeUint(H1, 256).storeUint(1, 1).storeUint(3, 7).storeBuffer(Buffer.from('a:1')).endCell());
+        expectTx(res, { to: root.address, exitCode: ERR.msgFormat });
+        assert.ok((await rawRootData(env, root)).equals(before), 'refused registrations change nothing');
+        // with no key manager key set (zero), no signature is accepted
+        const fresh = stateInit(CODE.root, rootDataCell({ owner: env.rootOwner.address, version: 1, params: paramsCell(), keyManager: keyManagerCell() }));
+        res = await env.send(env.rootOwner, fresh.address, toNano('1'), signedKey({ key: K1, expireAt: T0 + 10, excessesTo: to }), { code: fresh.code, data: fresh.data });
+        expectTx(res, { to: fresh.address, exitCode: ERR.badSignature });
         await env.assertConserved();
     });
 

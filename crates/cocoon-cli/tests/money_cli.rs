@@ -890,3 +890,61 @@ fn a_running_devnet_whose_chain_api_does_not_answer_is_named() {
         "{err}"
     );
 }
+
+/// Struct_version 5 through the CLI: the owner names a key manager and registers a key;
+/// `root show` lists both; a stranger, an expired key and a bad address are refused before
+/// anything is sent or by the root.
+#[test]
+fn root_key_manager_and_keys_through_the_cli() {
+    let d = devnet();
+    let out = d.ok(&["root", "show"]);
+    assert!(
+        field(&out, "params version:").ends_with("(struct version 5)"),
+        "{out}"
+    );
+    assert_eq!(field(&out, "key manager address:"), "(none)");
+    assert_eq!(field(&out, "registered keys:"), "(none)");
+
+    let km = "ab".repeat(32);
+    let out = d.ok(&[
+        "root",
+        "set-key-manager",
+        "--public-key",
+        &km,
+        "--image-hash",
+        &"cd".repeat(32),
+        "--address",
+        "127.0.0.1:13001",
+    ]);
+    assert_eq!(field(&out, "root version:"), "1 -> 2");
+    let bad = d.refused(&[
+        "root",
+        "set-key-manager",
+        "--public-key",
+        &km,
+        "--address",
+        "localhost:1",
+    ]);
+    assert!(bad.contains("IPv4"), "{bad}");
+
+    let key = "0a".repeat(32);
+    let out = d.ok(&["root", "add-key", &key, "--expires-in", "3600"]);
+    assert!(field(&out, "key registered:").starts_with(&key), "{out}");
+    let bad = d.refused(&["root", "add-key", &key, "--expire-at", "1000"]);
+    assert!(bad.contains("already be expired"), "{bad}");
+    let err = d.refused(&["root", "add-key", &"0b".repeat(32), "--wallet", "client"]);
+    assert!(err.contains("exit code 1010"), "{err}");
+
+    let out = d.ok(&["root", "show"]);
+    assert_eq!(field(&out, "key manager:"), km);
+    assert_eq!(field(&out, "key manager address:"), "127.0.0.1:13001");
+    assert!(
+        out.contains(&format!("  {key} type 1 expires at ")),
+        "{out}"
+    );
+    assert!(out.contains("(valid)"), "{out}");
+    let cfg = d.chain().root_config().unwrap();
+    assert_eq!(cfg.key_manager.public_keys.len(), 1);
+    assert_eq!(cfg.key_manager.image_hash, [0xcd; 32]);
+    assert!(d.chain().supply().unwrap().is_conserved());
+}

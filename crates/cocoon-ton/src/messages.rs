@@ -200,6 +200,40 @@ pub enum Body {
         /// New owner.
         new_owner: StdAddr,
     },
+    /// Root (owner): `root_add_public_key query_id public_key:uint256 key_type:uint8
+    /// expire_at:uint32` (9060ce5).
+    RootAddPublicKey {
+        /// Query id.
+        query_id: u64,
+        /// The key being registered.
+        key: KeyRegistration,
+    },
+    /// Root (any sender): `root_add_public_key_signed query_id send_excesses_to
+    /// signature:bits512 ^payload`, the §5.4 wrapper around `op query_id public_key
+    /// key_type expire_at`, signed by the key manager's machine key (9060ce5). Built with
+    /// [`Body::signed_key_registration`].
+    RootAddPublicKeySigned {
+        /// Query id (repeated in the payload).
+        query_id: u64,
+        /// Where the root sends the change (not signed).
+        send_excesses_to: StdAddr,
+        /// Ed25519 signature of the payload cell's hash.
+        signature: [u8; 64],
+        /// The key being registered.
+        key: KeyRegistration,
+    },
+    /// Root (owner): `root_change_key_manager query_id public_key:uint256
+    /// image_hash:uint256 NetAddr` (9060ce5; the layout of COCOON's contracts at edafcb2b).
+    RootChangeKeyManager {
+        /// Query id.
+        query_id: u64,
+        /// The key manager's machine key (verifies signed registrations).
+        public_key: [u8; 32],
+        /// The image hash a key manager must be attested with.
+        image_hash: [u8; 32],
+        /// `"ip:port"` where proxies and workers reach it; empty for none.
+        address: String,
+    },
     /// Worker contract → proxy contract: `worker_proxy_request query_id owner
     /// state:uint2 tokens:uint64 payload:(Maybe ^Cell)`.
     WorkerProxyRequest {
@@ -489,7 +523,62 @@ impl WorkerPayoutPayload {
     }
 }
 
+/// A public key registration on the root: `public_key:uint256 key_type:uint8 expire_at:uint32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRegistration {
+    /// Ed25519 public key apps encrypt to.
+    pub public_key: [u8; 32],
+    /// Kind of key (the key manager issues 1).
+    pub key_type: u8,
+    /// Unix time when the key expires.
+    pub expire_at: u32,
+}
+
+impl KeyRegistration {
+    fn store(&self, b: &mut CellBuilder) -> Result<()> {
+        b.store_raw(&self.public_key, 256)?;
+        b.store_u8(self.key_type)?;
+        b.store_u32(self.expire_at)?;
+        Ok(())
+    }
+
+    fn load(s: &mut CellSlice<'_>) -> Result<Self> {
+        Ok(KeyRegistration {
+            public_key: load_hash(s)?,
+            key_type: s.load_u8()?,
+            expire_at: s.load_u32()?,
+        })
+    }
+
+    /// The signed payload cell of `root_add_public_key_signed`.
+    fn signed_payload(&self, query_id: u64) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        head(&mut b, op::ROOT_ADD_PUBLIC_KEY_SIGNED, query_id)?;
+        self.store(&mut b)?;
+        Ok(b.build()?)
+    }
+}
+
 impl Body {
+    /// `root_add_public_key_signed` for `key`, signed with the key manager's machine key
+    /// `signer` (its public half must be the root's `key_manager_public_key`).
+    pub fn signed_key_registration(
+        signer: &ed25519_dalek::SigningKey,
+        query_id: u64,
+        send_excesses_to: StdAddr,
+        key: KeyRegistration,
+    ) -> Result<Body> {
+        use ed25519_dalek::Signer as _;
+        let payload = key.signed_payload(query_id)?;
+        let signature = signer.sign(payload.repr_hash().as_array()).to_bytes();
+        Ok(Body::RootAddPublicKeySigned {
+            query_id,
+            send_excesses_to,
+            signature,
+            key,
+        })
+    }
+
     /// The opcode this body starts with (0 for text).
     pub fn op(&self) -> u32 {
         match self {
@@ -507,6 +596,9 @@ impl Body {
             Body::RootReset { .. } => op::ROOT_RESET,
             Body::RootUpgradeFull { .. } => op::ROOT_UPGRADE_FULL,
             Body::RootChangeOwner { .. } => op::ROOT_CHANGE_OWNER,
+            Body::RootAddPublicKey { .. } => op::ROOT_ADD_PUBLIC_KEY,
+            Body::RootAddPublicKeySigned { .. } => op::ROOT_ADD_PUBLIC_KEY_SIGNED,
+            Body::RootChangeKeyManager { .. } => op::ROOT_CHANGE_KEY_MANAGER,
             Body::WorkerProxyRequest { .. } => op::WORKER_PROXY_REQUEST,
             Body::ClientProxyRequest { .. } => op::CLIENT_PROXY_REQUEST,
             Body::ExtProxyIncreaseStake { .. } => op::EXT_PROXY_INCREASE_STAKE,
@@ -630,6 +722,32 @@ impl Body {
             } => {
                 head(&mut b, code, *query_id)?;
                 store_address(&mut b, new_owner)?;
+            }
+            Body::RootAddPublicKey { query_id, key } => {
+                head(&mut b, code, *query_id)?;
+                key.store(&mut b)?;
+            }
+            Body::RootAddPublicKeySigned {
+                query_id,
+                send_excesses_to,
+                signature,
+                key,
+            } => {
+                head(&mut b, code, *query_id)?;
+                store_address(&mut b, send_excesses_to)?;
+                b.store_raw(signature, 512)?;
+                b.store_reference(key.signed_payload(*query_id)?)?;
+            }
+            Body::RootChangeKeyManager {
+                query_id,
+                public_key,
+                image_hash,
+                address,
+            } => {
+                head(&mut b, code, *query_id)?;
+                b.store_raw(public_key, 256)?;
+                b.store_raw(image_hash, 256)?;
+                store_proxy_info(&mut b, address)?;
             }
             Body::WorkerProxyRequest {
                 query_id,
@@ -864,6 +982,39 @@ impl Body {
             op::ROOT_CHANGE_OWNER => Body::RootChangeOwner {
                 query_id,
                 new_owner: load_address(s)?,
+            },
+            op::ROOT_ADD_PUBLIC_KEY => Body::RootAddPublicKey {
+                query_id,
+                key: KeyRegistration::load(s)?,
+            },
+            op::ROOT_ADD_PUBLIC_KEY_SIGNED => {
+                let send_excesses_to = load_address(s)?;
+                let mut signature = [0u8; 64];
+                s.load_raw(&mut signature, 512)?;
+                let payload = s.load_reference_cloned()?;
+                let mut p = open(&payload)?;
+                let (inner_op, inner_query) = (p.load_u32()?, p.load_u64()?);
+                if inner_op != op::ROOT_ADD_PUBLIC_KEY_SIGNED || inner_query != query_id {
+                    return Err(TonError::layout(
+                        "root_add_public_key_signed",
+                        "payload op or query id differs from the wrapper's",
+                    ));
+                }
+                let key = KeyRegistration::load(&mut p)?;
+                expect_end(&p, "root_add_public_key_signed payload")?;
+                Body::RootAddPublicKeySigned {
+                    query_id,
+                    send_excesses_to,
+                    signature,
+                    key,
+                }
+            }
+            op::ROOT_CHANGE_KEY_MANAGER => Body::RootChangeKeyManager {
+                query_id,
+                public_key: load_hash(s)?,
+                image_hash: load_hash(s)?,
+                address: load_proxy_info(s)?
+                    .ok_or_else(|| TonError::layout("NetAddr", "unknown type"))?,
             },
             op::WORKER_PROXY_REQUEST => Body::WorkerProxyRequest {
                 query_id,

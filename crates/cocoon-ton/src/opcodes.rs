@@ -43,6 +43,12 @@ pub const ROOT_RESET: u32 = 0x563c_1d96;
 pub const ROOT_UPGRADE_FULL: u32 = 0x4f7c_5789;
 /// Root (Tolk only): change the owner.
 pub const ROOT_CHANGE_OWNER: u32 = 0xc4a1_ae54;
+/// Root (struct_version ≥ 4, owner): register a public key for end-to-end encryption.
+pub const ROOT_ADD_PUBLIC_KEY: u32 = 0x6e5a_646a;
+/// Root (struct_version ≥ 4, any sender): a key registration signed by the key manager.
+pub const ROOT_ADD_PUBLIC_KEY_SIGNED: u32 = 0x9e0e_1821;
+/// Root (struct_version ≥ 4, owner): set the key manager's key, image hash and address.
+pub const ROOT_CHANGE_KEY_MANAGER: u32 = 0xb01c_0fe9;
 
 /// Worker contract → proxy contract notification.
 pub const WORKER_PROXY_REQUEST: u32 = 0x4d72_5d2c;

@@ -10,7 +10,9 @@
 //! `registered_proxies` (`[{seqno, address}]`), `price_per_token`,
 //! `worker_fee_per_token`, `last_proxy_seqno`, `version`, `params_version`,
 //! `proxy_sc_code`/`worker_sc_code`/`client_sc_code` (hex BOC; empty gives an
-//! empty cell, as in the C++), `root_owner_address`. The rest is fixed as in the
+//! empty cell, as in the C++), `root_owner_address`, and since 9060ce5
+//! `registered_public_keys` (`[{public_key (base64), key_type, expire_at}]`) and
+//! `key_manager_address` (`"ip:port"`). The rest is fixed as in the
 //! C++ `load_from_tl(rootConfig_pseudo)`: struct_version 1, unique_id 13,
 //! is_test true, delays 600/300 s, stakes 1 TON, multipliers 10000.
 
@@ -23,7 +25,9 @@ use tycho_types::models::StdAddr;
 use crate::address::parse_addr;
 use crate::cells::from_boc_hex;
 use crate::error::{Result, TonError};
-use crate::root::{CocoonParams, RegisteredProxy, RootConfig};
+use crate::root::{
+    CocoonParams, KeyManagerInfo, RegisteredKey, RegisteredProxy, RootConfig, VerifiedKeys,
+};
 
 fn cfg(msg: impl Into<String>) -> TonError {
     TonError::Config(msg.into())
@@ -162,6 +166,23 @@ pub fn root_config_from_value(obj: &Value) -> Result<RootConfig> {
         client_sc_code: Some(code(obj, "client_sc_code")?),
         ..CocoonParams::default()
     };
+    let mut public_keys = Vec::new();
+    for k in array_field(obj, "registered_public_keys")? {
+        let Value::String(key) = field(k, "public_key") else {
+            return Err(cfg(
+                "registered_public_keys: public_key must be a base64 string",
+            ));
+        };
+        let key_type = u32_field(k, "key_type")?;
+        public_keys.push(RegisteredKey {
+            public_key: decode_int256(key)?,
+            key_type: u8::try_from(key_type)
+                .map_err(|_| cfg(format!("registered_public_keys: key_type {key_type} > 255")))?,
+            expire_at: u32_field(k, "expire_at")?,
+        });
+    }
+    public_keys.sort_by_key(|k| k.public_key);
+    let key_manager_address = str_field(obj, "key_manager_address")?;
     Ok(RootConfig {
         owner,
         version: u32_field(obj, "version")?,
@@ -171,6 +192,12 @@ pub fn root_config_from_value(obj: &Value) -> Result<RootConfig> {
         worker_hashes,
         model_hashes,
         params,
+        key_manager: KeyManagerInfo {
+            public_keys,
+            address: (!key_manager_address.is_empty()).then_some(key_manager_address),
+            ..KeyManagerInfo::default()
+        },
+        verified_keys: VerifiedKeys::default(),
     })
 }
 

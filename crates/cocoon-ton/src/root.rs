@@ -2,9 +2,10 @@
 //! per-party contract codes) and [`RootConfig`] (everything the runners read from
 //! the root's data cell), spec §6.1.
 //!
-//! The reader is tolerant of the params `struct_version` (0–3) exactly like the
-//! C++ `RootContractConfig::load_from_state`: multipliers missing in older
-//! versions default to 10000, stakes to 1 TON.
+//! The reader is tolerant of the params `struct_version` (0–5) exactly like the
+//! C++ `RootContractConfig::load_from_state` of COCOON 9060ce5: multipliers missing in
+//! older versions default to 10000, stakes to 1 TON; from 4 the root carries a
+//! key-manager cell ([`KeyManagerInfo`]), from 5 a verified-keys cell ([`VerifiedKeys`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -24,7 +25,7 @@ pub const ONE_TON: u64 = 1_000_000_000;
 /// Multiplier meaning "×1.0" (multipliers are in 1/10000).
 pub const MULTIPLIER_ONE: u32 = 10_000;
 /// Highest params `struct_version` this crate (and the C++ reader) understands.
-pub const MAX_STRUCT_VERSION: u8 = 3;
+pub const MAX_STRUCT_VERSION: u8 = 5;
 
 /// Which contract codes a params cell carries. The C++ names these by a bit
 /// mask: 1 = proxy code, 2 = worker code, 4 = client code.
@@ -44,7 +45,8 @@ impl CodeMask {
 /// and copied (without some codes) into every per-party contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CocoonParams {
-    /// Layout version of this struct (0..=3).
+    /// Layout version of this struct (0..=5; 4 and 5 keep the layout of 3 and add cells to
+    /// the root's storage).
     pub struct_version: u8,
     /// Bumped whenever prices or codes change; per-party addresses depend on it.
     pub params_version: u32,
@@ -150,7 +152,7 @@ impl CocoonParams {
         Ok(b.build()?)
     }
 
-    /// Parses a params cell of any `struct_version` up to 3. Extra data is an error.
+    /// Parses a params cell of any `struct_version` up to 5. Extra data is an error.
     pub fn from_cell(cell: &Cell) -> Result<Self> {
         let mut s = open(cell)?;
         let struct_version = s.load_u8()?;
@@ -304,6 +306,151 @@ pub struct RootConfig {
     pub model_hashes: Vec<[u8; 32]>,
     /// Economic params and contract codes.
     pub params: CocoonParams,
+    /// The keys apps may encrypt requests to and the key manager issuing them
+    /// (`struct_version` ≥ 4; empty before).
+    pub key_manager: KeyManagerInfo,
+    /// Verified proxy, worker and key-manager keys (`struct_version` ≥ 5; empty before).
+    pub verified_keys: VerifiedKeys,
+}
+
+/// A public key registered on the root for end-to-end encryption (COCOON
+/// `PublicKeyInfo`: exactly 40 bits, `key_type:uint8 expire_at:uint32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredKey {
+    /// Ed25519 public key (the dictionary key).
+    pub public_key: [u8; 32],
+    /// Kind of key; the key manager issues type 1.
+    pub key_type: u8,
+    /// Unix time after which the key is no longer valid.
+    pub expire_at: u32,
+}
+
+/// The root's key-manager cell (`struct_version` ≥ 4, spec 9060ce5 §6.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyManagerInfo {
+    /// Registered keys, sorted by public key, expired ones included until an op removes them.
+    pub public_keys: Vec<RegisteredKey>,
+    /// The key manager's machine key: it signs `root_add_public_key_signed`.
+    pub public_key: [u8; 32],
+    /// The image hash a key manager must be attested with.
+    pub image_hash: [u8; 32],
+    /// Where proxies and workers reach the key manager (`"ip:port"`); None when unset.
+    pub address: Option<String>,
+}
+
+impl KeyManagerInfo {
+    /// The registered keys still valid at `now` (unix seconds).
+    pub fn valid_keys(&self, now: u32) -> impl Iterator<Item = &RegisteredKey> {
+        self.public_keys.iter().filter(move |k| k.expire_at >= now)
+    }
+}
+
+/// The root's verified-keys cell (`struct_version` ≥ 5): three sorted key sets. COCOON's
+/// runners do not consult them yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifiedKeys {
+    /// Verified proxy keys.
+    pub proxy: Vec<[u8; 32]>,
+    /// Verified worker keys.
+    pub worker: Vec<[u8; 32]>,
+    /// Verified key-manager keys.
+    pub key_manager: Vec<[u8; 32]>,
+}
+
+/// Value of a `public_keys` entry: `key_type:uint8 expire_at:uint32`.
+struct KeyInfoValue(u8, u32);
+
+impl Store for KeyInfoValue {
+    fn store_into(
+        &self,
+        b: &mut CellBuilder,
+        _: &dyn tycho_types::cell::CellContext,
+    ) -> Result<(), tycho_types::error::Error> {
+        b.store_u8(self.0)?;
+        b.store_u32(self.1)
+    }
+}
+
+impl KeyManagerInfo {
+    fn from_cell(cell: &Cell) -> Result<Self> {
+        let mut s = open(cell)?;
+        let keys_root = load_maybe_ref(&mut s)?;
+        let mut public_key = [0u8; 32];
+        s.load_raw(&mut public_key, 256)?;
+        let mut image_hash = [0u8; 32];
+        s.load_raw(&mut image_hash, 256)?;
+        let address = load_proxy_info(&mut s)?
+            .ok_or_else(|| TonError::layout("key manager", "address of an unknown type"))?;
+        expect_end(&s, "key manager cell")?;
+        let mut public_keys = Vec::new();
+        let raw: RawDict<256> = RawDict::from(keys_root);
+        for item in raw.iter() {
+            let (key, mut value) = item?;
+            let mut k = [0u8; 32];
+            key.as_data_slice().load_raw(&mut k, 256)?;
+            let key_type = value.load_u8()?;
+            let expire_at = value.load_u32()?;
+            expect_end(&value, "PublicKeyInfo")?;
+            public_keys.push(RegisteredKey {
+                public_key: k,
+                key_type,
+                expire_at,
+            });
+        }
+        public_keys.sort_by_key(|k| k.public_key);
+        Ok(KeyManagerInfo {
+            public_keys,
+            public_key,
+            image_hash,
+            address: (!address.is_empty()).then_some(address),
+        })
+    }
+
+    fn to_cell(&self) -> Result<Cell> {
+        let map: BTreeMap<HashBytes, KeyInfoValue> = self
+            .public_keys
+            .iter()
+            .map(|k| {
+                (
+                    HashBytes(k.public_key),
+                    KeyInfoValue(k.key_type, k.expire_at),
+                )
+            })
+            .collect();
+        let mut keys: Dict<HashBytes, KeyInfoValue> = Dict::new();
+        for (k, v) in map {
+            keys.set(k, v)?;
+        }
+        let mut b = CellBuilder::new();
+        store_maybe_ref(&mut b, keys.root().as_ref())?;
+        b.store_raw(&self.public_key, 256)?;
+        b.store_raw(&self.image_hash, 256)?;
+        store_proxy_info(&mut b, self.address.as_deref().unwrap_or(""))?;
+        Ok(b.build()?)
+    }
+}
+
+impl VerifiedKeys {
+    fn from_cell(cell: &Cell) -> Result<Self> {
+        let mut s = open(cell)?;
+        let proxy = hash_keys(load_maybe_ref(&mut s)?)?;
+        let worker = hash_keys(load_maybe_ref(&mut s)?)?;
+        let key_manager = hash_keys(load_maybe_ref(&mut s)?)?;
+        expect_end(&s, "verified keys cell")?;
+        Ok(VerifiedKeys {
+            proxy,
+            worker,
+            key_manager,
+        })
+    }
+
+    fn to_cell(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        store_maybe_ref(&mut b, hash_dict(&self.proxy)?.as_ref())?;
+        store_maybe_ref(&mut b, hash_dict(&self.worker)?.as_ref())?;
+        store_maybe_ref(&mut b, hash_dict(&self.key_manager)?.as_ref())?;
+        Ok(b.build()?)
+    }
 }
 
 fn hash_keys(dict: Option<Cell>) -> Result<Vec<[u8; 32]>> {
@@ -325,7 +472,8 @@ fn hash_dict(keys: &[[u8; 32]]) -> Result<Option<Cell>> {
 impl RootConfig {
     /// Parses the root contract's data cell.
     ///
-    /// Layout: bits `owner:MsgAddressInt version:uint32`, refs `[data, params]`;
+    /// Layout: bits `owner:MsgAddressInt version:uint32`, refs `[data, params]`, then
+    /// `key_manager` when params `struct_version` ≥ 4 and `verified_keys` when ≥ 5;
     /// `data = proxy_hashes:(HashmapE 256) registered_proxies:(HashmapE 32 ProxyInfo)
     /// last_proxy_seqno:uint32 worker_hashes:(HashmapE 256) model_hashes:(HashmapE 256)`.
     ///
@@ -338,8 +486,18 @@ impl RootConfig {
         let version = s.load_u32()?;
         let data_cell = s.load_reference_cloned()?;
         let params_cell = s.load_reference_cloned()?;
-        expect_end(&s, "root data cell")?;
         let params = CocoonParams::from_cell(&params_cell)?;
+        let key_manager = if params.struct_version >= 4 {
+            KeyManagerInfo::from_cell(&s.load_reference_cloned()?)?
+        } else {
+            KeyManagerInfo::default()
+        };
+        let verified_keys = if params.struct_version >= 5 {
+            VerifiedKeys::from_cell(&s.load_reference_cloned()?)?
+        } else {
+            VerifiedKeys::default()
+        };
+        expect_end(&s, "root data cell")?;
 
         let mut d = open(&data_cell)?;
         let proxy_hashes = hash_keys(load_maybe_ref(&mut d)?)?;
@@ -369,6 +527,8 @@ impl RootConfig {
             worker_hashes,
             model_hashes,
             params,
+            key_manager,
+            verified_keys,
         })
     }
 
@@ -392,6 +552,12 @@ impl RootConfig {
         b.store_u32(self.version)?;
         b.store_reference(data)?;
         b.store_reference(self.params.to_cell(CodeMask::ROOT)?)?;
+        if self.params.struct_version >= 4 {
+            b.store_reference(self.key_manager.to_cell()?)?;
+        }
+        if self.params.struct_version >= 5 {
+            b.store_reference(self.verified_keys.to_cell()?)?;
+        }
         Ok(b.build()?)
     }
 

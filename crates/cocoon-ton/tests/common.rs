@@ -49,8 +49,8 @@ pub fn params(version: &str, codes: &str) -> CocoonParams {
         ..CocoonParams::default()
     };
     match version {
-        "v3" => CocoonParams {
-            struct_version: 3,
+        "v3" | "v5" => CocoonParams {
+            struct_version: if version == "v5" { 5 } else { 3 },
             params_version: 7,
             unique_id: 13,
             is_test: true,

@@ -27,6 +27,8 @@ fn root_config() -> RootConfig {
         worker_hashes: vec![],
         model_hashes: vec![],
         params: params("v3", "ours"),
+        key_manager: Default::default(),
+        verified_keys: Default::default(),
     }
 }
 

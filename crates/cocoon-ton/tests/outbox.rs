@@ -22,6 +22,8 @@ fn setup() -> (FakeTon, CocoonWallet) {
         worker_hashes: vec![],
         model_hashes: vec![],
         params: params("v1", "ours"),
+        key_manager: Default::default(),
+        verified_keys: Default::default(),
     };
     let f = FakeTon::new(addr(0xee), cfg, false).unwrap();
     f.set_time(Some(T0));

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 #[test]
 fn params_every_struct_version() {
-    for v in 0..=3u8 {
+    for v in 0..=5u8 {
         let mut p = params("v3", "ours");
         p.struct_version = v;
         let cell = p.to_cell(CodeMask::ROOT).unwrap();
@@ -34,7 +34,7 @@ fn params_every_struct_version() {
         // Bits: 8+32+32+1 + 2 coins(price 1000 -> 4+16, fee 600 -> 4+16)
         //       + multipliers + 64 delays + stakes + 3 maybe bits.
         let mults = match v {
-            3 => 128,
+            3..=5 => 128,
             2 => 64,
             _ => 0,
         };
@@ -50,11 +50,11 @@ fn params_every_struct_version() {
 #[test]
 fn params_refuse_bad_input() {
     let mut p = params("v3", "ours");
-    p.struct_version = 4;
+    p.struct_version = 6;
     assert!(p.to_cell(CodeMask::NONE).is_err());
-    // A version-4 cell is refused by the reader.
+    // A version-6 cell is refused by the reader.
     let mut b = CellBuilder::new();
-    b.store_u8(4).unwrap();
+    b.store_u8(6).unwrap();
     b.store_zeros(300).unwrap();
     assert!(CocoonParams::from_cell(&b.build().unwrap()).is_err());
     // Extra data is refused.
@@ -98,11 +98,96 @@ fn root_data_round_trip_and_empty_dicts() {
         worker_hashes: vec![[1; 32]],
         model_hashes: vec![],
         params: params("v1", "fake_ton"),
+        key_manager: Default::default(),
+        verified_keys: Default::default(),
     };
     let back = RootConfig::from_data_cell(&cfg.to_data_cell().unwrap()).unwrap();
     assert_eq!(back, cfg);
     assert!(back.has_worker_hash(&[1; 32]));
     assert!(!back.has_proxy_hash(&[1; 32]));
+}
+
+/// Struct_version 4 adds the key-manager cell, 5 the verified-keys cell (9060ce5 §6.1);
+/// both round-trip, the cell count is what the C++ reader expects, and an older version
+/// neither writes nor reads them.
+#[test]
+fn root_data_key_manager_and_verified_keys() {
+    use cocoon_ton::root::{KeyManagerInfo, RegisteredKey, VerifiedKeys};
+    let key = |b: u8, t: u8, e: u32| RegisteredKey {
+        public_key: [b; 32],
+        key_type: t,
+        expire_at: e,
+    };
+    let mut cfg = RootConfig {
+        owner: addr(0x99),
+        version: 9,
+        proxy_hashes: vec![],
+        registered_proxies: vec![],
+        last_proxy_seqno: 0,
+        worker_hashes: vec![],
+        model_hashes: vec![],
+        params: params("v5", "ours"),
+        key_manager: KeyManagerInfo {
+            public_keys: vec![key(1, 1, 100), key(2, 1, 200), key(3, 2, 300)],
+            public_key: [0xaa; 32],
+            image_hash: [0xbb; 32],
+            address: Some("10.0.0.1:13001".into()),
+        },
+        verified_keys: VerifiedKeys {
+            proxy: vec![[4; 32]],
+            worker: vec![[5; 32], [6; 32]],
+            key_manager: vec![],
+        },
+    };
+    let cell = cfg.to_data_cell().unwrap();
+    assert_eq!(cell.reference_count(), 4);
+    assert_eq!(RootConfig::from_data_cell(&cell).unwrap(), cfg);
+    let valid: Vec<u8> = cfg
+        .key_manager
+        .valid_keys(200)
+        .map(|k| k.public_key[0])
+        .collect();
+    assert_eq!(
+        valid,
+        vec![2, 3],
+        "a key is valid up to and including expire_at"
+    );
+
+    cfg.params.struct_version = 4;
+    let cell = cfg.to_data_cell().unwrap();
+    assert_eq!(cell.reference_count(), 3);
+    let back = RootConfig::from_data_cell(&cell).unwrap();
+    assert_eq!(back.key_manager, cfg.key_manager);
+    assert_eq!(back.verified_keys, VerifiedKeys::default());
+
+    cfg.params.struct_version = 3;
+    let cell = cfg.to_data_cell().unwrap();
+    assert_eq!(cell.reference_count(), 2);
+    assert_eq!(
+        RootConfig::from_data_cell(&cell).unwrap().key_manager,
+        KeyManagerInfo::default()
+    );
+
+    // No address: written as a zero-length NetAddr and read back as None.
+    cfg.params.struct_version = 5;
+    cfg.key_manager.address = None;
+    let back = RootConfig::from_data_cell(&cfg.to_data_cell().unwrap()).unwrap();
+    assert_eq!(back.key_manager.address, None);
+
+    // A struct_version 5 params cell without the two extra refs is refused, not misread.
+    let mut v3 = cfg.clone();
+    v3.params.struct_version = 3;
+    let plain = v3.to_data_cell().unwrap();
+    let mut s = plain.as_slice().unwrap();
+    let data = s.load_reference_cloned().unwrap();
+    let _v3_params = s.load_reference_cloned().unwrap();
+    let mut tampered = CellBuilder::new();
+    tampered.store_slice(s).unwrap();
+    tampered.store_reference(data).unwrap();
+    tampered
+        .store_reference(cfg.params.to_cell(CodeMask::ROOT).unwrap())
+        .unwrap();
+    assert!(RootConfig::from_data_cell(&tampered.build().unwrap()).is_err());
 }
 
 fn substituted_fake_ton_json() -> String {
@@ -148,10 +233,24 @@ fn cocoon_fake_ton_config() {
         cfg.params.worker_sc_code.as_ref().unwrap().repr_hash().0,
         common::code("fake-ton-worker.boc").repr_hash().0
     );
-    // It survives the root data cell.
+    // 9060ce5 additions: the static test key and the key manager's address.
+    assert_eq!(cfg.key_manager.public_keys.len(), 1);
+    let k = cfg.key_manager.public_keys[0];
+    assert_eq!(
+        hex::encode(k.public_key),
+        "fb67d0fcd338f20e0d4957d9e82adc101d2e3513a448a3ab46052ee1b88c5818"
+    );
+    assert_eq!((k.key_type, k.expire_at), (1, 2_000_000_000));
+    assert_eq!(
+        cfg.key_manager.address.as_deref(),
+        Some("10.1.2.3:$EXTERNAL_KEY_MANAGER_PORT")
+    );
+    // It survives the root data cell, except what struct_version 1 has no cell for.
+    let mut without_keys = cfg.clone();
+    without_keys.key_manager = Default::default();
     assert_eq!(
         RootConfig::from_data_cell(&cfg.to_data_cell().unwrap()).unwrap(),
-        cfg
+        without_keys
     );
 }
 

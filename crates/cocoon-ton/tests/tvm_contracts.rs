@@ -408,7 +408,9 @@ fn root_contract_reads_and_writes_our_root_layout() {
         last_proxy_seqno: 4,
         worker_hashes: vec![],
         model_hashes: vec![[0xc1; 32]],
-        params: params("v3", "ours"),
+        params: params("v5", "ours"),
+        key_manager: Default::default(),
+        verified_keys: Default::default(),
     };
     let root = ContractInit::new(code("ours-root.boc"), cfg.to_data_cell().unwrap()).unwrap();
     let owner = addr(0x99);
@@ -476,4 +478,113 @@ fn root_contract_reads_and_writes_our_root_layout() {
         &add.to_cell().unwrap(),
     );
     assert_eq!(run.exit_code, 1010);
+}
+
+/// Struct_version 5 on the real TVM: the owner names a key manager, a key-manager-signed
+/// registration built by [`Body::signed_key_registration`] is accepted from a stranger, a
+/// forged one is refused, and [`RootConfig::from_data_cell`] reads what the contract wrote.
+#[test]
+fn root_contract_registers_keys_signed_by_the_key_manager() {
+    use cocoon_ton::messages::KeyRegistration;
+    use cocoon_ton::root::RootConfig;
+    let cfg = RootConfig {
+        owner: addr(0x99),
+        version: 1,
+        proxy_hashes: vec![],
+        registered_proxies: vec![],
+        last_proxy_seqno: 0,
+        worker_hashes: vec![],
+        model_hashes: vec![],
+        params: params("v5", "ours"),
+        key_manager: Default::default(),
+        verified_keys: Default::default(),
+    };
+    let root = ContractInit::new(code("ours-root.boc"), cfg.to_data_cell().unwrap()).unwrap();
+    let km = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+
+    let change = Body::RootChangeKeyManager {
+        query_id: 1,
+        public_key: km.verifying_key().to_bytes(),
+        image_hash: [0xee; 32],
+        address: "127.0.0.1:13001".into(),
+    };
+    let run = run_internal(
+        &root,
+        &root.data,
+        &addr(0x99),
+        ONE_TON,
+        &change.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 0, "root refused change_key_manager");
+    let data = run.data.unwrap();
+    let after = RootConfig::from_data_cell(&data).unwrap();
+    assert_eq!(after.key_manager.public_key, km.verifying_key().to_bytes());
+    assert_eq!(after.key_manager.image_hash, [0xee; 32]);
+    assert_eq!(
+        after.key_manager.address.as_deref(),
+        Some("127.0.0.1:13001")
+    );
+    assert_eq!(after.params.struct_version, 5);
+
+    let key = KeyRegistration {
+        public_key: [0x0a; 32],
+        key_type: 1,
+        expire_at: NOW + 86_400,
+    };
+    let signed = Body::signed_key_registration(&km, 7, addr(0x55), key).unwrap();
+    assert_eq!(
+        Body::parse(&signed.to_cell().unwrap()).unwrap(),
+        signed,
+        "round trip"
+    );
+    let run = run_internal(
+        &root,
+        &data,
+        &addr(0x77),
+        ONE_TON,
+        &signed.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 0, "root refused a key-manager-signed key");
+    let after = RootConfig::from_data_cell(run.data.as_ref().unwrap()).unwrap();
+    assert_eq!(after.key_manager.public_keys.len(), 1);
+    assert_eq!(after.key_manager.public_keys[0].public_key, [0x0a; 32]);
+    assert_eq!(after.key_manager.public_keys[0].expire_at, NOW + 86_400);
+    assert_eq!(after.version, 3);
+    assert_eq!(
+        after.to_data_cell().unwrap(),
+        *run.data.as_ref().unwrap(),
+        "our writer agrees"
+    );
+
+    let forged = Body::signed_key_registration(
+        &ed25519_dalek::SigningKey::from_bytes(&[0x43; 32]),
+        8,
+        addr(0x55),
+        key,
+    )
+    .unwrap();
+    let run = run_internal(
+        &root,
+        &data,
+        &addr(0x77),
+        ONE_TON,
+        &forged.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 1007, "a key not signed by the key manager");
+
+    let owner_key = Body::RootAddPublicKey {
+        query_id: 9,
+        key: KeyRegistration {
+            expire_at: NOW - 1,
+            ..key
+        },
+    };
+    let run = run_internal(
+        &root,
+        &data,
+        &addr(0x99),
+        ONE_TON,
+        &owner_key.to_cell().unwrap(),
+    );
+    assert_eq!(run.exit_code, 1000, "an expired key");
 }

@@ -1,4 +1,4 @@
-//! `cocoon root deploy|show|add-proxy|add-worker-hash|add-model|set-price`:
+//! `cocoon root deploy|show|add-proxy|add-worker-hash|add-model|set-price|set-key-manager|add-key`:
 //! the root contract, administered by its owner through the owner's cocoon wallet.
 
 use anyhow::{bail, Context};
@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use cocoon_ton::address::to_raw;
 use cocoon_ton::chain::AccountStatus;
 use cocoon_ton::local::{codes, GenesisRoot};
-use cocoon_ton::messages::Body;
+use cocoon_ton::messages::{Body, KeyRegistration};
 use cocoon_ton::opcodes as op;
 use cocoon_ton::root::{RegisteredProxy, RootConfig, MULTIPLIER_ONE, ONE_TON};
 use cocoon_ton::settlement::{body_message, deploy_message};
@@ -40,6 +40,51 @@ pub enum RootCommand {
     AddModel(AddModelArgs),
     /// Change the price per token and the worker fee (and optionally delays and stakes).
     SetPrice(SetPriceArgs),
+    /// Name the key manager (struct_version ≥ 4): its machine key, which signs the keys it
+    /// registers, the image hash it must be attested with, and where proxies and workers
+    /// reach it.
+    SetKeyManager(SetKeyManagerArgs),
+    /// Register a public key apps may encrypt requests to (struct_version ≥ 4). The key
+    /// manager registers its own keys; this is the owner's manual way.
+    AddKey(AddKeyArgs),
+}
+
+/// `cocoon root set-key-manager`.
+#[derive(Debug, Args)]
+pub struct SetKeyManagerArgs {
+    #[command(flatten)]
+    admin: AdminOpts,
+    /// The key manager's machine public key (Ed25519, 64 hex digits): `cocoon key-manager`
+    /// prints it at start-up.
+    #[arg(long)]
+    pub public_key: String,
+    /// The image hash a key manager must be attested with (64 hex digits; zeros for none).
+    #[arg(
+        long,
+        default_value = "0000000000000000000000000000000000000000000000000000000000000000"
+    )]
+    pub image_hash: String,
+    /// `IP:PORT` where proxies and workers reach the key manager; empty for none.
+    #[arg(long, default_value = "")]
+    pub address: String,
+}
+
+/// `cocoon root add-key`.
+#[derive(Debug, Args)]
+pub struct AddKeyArgs {
+    #[command(flatten)]
+    admin: AdminOpts,
+    /// The Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    /// Key type (the key manager issues type 1).
+    #[arg(long = "type", default_value_t = 1)]
+    pub key_type: u8,
+    /// Seconds from now until the key expires.
+    #[arg(long, default_value_t = 86_400, conflicts_with = "expire_at")]
+    pub expires_in: u32,
+    /// Unix time when the key expires (instead of --expires-in).
+    #[arg(long)]
+    pub expire_at: Option<u32>,
 }
 
 /// Options of every admin op.
@@ -164,7 +209,8 @@ pub async fn run(cmd: RootCommand) -> anyhow::Result<()> {
             let ctx = Ctx::open(&a.chain).await?;
             let (root, cfg) = ctx.root_config().await?;
             let balance = ctx.chain.account(&root).await?.balance;
-            print_config(&ctx, &root, &cfg, balance);
+            let now = ctx.chain.now().await?;
+            print_config(&ctx, &root, &cfg, balance, now);
             Ok(())
         }
         RootCommand::AddProxy(a) => add_proxy(a).await,
@@ -185,7 +231,99 @@ pub async fn run(cmd: RootCommand) -> anyhow::Result<()> {
             add_hash(a.admin, op::ROOT_ADD_MODEL_TYPE, hash, "model hash").await
         }
         RootCommand::SetPrice(a) => set_price(a).await,
+        RootCommand::SetKeyManager(a) => set_key_manager(a).await,
+        RootCommand::AddKey(a) => add_key(a).await,
     }
+}
+
+/// The root must carry the key-manager cell (struct_version ≥ 4) for key ops.
+fn needs_key_cell(cfg: &RootConfig) -> anyhow::Result<()> {
+    if cfg.params.struct_version < 4 {
+        bail!(
+            "refused: this root is at struct_version {}, which has no key-manager cell (4 or \
+             later needed); nothing sent",
+            cfg.params.struct_version
+        );
+    }
+    Ok(())
+}
+
+async fn set_key_manager(a: SetKeyManagerArgs) -> anyhow::Result<()> {
+    let public_key = parse_hash(&a.public_key, "--public-key")?;
+    let image_hash = parse_hash(&a.image_hash, "--image-hash")?;
+    let address = a.address.trim().to_owned();
+    if !address.is_empty() {
+        let check = RegisteredProxy {
+            seqno: 0,
+            address: address.clone(),
+        };
+        match check.endpoints() {
+            Some((w, c)) if w == c && !address.contains(' ') => {}
+            _ => bail!("--address {address:?} is not \"IP:PORT\" (IPv4)"),
+        }
+    }
+    let done = admin(&a.admin, |cfg, _| {
+        needs_key_cell(cfg)?;
+        Ok(Some(Body::RootChangeKeyManager {
+            query_id: cocoon_node::util::random_query_id(),
+            public_key,
+            image_hash,
+            address: address.clone(),
+        }))
+    })
+    .await?;
+    if let Some((_, _, after)) = done {
+        let km = &after.key_manager;
+        if km.public_key != public_key || km.image_hash != image_hash {
+            bail!("the root accepted the message but does not list the new key manager");
+        }
+        println!("key manager: {}", hex::encode(km.public_key));
+        println!("image hash:  {}", hex::encode(km.image_hash));
+        println!("address:     {}", km.address.as_deref().unwrap_or("(none)"));
+    }
+    Ok(())
+}
+
+async fn add_key(a: AddKeyArgs) -> anyhow::Result<()> {
+    let public_key = parse_hash(&a.public_key, "public key")?;
+    let mut expire_at = 0;
+    let done = admin(&a.admin, |cfg, now| {
+        needs_key_cell(cfg)?;
+        expire_at = a
+            .expire_at
+            .unwrap_or_else(|| now.saturating_add(a.expires_in));
+        if expire_at < now {
+            bail!(
+                "refused: the key would already be expired (expire_at {expire_at} < the \
+                 chain's time {now}); the root refuses that with exit code 1000. Nothing was sent."
+            );
+        }
+        Ok(Some(Body::RootAddPublicKey {
+            query_id: cocoon_node::util::random_query_id(),
+            key: KeyRegistration {
+                public_key,
+                key_type: a.key_type,
+                expire_at,
+            },
+        }))
+    })
+    .await?;
+    if let Some((_, _, after)) = done {
+        if !after
+            .key_manager
+            .public_keys
+            .iter()
+            .any(|k| k.public_key == public_key && k.expire_at == expire_at)
+        {
+            bail!("the root accepted the message but does not list the key");
+        }
+        println!(
+            "key registered: {} (type {}, expires at {expire_at})",
+            hex::encode(public_key),
+            a.key_type
+        );
+    }
+    Ok(())
 }
 
 /// Per-token prices are tiny: show TON and nanoTON.
@@ -221,7 +359,8 @@ fn hashes(list: &[[u8; 32]]) -> String {
 }
 
 /// Prints a root configuration.
-pub fn print_config(ctx: &Ctx, root: &StdAddr, cfg: &RootConfig, balance: u64) {
+/// `now` is the chain's time (for key validity).
+pub fn print_config(ctx: &Ctx, root: &StdAddr, cfg: &RootConfig, balance: u64, now: u32) {
     let p = &cfg.params;
     println!("root:        {}", ctx.fmt_both(root));
     println!("balance:     {}", ton(balance));
@@ -268,6 +407,33 @@ pub fn print_config(ctx: &Ctx, root: &StdAddr, cfg: &RootConfig, balance: u64) {
     println!("proxy hashes: {}", hashes(&cfg.proxy_hashes));
     println!("worker hashes: {}", hashes(&cfg.worker_hashes));
     println!("model hashes: {}", hashes(&cfg.model_hashes));
+    if p.struct_version >= 4 {
+        let km = &cfg.key_manager;
+        println!("key manager: {}", hex::encode(km.public_key));
+        println!("key manager image hash: {}", hex::encode(km.image_hash));
+        println!(
+            "key manager address: {}",
+            km.address.as_deref().unwrap_or("(none)")
+        );
+        if km.public_keys.is_empty() {
+            println!("registered keys: (none)");
+        } else {
+            println!("registered keys:");
+            for k in &km.public_keys {
+                let state = if k.expire_at >= now {
+                    "valid"
+                } else {
+                    "expired"
+                };
+                println!(
+                    "  {} type {} expires at {} ({state})",
+                    hex::encode(k.public_key),
+                    k.key_type,
+                    k.expire_at
+                );
+            }
+        }
+    }
     println!(
         "proxy code:  {}",
         code_hash(&p.proxy_sc_code, codes::proxy_code().map_err(Into::into))
@@ -282,15 +448,17 @@ pub fn print_config(ctx: &Ctx, root: &StdAddr, cfg: &RootConfig, balance: u64) {
     );
 }
 
-/// Sends `body` to the root from the owner's wallet; returns the config before and after.
+/// Sends `body` (made from the root's config and the chain's time) to the root from the
+/// owner's wallet; returns the config before and after.
 async fn admin(
     a: &AdminOpts,
-    make_body: impl FnOnce(&RootConfig) -> anyhow::Result<Option<Body>>,
+    make_body: impl FnOnce(&RootConfig, u32) -> anyhow::Result<Option<Body>>,
 ) -> anyhow::Result<Option<(Ctx, RootConfig, RootConfig)>> {
     let value = parse_amount(&a.value, "--value")?;
     let ctx = Ctx::open(&a.chain).await?;
     let (root, before) = ctx.root_config().await?;
-    let Some(body) = make_body(&before)? else {
+    let now = ctx.chain.now().await?;
+    let Some(body) = make_body(&before, now)? else {
         return Ok(None);
     };
     let w = ctx.wallet(&a.wallet, Some(ADMIN))?;
@@ -322,7 +490,7 @@ async fn admin(
 
 async fn add_hash(a: AdminOpts, code: u32, hash: [u8; 32], what: &str) -> anyhow::Result<()> {
     let hex_hash = hex::encode(hash);
-    let done = admin(&a, |cfg| {
+    let done = admin(&a, |cfg, _| {
         let present = match code {
             op::ROOT_ADD_WORKER_TYPE => cfg.has_worker_hash(&hash),
             op::ROOT_ADD_MODEL_TYPE => cfg.has_model_hash(&hash),
@@ -371,7 +539,7 @@ async fn add_proxy(a: AddProxyArgs) -> anyhow::Result<()> {
              (IPv4); runners would skip it"
         );
     }
-    let done = admin(&a.admin, |_| {
+    let done = admin(&a.admin, |_, _| {
         Ok(Some(Body::RootRegisterProxy {
             query_id: cocoon_node::util::random_query_id(),
             info: text.clone(),
@@ -416,7 +584,7 @@ async fn set_price(a: SetPriceArgs) -> anyhow::Result<()> {
     if price.is_none() && fee.is_none() && !more {
         bail!("nothing to change: pass --price, --worker-fee, --proxy-delay, --client-delay, --min-proxy-stake or --min-client-stake");
     }
-    let done = admin(&a.admin, |cfg| {
+    let done = admin(&a.admin, |cfg, _| {
         let p = &cfg.params;
         let price = price.unwrap_or(p.price_per_token);
         let fee = fee.unwrap_or(p.worker_fee_per_token);
@@ -556,7 +724,13 @@ async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
     let cfg = RootConfig::from_data_cell(&data)?;
     println!("deployed:    {}", ctx.fmt_both(&init.address));
     print_wallet_change(&w.label, before, after);
-    print_config(&ctx, &init.address, &cfg, st.balance);
+    print_config(
+        &ctx,
+        &init.address,
+        &cfg,
+        st.balance,
+        ctx.chain.now().await?,
+    );
     println!(
         "Use --root {} with the other commands to work with it.",
         ctx.fmt(&init.address)

@@ -21,13 +21,13 @@ pub struct GenesisRoot {
 
 impl GenesisRoot {
     /// The devnet defaults (the same as the contract tests' defaults):
-    /// struct version 3, params version 1, unique id 13, test network,
+    /// struct version 5 (key-manager and verified-key cells, no key manager set), params version 1, unique id 13, test network,
     /// 1000 nanoTON per token for clients and 600 for workers, multipliers 1.0,
     /// close delays 600 s (proxy) and 300 s (client), minimum stakes 1 TON,
     /// our proxy/worker/client codes, no hashes, no proxies; 10 TON balance.
     pub fn devnet(owner: StdAddr) -> crate::Result<Self> {
         let params = codes::with_our_codes(CocoonParams {
-            struct_version: 3,
+            struct_version: 5,
             params_version: 1,
             unique_id: 13,
             is_test: true,
@@ -55,6 +55,8 @@ impl GenesisRoot {
                 worker_hashes: Vec::new(),
                 model_hashes: Vec::new(),
                 params,
+                key_manager: Default::default(),
+                verified_keys: Default::default(),
             },
             balance: 10 * ONE_TON,
         })
