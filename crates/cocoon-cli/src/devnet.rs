@@ -9,7 +9,8 @@ use clap::Args;
 use cocoon_attest::{PolicyConfig, PolicyKind};
 use cocoon_node::chain::devnet_address_text;
 use cocoon_node::config::{
-    AttestationConfig, ChainConfig, ClientConfig, ProxyConfig, WorkerConfig,
+    AttestationConfig, ChainConfig, ClientConfig, KeyManagerConfig, KeyManagerLink, ProxyConfig,
+    WorkerConfig,
 };
 use cocoon_node::runner;
 use serde_json::json;
@@ -48,6 +49,9 @@ pub struct DevnetArgs {
     /// Port where the proxy accepts workers (0 = any free port).
     #[arg(long, default_value_t = 11001)]
     pub proxy_worker_port: u16,
+    /// Port where the key manager hands keys to the proxy (0 = any free port).
+    #[arg(long, default_value_t = 13001)]
+    pub key_manager_port: u16,
     /// Port of the chain's toncenter-compatible API (`http://127.0.0.1:PORT/api/v2`),
     /// what `cocoon wallet|root|client|worker|proxy --chain devnet` use while the devnet
     /// runs (0 = any free port).
@@ -185,6 +189,11 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         )?,
         DevnetWallet::new("proxy", keys.join("proxy_key.pem"), "devnet-proxy-owner")?,
         DevnetWallet::new(
+            "key-manager",
+            keys.join("key_manager_key.pem"),
+            "devnet-key-manager-owner",
+        )?,
+        DevnetWallet::new(
             "client",
             keys.join("client_wallet_key.pem"),
             "devnet-client",
@@ -216,6 +225,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         client_pow_difficulty: None,
         worker_pow_difficulty: None,
         chain: chain.clone(),
+        key_manager: None,
     };
     let (view, chain_name, root_address, local) = if args.fake_ton {
         (None, "fake-ton".to_owned(), String::new(), None)
@@ -226,6 +236,47 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let chain_api = match &local {
         Some(local) => Some(serve_chain_api(local.clone(), args.chain_api_port).await?),
         None => None,
+    };
+    // The key manager: the root names it (its machine key and address), it issues the
+    // keys apps encrypt to and registers them on the root; the proxy follows it.
+    let km_key = &wallets[2];
+    let km_planned = format!("127.0.0.1:{}", args.key_manager_port);
+    if let Some(local) = &local {
+        register_key_manager(local, &wallets[0], &km_key.key, &km_planned)?;
+    }
+    let km = runner::start_key_manager(
+        &KeyManagerConfig {
+            owner_address: devnet_address_text("devnet-key-manager-owner"),
+            listen: km_planned.clone(),
+            http_listen: String::new(),
+            db_path: dir.join("key-manager.sqlite"),
+            is_test: true,
+            rotation_secs: 3600,
+            lifetime_secs: 86_400,
+            attestation: attestation(
+                "fake_tdx",
+                Some(km_key.key_file.clone()),
+                args.pow_difficulty,
+            ),
+            caller_policy: fake_tdx(),
+            chain: chain.clone(),
+        },
+        view.as_ref(),
+    )
+    .await
+    .context("starting the key manager (its port is set by --key-manager-port)")?;
+    if let Some(local) = &local {
+        if km.addr.to_string() != km_planned {
+            register_key_manager(local, &wallets[0], &km_key.key, &km.addr.to_string())?;
+        }
+    }
+    let proxy_cfg = ProxyConfig {
+        key_manager: Some(KeyManagerLink {
+            address: km.addr.to_string(),
+            poll_secs: 5,
+            policy: fake_tdx(),
+        }),
+        ..proxy_cfg
     };
     let proxy = runner::start_proxy(&proxy_cfg, view.as_ref())
         .await
@@ -302,7 +353,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let ready = async {
         loop {
             let workers_ready = proxy.proxy.ready_workers().get(&base).copied().unwrap_or(0);
-            if workers_ready >= args.workers && !client.node.open_sessions().is_empty() {
+            if workers_ready >= args.workers
+                && !client.node.open_sessions().is_empty()
+                && !proxy.proxy.keys().is_empty()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -343,6 +397,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "proxy_client_endpoint": proxy.client_addr.to_string(),
         "proxy_worker_endpoint": proxy.worker_addr.to_string(),
         "proxy_public_key": hex::encode(proxy.proxy.public_key()),
+        "key_manager": {
+            "endpoint": km.addr.to_string(),
+            "machine_key": hex::encode(km.key_manager.public_key()),
+        },
+        // What apps encrypt requests to (`cocoon encrypt --to`); each valid a day, a new
+        // one hourly (`cocoon root show` lists the current ones).
+        "encryption_keys": proxy.proxy.keys().public_keys().iter()
+            .map(|(k, _)| hex::encode(k)).collect::<Vec<_>>(),
         "models": [base],
         "workers": args.workers,
         "serving": serving,
@@ -389,6 +451,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         proxy.client_addr, proxy.worker_addr
     );
     println!("  workers:         {} serving {serving}", args.workers);
+    println!(
+        "  key manager:     {} (keys for end-to-end encryption: devnet.json encryption_keys)",
+        km.addr
+    );
     println!("                   (fake TDX attestation: a stand-in for TDX hardware)");
     if args.fake_ton {
         println!("  chain:           fake-TON (no chain; a stand-in for TON)");
@@ -597,6 +663,10 @@ fn planned_ports(args: &DevnetArgs) -> Vec<PlannedPort> {
             flag: "--proxy-worker-port",
             port: args.proxy_worker_port,
         },
+        PlannedPort {
+            flag: "--key-manager-port",
+            port: args.key_manager_port,
+        },
     ];
     if !args.fake_ton {
         ports.push(PlannedPort {
@@ -658,11 +728,7 @@ fn register_proxy(
     if before.registered_proxies.iter().any(|p| p.address == info) {
         return Ok(());
     }
-    let root = chain
-        .root_address()
-        .context("the devnet chain has no root contract")?;
-    let wallet = admin.wallet()?;
-    if wallet.address() != &before.owner {
+    if admin.wallet()?.address() != &before.owner {
         bail!("the root's owner is not the devnet's root-admin wallet");
     }
     // An entry of an earlier run of this devnet: both its endpoints on this machine's
@@ -688,7 +754,27 @@ fn register_proxy(
             info: info.to_owned(),
         },
     };
-    let msg = cocoon_ton::settlement::body_message(root, cocoon_ton::root::ONE_TON / 2, &body)?;
+    send_as_admin(chain, admin, &body)?;
+    let after = chain.root_config()?;
+    if !after.registered_proxies.iter().any(|p| p.address == info) {
+        bail!("the root accepted the message but does not list {info:?}");
+    }
+    info!(proxy = info, "proxy registered in the root contract");
+    Ok(())
+}
+
+/// Sends `body` to the root from the devnet's `root-admin` wallet (the root's owner) and
+/// fails unless every transaction succeeded.
+fn send_as_admin(
+    chain: &cocoon_ton::local::LocalChain,
+    admin: &DevnetWallet,
+    body: &cocoon_ton::messages::Body,
+) -> anyhow::Result<()> {
+    let root = chain
+        .root_address()
+        .context("the devnet chain has no root contract")?;
+    let wallet = admin.wallet()?;
+    let msg = cocoon_ton::settlement::body_message(root, cocoon_ton::root::ONE_TON / 2, body)?;
     let seqno = match chain
         .get_method(wallet.address(), "seqno", vec![])?
         .stack
@@ -701,13 +787,47 @@ fn register_proxy(
     let ext = wallet.external_message(seqno, chain.time().saturating_add(600), &[(mode, msg)])?;
     let report = chain.execute_external(&ext.to_boc()?)?;
     if !report.all_succeeded() {
-        bail!("the root refused the registration: {report:?}");
+        bail!("the root refused the message: {report:?}");
     }
-    let after = chain.root_config()?;
-    if !after.registered_proxies.iter().any(|p| p.address == info) {
-        bail!("the root accepted the message but does not list {info:?}");
+    Ok(())
+}
+
+/// Names the devnet's key manager in the root (`root_change_key_manager`: its machine key,
+/// no image hash (fake TDX), and `address`), unless the root names it so already.
+fn register_key_manager(
+    chain: &cocoon_ton::local::LocalChain,
+    admin: &DevnetWallet,
+    machine: &ed25519_dalek::SigningKey,
+    address: &str,
+) -> anyhow::Result<()> {
+    let public_key = machine.verifying_key().to_bytes();
+    let before = chain.root_config()?;
+    if before.params.struct_version < 4 {
+        bail!(
+            "this devnet's chain was made with a root at struct_version {}, which has no key \
+             manager; start over with a fresh --dir",
+            before.params.struct_version
+        );
     }
-    info!(proxy = info, "proxy registered in the root contract");
+    let km = &before.key_manager;
+    if km.public_key == public_key && km.address.as_deref() == Some(address) {
+        return Ok(());
+    }
+    send_as_admin(
+        chain,
+        admin,
+        &cocoon_ton::messages::Body::RootChangeKeyManager {
+            query_id: rand::random(),
+            public_key,
+            image_hash: [0; 32],
+            address: address.to_owned(),
+        },
+    )
+    .context("naming the key manager in the root")?;
+    info!(
+        key_manager = address,
+        "key manager named in the root contract"
+    );
     Ok(())
 }
 

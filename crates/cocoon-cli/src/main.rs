@@ -40,6 +40,9 @@ enum Command {
     /// Run a client (`--config FILE`): the OpenAI-compatible HTTP API in front of the
     /// network. Or its money: `balance`, `top-up`, `withdraw`, `close`.
     Client(ClientCommand),
+    /// Run a key manager (`--config FILE`): issues the keys apps encrypt requests to,
+    /// registers them on the root, hands the private halves to attested proxies.
+    KeyManager(roles::RoleArgs),
     /// Cocoon wallets: create a key, show a wallet, send TON.
     #[command(subcommand)]
     Wallet(money::wallet::WalletCommand),
@@ -170,6 +173,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let args = roles::RoleArgs { config: config(c)? };
             runtime()?.block_on(roles::client(args))
         }
+        Command::KeyManager(args) => runtime()?.block_on(roles::key_manager(args)),
         Command::Wallet(cmd) => runtime()?.block_on(money::wallet::run(cmd)),
         Command::Root(cmd) => runtime()?.block_on(money::root::run(cmd)),
         Command::Attest(cmd) => attest::run(cmd),

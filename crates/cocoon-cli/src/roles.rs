@@ -1,4 +1,5 @@
-//! `cocoon proxy|worker|client --config FILE`: run one role until Ctrl-C or SIGTERM.
+//! `cocoon proxy|worker|client|key-manager --config FILE`: run one role until Ctrl-C or
+//! SIGTERM.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,5 +124,23 @@ pub async fn client(args: RoleArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     info!("client stopping");
+    Ok(())
+}
+
+/// `cocoon key-manager`.
+pub async fn key_manager(args: RoleArgs) -> anyhow::Result<()> {
+    let cfg: config::KeyManagerConfig = config::load(&args.config)?;
+    let running = runner::start_key_manager(&cfg, None)
+        .await
+        .context("starting the key manager")?;
+    println!(
+        "key manager ready: proxies ask at {}; machine key {} (the root's key manager key: \
+         `cocoon root set-key-manager --public-key {}`)",
+        running.addr,
+        hex::encode(running.key_manager.public_key()),
+        hex::encode(running.key_manager.public_key())
+    );
+    shutdown_signal().await;
+    info!("key manager stopping");
     Ok(())
 }

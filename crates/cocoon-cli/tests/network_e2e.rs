@@ -253,6 +253,8 @@ async fn devnet_restart_continues_the_balances() {
                 "0".into(),
                 "--chain-api-port".into(),
                 "0".into(),
+                "--key-manager-port".into(),
+                "0".into(),
             ],
             d.join(log),
         )

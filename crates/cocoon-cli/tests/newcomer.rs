@@ -79,6 +79,8 @@ fn every_port_conflict_is_reported_at_once_with_its_flag() {
         &proxy_client,
         "--proxy-worker-port",
         "0",
+        "--key-manager-port",
+        "0",
         "--chain-api-port",
         &chain_api,
     ]);
@@ -120,6 +122,8 @@ fn an_unreachable_upstream_says_why_and_gives_up_at_the_deadline() {
         "--proxy-client-port",
         "0",
         "--proxy-worker-port",
+        "0",
+        "--key-manager-port",
         "0",
         "--pow-difficulty",
         "8",
@@ -170,6 +174,8 @@ fn an_embedded_model_error_names_the_model_not_a_server() {
         "0",
         "--proxy-worker-port",
         "0",
+        "--key-manager-port",
+        "0",
     ]);
     let err = user_error(&out);
     assert!(err.contains("the embedded engine"), "{err}");
@@ -196,6 +202,7 @@ fn devnet_with_banner(
         ])
         .args(["--http-port", "0", "--proxy-client-port", "0"])
         .args(["--proxy-worker-port", "0", "--chain-api-port", "0"])
+        .args(["--key-manager-port", "0"])
         .args(["--pow-difficulty", "8"])
         .stdout(Stdio::piped())
         .stderr(log)

@@ -395,6 +395,80 @@ pub struct ProxyConfig {
     /// Chain access.
     #[serde(default)]
     pub chain: ChainConfig,
+    /// The key manager this proxy takes private keys from, for requests apps encrypt
+    /// end to end (COCOON protocol 3). None: every encrypted request is refused
+    /// ("unknown public key").
+    #[serde(default)]
+    pub key_manager: Option<KeyManagerLink>,
+}
+
+/// The `[key_manager]` table of a proxy: where its key manager is and which one it trusts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyManagerLink {
+    /// The key manager's attested port (`host:port`; COCOON: the root's
+    /// `key_manager_address`, router port 13001).
+    pub address: String,
+    /// Seconds between key requests (a new key appears about hourly).
+    #[serde(default = "default_key_poll")]
+    pub poll_secs: u64,
+    /// Which key managers are trusted (default `any`; production: `tdx` with the root's
+    /// `key_manager_image_hash`).
+    #[serde(default = "policy_any")]
+    pub policy: PolicyConfig,
+}
+
+fn default_key_poll() -> u64 {
+    30
+}
+
+/// `key-manager.toml`: the key manager role (cocoon-protocol-9060ce5.md §1.5, §2.9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyManagerConfig {
+    /// Owner of the key manager's cocoon wallet (which pays 0.4 TON per key registration).
+    pub owner_address: String,
+    /// The attested port proxies ask for keys (`host:port`; COCOON: 13001 through its router).
+    #[serde(default = "default_km_listen")]
+    pub listen: String,
+    /// Stats, metrics and key administration HTTP (`host:port`); empty disables it.
+    #[serde(default = "default_km_http")]
+    pub http_listen: String,
+    /// The SQLite key store (the private keys: keep it on an encrypted disk).
+    pub db_path: PathBuf,
+    /// Test network mode.
+    #[serde(default = "yes")]
+    pub is_test: bool,
+    /// Seconds between new encryption keys (COCOON: 3600).
+    #[serde(default = "default_rotation")]
+    pub rotation_secs: u64,
+    /// Seconds each key stays valid (COCOON: 86400).
+    #[serde(default = "default_lifetime")]
+    pub lifetime_secs: u64,
+    /// This node's identity and evidence; its key is the machine key that signs key
+    /// registrations (the root's `key_manager_public_key`).
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Which callers get keys (default `any`; production: `tdx` with the root's proxy
+    /// image hashes).
+    #[serde(default = "policy_any")]
+    pub caller_policy: PolicyConfig,
+    /// Chain access: with a chain, each key is registered on the root.
+    #[serde(default)]
+    pub chain: ChainConfig,
+}
+
+fn default_km_listen() -> String {
+    "0.0.0.0:13001".into()
+}
+fn default_km_http() -> String {
+    "127.0.0.1:13000".into()
+}
+fn default_rotation() -> u64 {
+    3600
+}
+fn default_lifetime() -> u64 {
+    86_400
 }
 
 fn default_client_listen() -> String {
@@ -609,6 +683,12 @@ mod example_files {
         assert_eq!(worker.proxies.len(), 1);
         worker.chain.prices().expect("worker prices");
         valid_address(&worker.owner_address);
+
+        let km: KeyManagerConfig = load(&example("key-manager.toml")).expect("key-manager.toml");
+        assert_eq!((km.rotation_secs, km.lifetime_secs), (3600, 86_400));
+        assert_eq!(km.caller_policy.kind, PolicyKind::FakeTdx);
+        valid_address(&km.owner_address);
+        assert!(proxy.key_manager.is_none(), "commented out in the example");
 
         let client: ClientConfig = load(&example("client.toml")).expect("client.toml");
         assert_eq!(client.http_listen, "127.0.0.1:10000");

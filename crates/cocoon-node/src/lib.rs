@@ -9,6 +9,7 @@ pub mod chain;
 pub mod client;
 pub mod config;
 pub mod http_server;
+pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;

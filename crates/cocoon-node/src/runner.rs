@@ -297,6 +297,13 @@ pub async fn start_proxy(
         .map_err(|e| bind(&cfg.worker_listen, e))?;
     proxy.serve_clients(clients);
     proxy.serve_workers(workers);
+    if let Some(km) = &cfg.key_manager {
+        let dialer = Arc::new(AttestedDialer::new(identity.client(&km.policy)?));
+        let mut fetch = crate::keys::KeyFetchSettings::new(km.address.clone());
+        fetch.interval = Duration::from_secs(km.poll_secs.max(1));
+        crate::keys::spawn_key_fetcher(fetch, dialer, proxy.keys().clone());
+        info!(key_manager = %km.address, "following the key manager");
+    }
     let http_addr = serve_http(&cfg.http_listen, proxy_router(proxy.clone())).await?;
     info!(%client_addr, %worker_addr, ?http_addr, public_key = %hex::encode(proxy.public_key()), "proxy running");
     Ok(RunningProxy {
@@ -324,6 +331,9 @@ pub fn proxy_router(proxy: Proxy) -> Router {
             },
             "ledger": {"client_tokens": clients, "worker_tokens": workers},
             "models": p.ready_workers(),
+            "known_private_keys": p.keys().public_keys().iter().map(|(k, until)| {
+                json!({"public_key": hex::encode(k), "expire_at": until})
+            }).collect::<Vec<_>>(),
         }))
     }
     async fn metrics(State(p): State<Proxy>) -> impl IntoResponse {
@@ -404,6 +414,188 @@ pub fn proxy_router(proxy: Proxy) -> Router {
         .route("/jsonstats", get(stats))
         .route("/metrics", get(metrics))
         .with_state(proxy)
+}
+
+/// A running key manager.
+#[derive(Debug)]
+pub struct RunningKeyManager {
+    /// The key manager.
+    pub key_manager: crate::keys::KeyManager,
+    /// Where proxies ask for keys.
+    pub addr: SocketAddr,
+    /// The stats/admin HTTP address, if enabled.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// Starts a key manager: its key store, the hourly keys, registration on the root (with a
+/// chain) and the attested port proxies ask on.
+pub async fn start_key_manager(
+    cfg: &crate::config::KeyManagerConfig,
+    chain: Option<&ChainView>,
+) -> Result<RunningKeyManager, StartError> {
+    let (view, _) = chain_view(&cfg.chain, cfg.is_test, chain).await?;
+    let mut identity = cfg.attestation.identity()?;
+    identity.spawn_renewal();
+    let store = crate::keys::KeyStore::open(&cfg.db_path, &identity.key)
+        .map_err(|e| ConfigError::Invalid(format!("db_path: {e}")))?;
+    let registrar = match &view.settlement {
+        None => None,
+        Some(settlement) => {
+            let owner = view
+                .context
+                .parse_address(&cfg.owner_address)
+                .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+            let key = wallet_key(&cfg.chain, &identity.key)?;
+            let onchain = settlement
+                .open_wallet(key, owner)
+                .await
+                .map_err(|e| StartError::Chain(e.to_string()))?;
+            info!(wallet = %onchain.wallet.address_text(), "key manager wallet");
+            Some(crate::keys::Registrar {
+                chain: onchain,
+                root: view.context.root().clone(),
+            })
+        }
+    };
+    let settings = crate::keys::KeyManagerSettings {
+        rotation: Duration::from_secs(cfg.rotation_secs.max(1)),
+        lifetime: Duration::from_secs(cfg.lifetime_secs.max(1)),
+        ..crate::keys::KeyManagerSettings::default()
+    };
+    let km = crate::keys::KeyManager::new(store, identity.key.clone(), settings, registrar);
+    km.tick(crate::util::unix_now() as u32)
+        .map_err(|e| ConfigError::Invalid(format!("db_path: {e}")))?;
+    km.spawn_upkeep();
+    let listener = AttestedServer::bind(&cfg.listen, identity.server(&cfg.caller_policy)?)
+        .await
+        .map_err(|e| StartError::Bind {
+            addr: cfg.listen.clone(),
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind {
+        addr: cfg.listen.clone(),
+        source: e,
+    })?;
+    km.serve(listener);
+    let http_addr = serve_http(&cfg.http_listen, key_manager_router(km.clone())).await?;
+    info!(%addr, ?http_addr, machine_key = %hex::encode(km.public_key()), "key manager running");
+    Ok(RunningKeyManager {
+        key_manager: km,
+        addr,
+        http_addr,
+    })
+}
+
+/// The key manager's HTTP: `/jsonstats`, `/metrics`, and the operator's
+/// `POST /request/generatekey?type=N` and `POST /request/removekey?key=HEX` (as COCOON's).
+pub fn key_manager_router(km: crate::keys::KeyManager) -> Router {
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use std::collections::HashMap;
+
+    async fn stats(State(km): State<crate::keys::KeyManager>) -> impl IntoResponse {
+        let s = km.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let keys = km.keys().map_err(|e| e.to_string());
+        Json(json!({
+            "status": {"machine_key": hex::encode(km.public_key())},
+            "stats": {
+                "answered": load(&s.answered),
+                "refused": load(&s.refused),
+                "generated": load(&s.generated),
+                "registered": load(&s.registered),
+                "registration_failures": load(&s.registration_failures),
+            },
+            "keys": match keys { Ok(k) => json!(k), Err(e) => json!({"error": e}) },
+        }))
+    }
+    async fn metrics(State(km): State<crate::keys::KeyManager>) -> impl IntoResponse {
+        let s = km.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut m = MetricsText::new();
+        m.counter(
+            "cocoon_key_manager_answers_total",
+            "Key requests answered.",
+            &[(&[], load(&s.answered))],
+        );
+        m.counter(
+            "cocoon_key_manager_keys_generated_total",
+            "Keys generated.",
+            &[(&[], load(&s.generated))],
+        );
+        m.counter(
+            "cocoon_key_manager_registrations_total",
+            "Key registrations on the root, by outcome.",
+            &[
+                (&[("outcome", "registered")], load(&s.registered)),
+                (&[("outcome", "failed")], load(&s.registration_failures)),
+            ],
+        );
+        m.gauge(
+            "cocoon_key_manager_keys",
+            "Keys held.",
+            &[(&[], km.keys().map(|k| k.len()).unwrap_or(0) as f64)],
+        );
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            m.finish(),
+        )
+    }
+    async fn generate(
+        State(km): State<crate::keys::KeyManager>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, Json<serde_json::Value>) {
+        let key_type = match q.get("type").map(|t| t.parse::<u8>()) {
+            None => crate::keys::manager::ENCRYPTION_KEY_TYPE,
+            Some(Ok(t)) => t,
+            Some(Err(_)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "type must be an integer 0..=255"})),
+                )
+            }
+        };
+        match km.generate(key_type, crate::util::unix_now() as u32) {
+            Ok(k) => (
+                StatusCode::OK,
+                Json(json!({"public_key": hex::encode(k), "key_type": key_type})),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": e.to_string()})),
+            ),
+        }
+    }
+    async fn remove(
+        State(km): State<crate::keys::KeyManager>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, Json<serde_json::Value>) {
+        let key = q
+            .get("key")
+            .and_then(|k| hex::decode(k).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let Some(key) = key else {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "key must be 64 hex digits"})),
+            );
+        };
+        match km.remove(&key) {
+            Ok(true) => (StatusCode::OK, Json(json!({"removed": hex::encode(key)}))),
+            Ok(false) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such key"}))),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": e.to_string()})),
+            ),
+        }
+    }
+    Router::new()
+        .route("/jsonstats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/request/generatekey", post(generate))
+        .route("/request/removekey", post(remove))
+        .with_state(km)
 }
 
 /// A running worker.

@@ -112,6 +112,8 @@ pub fn start_devnet(
             "0",
             "--chain-api-port",
             "0",
+            "--key-manager-port",
+            "0",
             "--pow-difficulty",
             "8",
         ])

@@ -133,6 +133,8 @@ struct Shared {
     state: Mutex<State>,
     next_id: AtomicU64,
     stats: ProxyStats,
+    /// Private keys from the key manager, for requests encrypted to them (protocol 3).
+    keys: crate::keys::KeyRing,
 }
 
 /// A proxy. Cheap to clone; all clones share state.
@@ -185,6 +187,7 @@ impl Proxy {
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
+                keys: crate::keys::KeyRing::new(),
             }),
         };
         Ok(proxy)
@@ -236,6 +239,12 @@ impl Proxy {
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.shared.ledger
+    }
+
+    /// The private keys this proxy holds for encrypted requests; a key fetcher
+    /// ([`crate::keys::spawn_key_fetcher`]) fills it from the key manager.
+    pub fn keys(&self) -> &crate::keys::KeyRing {
+        &self.shared.keys
     }
 
     /// The proxy's public key (Ed25519).

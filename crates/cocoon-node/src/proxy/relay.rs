@@ -16,7 +16,7 @@ use tycho_types::models::StdAddr;
 
 use super::admission::ClientSession;
 use super::billing::bounded;
-use super::routing::{Assignment, Outcome};
+use super::routing::{Assignment, Needs, Outcome};
 use super::{log_text, Proxy};
 use crate::chain::Owner;
 use crate::limits::MAX_ANSWER_PART;
@@ -38,6 +38,9 @@ pub(super) struct Running {
     pub(super) reserved: u64,
     pub(super) timeout: f64,
     pub(super) debug: bool,
+    /// The key manager's private key of the app's `receiver_public_key`, handed to the
+    /// worker with the request; None for plain requests.
+    pub(super) private_key: Option<[u8; 32]>,
     /// The coefficient the current worker prices at (sent to it in `proxy.runQueryEx`).
     pub(super) coefficient: u32,
     /// Answer bytes relayed from the current worker.
@@ -191,13 +194,23 @@ impl Proxy {
                 .instrument(span)
                 .await;
         }
-        // Encrypted to a key (protocol 3): this proxy holds no key manager's private keys
-        // yet, so every key is unknown (COCOON answers 602 "unknown public key" likewise).
-        if let Some(key) = q.public_key.filter(|k| *k != [0; 32]) {
-            return reject(Refusal::UnknownKey, hex::encode(key))
-                .instrument(span)
-                .await;
-        }
+        // Encrypted to a key (protocol 3): the key manager's private key of it goes to the
+        // worker with the request; a key this proxy does not hold is refused as COCOON does.
+        let private_key = match q.public_key.filter(|k| *k != [0; 32]) {
+            None => None,
+            Some(key) => match self.shared.keys.seed_for(&key, unix_now() as u32) {
+                Some(seed) => Some(seed),
+                None => {
+                    return reject(Refusal::UnknownKey, hex::encode(key))
+                        .instrument(span)
+                        .await
+                }
+            },
+        };
+        let needs = match private_key {
+            Some(_) => Needs::RequestKeys,
+            None => Needs::Any,
+        };
         let available = self.available_tokens(owner);
         if available < max_tokens {
             return reject(
@@ -241,7 +254,7 @@ impl Proxy {
         };
         let chosen = {
             let mut state = self.state();
-            match state.workers.assign(&model, max_coefficient, &[]) {
+            match state.workers.assign(&model, max_coefficient, &[], needs) {
                 Err(e) => Err(e),
                 Ok(link) => {
                     self.shared.reservations.reserve(owner, to_reserve);
@@ -252,6 +265,7 @@ impl Proxy {
                         timeout,
                         proxy_request_id,
                         q.enable_debug.unwrap_or(false),
+                        private_key,
                     );
                     let (worker_owner, worker_sc, coefficient) =
                         (link.owner, link.sc, link.coefficient);
@@ -269,6 +283,7 @@ impl Proxy {
                             reserved: to_reserve,
                             timeout,
                             debug: q.enable_debug.unwrap_or(false),
+                            private_key,
                             coefficient,
                             relayed: 0,
                             worker,
@@ -459,11 +474,23 @@ impl Proxy {
                 let (model, max_coefficient, tried) =
                     (r.model.clone(), r.max_coefficient, r.tried.clone());
                 let (query, timeout, debug, old) = (r.query.clone(), r.timeout, r.debug, r.worker);
-                match state.workers.assign(&model, max_coefficient, &tried) {
+                let private_key = r.private_key;
+                let needs = match private_key {
+                    Some(_) => Needs::RequestKeys,
+                    None => Needs::Any,
+                };
+                match state.workers.assign(&model, max_coefficient, &tried, needs) {
                     Err(_) => None,
                     Ok(next) => {
                         state.workers.release(old, Outcome::Failed);
-                        let send = run_query_message(&next, &query, timeout, request_id, debug);
+                        let send = run_query_message(
+                            &next,
+                            &query,
+                            timeout,
+                            request_id,
+                            debug,
+                            private_key,
+                        );
                         // Present: read under the same lock above.
                         if let Some(r) = state.requests.get_mut(&request_id) {
                             r.worker = next.id;
@@ -542,6 +569,7 @@ pub(super) fn run_query_message(
     timeout: f64,
     request_id: [u8; 32],
     debug: bool,
+    private_key: Option<[u8; 32]>,
 ) -> Send {
     let msg = proxy_fn::RunQueryEx {
         query: query.to_vec(),
@@ -551,8 +579,12 @@ pub(super) fn run_query_message(
         request_id,
         flags: 0, // the codec sets the bits of the fields present
         enable_debug: Some(debug),
-        // Protocol 3: the key field travels, zero (this proxy forwards no encrypted request).
-        private_key: link.proto.request_keys().then_some([0; 32]),
+        // Protocol 3: the key field travels, zero for a plain request. Encrypted requests
+        // only go to workers that take keys (`Needs::RequestKeys`).
+        private_key: link
+            .proto
+            .request_keys()
+            .then_some(private_key.unwrap_or([0; 32])),
     };
     Send::Worker(link.handle.clone(), cocoon_tl::to_bytes(&msg))
 }

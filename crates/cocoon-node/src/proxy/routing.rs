@@ -148,6 +148,15 @@ impl<H> Default for WorkerTable<H> {
     }
 }
 
+/// What a request needs of a worker beyond its model, price and a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needs {
+    /// Any worker of the model.
+    Any,
+    /// A worker that takes the key of an encrypted request (protocol 3 and up).
+    RequestKeys,
+}
+
 impl<H: Clone> WorkerTable<H> {
     /// Adds a connection (after its hello; not ready yet).
     pub(super) fn insert(&mut self, id: u64, link: WorkerLink<H>) {
@@ -176,14 +185,17 @@ impl<H: Clone> WorkerTable<H> {
 
     /// Picks the worker connection for a request (§4, plus reputation): among ready,
     /// enabled, non-full connections of the model with a coefficient within the client's
-    /// limit and not tried yet, the lowest expected completion time.
+    /// limit and not tried yet, that can do what the request `needs`, the lowest expected
+    /// completion time.
     pub(super) fn choose(
         &self,
         model: &str,
         max_coefficient: u32,
         exclude: &[u64],
+        needs: Needs,
     ) -> Result<u64, NoWorker> {
         let mut known = false;
+        let mut unable = false;
         let mut best: Option<(f64, u64)> = None;
         let mut cheapest_too_expensive: Option<u32> = None;
         for (id, w) in &self.links {
@@ -192,6 +204,10 @@ impl<H: Clone> WorkerTable<H> {
             }
             known = true;
             if w.disabled || w.running >= w.max_active || exclude.contains(id) {
+                continue;
+            }
+            if needs == Needs::RequestKeys && !w.proto.request_keys() {
+                unable = true;
                 continue;
             }
             if w.coefficient > max_coefficient {
@@ -211,6 +227,11 @@ impl<H: Clone> WorkerTable<H> {
                 Refusal::PriceTooHigh,
                 format!("can run this query with coefficient={c}"),
             )),
+            (None, true, None) if unable => Err((
+                Refusal::NoWorker,
+                "no worker of this model takes encrypted requests (COCOON protocol 3 or later)"
+                    .into(),
+            )),
             (None, true, None) => Err((Refusal::NoWorker, String::new())),
         }
     }
@@ -221,8 +242,9 @@ impl<H: Clone> WorkerTable<H> {
         model: &str,
         max_coefficient: u32,
         exclude: &[u64],
+        needs: Needs,
     ) -> Result<Assignment<H>, NoWorker> {
-        let id = self.choose(model, max_coefficient, exclude)?;
+        let id = self.choose(model, max_coefficient, exclude, needs)?;
         let Some(link) = self.links.get_mut(&id) else {
             return Err((Refusal::NoWorker, String::new()));
         };
@@ -295,59 +317,96 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_requests_go_only_to_workers_that_take_keys() {
+        let mut old = link("a", 1000, 4);
+        old.proto = Version::new(2);
+        let mut new = link("a", 3000, 4);
+        new.proto = Version::new(4);
+        let t = table(vec![old, new]);
+        assert_eq!(
+            t.choose("a", 5000, &[], Needs::Any),
+            Ok(1),
+            "the first of equals"
+        );
+        assert_eq!(t.choose("a", 5000, &[], Needs::RequestKeys), Ok(2));
+        let (r, detail) = t
+            .choose("a", 5000, &[2], Needs::RequestKeys)
+            .expect_err("only a protocol-2 worker left");
+        assert_eq!(r, Refusal::NoWorker);
+        assert!(detail.contains("encrypted"), "{detail}");
+    }
+
+    #[test]
     fn only_ready_enabled_workers_of_the_model_within_the_price_are_chosen() {
         let mut t = table(vec![
             link("a", 1000, 4),
             link("b", 500, 4),
             link("a", 3000, 4),
         ]);
-        assert_eq!(t.choose("a", 2000, &[]), Ok(1));
-        assert_eq!(t.choose("b", 2000, &[]), Ok(2));
-        assert_eq!(refusal(t.choose("c", 2000, &[])), Refusal::UnknownModel);
+        assert_eq!(t.choose("a", 2000, &[], Needs::Any), Ok(1));
+        assert_eq!(t.choose("b", 2000, &[], Needs::Any), Ok(2));
+        assert_eq!(
+            refusal(t.choose("c", 2000, &[], Needs::Any)),
+            Refusal::UnknownModel
+        );
         // Within the price only the 1000 one; above it, the cheapest is named.
-        let (r, detail) = t.choose("a", 999, &[]).expect_err("too cheap");
+        let (r, detail) = t.choose("a", 999, &[], Needs::Any).expect_err("too cheap");
         assert_eq!(r, Refusal::PriceTooHigh);
         assert_eq!(detail, "can run this query with coefficient=1000");
         // Disabled and not-yet-ready workers are skipped; a model only they serve is
         // known (not ready: unknown) but has no worker.
         t.get_mut(1).expect("present").disabled = true;
-        assert_eq!(t.choose("a", 5000, &[]), Ok(3));
+        assert_eq!(t.choose("a", 5000, &[], Needs::Any), Ok(3));
         t.get_mut(3).expect("present").disabled = true;
-        assert_eq!(refusal(t.choose("a", 5000, &[])), Refusal::NoWorker);
+        assert_eq!(
+            refusal(t.choose("a", 5000, &[], Needs::Any)),
+            Refusal::NoWorker
+        );
         t.get_mut(2).expect("present").ready = false;
-        assert_eq!(refusal(t.choose("b", 5000, &[])), Refusal::UnknownModel);
+        assert_eq!(
+            refusal(t.choose("b", 5000, &[], Needs::Any)),
+            Refusal::UnknownModel
+        );
         assert_eq!(t.serving().count(), 0);
     }
 
     #[test]
     fn full_and_tried_workers_are_skipped() {
         let mut t = table(vec![link("a", 1000, 1), link("a", 1000, 1)]);
-        let first = t.assign("a", 1000, &[]).expect("a worker");
-        let second = t.assign("a", 1000, &[first.id]).expect("the other worker");
+        let first = t.assign("a", 1000, &[], Needs::Any).expect("a worker");
+        let second = t
+            .assign("a", 1000, &[first.id], Needs::Any)
+            .expect("the other worker");
         assert_ne!(first.id, second.id);
         // Both full now.
-        assert_eq!(refusal(t.choose("a", 1000, &[])), Refusal::NoWorker);
+        assert_eq!(
+            refusal(t.choose("a", 1000, &[], Needs::Any)),
+            Refusal::NoWorker
+        );
         t.release(first.id, Outcome::Failed);
         // The freed one is excluded as already tried: nobody left for this request.
-        assert_eq!(refusal(t.choose("a", 1000, &[first.id])), Refusal::NoWorker);
-        assert_eq!(t.choose("a", 1000, &[]), Ok(first.id));
+        assert_eq!(
+            refusal(t.choose("a", 1000, &[first.id], Needs::Any)),
+            Refusal::NoWorker
+        );
+        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(first.id));
     }
 
     #[test]
     fn load_and_reputation_steer_the_choice() {
         let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
         // Equal workers: the less loaded one wins.
-        let a = t.assign("a", 1000, &[]).expect("worker");
-        assert_ne!(t.choose("a", 1000, &[]), Ok(a.id));
+        let a = t.assign("a", 1000, &[], Needs::Any).expect("worker");
+        assert_ne!(t.choose("a", 1000, &[], Needs::Any), Ok(a.id));
         t.release(a.id, Outcome::Succeeded { secs: 0.5 });
         // A slow worker loses to one with no history until the other proves slower.
         let other = if a.id == 1 { 2 } else { 1 };
-        assert_eq!(t.choose("a", 1000, &[]), Ok(other));
+        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(other));
         t.get_mut(other)
             .expect("present")
             .reputation
             .record(Outcome::Succeeded { secs: 1.0 });
-        assert_eq!(t.choose("a", 1000, &[]), Ok(a.id));
+        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(a.id));
         // Failures outweigh a twice better speed.
         for _ in 0..5 {
             t.get_mut(a.id)
@@ -355,14 +414,14 @@ mod tests {
                 .reputation
                 .record(Outcome::Failed);
         }
-        assert_eq!(t.choose("a", 1000, &[]), Ok(other));
+        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(other));
         // An overclaim costs like several failures.
         let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
         for id in [1, 2] {
             t.release(id, Outcome::Succeeded { secs: 1.0 });
         }
         assert_eq!(t.overclaimed(1), Some(owner(1000)));
-        assert_eq!(t.choose("a", 1000, &[]), Ok(2));
+        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(2));
         assert_eq!(t.overclaimed(9), None);
     }
 

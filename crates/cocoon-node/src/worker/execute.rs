@@ -185,8 +185,15 @@ pub(super) async fn run_request(
     }
 
     let mut body = response.body;
-    // An encrypted request's answer, in plain text until it is sealed whole at its end.
+    // An encrypted request's answer: SSE is sealed event by event as it streams; any other
+    // answer is held in plain text until it is sealed whole, value by value, at its end.
+    let streamed = match BodyFormat::from_content_type(content_type) {
+        BodyFormat::Sse => true,
+        BodyFormat::Sniff => sealed.as_ref().is_some_and(|s| s.stream),
+        BodyFormat::Json | BodyFormat::Opaque => false,
+    };
     let mut held = Vec::new();
+    let mut events = SseSealer::default();
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, body.next()) => next,
@@ -215,12 +222,18 @@ pub(super) async fn run_request(
                 .await
             }
         };
-        let out = meter.push(&chunk);
+        let mut out = meter.push(&chunk);
         if let Some(s) = &sealed {
-            // Held back: an encrypted answer is sealed whole, value by value, at the end.
-            let _ = s;
-            held.extend_from_slice(&out);
-            continue;
+            if !streamed {
+                held.extend_from_slice(&out);
+                continue;
+            }
+            out = match events.push(s, &out) {
+                Ok(sealed_events) => sealed_events,
+                Err(detail) => {
+                    return fail(Refusal::Encryption, detail, billed(shared, &meter)).await
+                }
+            };
         }
         if send_parts(handle, &reply, out).await.is_err() {
             return false;
@@ -230,7 +243,12 @@ pub(super) async fn run_request(
     if let Some(s) = &sealed {
         let mut plain = std::mem::take(&mut held);
         plain.extend_from_slice(&tail);
-        tail = match s.seal(&plain) {
+        let sealed_tail = if streamed {
+            events.finish(s, &plain)
+        } else {
+            s.seal(&plain)
+        };
+        tail = match sealed_tail {
             Ok(sealed) => sealed,
             Err(detail) => return fail(Refusal::Encryption, detail, billed(shared, &meter)).await,
         };
@@ -286,6 +304,9 @@ struct Sealed {
     key: [u8; 32],
     /// The app's public key (the envelope's sender).
     app: [u8; 32],
+    /// Whether the app asked for a streamed answer (decides how an answer without a
+    /// content type is sealed).
+    stream: bool,
 }
 
 impl Sealed {
@@ -307,8 +328,90 @@ impl Sealed {
     }
 }
 
-/// Opens an encrypted request body in place with the key manager's `key`. Streamed
-/// encrypted answers are not served yet: such a request is refused.
+/// Seals a streamed (SSE) answer event by event, so that it still streams: the JSON of
+/// each `data:` line is replaced by its sealed envelope; `data: [DONE]`, comments and
+/// other fields pass as they are (they carry nothing of the answer). A `data:` line that
+/// is not JSON is refused rather than sent in plain text. (COCOON 9060ce5 drops SSE
+/// bodies altogether, its reference §3.3; its apps decrypt line by line, and `cocoon
+/// decrypt` reads this SSE form.)
+#[derive(Default)]
+struct SseSealer {
+    /// Bytes of an event not complete yet.
+    pending: Vec<u8>,
+}
+
+impl SseSealer {
+    /// Adds plain bytes; returns the complete events among them, sealed.
+    fn push(&mut self, sealed: &Sealed, plain: &[u8]) -> Result<Vec<u8>, String> {
+        self.pending.extend_from_slice(plain);
+        let mut out = Vec::new();
+        while let Some(end) = event_end(&self.pending) {
+            let event: Vec<u8> = self.pending.drain(..end).collect();
+            out.extend(seal_event(sealed, &event)?);
+        }
+        Ok(out)
+    }
+
+    /// Adds the last plain bytes; returns every event left, sealed (an unterminated last
+    /// event included).
+    fn finish(&mut self, sealed: &Sealed, plain: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = self.push(sealed, plain)?;
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            out.extend(seal_event(sealed, &rest)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The length of the first complete SSE event in `buf` (through its blank line).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One SSE event with the JSON of its `data:` lines sealed to the app.
+fn seal_event(sealed: &Sealed, event: &[u8]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(event)
+        .map_err(|_| "the model's streamed answer is not UTF-8, so it cannot be encrypted")?;
+    let mut out = String::with_capacity(event.len() * 2);
+    for line in text.split_inclusive('\n') {
+        let (content, ending) = match line.strip_suffix("\r\n") {
+            Some(c) => (c, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(c) => (c, "\n"),
+                None => (line, ""),
+            },
+        };
+        match content.strip_prefix("data:") {
+            Some(data) if data.trim() != "[DONE]" => {
+                let value: serde_json::Value = serde_json::from_str(data.trim()).map_err(|e| {
+                    format!(
+                        "a streamed event of the model is not JSON, so it cannot be encrypted: {e}"
+                    )
+                })?;
+                let envelope = cocoon_e2e::seal(
+                    &value,
+                    &sealed.key,
+                    &sealed.app,
+                    cocoon_e2e::Direction::ToApp,
+                )
+                .map_err(|e| e.to_string())?;
+                out.push_str("data: ");
+                out.push_str(&envelope.to_string());
+            }
+            _ => out.push_str(content),
+        }
+        out.push_str(ending);
+    }
+    Ok(out.into_bytes())
+}
+
+/// Opens an encrypted request body in place with the key manager's `key`.
 fn open_request(payload: &mut Vec<u8>, key: &[u8; 32]) -> Result<Sealed, String> {
     let body: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| format!("the request body is not JSON: {e}"))?;
@@ -317,18 +420,16 @@ fn open_request(payload: &mut Vec<u8>, key: &[u8; 32]) -> Result<Sealed, String>
     }
     let opened = cocoon_e2e::open(&body, key, cocoon_e2e::Direction::ToWorker, None)
         .map_err(|e| e.to_string())?;
-    if opened
+    *payload = serde_json::to_vec(&opened.body).map_err(|e| e.to_string())?;
+    let stream = opened
         .body
         .get("stream")
         .and_then(serde_json::Value::as_bool)
-        == Some(true)
-    {
-        return Err("streamed answers to encrypted requests are not served yet".into());
-    }
-    *payload = serde_json::to_vec(&opened.body).map_err(|e| e.to_string())?;
+        == Some(true);
     Ok(Sealed {
         key: *key,
         app: opened.sender,
+        stream,
     })
 }
 
@@ -385,14 +486,57 @@ mod tests {
         // Encrypted to another key.
         let mut other = sealed_request(json!({"model": "m", "prompt": "x"}));
         assert!(open_request(&mut other, &[9; 32]).is_err());
-        // Streamed (not served encrypted yet).
-        let mut streamed = sealed_request(json!({"model": "m", "prompt": "x", "stream": true}));
-        assert!(open_request(&mut streamed, &KEY_MANAGER)
-            .err()
-            .is_some_and(|e| e.contains("streamed")));
         // An answer that is not JSON is never sent in plain text.
         let mut payload = sealed_request(json!({"model": "m", "prompt": "x"}));
         let sealed = open_request(&mut payload, &KEY_MANAGER).expect("opened");
         assert!(sealed.seal(b"plain text error").is_err());
+        let mut events = SseSealer::default();
+        assert!(events.push(&sealed, b"data: not json\n\n").is_err());
+    }
+
+    #[test]
+    fn a_streamed_answer_is_sealed_event_by_event_as_it_arrives() {
+        let mut payload = sealed_request(json!({"model": "m", "prompt": "x", "stream": true}));
+        let sealed = open_request(&mut payload, &KEY_MANAGER).expect("opened");
+        assert!(sealed.stream);
+        let mut events = SseSealer::default();
+        // An event split across chunks is sent once complete, still as SSE.
+        let first = events
+            .push(
+                &sealed,
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"sec",
+            )
+            .expect("partial");
+        assert!(first.is_empty(), "nothing before the event is complete");
+        let first = events
+            .push(&sealed, b"ret\"}}]}\n\n: keep-alive\n\n")
+            .expect("complete");
+        let text = String::from_utf8(first).expect("utf-8");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.ends_with(": keep-alive\n\n"), "comments pass: {text}");
+        let data = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("a data line");
+        let value: serde_json::Value = serde_json::from_str(data).expect("json");
+        let opened = open(
+            &value,
+            &APP,
+            Direction::ToApp,
+            Some(&public_key(&KEY_MANAGER)),
+        )
+        .expect("the app opens it");
+        assert_eq!(opened.body["choices"][0]["delta"]["content"], "secret");
+        // The last event may lack its blank line; [DONE] stays as it is.
+        let tail = events
+            .finish(
+                &sealed,
+                b"data: {\"usage\":{\"total_tokens\":3}}\r\n\r\ndata: [DONE]",
+            )
+            .expect("tail");
+        let text = String::from_utf8(tail).expect("utf-8");
+        assert!(text.ends_with("data: [DONE]"), "{text}");
+        assert!(text.contains("\r\n\r\n"), "CRLF framing kept: {text}");
+        assert_eq!(text.matches("data: ").count(), 2);
     }
 }
