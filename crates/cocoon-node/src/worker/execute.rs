@@ -37,6 +37,11 @@ pub(super) struct Link {
     pub(super) prices: Prices,
 }
 
+/// The base name of the model the worker serves now.
+fn served_base(shared: &Shared) -> String {
+    shared.model.borrow().base.clone()
+}
+
 /// Runs one request; returns whether it completed successfully.
 pub(super) async fn run_request(
     shared: &Shared,
@@ -84,18 +89,21 @@ pub(super) async fn run_request(
             }
         },
     };
-    let validated =
-        match validate_request(&http_request.url, &http_request.payload, &shared.base_model) {
-            Ok(v) => v,
-            Err(e) => {
-                return fail(
-                    Refusal::InvalidRequest,
-                    e.to_string(),
-                    AdjustedTokens::default(),
-                )
-                .await
-            }
-        };
+    let validated = match validate_request(
+        &http_request.url,
+        &http_request.payload,
+        &served_base(shared),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                Refusal::InvalidRequest,
+                e.to_string(),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+    };
     let coefficient = u32::try_from(query.coefficient).unwrap_or(shared.settings.coefficient);
     let timeout = Duration::from_secs_f64((query.timeout * 0.95).clamp(0.001, 86_400.0));
     let headers = http_request
