@@ -382,6 +382,23 @@ mod tests {
         assert_eq!(opened.body["choices"][0]["message"]["content"], "an answer");
     }
 
+    /// COCOON's worker aborts on an encrypted string shorter than its `ENC_` prefix
+    /// (cocoon-protocol-9060ce5.md §11.3); ours refuses the request and lives on.
+    #[test]
+    fn a_short_or_broken_enc_value_is_refused_not_a_crash() {
+        for value in ["", "E", "EN", "ENC", "ENC_", "ENC_0", "ENC_zz", "DE"] {
+            let sealed = sealed_request(json!({"model": "m", "prompt": "x"}));
+            let mut body: serde_json::Value = serde_json::from_slice(&sealed).expect("json");
+            body["prompt"] = json!(value);
+            let mut payload = serde_json::to_vec(&body).expect("json");
+            let refused = open_request(&mut payload, &KEY_MANAGER);
+            assert!(refused.is_err(), "{value:?} was accepted");
+        }
+        // The worker still opens a good request afterwards.
+        let mut payload = sealed_request(json!({"model": "m", "prompt": "x"}));
+        assert!(open_request(&mut payload, &KEY_MANAGER).is_ok());
+    }
+
     #[test]
     fn what_cannot_be_served_encrypted_is_refused() {
         // A plain body with a key.
