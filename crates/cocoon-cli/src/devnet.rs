@@ -212,6 +212,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         client_listen: format!("127.0.0.1:{}", args.proxy_client_port),
         worker_listen: format!("127.0.0.1:{}", args.proxy_worker_port),
         http_listen: String::new(),
+        http_access_hash: None,
         db_path: dir.join("proxy-ledger.sqlite"),
         is_test: true,
         max_attempts: 3,
@@ -315,6 +316,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             chain: chain.clone(),
             voucher_dir: Some(dir.join(format!("worker-{i}")).join("vouchers")),
             upstream_wait_secs: args.upstream_wait,
+            change_model_script: None,
+            change_model_timeout_secs: 600,
+            check_model_hashes: None,
         };
         workers.push(
             runner::start_worker(&cfg, backend.clone(), view.as_ref())

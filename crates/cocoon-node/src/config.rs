@@ -368,9 +368,14 @@ pub struct ProxyConfig {
     /// Where workers connect (`host:port`).
     #[serde(default = "default_worker_listen")]
     pub worker_listen: String,
-    /// Stats and metrics HTTP (`host:port`); empty disables it.
+    /// Stats and metrics HTTP (`host:port`); empty disables it. It also takes the
+    /// admin action `POST /request/change_worker_model` (see [`crate::admin`]).
     #[serde(default = "default_proxy_http")]
     pub http_listen: String,
+    /// COCOON's `http_access_hash`: when set, `/jsonstats` and `/request/*` of the HTTP
+    /// port need `?access_hash=` with this text (`/metrics` stays open).
+    #[serde(default)]
+    pub http_access_hash: Option<String>,
     /// The SQLite ledger file.
     pub db_path: PathBuf,
     /// Test network mode (must match clients and workers).
@@ -532,6 +537,34 @@ pub struct WorkerConfig {
     /// the last error. 0 tries once.
     #[serde(default = "default_upstream_wait")]
     pub upstream_wait_secs: u64,
+    /// The script a proxy's `worker.changeModel` runs (COCOON's `change_model_script`),
+    /// with the new full model id as its only argument; it reconfigures or restarts the
+    /// model server and exits 0 when the new model is served. Unset refuses every change.
+    #[serde(default)]
+    pub change_model_script: Option<PathBuf>,
+    /// Seconds the change script may run before it is killed and the change refused.
+    #[serde(default = "default_change_model_timeout")]
+    pub change_model_timeout_secs: u64,
+    /// Refuse a model change unless `sha256(NAME@COMMIT:HASH)` of the new model is among
+    /// the root contract's `model_hashes` (as COCOON's worker when it checks image
+    /// hashes). Default: on when `is_test` is false.
+    #[serde(default)]
+    pub check_model_hashes: Option<bool>,
+}
+
+fn default_change_model_timeout() -> u64 {
+    crate::worker::change_model::DEFAULT_SCRIPT_TIMEOUT.as_secs()
+}
+
+impl WorkerConfig {
+    /// How this worker serves a proxy's `worker.changeModel`.
+    pub fn model_change(&self) -> crate::worker::ModelChangeSettings {
+        crate::worker::ModelChangeSettings {
+            script: self.change_model_script.clone(),
+            check_model_hashes: self.check_model_hashes.unwrap_or(!self.is_test),
+            timeout: Duration::from_secs(self.change_model_timeout_secs),
+        }
+    }
 }
 
 /// The default of [`WorkerConfig::upstream_wait_secs`]: two minutes.
@@ -613,6 +646,34 @@ mod tests {
         assert_eq!(cfg.max_active_requests, 60);
         assert_eq!(cfg.proxy_policy.kind, PolicyKind::Any);
         assert_eq!(cfg.chain.prices().expect("prices").price_per_token, 2);
+        let change = cfg.model_change();
+        assert_eq!(change.script, None);
+        assert!(
+            !change.check_model_hashes,
+            "a test network checks no hashes by default"
+        );
+        assert_eq!(change.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn model_change_settings_follow_the_config() {
+        let cfg: WorkerConfig = toml::from_str(
+            r#"
+            owner_address = "UQworker"
+            proxies = []
+            is_test = false
+            change_model_script = "/opt/cocoon/change-model.sh"
+            change_model_timeout_secs = 30
+            "#,
+        )
+        .expect("valid");
+        let change = cfg.model_change();
+        assert_eq!(
+            change.script.as_deref(),
+            Some(Path::new("/opt/cocoon/change-model.sh"))
+        );
+        assert!(change.check_model_hashes, "production checks model hashes");
+        assert_eq!(change.timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -680,6 +741,7 @@ mod example_files {
 
         let worker: WorkerConfig = load(&example("worker.toml")).expect("worker.toml");
         assert_eq!(worker.coefficient, 1000);
+        assert!(worker.change_model_script.is_some());
         assert_eq!(worker.proxies.len(), 1);
         worker.chain.prices().expect("worker prices");
         valid_address(&worker.owner_address);

@@ -38,6 +38,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the client gateway waits for a request's whole body (as COCOON's client: 60 s).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the proxy waits for a worker's answer to `worker.changeModel` (as COCOON's
+/// proxy: 60 s). The worker's script may run longer; its result then only shows in the
+/// worker's log and in the model it announces when it reconnects.
+pub const CHANGE_MODEL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Splits `bytes` into pieces of at most [`MAX_ANSWER_PART`] bytes (none when empty).
 pub fn answer_parts(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes.chunks(MAX_ANSWER_PART)

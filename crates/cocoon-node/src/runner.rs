@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cocoon_net::ConnectionConfig;
 use serde_json::json;
@@ -85,6 +85,7 @@ async fn chain_view(
                 context,
                 prices,
                 settlement: None,
+                model_hashes: Vec::new(),
             };
             return Ok((view, table.config_version));
         }
@@ -304,7 +305,10 @@ pub async fn start_proxy(
         crate::keys::spawn_key_fetcher(fetch, dialer, proxy.keys().clone());
         info!(key_manager = %km.address, "following the key manager");
     }
-    let http_addr = serve_http(&cfg.http_listen, proxy_router(proxy.clone())).await?;
+    let access = crate::admin::AdminAccess {
+        access_hash: cfg.http_access_hash.clone(),
+    };
+    let http_addr = serve_http(&cfg.http_listen, proxy_admin_router(proxy.clone(), access)).await?;
     info!(%client_addr, %worker_addr, ?http_addr, public_key = %hex::encode(proxy.public_key()), "proxy running");
     Ok(RunningProxy {
         proxy,
@@ -314,8 +318,15 @@ pub async fn start_proxy(
     })
 }
 
-/// The proxy's stats HTTP: `/jsonstats` and Prometheus `/metrics`.
+/// The proxy's stats HTTP with no access hash: see [`proxy_admin_router`].
 pub fn proxy_router(proxy: Proxy) -> Router {
+    proxy_admin_router(proxy, crate::admin::AdminAccess::default())
+}
+
+/// The proxy's admin HTTP: `/jsonstats` (with every worker connection and its id),
+/// Prometheus `/metrics`, and `POST /request/change_worker_model`; `access` guards
+/// `/jsonstats` and `/request/*` ([`crate::admin`]).
+pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Router {
     async fn stats(State(p): State<Proxy>) -> impl IntoResponse {
         let s = p.stats();
         let (clients, workers) = p.ledger().grand_totals().unwrap_or((0, 0));
@@ -334,6 +345,7 @@ pub fn proxy_router(proxy: Proxy) -> Router {
             "known_private_keys": p.keys().public_keys().iter().map(|(k, until)| {
                 json!({"public_key": hex::encode(k), "expire_at": until})
             }).collect::<Vec<_>>(),
+            "workers": p.worker_connections(),
         }))
     }
     async fn metrics(State(p): State<Proxy>) -> impl IntoResponse {
@@ -410,9 +422,19 @@ pub fn proxy_router(proxy: Proxy) -> Router {
             m.finish(),
         )
     }
-    Router::new()
+    let guarded = Router::new()
         .route("/jsonstats", get(stats))
+        .route(
+            "/request/change_worker_model",
+            post(crate::admin::change_worker_model),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            crate::admin::guard,
+        ));
+    Router::new()
         .route("/metrics", get(metrics))
+        .merge(guarded)
         .with_state(proxy)
 }
 
@@ -655,6 +677,7 @@ pub async fn start_worker(
         connection: ConnectionConfig::default(),
         chain: watch,
         voucher_dir: cfg.voucher_dir.clone(),
+        change_model: cfg.model_change(),
     };
     let worker = Worker::new(settings, backend)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
@@ -733,7 +756,7 @@ fn worker_router(worker: Worker) -> Router {
     async fn stats(State(w): State<Worker>) -> impl IntoResponse {
         let s = w.stats();
         Json(json!({
-            "status": {"healthy": w.is_healthy(), "active_requests": w.active_requests()},
+            "status": {"healthy": w.is_healthy(), "active_requests": w.active_requests(), "model": w.model()},
             "stats": {
                 "requests_received": s.requests_received.load(Ordering::Relaxed),
                 "requests_success": s.requests_success.load(Ordering::Relaxed),

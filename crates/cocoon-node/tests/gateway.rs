@@ -443,6 +443,44 @@ async fn a_request_waits_for_a_proxy_session_instead_of_failing_at_once() {
 }
 
 #[tokio::test]
+async fn no_ready_proxy_is_a_503_with_an_openai_error() {
+    // The client's only proxy cannot be reached.
+    let node = cocoon_node::client::gateway::ClientNode::new(GatewaySettings::default());
+    node.spawn_proxy_link(
+        "proxy".into(),
+        Arc::new(GatedDialer::default()),
+        client_settings("http-client"),
+        cocoon_net::ConnectionConfig::default(),
+    );
+    let base = serve_gateway(&node).await;
+    // The request waits for a session until its own timeout (1 s here), then gives up
+    // with 503 (COCOON 9060ce5 answers 503 "no working proxy connections" too), not 502.
+    let (status, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [], "timeout": 1}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        error_of(&body),
+        ("api_error".to_owned(), "no_proxy".to_owned())
+    );
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["error"]["message"], "no proxy connection is ready");
+    // The model list too, at once.
+    let response = reqwest::get(format!("{base}/v1/models"))
+        .await
+        .expect("response");
+    assert_eq!(response.status().as_u16(), 503);
+    let body = response.text().await.expect("body");
+    assert_eq!(
+        error_of(&body),
+        ("api_error".to_owned(), "no_proxy".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn a_request_refused_during_contract_rotation_is_sent_again_after_reconnecting() {
     let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
     let dialer = GatedDialer::default();

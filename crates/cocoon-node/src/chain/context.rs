@@ -63,7 +63,9 @@ impl ChainContext {
         let cfg = cocoon_ton::chain::read_root_config(chain, root)
             .await
             .map_err(|e| ChainError::Ton(format!("reading the root contract: {e}")))?;
-        Self::from_params(root.clone(), cfg.params, testnet)
+        let mut view = Self::from_params(root.clone(), cfg.params, testnet)?;
+        view.model_hashes = cfg.model_hashes;
+        Ok(view)
     }
 
     /// The context of root `root` with `params` (which must carry the contract codes).
@@ -98,6 +100,7 @@ impl ChainContext {
             },
             prices,
             settlement: None,
+            model_hashes: Vec::new(),
         })
     }
 

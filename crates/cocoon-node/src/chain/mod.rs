@@ -15,7 +15,7 @@ pub mod wallet;
 
 pub use context::{ChainContext, Owner};
 pub use pseudo::{PseudoRoot, PseudoRootError};
-pub use root::{ChainView, RootWatch, SettlementChain};
+pub use root::{model_allowed, ChainView, RootWatch, SettlementChain};
 pub use vouchers::{ProxyVouchers, VoucherWallet};
 pub use wallet::{ChainWallet, OnChain, SettleError, SettlementPolicy, WALLET_FLOOR};
 

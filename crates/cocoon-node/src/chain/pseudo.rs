@@ -33,9 +33,16 @@ pub struct PseudoRoot {
     /// Accepted worker image hashes (base64).
     #[serde(default)]
     pub worker_hashes: Vec<String>,
-    /// Model names the root allows.
+    /// Model names the 9060ce5 template writes; COCOON's reader ignores them, and so do we.
     #[serde(default)]
     pub model_names: Vec<String>,
+    /// Allowed model hashes (base64 of `sha256(NAME@COMMIT:HASH)`).
+    #[serde(default)]
+    pub model_hashes: Vec<String>,
+    /// Allowed model types, each hashed as `sha256` of its name before `@` (as COCOON
+    /// reads this field).
+    #[serde(default)]
+    pub model_types: Vec<String>,
     /// Registered proxies.
     #[serde(default)]
     pub registered_proxies: Vec<PseudoProxy>,
@@ -87,6 +94,9 @@ pub enum PseudoRootError {
         /// Why.
         reason: String,
     },
+    /// A model hash is not base64 of 32 bytes.
+    #[error("model_hashes in the fake-TON root file: {0}")]
+    Hash(String),
     /// The parameters do not make a root.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -140,11 +150,30 @@ impl PseudoRoot {
     /// the network `testnet` names (COCOON's `is_testnet`, apart from its test mode): an
     /// official peer compares them as written.
     pub fn view(&self, root: StdAddr, testnet: bool) -> Result<ChainView, PseudoRootError> {
-        Ok(super::ChainContext::from_params(
-            root,
-            self.params()?,
-            testnet,
-        )?)
+        let mut view = super::ChainContext::from_params(root, self.params()?, testnet)?;
+        view.model_hashes = self.model_hashes()?;
+        Ok(view)
+    }
+
+    /// The model hashes the file allows, sorted: `model_hashes` and the hashes of
+    /// `model_types`, as COCOON's reader merges them.
+    pub fn model_hashes(&self) -> Result<Vec<[u8; 32]>, PseudoRootError> {
+        let mut hashes = self
+            .model_hashes
+            .iter()
+            .map(|h| {
+                cocoon_ton::pseudo::decode_int256(h)
+                    .map_err(|e| PseudoRootError::Hash(format!("{h:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        hashes.extend(
+            self.model_types
+                .iter()
+                .map(|t| cocoon_ton::pseudo::model_type_hash(t)),
+        );
+        hashes.sort_unstable();
+        hashes.dedup();
+        Ok(hashes)
     }
 }
 
@@ -205,6 +234,38 @@ mod tests {
             sc,
             parse("UQBPkxYfPKgOBMbbi9VQVO2DQz7Wg3w9K5YTsl8x1_KaeZcZ")
         );
+    }
+
+    #[test]
+    fn model_hashes_and_types_are_read_as_cocoon_reads_them() {
+        use base64::Engine;
+        use sha2::Digest;
+        let full = "Qwen/Qwen3-8B@abc:def";
+        let full_hash: [u8; 32] = sha2::Sha256::digest(full.as_bytes()).into();
+        let mut json: serde_json::Value = serde_json::from_slice(OFFICIAL).expect("json");
+        json["model_hashes"] =
+            serde_json::json!([base64::engine::general_purpose::STANDARD.encode(full_hash)]);
+        json["model_types"] = serde_json::json!(["Other/Model@x:y"]);
+        let root = PseudoRoot::parse(&serde_json::to_vec(&json).expect("json")).expect("parses");
+        let root_address =
+            cocoon_ton::address::parse("EQBT4hy4vMEZ9uxSCuhw_gBKh9_AwmHXLe7Wo0O4Vh-4kRjJ")
+                .expect("address")
+                .0;
+        let view = root.view(root_address, false).expect("a root");
+        assert!(view.allows_model(full));
+        assert!(!view.allows_model("Qwen/Qwen3-8B@abc:other"));
+        // A model type allows the name before '@' (COCOON hashes that part of it).
+        assert!(view.allows_model("Other/Model"));
+        assert!(!view.allows_model("Other/Model@x:y"));
+        // The official template lists `model_names` only, which COCOON ignores: no model.
+        let official = PseudoRoot::parse(OFFICIAL).expect("parses");
+        assert!(official.model_hashes().expect("hashes").is_empty());
+        json["model_hashes"] = serde_json::json!(["not base64"]);
+        let broken = PseudoRoot::parse(&serde_json::to_vec(&json).expect("json")).expect("parses");
+        assert!(matches!(
+            broken.model_hashes(),
+            Err(PseudoRootError::Hash(_))
+        ));
     }
 
     #[test]

@@ -17,6 +17,25 @@ pub struct ChainView {
     pub prices: Prices,
     /// Where and how the roles settle on chain.
     pub settlement: Option<SettlementChain>,
+    /// The model hashes the root allows (`sha256` of a full `NAME@COMMIT:HASH` id),
+    /// sorted, as read with this view; empty when the root lists none (and in plain
+    /// fake-TON). [`RootWatch::model_hashes`] reads them fresh from a chain.
+    pub model_hashes: Vec<[u8; 32]>,
+}
+
+impl ChainView {
+    /// Whether the root allows the model with this full id (`NAME@COMMIT:HASH`): its
+    /// SHA-256 is one of [`ChainView::model_hashes`] (cocoon-protocol.md §2.5, §2.10).
+    pub fn allows_model(&self, model: &str) -> bool {
+        model_allowed(&self.model_hashes, model)
+    }
+}
+
+/// Whether `sha256(model)` is one of the sorted `hashes`.
+pub fn model_allowed(hashes: &[[u8; 32]], model: &str) -> bool {
+    use sha2::Digest;
+    let hash: [u8; 32] = sha2::Sha256::digest(model.as_bytes()).into();
+    hashes.binary_search(&hash).is_ok()
 }
 
 /// The chain the roles settle on, with the cocoon wallet code and the policy.
@@ -152,6 +171,7 @@ impl RootWatch {
             current.context.is_testnet(),
         )?;
         view.settlement = Some(settlement);
+        view.model_hashes = cfg.model_hashes;
         tracing::info!(
             from = known,
             to = found,
@@ -160,6 +180,24 @@ impl RootWatch {
             "root parameters changed"
         );
         Ok(self.offer(view))
+    }
+
+    /// The model hashes the root allows now: read from the root contract when the roles
+    /// run on a chain (they change with the root's `version`, which a view does not
+    /// follow: only a new `params_version` replaces it), else those of the current view
+    /// (a fake-TON root never changes).
+    pub async fn model_hashes(&self) -> Result<Vec<[u8; 32]>, ChainError> {
+        let current = self.current();
+        let Some(settlement) = current.settlement.as_ref() else {
+            return Ok(current.model_hashes);
+        };
+        let cfg = cocoon_ton::chain::read_root_config(
+            settlement.backend.as_ref(),
+            current.context.root(),
+        )
+        .await
+        .map_err(|e| ChainError::Ton(format!("reading the root contract: {e}")))?;
+        Ok(cfg.model_hashes)
     }
 
     /// Polls the root every `interval` while any clone of this watch lives (COCOON polls

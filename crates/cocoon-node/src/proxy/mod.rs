@@ -40,6 +40,7 @@ use routing::WorkerTable;
 pub use billing::Reservations;
 pub use epoch::RotationError;
 pub use settlement::{ProxyChain, SettlementStats};
+pub use workers::{ChangeWorkerModelError, WorkerConnection};
 
 /// Protocol versions this proxy speaks (as COCOON 9060ce5's proxy: 0..=4).
 pub const MIN_PROTO: i32 = 0;

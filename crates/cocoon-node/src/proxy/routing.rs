@@ -87,6 +87,8 @@ pub(super) struct WorkerLink<H = RpcHandle> {
     pub(super) sc: StdAddr,
     /// The base model it serves.
     pub(super) model: String,
+    /// The full model id it announced (`NAME@COMMIT:HASH`).
+    pub(super) model_id: String,
     /// Its price coefficient (1000 = 1.0×).
     pub(super) coefficient: u32,
     /// Requests this proxy may run on it at once (its share of the worker's capacity).
@@ -176,6 +178,11 @@ impl<H: Clone> WorkerTable<H> {
     /// A connection by id, to update what it announced.
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut WorkerLink<H>> {
         self.links.get_mut(&id)
+    }
+
+    /// Every connection with its id, in id order.
+    pub(super) fn all(&self) -> impl Iterator<Item = (u64, &WorkerLink<H>)> {
+        self.links.iter().map(|(id, w)| (*id, w))
     }
 
     /// The connections that take requests.
@@ -292,6 +299,7 @@ mod tests {
             owner: owner(coefficient),
             sc: StdAddr::new(0, HashBytes::ZERO),
             model: model.to_owned(),
+            model_id: format!("{model}@commit:hash"),
             coefficient,
             max_active,
             running: 0,

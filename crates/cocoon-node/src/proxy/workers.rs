@@ -1,7 +1,7 @@
 //! A worker connection's queries (hello, balance comparison, readiness, payment status), its
 //! packets (availability, coefficient, answers) and its end.
 
-use cocoon_net::{ErrorCode, IncomingQuery, RpcHandle};
+use cocoon_net::{ErrorCode, IncomingQuery, RpcError, RpcHandle};
 use cocoon_tl::functions::worker as worker_fn;
 use cocoon_tl::types::{proxy, worker};
 use cocoon_tl::{enums, TlConstructor};
@@ -17,7 +17,126 @@ use crate::protocol::http::base_model_name;
 use crate::protocol::version::flags;
 use crate::protocol::{Extensions, Refusal};
 
+/// One worker connection as the proxy's admin endpoints show it (`/jsonstats`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerConnection {
+    /// The proxy's id of the connection, stable while it lives (what
+    /// [`Proxy::change_worker_model`] takes). A reconnect gets a new id.
+    pub connection_id: u64,
+    /// The worker's owner address.
+    pub owner: String,
+    /// The full model id it announced (`NAME@COMMIT:HASH`).
+    pub model: String,
+    /// The base model name requests are routed on.
+    pub base_model: String,
+    /// Its price coefficient (1000 = 1.0×).
+    pub coefficient: u32,
+    /// Requests running on it now.
+    pub running: u32,
+    /// Requests this proxy may run on it at once.
+    pub max_active: u32,
+    /// Its handshake is complete.
+    pub ready: bool,
+    /// It said it takes no requests now.
+    pub disabled: bool,
+    /// The negotiated protocol version.
+    pub proto: i32,
+}
+
+/// Why a worker connection did not change its model
+/// ([`Proxy::change_worker_model`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeWorkerModelError {
+    /// No worker connection has this id (it may have reconnected under a new one).
+    #[error("connection {0} not found")]
+    NotFound(u64),
+    /// The connection's handshake is not complete.
+    #[error("connection {0} is not ready")]
+    NotReady(u64),
+    /// The worker answered with an error (COCOON's and ours: 602 `cannot change
+    /// model: …`).
+    #[error("the worker refused with code {code}: {message}")]
+    Refused {
+        /// The worker's error code.
+        code: i32,
+        /// The worker's message.
+        message: String,
+    },
+    /// The worker did not answer in time.
+    #[error("the worker did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection failed before the answer.
+    #[error("the worker connection failed: {0}")]
+    Connection(RpcError),
+}
+
 impl Proxy {
+    /// Every worker connection, ready or not, in connection id order.
+    pub fn worker_connections(&self) -> Vec<WorkerConnection> {
+        self.state()
+            .workers
+            .all()
+            .map(|(id, w)| WorkerConnection {
+                connection_id: id,
+                owner: w.owner.as_str().to_owned(),
+                model: w.model_id.clone(),
+                base_model: w.model.clone(),
+                coefficient: w.coefficient,
+                running: w.running,
+                max_active: w.max_active,
+                ready: w.ready,
+                disabled: w.disabled,
+                proto: w.proto.number(),
+            })
+            .collect()
+    }
+
+    /// Asks the worker on connection `connection_id` to serve `new_model` (a full
+    /// `NAME@COMMIT:HASH` id) with `worker.changeModel` (COCOON 9060ce5, §2.10), and waits
+    /// for its answer at most [`crate::limits::CHANGE_MODEL_TIMEOUT`]. A cocoon-rs worker
+    /// that accepts reconnects under a new connection id announcing the new model, once
+    /// its running requests finish.
+    pub async fn change_worker_model(
+        &self,
+        connection_id: u64,
+        new_model: &str,
+    ) -> Result<(), ChangeWorkerModelError> {
+        let handle = {
+            let state = self.state();
+            let w = state
+                .workers
+                .get(connection_id)
+                .ok_or(ChangeWorkerModelError::NotFound(connection_id))?;
+            if !w.ready {
+                return Err(ChangeWorkerModelError::NotReady(connection_id));
+            }
+            w.handle.clone()
+        };
+        info!(connection = connection_id, new_model = %log_text(new_model), "asking a worker to change its model");
+        let query = worker_fn::ChangeModel {
+            new_model: new_model.to_owned(),
+        };
+        let result = handle
+            .query_with_timeout(&query, crate::limits::CHANGE_MODEL_TIMEOUT)
+            .await;
+        match result {
+            Ok(_) => {
+                info!(connection = connection_id, "the worker changed its model");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(connection = connection_id, error = %e, "the worker did not change its model");
+                Err(match e {
+                    RpcError::Remote { code, message } => {
+                        ChangeWorkerModelError::Refused { code, message }
+                    }
+                    RpcError::Timeout(after) => ChangeWorkerModelError::Timeout(after),
+                    other => ChangeWorkerModelError::Connection(other),
+                })
+            }
+        }
+    }
+
     /// Handles a worker query; Err means the connection must close.
     pub(super) async fn worker_query(
         &self,
@@ -61,6 +180,7 @@ impl Proxy {
                     owner,
                     sc: worker_sc,
                     model: base_model_name(&p.model).to_owned(),
+                    model_id: p.model.clone(),
                     coefficient: u32::try_from(p.coefficient).unwrap_or(0),
                     max_active: max_active.div_ceil(proxies),
                     running: 0,

@@ -37,6 +37,11 @@ pub(super) struct Link {
     pub(super) prices: Prices,
 }
 
+/// The base name of the model the worker serves now.
+fn served_base(shared: &Shared) -> String {
+    shared.model.borrow().base.clone()
+}
+
 /// Runs one request; returns whether it completed successfully.
 pub(super) async fn run_request(
     shared: &Shared,
@@ -84,18 +89,21 @@ pub(super) async fn run_request(
             }
         },
     };
-    let validated =
-        match validate_request(&http_request.url, &http_request.payload, &shared.base_model) {
-            Ok(v) => v,
-            Err(e) => {
-                return fail(
-                    Refusal::InvalidRequest,
-                    e.to_string(),
-                    AdjustedTokens::default(),
-                )
-                .await
-            }
-        };
+    let validated = match validate_request(
+        &http_request.url,
+        &http_request.payload,
+        &served_base(shared),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                Refusal::InvalidRequest,
+                e.to_string(),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+    };
     let coefficient = u32::try_from(query.coefficient).unwrap_or(shared.settings.coefficient);
     let timeout = Duration::from_secs_f64((query.timeout * 0.95).clamp(0.001, 86_400.0));
     let headers = http_request
@@ -473,6 +481,23 @@ mod tests {
         )
         .expect("the app opens it");
         assert_eq!(opened.body["choices"][0]["message"]["content"], "an answer");
+    }
+
+    /// COCOON's worker aborts on an encrypted string shorter than its `ENC_` prefix
+    /// (cocoon-protocol-9060ce5.md §11.3); ours refuses the request and lives on.
+    #[test]
+    fn a_short_or_broken_enc_value_is_refused_not_a_crash() {
+        for value in ["", "E", "EN", "ENC", "ENC_", "ENC_0", "ENC_zz", "DE"] {
+            let sealed = sealed_request(json!({"model": "m", "prompt": "x"}));
+            let mut body: serde_json::Value = serde_json::from_slice(&sealed).expect("json");
+            body["prompt"] = json!(value);
+            let mut payload = serde_json::to_vec(&body).expect("json");
+            let refused = open_request(&mut payload, &KEY_MANAGER);
+            assert!(refused.is_err(), "{value:?} was accepted");
+        }
+        // The worker still opens a good request afterwards.
+        let mut payload = sealed_request(json!({"model": "m", "prompt": "x"}));
+        assert!(open_request(&mut payload, &KEY_MANAGER).is_ok());
     }
 
     #[test]

@@ -29,12 +29,15 @@ use cocoon_ton::voucher::VoucherKind;
 use tycho_types::models::StdAddr;
 
 pub mod backend;
+pub mod change_model;
 #[cfg(feature = "engine")]
 pub mod engine_backend;
 mod execute;
 pub mod metering;
 pub mod validation;
 
+use change_model::ServedModel;
+pub use change_model::{ChangeModelError, ModelChangeSettings};
 use execute::{run_request, Link};
 
 /// Lowest and highest protocol versions this worker speaks.
@@ -49,7 +52,8 @@ pub const MAX_PROTO: i32 = 4;
 pub struct WorkerSettings {
     /// Payout recipient (`worker_owner_address`).
     pub owner_address: String,
-    /// Full model id `NAME@COMMIT:HASH` (the part before `@` is routed on).
+    /// Full model id `NAME@COMMIT:HASH` at start (the part before `@` is routed on); a
+    /// proxy may change it ([`ModelChangeSettings`], [`Worker::model`]).
     pub model: String,
     /// Price coefficient, 1000 = 1.0×.
     pub coefficient: u32,
@@ -75,6 +79,8 @@ pub struct WorkerSettings {
     /// `<proxy contract address>.boc` (what `cocoon worker payout` submits); None keeps
     /// them in memory only.
     pub voucher_dir: Option<std::path::PathBuf>,
+    /// How a proxy's `worker.changeModel` is served.
+    pub change_model: ModelChangeSettings,
 }
 
 /// Counters of a worker, for stats.
@@ -114,7 +120,10 @@ struct Shared {
     settings: WorkerSettings,
     owner: StdAddr,
     vouchers: Mutex<HashMap<String, VoucherWallet>>,
-    base_model: String,
+    /// The model served now; proxy links reconnect when it changes.
+    model: watch::Sender<Arc<ServedModel>>,
+    /// Held while a model change runs (one at a time).
+    changing: tokio::sync::Mutex<()>,
     backend: Arc<dyn InferenceBackend>,
     active: AtomicU32,
     healthy: watch::Sender<bool>,
@@ -133,7 +142,7 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("model", &self.shared.settings.model)
+            .field("model", &self.model())
             .field("active", &self.active_requests())
             .finish()
     }
@@ -161,7 +170,7 @@ impl Worker {
         settings: WorkerSettings,
         backend: Arc<dyn InferenceBackend>,
     ) -> Result<Self, ChainError> {
-        let base_model = base_model_name(&settings.model).to_owned();
+        let model = watch::Sender::new(Arc::new(ServedModel::new(&settings.model)));
         let owner = settings
             .chain
             .context()
@@ -172,7 +181,8 @@ impl Worker {
                 settings,
                 owner,
                 vouchers: Mutex::new(HashMap::new()),
-                base_model,
+                model,
+                changing: tokio::sync::Mutex::new(()),
                 backend,
                 active: AtomicU32::new(0),
                 healthy,
@@ -182,6 +192,16 @@ impl Worker {
                 links: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The full model id served now (`NAME@COMMIT:HASH`).
+    pub fn model(&self) -> String {
+        self.shared.model.borrow().full.clone()
+    }
+
+    /// The base name of the model served now (what requests must name).
+    fn base_model(&self) -> String {
+        self.shared.model.borrow().base.clone()
     }
 
     /// Requests running now.
@@ -239,12 +259,11 @@ impl Worker {
             loop {
                 let healthy = match shared.backend.models().await {
                     Ok(models) => {
-                        let serves = models.is_empty()
-                            || models
-                                .iter()
-                                .any(|m| base_model_name(m) == shared.base_model);
+                        let base = worker.base_model();
+                        let serves =
+                            models.is_empty() || models.iter().any(|m| base_model_name(m) == base);
                         if !serves {
-                            warn!(?models, model = %shared.base_model, "backend does not serve the configured model");
+                            warn!(?models, model = %base, "backend does not serve the configured model");
                         }
                         serves
                     }
@@ -324,10 +343,17 @@ impl Worker {
     }
 
     /// Runs the worker handshake on an open connection, then serves it until it ends.
+    ///
+    /// When the worker's model changes ([`change_model`]), the link stops taking
+    /// requests (the proxy is told it is disabled; requests that still arrive get a
+    /// retryable refusal), lets the running ones finish, then closes, so that the
+    /// reconnect announces the new model.
     pub async fn serve_proxy(&self, conn: RpcConnection) -> Result<CloseReason, WorkerError> {
         let handle = conn.handle();
-        let (link, proxy_sc) = self.handshake(&handle).await?;
-        info!(proto = %link.proto, proxy_sc = %proxy_sc, "proxy handshake complete");
+        let mut model = self.shared.model.subscribe();
+        let announced = model.borrow_and_update().clone();
+        let (link, proxy_sc) = self.handshake(&handle, &announced.full).await?;
+        info!(proto = %link.proto, proxy_sc = %proxy_sc, model = %announced.full, "proxy handshake complete");
         let (handle, mut incoming) = conn.split();
         {
             let mut links = lock(&self.shared.links);
@@ -341,7 +367,8 @@ impl Worker {
         // Push health changes to this proxy.
         let mut health = self.shared.healthy.subscribe();
         let health_handle = handle.clone();
-        let health_cancel = link_cancel.clone();
+        let health_cancel = link_cancel.child_token();
+        let health_stop = health_cancel.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -351,7 +378,7 @@ impl Worker {
                         let msg = worker::EnabledDisabled { disabled };
                         if health_handle.send_packet(&msg).await.is_err() { return; }
                     }
-                    _ = health_cancel.cancelled() => return,
+                    _ = health_stop.cancelled() => return,
                 }
             }
         });
@@ -387,8 +414,47 @@ impl Worker {
         // Requests run under child tokens of `link_cancel`: when the link ends, the guard
         // above cancels them all (their answers could not be delivered anyway). The map
         // lets the proxy cancel one request (the cancellation extension).
-        let running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>> = Arc::default();
-        while let Some(item) = incoming.recv().await {
+        let running: Arc<Running> = Arc::default();
+        // Set once the worker serves another model than this link announced.
+        let mut retiring = false;
+        // False if the model channel closed (it lives as long as the worker).
+        let mut following = true;
+        loop {
+            let item = tokio::select! {
+                item = incoming.recv() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+                changed = model.changed(), if following && !retiring => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    if model.borrow_and_update().full == announced.full {
+                        continue;
+                    }
+                    retiring = true;
+                    health_cancel.cancel();
+                    info!(
+                        running = running.len(),
+                        "the model changed: no new requests on this link; it reconnects once its running requests finish"
+                    );
+                    let disabled = worker::EnabledDisabled { disabled: 1 };
+                    if let Err(e) = handle.send_packet(&disabled).await {
+                        debug!(error = %e, "cannot tell the proxy that this link is disabled");
+                    }
+                    if running.is_empty() {
+                        handle.close();
+                    }
+                    continue;
+                }
+                () = running.emptied.notified(), if retiring => {
+                    if running.is_empty() {
+                        handle.close();
+                    }
+                    continue;
+                }
+            };
             match item {
                 Incoming::Packet(data) => match cocoon_tl::peek_id(&data) {
                     Some(cocoon_tl::functions::proxy::RunQueryEx::ID) => {
@@ -397,13 +463,14 @@ impl Worker {
                         ) {
                             Ok(query) => {
                                 let token = link_cancel.child_token();
-                                lock(&running).insert(query.request_id, token.clone());
+                                running.insert(query.request_id, token.clone());
                                 self.start_request(
                                     handle.clone(),
                                     query,
                                     link,
                                     token,
                                     running.clone(),
+                                    retiring,
                                 );
                             }
                             Err(e) => warn!(error = %e, "malformed proxy.runQueryEx ignored"),
@@ -425,14 +492,18 @@ impl Worker {
                         if let Ok(c) =
                             cocoon_tl::from_bytes::<cocoon_tl::types::cocoonrs::CancelQuery>(&data)
                         {
-                            if let Some(token) = lock(&running).get(&c.request_id) {
+                            if running.cancel(&c.request_id) {
                                 info!(request = %hex_short(&c.request_id), "request cancelled by the proxy");
-                                token.cancel();
                             }
                         }
                     }
                     other => debug!(id = ?other, "unhandled packet from proxy"),
                 },
+                Incoming::Query(query)
+                    if query.function_id() == Some(worker_fn::ChangeModel::ID) =>
+                {
+                    self.spawn_change_model(query);
+                }
                 Incoming::Query(query) => {
                     let name = query.function_id().and_then(cocoon_tl::constructor_name);
                     let message = format!("worker does not serve {}", name.unwrap_or("this query"));
@@ -494,13 +565,17 @@ impl Worker {
 
     /// The handshake; returns the protocol, the proxy contract (text) and the prices of
     /// the root parameters the connection runs under.
-    async fn handshake(&self, handle: &RpcHandle) -> Result<(Link, String), WorkerError> {
+    async fn handshake(
+        &self,
+        handle: &RpcHandle,
+        model: &str,
+    ) -> Result<(Link, String), WorkerError> {
         let s = &self.shared.settings;
         let hello = worker_fn::ConnectToProxy {
             params: worker::Params {
                 flags: flags::PARAMS_ANY | Extensions::OURS.flags(),
                 worker_owner_address: s.owner_address.clone(),
-                model: s.model.clone(),
+                model: model.to_owned(),
                 coefficient: i32::try_from(s.coefficient).unwrap_or(i32::MAX),
                 is_test: Some(s.is_test),
                 proxy_cnt: Some(i32::try_from(s.proxy_connections.max(1)).unwrap_or(1)),
@@ -644,7 +719,8 @@ impl Worker {
         query: cocoon_tl::functions::proxy::RunQueryEx,
         link: Link,
         cancel: CancellationToken,
-        running: Arc<Mutex<HashMap<[u8; 32], CancellationToken>>>,
+        running: Arc<Running>,
+        retiring: bool,
     ) {
         let shared = self.shared.clone();
         shared
@@ -654,6 +730,8 @@ impl Worker {
         let span = info_span!("request", id = %hex_short(&query.request_id));
         let refused = if shared.draining.is_cancelled() {
             Some((Refusal::Unavailable, "the worker is shutting down"))
+        } else if retiring {
+            Some((Refusal::Unavailable, "the worker is changing its model"))
         } else if shared.active.fetch_add(1, Ordering::SeqCst)
             >= shared.settings.max_active_requests
         {
@@ -663,7 +741,7 @@ impl Worker {
             None
         };
         if let Some((refusal, detail)) = refused {
-            lock(&running).remove(&query.request_id);
+            running.remove(&query.request_id);
             shared.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
             let request_id = query.request_id;
             tokio::spawn(
@@ -688,7 +766,7 @@ impl Worker {
         tokio::spawn(
             async move {
                 let ok = run_request(&shared, &handle, &query, link, &cancel).await;
-                lock(&running).remove(&query.request_id);
+                running.remove(&query.request_id);
                 shared.active.fetch_sub(1, Ordering::SeqCst);
                 let counter = if ok {
                     &shared.stats.requests_success
@@ -699,6 +777,49 @@ impl Worker {
             }
             .instrument(span),
         );
+    }
+}
+
+/// The requests running on one proxy link, by request id, each with the token that stops
+/// it (the cancellation extension, or the link's end).
+#[derive(Default)]
+struct Running {
+    tokens: Mutex<HashMap<[u8; 32], CancellationToken>>,
+    /// Woken when the last running request is removed (a retiring link then closes).
+    emptied: tokio::sync::Notify,
+}
+
+impl Running {
+    fn insert(&self, id: [u8; 32], token: CancellationToken) {
+        lock(&self.tokens).insert(id, token);
+    }
+
+    /// Removes a request that ended.
+    fn remove(&self, id: &[u8; 32]) {
+        let mut tokens = lock(&self.tokens);
+        tokens.remove(id);
+        if tokens.is_empty() {
+            self.emptied.notify_one();
+        }
+    }
+
+    /// Stops request `id`; whether it was running.
+    fn cancel(&self, id: &[u8; 32]) -> bool {
+        match lock(&self.tokens).get(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.tokens).len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -242,6 +242,86 @@ mod tests {
         assert_eq!(err.to_string(), "field 'messages' must be an array");
     }
 
+    /// Every message role and content part COCOON 9060ce5's validator accepts
+    /// (cocoon-protocol-9060ce5.md §3.2.1) passes, in OpenAI's own shapes, and so does
+    /// what upstream wrongly refuses (§11.4): `content: null` beside `tool_calls`, the
+    /// `image_url` key, base64 media, `stop` as a string, `service_tier` as a string, an
+    /// object `voice`. The body reaches the model server unchanged.
     #[test]
-    fn base_name_is_before_the_at() {}
+    fn every_role_and_content_part_openai_defines_passes_unchanged() {
+        let messages = serde_json::json!([
+            {"role": "developer", "content": "be brief", "name": "dev"},
+            {"role": "system", "content": [{"type": "text", "text": "system"}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is here?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                {"type": "file", "file": {"file_data": "JVBERi0=", "filename": "a.pdf"}},
+                {"type": "file", "file": {"file_id": "file-123"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":1}"}},
+                {"id": "call_2", "type": "custom", "custom": {"name": "grep", "input": "x"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "found"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}], "refusal": "no"},
+            {"role": "assistant", "audio": {"id": "audio_1"}},
+            {"role": "assistant", "content": "calling", "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "function", "name": "f", "content": "done"}
+        ]);
+        let input = body(serde_json::json!({
+            "model": "m",
+            "messages": messages,
+            "stop": "\n\n",
+            "service_tier": "auto",
+            "audio": {"format": "wav", "voice": {"id": "voice_1"}},
+            "modalities": ["text", "audio"],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+            "tool_choice": "auto",
+            "parallel_tool_calls": true,
+            "logit_bias": {"50256": -100},
+            "metadata": {"k": "v"},
+            "prediction": {"type": "content", "content": "x"},
+            "response_format": {"type": "json_object"},
+            "reasoning_effort": "low",
+            "chat_template_kwargs": {"enable_thinking": false}
+        }));
+        let req = validate_request("/v1/chat/completions", &input, "m").expect("valid");
+        assert_eq!(req.body, input, "passed through unchanged");
+        // The same for each message alone (no part of the request hides another).
+        for message in messages.as_array().expect("array") {
+            let alone = body(serde_json::json!({"model": "m", "messages": [message]}));
+            let req = validate_request("/v1/chat/completions", &alone, "m")
+                .unwrap_or_else(|e| panic!("{message}: {e}"));
+            assert_eq!(req.body, alone, "{message}");
+        }
+    }
+
+    /// COCOON's own shapes, which OpenAI does not define (the `image` key, hex media),
+    /// pass as well: our worker does not judge content parts, the model server does.
+    #[test]
+    fn cocoon_shaped_parts_pass_too() {
+        let input = body(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image": {"url": "https://x/y.png"}},
+                {"type": "input_audio", "input_audio": {"format": "wav", "data": "52494646"}}
+            ]}]}),
+        );
+        let req = validate_request("/v1/chat/completions", &input, "m").expect("valid");
+        assert_eq!(req.body, input);
+    }
+
+    /// `/v1/completions` with OpenAI's types where upstream expects others (§11.4):
+    /// `logprobs` an integer, `stop` a string, `suffix` a string.
+    #[test]
+    fn completions_take_openai_types() {
+        let input = body(serde_json::json!({
+            "model": "m", "prompt": ["a", "b"], "logprobs": 2, "stop": "\n",
+            "suffix": "end", "echo": false, "best_of": 2, "n": 1, "max_tokens": 5
+        }));
+        let req = validate_request("/v1/completions", &input, "m").expect("valid");
+        assert_eq!(req.body, input);
+        assert_eq!(req.max_completion, Some(10), "max_tokens × best_of");
+    }
 }

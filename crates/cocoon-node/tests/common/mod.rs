@@ -45,6 +45,7 @@ pub fn root_watch() -> cocoon_node::chain::RootWatch {
         context: chain(),
         prices: prices(),
         settlement: None,
+        model_hashes: Vec::new(),
     })
 }
 
@@ -184,6 +185,8 @@ pub struct WorkerSpec {
     pub max_active: u32,
     /// Upstream URL; `None` uses the network's mock.
     pub upstream: Option<String>,
+    /// How the worker serves `worker.changeModel` (default: refuses, no script).
+    pub change_model: cocoon_node::worker::ModelChangeSettings,
 }
 
 impl WorkerSpec {
@@ -193,6 +196,7 @@ impl WorkerSpec {
             coefficient,
             max_active: 16,
             upstream: None,
+            change_model: Default::default(),
         }
     }
 }
@@ -221,6 +225,7 @@ pub fn worker_settings(spec: &WorkerSpec) -> WorkerSettings {
         connection: ConnectionConfig::default(),
         chain: root_watch(),
         voucher_dir: None,
+        change_model: spec.change_model.clone(),
     }
 }
 
@@ -288,8 +293,13 @@ impl Net {
             .upstream
             .clone()
             .unwrap_or_else(|| self.upstream_url.clone());
-        let backend = Arc::new(HttpUpstream::new(&url).expect("upstream"));
-        let worker = Worker::new(worker_settings(spec), backend).expect("worker");
+        self.add_worker_with(worker_settings(spec), &url).await
+    }
+
+    /// Adds a worker with these settings, served by the model server at `url`.
+    pub async fn add_worker_with(&mut self, settings: WorkerSettings, url: &str) -> Worker {
+        let backend = Arc::new(HttpUpstream::new(url).expect("upstream"));
+        let worker = Worker::new(settings, backend).expect("worker");
         worker.set_healthy(true);
         let link = worker.spawn_proxy_link(self.worker_addr.to_string(), Arc::new(TcpDialer));
         self.workers.push(worker.clone());
