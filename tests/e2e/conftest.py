@@ -37,7 +37,8 @@ def start_devnet(extra_args, prefix):
     log = open(os.path.join(state, "devnet.log"), "w")
     proc = subprocess.Popen(
         [cocoon, "devnet", "--dir", state, "--http-port", str(http_port),
-         "--proxy-client-port", "0", "--proxy-worker-port", "0", "--chain-api-port", "0"]
+         "--proxy-client-port", "0", "--proxy-worker-port", "0", "--chain-api-port", "0",
+         "--key-manager-port", "0"]
         + extra_args,
         stdout=subprocess.PIPE, stderr=log, text=True)
     info_path = os.path.join(state, "devnet.json")
@@ -77,7 +78,7 @@ def devnet():
     proc = subprocess.Popen(
         [cocoon, "devnet", "--upstream", f"http://127.0.0.1:{upstream_port}", "--dir", state,
          "--http-port", str(http_port), "--proxy-client-port", "0", "--proxy-worker-port", "0",
-         "--chain-api-port", "0"],
+         "--chain-api-port", "0", "--key-manager-port", "0"],
         stdout=subprocess.PIPE, stderr=log, text=True)
     info_path = os.path.join(state, "devnet.json")
     try:

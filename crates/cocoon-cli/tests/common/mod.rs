@@ -14,12 +14,34 @@ use serde_json::{json, Value};
 /// The model the mock upstream serves.
 pub const MODEL: &str = "e2e-model";
 
-/// A mock OpenAI upstream: JSON answers with COCOON's benchmark usage (134 adjusted
-/// tokens at 1.0×) after `mock.delay_ms`.
+/// A mock OpenAI upstream: answers with COCOON's benchmark usage (134 adjusted tokens at
+/// 1.0×) after `mock.delay_ms`; JSON, or with `"stream": true` SSE ("o", "k", then the
+/// usage chunk and `[DONE]`).
 pub async fn mock_upstream() -> SocketAddr {
-    async fn chat(Json(body): Json<Value>) -> Json<Value> {
+    use axum::response::IntoResponse;
+    async fn chat(Json(body): Json<Value>) -> axum::response::Response {
         let delay = body["mock"]["delay_ms"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        if body["stream"] == json!(true) {
+            let chunk = |delta: Value, usage: Value| {
+                json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": null}], "usage": usage})
+            };
+            let usage = json!({"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134,
+                               "prompt_tokens_details": {"cached_tokens": 11},
+                               "completion_tokens_details": {"reasoning_tokens": 10}});
+            let sse = format!(
+                "data: {}\n\ndata: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+                chunk(json!({"role": "assistant", "content": "o"}), Value::Null),
+                chunk(json!({"content": "k"}), Value::Null),
+                chunk(json!({}), usage)
+            );
+            return (
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                sse,
+            )
+                .into_response();
+        }
         Json(json!({
             "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -27,6 +49,7 @@ pub async fn mock_upstream() -> SocketAddr {
                       "prompt_tokens_details": {"cached_tokens": 11},
                       "completion_tokens_details": {"reasoning_tokens": 10}}
         }))
+        .into_response()
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
