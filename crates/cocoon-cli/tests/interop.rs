@@ -174,6 +174,61 @@ async fn chat_ok(http: &reqwest::Client, api: &str, model: &str, logs: &dyn Fn()
     );
 }
 
+/// One request sealed to `km` through `api` (retrying while the proxy does not hold the key
+/// yet): it must be answered with values sealed to the app by the key `km`.
+async fn encrypted_chat_ok(
+    http: &reqwest::Client,
+    api: &str,
+    model: &str,
+    km: &[u8; 32],
+    logs: &dyn Fn() -> String,
+) {
+    let app = [0x24; 32];
+    let request = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 32,
+    });
+    let sealed =
+        cocoon_e2e::seal(&request, &app, km, cocoon_e2e::Direction::ToWorker).expect("sealed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let answer = http
+            .post(format!("{api}/v1/chat/completions"))
+            .json(&sealed)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .expect("answer");
+        let status = answer.status();
+        let text = answer.text().await.unwrap_or_default();
+        // Until the proxy asked the key manager the first time, the key is unknown.
+        if status == 400 && text.contains("unknown public key") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{text}\n{}", logs());
+        break text;
+    };
+    assert!(
+        !text.contains("\"content\":\"ok\""),
+        "sealed on the way: {text}"
+    );
+    let values: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("one JSON value per line"))
+        .collect();
+    assert!(!values.is_empty(), "{text}\n{}", logs());
+    let opened = cocoon_e2e::open(&values[0], &app, cocoon_e2e::Direction::ToApp, Some(km))
+        .unwrap_or_else(|e| panic!("the sealed answer opens: {e}\n{text}"));
+    assert!(
+        opened.body["choices"][0]["message"]["content"].is_string(),
+        "{}",
+        opened.body
+    );
+}
+
 /// Writes `config` as `work/NAME.toml` and starts `cocoon ROLE --config` on it, its log in
 /// `work/NAME.log`.
 fn spawn_cocoon(role: &str, work: &Path, name: &str, config: &str) -> (Proc, PathBuf) {
@@ -269,15 +324,23 @@ async fn our_client_through_the_official_proxy_and_worker() {
     );
 }
 
-/// Writes our proxy's config (fake-TON on `fake_ton`, under `root`) and starts it; returns
-/// it with its client and worker ports.
+/// Writes our proxy's config (fake-TON on `fake_ton`, under `root`, following the key
+/// manager at `key_manager` if given) and starts it; returns it with its client and worker
+/// ports.
 fn start_our_proxy(
     work: &Path,
     fake_ton: &Path,
     root: &str,
     owner: &str,
+    key_manager: Option<u16>,
 ) -> (Proc, u16, u16, PathBuf) {
     let (client_port, worker_port, http_port) = (free_port(), free_port(), free_port());
+    let key_manager = match key_manager {
+        Some(port) => format!(
+            "\n[key_manager]\naddress = \"127.0.0.1:{port}\"\npoll_secs = 1\n\n[key_manager.policy]\nkind = \"any\"\n"
+        ),
+        None => String::new(),
+    };
     let config = format!(
         r#"owner_address = "{owner}"
 client_listen = "127.0.0.1:{client_port}"
@@ -301,13 +364,77 @@ kind = "any"
 mode = "fake"
 fake_ton_file = "{fake_ton}"
 root_address = "{root}"
-"#,
+{key_manager}"#,
         db = work.join("proxy.sqlite").display(),
         key = work.join("proxy_key.pem").display(),
         fake_ton = fake_ton.display(),
     );
     let (proc, log) = spawn_cocoon("proxy", work, "proxy", &config);
     (proc, client_port, worker_port, log)
+}
+
+/// Our key manager (`cocoon key-manager`, fake-TON on `fake_ton`: keys served, not
+/// registered); returns it with its key port and its HTTP base.
+fn start_our_key_manager(
+    work: &Path,
+    fake_ton: &Path,
+    root: &str,
+    owner: &str,
+) -> (Proc, u16, String, PathBuf) {
+    let (port, http_port) = (free_port(), free_port());
+    let config = format!(
+        r#"owner_address = "{owner}"
+listen = "127.0.0.1:{port}"
+http_listen = "127.0.0.1:{http_port}"
+db_path = "{db}"
+is_test = true
+
+[attestation]
+tee = "none"
+key_file = "{key}"
+pow_difficulty = 8
+
+[caller_policy]
+kind = "any"
+
+[chain]
+mode = "fake"
+fake_ton_file = "{fake_ton}"
+root_address = "{root}"
+"#,
+        db = work.join("key-manager.sqlite").display(),
+        key = work.join("key_manager_key.pem").display(),
+        fake_ton = fake_ton.display(),
+    );
+    let (proc, log) = spawn_cocoon("key-manager", work, "key-manager", &config);
+    (proc, port, format!("http://127.0.0.1:{http_port}"), log)
+}
+
+/// The first key our key manager at `http` holds (waiting for it to start).
+async fn key_manager_key(
+    http: &reqwest::Client,
+    base: &str,
+    logs: &dyn Fn() -> String,
+) -> [u8; 32] {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats: Option<Value> = match http.get(format!("{base}/jsonstats")).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(key) = stats
+            .as_ref()
+            .and_then(|s| s["keys"][0]["public_key"].as_str())
+        {
+            return hex::decode(key).expect("hex").try_into().expect("32 bytes");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "our key manager never held a key\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Our client (`cocoon client`) on `proxy_port`, fake-TON on `fake_ton` under `root`;
@@ -403,18 +530,21 @@ async fn our_client_and_proxy_with_an_official_worker() {
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("client-config.json", "owner_address");
     let original = stack.cfg("fake-ton-config.json");
+    let (_km, km_port, km_http, km_log) =
+        start_our_key_manager(work.path(), &original, &root, &owner);
     let (_proxy, client_port, worker_port, proxy_log) =
-        start_our_proxy(work.path(), &original, &root, &owner);
+        start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let (_worker, worker_log) = start_official_worker(&stack, work.path(), &fake_ton);
     let (_client, api, client_log) =
         start_our_client(work.path(), client_port, &fake_ton, &root, &owner);
     let logs = || {
         format!(
-            "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}",
+            "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}\nour key manager:\n{}",
             read_log(&proxy_log),
             read_log(&worker_log),
             read_log(&client_log),
+            read_log(&km_log),
         )
     };
     let http = reqwest::Client::new();
@@ -427,6 +557,11 @@ async fn our_client_and_proxy_with_an_official_worker() {
     )
     .await;
     chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
+
+    // Encrypted (protocol 3): our proxy hands the official worker our key manager's key;
+    // the worker opens the request and seals its answer to the app, byte-compatible.
+    let km = key_manager_key(&http, &km_http, &logs).await;
+    encrypted_chat_ok(&http, &api, OFFICIAL_MODEL, &km, &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({
@@ -584,8 +719,10 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("worker-config.json", "owner_address");
     let original = stack.cfg("fake-ton-config.json");
+    let (_km, km_port, km_http, km_log) =
+        start_our_key_manager(work.path(), &original, &root, &owner);
     let (_proxy, client_port, worker_port, proxy_log) =
-        start_our_proxy(work.path(), &original, &root, &owner);
+        start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let upstream = common::mock_upstream().await;
     let (_worker, worker_log) =
@@ -593,10 +730,11 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let (_client, api, client_log) = start_official_client(&stack, work.path(), &fake_ton);
     let logs = || {
         format!(
-            "our proxy:\n{}\nour worker:\n{}\nofficial client:\n{}",
+            "our proxy:\n{}\nour worker:\n{}\nofficial client:\n{}\nour key manager:\n{}",
             read_log(&proxy_log),
             read_log(&worker_log),
             read_log(&client_log),
+            read_log(&km_log),
         )
     };
     let http = reqwest::Client::new();
@@ -609,6 +747,10 @@ async fn the_official_client_with_our_proxy_and_worker() {
     )
     .await;
     chat_ok(&http, &api, common::MODEL, &logs).await;
+    // Encrypted: COCOON's client reads `receiver_public_key` and passes the sealed body on;
+    // our proxy hands our worker the key, our worker seals the answer to the app.
+    let km = key_manager_key(&http, &km_http, &logs).await;
+    encrypted_chat_ok(&http, &api, common::MODEL, &km, &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({
