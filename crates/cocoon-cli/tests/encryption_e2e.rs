@@ -152,6 +152,19 @@ async fn an_app_talks_to_a_worker_that_only_it_and_the_worker_can_read() {
         .await
         .expect("stopped");
     let tokens = common::assert_money_balances(&state, PRICE, FEE).await;
+    // The proxy kept the root configuration it ran on, as COCOON's does (configV7).
+    let proxy_key = cocoon_node::config::load_or_create_key(&state.join("keys/proxy_key.pem"))
+        .expect("proxy key");
+    let ledger = cocoon_node::ledger::Ledger::open(&state.join("proxy-ledger.sqlite"), &proxy_key)
+        .expect("ledger");
+    let stored = ledger
+        .root_config()
+        .expect("verified")
+        .expect("a stored root configuration");
+    assert_eq!(stored.struct_version, 5);
+    assert!(!stored.key_manager_address.is_empty());
+    let root = cocoon_node::chain::config_v7::from_config_v7(&stored).expect("reads back");
+    assert_eq!(root.params.price_per_token, PRICE);
     assert_eq!(
         tokens,
         2 * 134,

@@ -22,7 +22,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Current schema version.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Domain separation for row signatures.
 const SIGNING_CONTEXT: &[u8] = b"cocoon-rs ledger v1\0";
@@ -182,6 +182,20 @@ const EPOCH_TABLES: &str = "
                                owner TEXT NOT NULL, tokens INTEGER NOT NULL, sig BLOB NOT NULL,
                                PRIMARY KEY (params_version, kind, owner));";
 
+/// Table added by schema version 3: the root configuration the proxy runs on, as COCOON
+/// 9060ce5's proxy keeps it (`rootConfig.configV7`, TL bytes), one row.
+const ROOT_CONFIG_TABLE: &str = "
+    CREATE TABLE root_config (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
+                              config BLOB NOT NULL, sig BLOB NOT NULL);";
+
+fn root_config_message(version: i64, config: &[u8]) -> Vec<u8> {
+    let mut m = SIGNING_CONTEXT.to_vec();
+    m.extend_from_slice(b"root_config\0");
+    m.extend_from_slice(&version.to_le_bytes());
+    m.extend_from_slice(config);
+    m
+}
+
 fn request_message(id: &[u8], client: &str, worker: &str, tokens: i64) -> Vec<u8> {
     let mut m = SIGNING_CONTEXT.to_vec();
     m.extend_from_slice(b"requests\0");
@@ -229,6 +243,7 @@ impl Ledger {
                      CREATE TABLE requests (id BLOB PRIMARY KEY, client TEXT NOT NULL, worker TEXT NOT NULL,
                                             tokens INTEGER NOT NULL, sig BLOB NOT NULL);
                      {EPOCH_TABLES}
+                     {ROOT_CONFIG_TABLE}
                      INSERT INTO meta (key, value) VALUES ('schema_version', {SCHEMA_VERSION});
                      COMMIT;"
                 ))?;
@@ -241,10 +256,20 @@ impl Ledger {
             }
             Some(1) => {
                 // Version 1 had no epochs: everything booked so far belongs to the first.
+                // Nor a stored root configuration: the running proxy stores one.
                 conn.execute_batch(&format!(
                     "BEGIN;
                      {EPOCH_TABLES}
-                     UPDATE meta SET value = 2 WHERE key = 'schema_version';
+                     {ROOT_CONFIG_TABLE}
+                     UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';
+                     COMMIT;"
+                ))?;
+            }
+            Some(2) => {
+                conn.execute_batch(&format!(
+                    "BEGIN;
+                     {ROOT_CONFIG_TABLE}
+                     UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';
                      COMMIT;"
                 ))?;
             }
@@ -338,6 +363,26 @@ impl Ledger {
                 )?;
             }
         }
+        if let Some((version, config, sig)) = conn
+            .query_row(
+                "SELECT version, config, sig FROM root_config WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()?
+        {
+            check(
+                format!("root configuration version {version}"),
+                &root_config_message(version, &config),
+                &sig,
+            )?;
+        }
         let mut stmt =
             conn.prepare("SELECT params_version, kind, owner, tokens, sig FROM epoch_starts")?;
         let mut rows = stmt.query([])?;
@@ -354,6 +399,58 @@ impl Ledger {
             )?;
         }
         Ok(())
+    }
+
+    /// Keeps `config` as the root configuration the proxy runs on, unless the stored one is
+    /// newer (a higher root `version`); returns whether it was stored. One signed row.
+    pub fn save_root_config(
+        &self,
+        config: &cocoon_tl::types::root_config::ConfigV7,
+    ) -> Result<bool, LedgerError> {
+        let version = i64::from(config.version);
+        let bytes = cocoon_tl::to_bytes(config);
+        let sig = self.sign(&root_config_message(version, &bytes));
+        let changed = self.conn().execute(
+            "INSERT INTO root_config (id, version, config, sig) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET version = ?1, config = ?2, sig = ?3
+             WHERE excluded.version >= root_config.version AND excluded.config != root_config.config",
+            params![version, bytes, sig],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// The stored root configuration (signature checked), if any.
+    pub fn root_config(
+        &self,
+    ) -> Result<Option<cocoon_tl::types::root_config::ConfigV7>, LedgerError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT version, config, sig FROM root_config WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((version, config, sig)) = row else {
+            return Ok(None);
+        };
+        let sig = Signature::from_slice(&sig)
+            .map_err(|_| LedgerError::Tampered("root configuration: malformed signature".into()))?;
+        self.key
+            .verifying_key()
+            .verify(&root_config_message(version, &config), &sig)
+            .map_err(|_| {
+                LedgerError::Tampered("root configuration: signature does not match".into())
+            })?;
+        cocoon_tl::from_bytes(&config)
+            .map(Some)
+            .map_err(|e| LedgerError::Tampered(format!("root configuration: {e}")))
     }
 
     /// Every epoch, oldest first.
@@ -892,7 +989,7 @@ mod tests {
         // Turn it back into a version 1 file.
         let raw = Connection::open(&path).expect("raw");
         raw.execute_batch(
-            "DROP TABLE epochs; DROP TABLE epoch_starts;
+            "DROP TABLE epochs; DROP TABLE epoch_starts; DROP TABLE root_config;
              UPDATE meta SET value = 1 WHERE key = 'schema_version';",
         )
         .expect("downgrade");
@@ -903,6 +1000,50 @@ mod tests {
         ledger
             .begin_epoch(4, "sc", b"p")
             .expect("epoch after migration");
+    }
+
+    #[test]
+    fn the_root_configuration_is_kept_newest_first_and_signed_and_version_2_files_migrate() {
+        use cocoon_tl::types::root_config::ConfigV7;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path, &key(7)).expect("open");
+            ledger.book(&booking(1, 10)).expect("book");
+        }
+        // A version 2 file (before 9060ce5's configV7) opens and gains the table.
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute_batch(
+            "DROP TABLE root_config; UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+        )
+        .expect("downgrade");
+        drop(raw);
+        let ledger = Ledger::open(&path, &key(7)).expect("migrate");
+        assert_eq!(ledger.client_tokens("client-a").expect("tokens"), 10);
+        assert_eq!(ledger.root_config().expect("read"), None);
+        let v = |version: i32, address: &str| ConfigV7 {
+            version,
+            key_manager_address: address.into(),
+            ..ConfigV7::default()
+        };
+        assert!(ledger.save_root_config(&v(5, "a:1")).expect("save"));
+        assert!(
+            !ledger.save_root_config(&v(4, "b:1")).expect("older"),
+            "older kept out"
+        );
+        assert!(
+            !ledger.save_root_config(&v(5, "a:1")).expect("same"),
+            "unchanged"
+        );
+        assert!(ledger.save_root_config(&v(6, "c:1")).expect("newer"));
+        assert_eq!(ledger.root_config().expect("read"), Some(v(6, "c:1")));
+        drop(ledger);
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute("UPDATE root_config SET version = 9", [])
+            .expect("edit");
+        drop(raw);
+        let err = Ledger::open(&path, &key(7)).expect_err("tampered");
+        assert!(err.to_string().contains("root configuration"), "{err}");
     }
 
     #[test]

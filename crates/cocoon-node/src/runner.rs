@@ -200,6 +200,41 @@ pub struct RunningProxy {
     pub http_addr: Option<SocketAddr>,
 }
 
+/// Keeps the root configuration the proxy runs on in its ledger, as COCOON 9060ce5's proxy
+/// does (`rootConfig.configV7`): on a chain it is read now and on every root poll (keys
+/// change hourly); from COCOON's fake-TON file once. Plain fake-TON has none.
+fn keep_root_config(table: &ChainConfig, view: &ChainView, ledger: Arc<Ledger>) {
+    let testnet = view.context.is_testnet();
+    let store = move |cfg: &cocoon_ton::root::RootConfig, ledger: &Ledger| {
+        let v7 = crate::chain::config_v7::to_config_v7(cfg, testnet);
+        match ledger.save_root_config(&v7) {
+            Ok(true) => info!(version = cfg.version, "root configuration stored"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot store the root configuration"),
+        }
+    };
+    match (&view.settlement, &table.fake_ton_file) {
+        (Some(chain), _) => {
+            let (backend, root) = (chain.backend.clone(), view.context.root().clone());
+            let interval = chain.policy.root_poll_interval;
+            tokio::spawn(async move {
+                loop {
+                    match cocoon_ton::chain::read_root_config(backend.as_ref(), &root).await {
+                        Ok(cfg) => store(&cfg, &ledger),
+                        Err(e) => warn!(error = %e, "cannot read the root configuration"),
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            });
+        }
+        (None, Some(path)) => match cocoon_ton::pseudo::root_config_from_file(path) {
+            Ok(cfg) => store(&cfg, &ledger),
+            Err(e) => warn!(error = %e, "cannot read the fake-TON root file for the ledger"),
+        },
+        (None, None) => {}
+    }
+}
+
 /// Starts a proxy from its configuration.
 pub async fn start_proxy(
     cfg: &ProxyConfig,
@@ -252,6 +287,7 @@ pub async fn start_proxy(
             Some(chain)
         }
     };
+    keep_root_config(&cfg.chain, &view, ledger.clone());
     let root = crate::chain::RootWatch::new(view.clone());
     let settings = ProxySettings {
         owner_address: cfg.owner_address.clone(),
@@ -342,6 +378,16 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
             },
             "ledger": {"client_tokens": clients, "worker_tokens": workers},
             "models": p.ready_workers(),
+            "root_contract_config": p.ledger().root_config().ok().flatten().map(|c| json!({
+                "version": c.version,
+                "struct_version": c.struct_version,
+                "params_version": c.params_version,
+                "price_per_token": c.price_per_token,
+                "worker_fee_per_token": c.worker_fee_per_token,
+                "registered_proxies": c.registered_proxies.len(),
+                "registered_public_keys": c.registered_public_keys.len(),
+                "key_manager_address": c.key_manager_address,
+            })),
             "known_private_keys": p.keys().public_keys().iter().map(|(k, until)| {
                 json!({"public_key": hex::encode(k), "expire_at": until})
             }).collect::<Vec<_>>(),

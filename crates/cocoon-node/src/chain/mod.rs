@@ -7,6 +7,7 @@
 //! compiled Tolk contracts from `contracts/build`, so every address and voucher is the
 //! one a real deployment of those contracts would accept.
 
+pub mod config_v7;
 mod context;
 pub mod pseudo;
 mod root;
