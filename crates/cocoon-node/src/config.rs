@@ -458,6 +458,9 @@ pub struct KeyManagerConfig {
     /// image hashes).
     #[serde(default = "policy_any")]
     pub caller_policy: PolicyConfig,
+    /// Whether a caller's image hash must also be among the root's proxy hashes (or worker
+    /// hashes, for workers), as COCOON's `check_hashes`. Default: on unless `is_test`.
+    pub check_root_hashes: Option<bool>,
     /// Chain access: with a chain, each key is registered on the root.
     #[serde(default)]
     pub chain: ChainConfig,

@@ -525,9 +525,37 @@ pub async fn start_key_manager(
             })
         }
     };
+    let caller_hashes = if cfg.check_root_hashes.unwrap_or(!cfg.is_test) {
+        let hashes = crate::keys::manager::RootHashes::default();
+        match (&view.settlement, &cfg.chain.fake_ton_file) {
+            (Some(chain), _) => {
+                hashes.spawn_polling(
+                    chain.backend.clone(),
+                    view.context.root().clone(),
+                    chain.policy.root_poll_interval,
+                );
+            }
+            (None, Some(path)) => hashes.update(
+                &cocoon_ton::pseudo::root_config_from_file(path)
+                    .map_err(|e| ConfigError::Invalid(format!("[chain] fake_ton_file: {e}")))?,
+            ),
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "check_root_hashes needs a root to read the hashes from: a chain or \
+                     [chain] fake_ton_file (or set check_root_hashes = false)"
+                        .into(),
+                )
+                .into())
+            }
+        }
+        crate::keys::manager::CallerHashes::Root(hashes)
+    } else {
+        crate::keys::manager::CallerHashes::Unchecked
+    };
     let settings = crate::keys::KeyManagerSettings {
         rotation: Duration::from_secs(cfg.rotation_secs.max(1)),
         lifetime: Duration::from_secs(cfg.lifetime_secs.max(1)),
+        caller_hashes,
         ..crate::keys::KeyManagerSettings::default()
     };
     let km = crate::keys::KeyManager::new(store, identity.key.clone(), settings, registrar);

@@ -39,6 +39,97 @@ pub struct KeyManagerSettings {
     pub register_retry: Duration,
     /// Transport tunables for caller connections.
     pub connection: ConnectionConfig,
+    /// Whether callers' image hashes are checked against the root's lists.
+    pub caller_hashes: CallerHashes,
+}
+
+/// Which callers get keys, beyond passing the listener's attestation policy.
+#[derive(Debug, Clone, Default)]
+pub enum CallerHashes {
+    /// Any caller the policy admits (test networks, as COCOON without `check_hashes`).
+    #[default]
+    Unchecked,
+    /// As COCOON with `check_hashes`: a proxy's image hash must be among the root's
+    /// `proxy_hashes`, a worker's among its `worker_hashes`; the lists are the root's as
+    /// last read ([`RootHashes`]).
+    Root(RootHashes),
+}
+
+/// The root's proxy and worker image hashes, as last read; shared with the task that
+/// reads them.
+#[derive(Debug, Clone, Default)]
+pub struct RootHashes {
+    lists: Arc<Mutex<Option<HashLists>>>,
+}
+
+/// The root's proxy image hashes and worker image hashes.
+type HashLists = (Vec<[u8; 32]>, Vec<[u8; 32]>);
+
+impl RootHashes {
+    /// Adopts the lists of `root`.
+    pub fn update(&self, root: &cocoon_ton::root::RootConfig) {
+        *lock(&self.lists) = Some((root.proxy_hashes.clone(), root.worker_hashes.clone()));
+    }
+
+    /// Reads the root every `interval` through `backend` while the returned task runs.
+    pub fn spawn_polling(
+        &self,
+        backend: Arc<dyn cocoon_ton::chain::ChainBackend>,
+        root: StdAddr,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let hashes = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match cocoon_ton::chain::read_root_config(backend.as_ref(), &root).await {
+                    Ok(cfg) => hashes.update(&cfg),
+                    Err(e) => warn!(error = %e, "cannot read the root's image hashes"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}
+
+/// Who asks for keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// `keyManager.getProxyPrivateKeys`.
+    Proxy,
+    /// `keyManager.getWorkerPrivateKeys`.
+    Worker,
+}
+
+/// Whether `caller`, attested with `image_hash`, gets keys under `check`: the refusal
+/// (COCOON's code and message) otherwise.
+pub fn check_caller(
+    check: &CallerHashes,
+    caller: Caller,
+    image_hash: Option<[u8; 32]>,
+) -> Result<(), (i32, String)> {
+    let CallerHashes::Root(root) = check else {
+        return Ok(());
+    };
+    let refused = |what: &str| match caller {
+        Caller::Proxy => (602, format!("unknown proxy hash{what}")),
+        Caller::Worker => (602, format!("unknown worker hash{what}")),
+    };
+    let lists = lock(&root.lists);
+    let Some((proxies, workers)) = lists.as_ref() else {
+        return Err(refused(": the root's hashes have not been read yet"));
+    };
+    let Some(hash) = image_hash else {
+        return Err(refused(": the caller is not attested"));
+    };
+    let allowed = match caller {
+        Caller::Proxy => proxies,
+        Caller::Worker => workers,
+    };
+    if allowed.contains(&hash) {
+        Ok(())
+    } else {
+        Err(refused(&format!(" {}", hex::encode(hash))))
+    }
 }
 
 impl Default for KeyManagerSettings {
@@ -50,6 +141,7 @@ impl Default for KeyManagerSettings {
             register_value: cocoon_ton::root::ONE_TON * 4 / 10,
             register_retry: Duration::from_secs(30),
             connection: ConnectionConfig::default(),
+            caller_hashes: CallerHashes::Unchecked,
         }
     }
 }
@@ -84,7 +176,7 @@ impl std::fmt::Debug for Registrar {
 pub struct KeyManagerStats {
     /// Key requests answered.
     pub answered: AtomicU64,
-    /// Queries refused (unknown function).
+    /// Queries refused (unknown function, or a caller the root does not list).
     pub refused: AtomicU64,
     /// Keys generated.
     pub generated: AtomicU64,
@@ -384,10 +476,20 @@ impl KeyManager {
                 let Incoming::Query(query) = incoming else {
                     continue;
                 };
-                let function = query.function_id();
-                if function == Some(km_fn::GetProxyPrivateKeys::ID)
-                    || function == Some(km_fn::GetWorkerPrivateKeys::ID)
-                {
+                let caller = match query.function_id() {
+                    Some(km_fn::GetProxyPrivateKeys::ID) => Some(Caller::Proxy),
+                    Some(km_fn::GetWorkerPrivateKeys::ID) => Some(Caller::Worker),
+                    _ => None,
+                };
+                if let Some(caller) = caller {
+                    if let Err((code, message)) =
+                        check_caller(&self.shared.settings.caller_hashes, caller, peer.image_hash)
+                    {
+                        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        warn!(code, %message, "key request refused");
+                        let _ = query.error(code, &message).await;
+                        continue;
+                    }
                     match self.private_keys(now()) {
                         Ok(keys) => {
                             self.shared.stats.answered.fetch_add(1, Ordering::Relaxed);
@@ -460,6 +562,37 @@ mod tests {
             .map(|k| crate::keys::ring::public_of(&k.private_key))
             .collect();
         assert!(held.contains(&second) && !held.contains(&first));
+    }
+
+    #[test]
+    fn callers_are_checked_against_the_root_hashes_when_asked_to() {
+        assert_eq!(
+            check_caller(&CallerHashes::Unchecked, Caller::Proxy, None),
+            Ok(())
+        );
+        let hashes = RootHashes::default();
+        let check = CallerHashes::Root(hashes.clone());
+        let refused = check_caller(&check, Caller::Proxy, Some([1; 32])).expect_err("unread");
+        assert!(refused.1.contains("not been read"), "{refused:?}");
+        let mut root = cocoon_ton::local::GenesisRoot::devnet(StdAddr::new(
+            0,
+            tycho_types::cell::HashBytes([0; 32]),
+        ))
+        .expect("root")
+        .config;
+        root.proxy_hashes = vec![[1; 32]];
+        root.worker_hashes = vec![[2; 32]];
+        hashes.update(&root);
+        assert_eq!(check_caller(&check, Caller::Proxy, Some([1; 32])), Ok(()));
+        assert_eq!(check_caller(&check, Caller::Worker, Some([2; 32])), Ok(()));
+        let (code, message) =
+            check_caller(&check, Caller::Worker, Some([1; 32])).expect_err("a proxy's hash");
+        assert_eq!(code, 602);
+        assert!(message.starts_with("unknown worker hash"), "{message}");
+        assert!(check_caller(&check, Caller::Proxy, None)
+            .expect_err("unattested")
+            .1
+            .contains("not attested"));
     }
 
     #[test]
