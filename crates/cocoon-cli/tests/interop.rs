@@ -255,17 +255,31 @@ async fn streamed_from_an_official_worker(http: &reqwest::Client, api: &str) {
     );
 }
 
-/// A streamed request for our mock's model through `api` (our worker behind it): SSE with
-/// the mock's text ("o", "k") and `[DONE]`.
-async fn streamed_chat_ok(http: &reqwest::Client, api: &str, logs: &dyn Fn() -> String) {
+/// A streamed request for our mock's model through `api` (our worker behind it), sealed to
+/// `km` when given (the proxy already holding the key): SSE with the mock's text ("o", "k")
+/// and `[DONE]`; sealed, every event opens at the app.
+async fn streamed_chat_ok(
+    http: &reqwest::Client,
+    api: &str,
+    km: Option<&[u8; 32]>,
+    logs: &dyn Fn() -> String,
+) {
+    let app = [0x25; 32];
+    let request = json!({
+        "model": common::MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 32,
+        "stream": true,
+    });
+    let request = match km {
+        Some(km) => {
+            cocoon_e2e::seal(&request, &app, km, cocoon_e2e::Direction::ToWorker).expect("sealed")
+        }
+        None => request,
+    };
     let answer = http
         .post(format!("{api}/v1/chat/completions"))
-        .json(&json!({
-            "model": common::MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 32,
-            "stream": true,
-        }))
+        .json(&request)
         .timeout(Duration::from_secs(60))
         .send()
         .await
@@ -278,56 +292,22 @@ async fn streamed_chat_ok(http: &reqwest::Client, api: &str, logs: &dyn Fn() -> 
         if data == "[DONE]" {
             continue;
         }
-        let event: Value = serde_json::from_str(data)
+        let value: Value = serde_json::from_str(data)
             .unwrap_or_else(|e| panic!("an SSE event is JSON: {e}: {data}\n{}", logs()));
+        let event = match km {
+            Some(km) => {
+                cocoon_e2e::open(&value, &app, cocoon_e2e::Direction::ToApp, Some(km))
+                    .unwrap_or_else(|e| panic!("every event is sealed to the app: {e}: {data}"))
+                    .body
+            }
+            None => value,
+        };
         if let Some(t) = event["choices"][0]["delta"]["content"].as_str() {
             text.push_str(t);
         }
     }
     assert_eq!(text, "ok", "{body}\n{}", logs());
     assert!(body.contains("data: [DONE]"), "{body}");
-}
-
-/// A streamed request sealed to `km` for our mock's model through `api` (our worker behind
-/// it, the proxy already holding the key): SSE whose every event is sealed to the app.
-async fn encrypted_stream_ok(
-    http: &reqwest::Client,
-    api: &str,
-    km: &[u8; 32],
-    logs: &dyn Fn() -> String,
-) {
-    let app = [0x25; 32];
-    let request = json!({
-        "model": common::MODEL,
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 32,
-        "stream": true,
-    });
-    let sealed =
-        cocoon_e2e::seal(&request, &app, km, cocoon_e2e::Direction::ToWorker).expect("sealed");
-    let answer = http
-        .post(format!("{api}/v1/chat/completions"))
-        .json(&sealed)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("answer");
-    let status = answer.status();
-    let body = answer.text().await.unwrap_or_default();
-    assert_eq!(status, 200, "{body}\n{}", logs());
-    let mut text = String::new();
-    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if data == "[DONE]" {
-            continue;
-        }
-        let value: Value = serde_json::from_str(data).expect("JSON event");
-        let event = cocoon_e2e::open(&value, &app, cocoon_e2e::Direction::ToApp, Some(km))
-            .unwrap_or_else(|e| panic!("every event is sealed to the app: {e}: {data}"));
-        if let Some(t) = event.body["choices"][0]["delta"]["content"].as_str() {
-            text.push_str(t);
-        }
-    }
-    assert_eq!(text, "ok", "{body}\n{}", logs());
 }
 
 /// Writes `config` as `work/NAME.toml` and starts `cocoon ROLE --config` on it, its log in
@@ -738,7 +718,7 @@ async fn our_worker_and_client_with_the_official_proxy() {
     )
     .await;
     chat_ok(&http, &api, common::MODEL, &logs).await;
-    streamed_chat_ok(&http, &api, &logs).await;
+    streamed_chat_ok(&http, &api, None, &logs).await;
     // Priced below our worker's 1000: the official proxy refuses, the app gets an error.
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
@@ -831,12 +811,12 @@ async fn the_official_client_with_our_proxy_and_worker() {
     )
     .await;
     chat_ok(&http, &api, common::MODEL, &logs).await;
-    streamed_chat_ok(&http, &api, &logs).await;
+    streamed_chat_ok(&http, &api, None, &logs).await;
     // Encrypted: COCOON's client reads `receiver_public_key` and passes the sealed body on;
     // our proxy hands our worker the key, our worker seals the answer to the app.
     let km = key_manager_key(&http, &km_http, &logs).await;
     encrypted_chat_ok(&http, &api, common::MODEL, &km, &logs).await;
-    encrypted_stream_ok(&http, &api, &km, &logs).await;
+    streamed_chat_ok(&http, &api, Some(&km), &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({
