@@ -32,6 +32,7 @@ pub mod pccs;
 pub mod policy;
 pub mod pow;
 pub mod quote;
+pub mod sev;
 pub mod tee;
 pub mod tls;
 pub mod transport;
