@@ -42,10 +42,19 @@ pub enum AttestCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
-    /// Print a raw quote file or a PEM certificate as JSON.
+    /// Print a TDX quote, an AMD SEV-SNP attestation report (binary or hex) or a PEM/DER
+    /// certificate as JSON.
     Inspect {
-        /// A raw quote (binary) or a PEM certificate.
+        /// A raw TDX quote, an SNP report (1184 bytes, or their hex), or a certificate.
         file: PathBuf,
+        /// For an SNP report: the VCEK (PEM or DER) to check its signature with; the output
+        /// gains `"signature": "valid"` or the reason it is not.
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// With --vcek: AMD's ASK + ARK (PEM, as KDS serves `cert_chain`) instead of the
+        /// built-in roots.
+        #[arg(long, requires = "vcek")]
+        chain: Option<PathBuf>,
     },
     /// Accept attested connections (PoW + RA-TLS) and print each verified peer as JSON.
     Listen {
@@ -107,10 +116,25 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AttestCommand::GenCert { tdx, name, out } => gen_cert(tdx, &name, &out),
-        AttestCommand::Inspect { file } => {
-            let data =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            println!("{}", serde_json::to_string_pretty(&inspect(&data)?)?);
+        AttestCommand::Inspect { file, vcek, chain } => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let data = read(&file)?;
+            let value = match cocoon_attest::sev::SnpReport::from_bytes_or_hex(&data) {
+                Ok(report) => inspect_snp(
+                    &report,
+                    vcek.as_ref().map(read).transpose()?.as_deref(),
+                    chain.as_ref().map(read).transpose()?.as_deref(),
+                )?,
+                Err(_) if vcek.is_some() => {
+                    anyhow::bail!(
+                        "--vcek applies to an SNP attestation report; {} is not one",
+                        file.display()
+                    )
+                }
+                Err(_) => inspect(&data)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         AttestCommand::Listen {
@@ -228,6 +252,51 @@ fn image_hash_of(quote: Option<&[u8]>) -> anyhow::Result<[u8; 32]> {
     })
 }
 
+/// JSON description of an SNP report; with `vcek`, whether its signature (and the VCEK's
+/// chain to AMD, `chain` or the built-in roots) holds.
+fn inspect_snp(
+    report: &cocoon_attest::sev::SnpReport,
+    vcek: Option<&[u8]>,
+    chain: Option<&[u8]>,
+) -> anyhow::Result<serde_json::Value> {
+    use cocoon_attest::sev::{SnpRules, SnpVerifier, Vcek};
+    let mut v = report.to_json();
+    let Some(vcek) = vcek else {
+        return Ok(v);
+    };
+    let vcek = Vcek::from_pem_or_der(vcek)?;
+    v["vcek"] = json!({
+        "product_name": vcek.product_name,
+        "hw_id": hex::encode(&vcek.hw_id),
+        "tcb": vcek.tcb,
+    });
+    // Inspection reports on the signature and chain; a debug policy is shown, not refused.
+    let mut verifier = SnpVerifier::amd(SnpRules {
+        allow_debug: true,
+        ..SnpRules::default()
+    })?;
+    if let Some(chain) = chain {
+        let text = String::from_utf8_lossy(chain);
+        let certs: Vec<String> = text
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let [ask, ark] = certs.as_slice() else {
+            anyhow::bail!(
+                "--chain must hold exactly two PEM certificates (ASK, then ARK); it holds {}",
+                certs.len()
+            );
+        };
+        verifier = verifier.with_chain(vcek.product, ask.as_bytes(), ark.as_bytes())?;
+    }
+    v["signature"] = match verifier.verify(report, &vcek, None) {
+        Ok(_) => json!("valid"),
+        Err(e) => json!(e.to_string()),
+    };
+    Ok(v)
+}
+
 /// JSON description of a raw quote or a PEM certificate.
 fn inspect(data: &[u8]) -> anyhow::Result<serde_json::Value> {
     // PEM certificate, or DER certificate (a SEQUENCE; no quote starts with 0x30 0x82).
@@ -279,6 +348,7 @@ fn inspect_quote(q: &[u8]) -> anyhow::Result<serde_json::Value> {
         _ => "sgx",
     };
     let mut v = json!({
+        "tee": tee,
         "version": p.version,
         "att_key_type": p.att_key_type,
         "tee_type": tee,
