@@ -8,6 +8,8 @@ use cocoon_attest::Policy;
 use proptest::prelude::*;
 
 const QUOTE: &[u8] = include_bytes!("data/tdx-quote-v4.dat");
+const SNP_REPORT_HEX: &[u8] = include_bytes!("data/sev-snp/report_milan.hex");
+const VCEK: &[u8] = include_bytes!("data/sev-snp/vcek_milan.der");
 
 fn valid_cert() -> Vec<u8> {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -34,6 +36,24 @@ proptest! {
             Ok(p) => prop_assert!(q.len() >= 632 || p.version == 5),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
+    }
+
+    #[test]
+    fn mutated_snp_reports_and_vceks_never_panic(pos in 0usize..1184, val in any::<u8>(), cut in 0usize..1400) {
+        use cocoon_attest::sev::{SnpReport, Vcek};
+        let text: String = String::from_utf8_lossy(SNP_REPORT_HEX).split_whitespace().collect();
+        let mut raw = hex::decode(text).expect("hex");
+        raw[pos] = val;
+        if let Ok(r) = SnpReport::from_bytes(&raw) {
+            let _ = r.to_json();
+        }
+        raw.truncate(cut);
+        let _ = SnpReport::from_bytes_or_hex(&raw);
+        let mut v = VCEK.to_vec();
+        let at = pos % v.len();
+        v[at] = val;
+        v.truncate(cut);
+        let _ = Vcek::from_pem_or_der(&v);
     }
 
     #[test]
