@@ -12,6 +12,12 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub const OID_TDX_QUOTE: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 1];
 /// OID of the user-claims extension, `1.3.6.1.4.1.12345.2`.
 pub const OID_TDX_USER_CLAIMS: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 2];
+/// OID of the SEV-SNP report-data extension (the 64-byte hash), `1.3.6.1.4.1.12345.100`.
+pub const OID_SEV_REPORT_DATA: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 100];
+/// OID of the SEV-SNP attestation report extension (1184 bytes), `1.3.6.1.4.1.12345.101`.
+pub const OID_SEV_REPORT: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 101];
+/// OID of the SEV-SNP VCEK extension (the certificate's PEM text), `1.3.6.1.4.1.12345.102`.
+pub const OID_SEV_VCEK: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 102];
 /// Validity period of a COCOON certificate.
 pub const CERT_VALIDITY: Duration = Duration::from_secs(86_400);
 /// Largest certificate accepted for parsing.
@@ -19,6 +25,11 @@ pub const MAX_CERT_LEN: usize = 64 * 1024;
 
 const TDX_QUOTE_OID_STR: &str = "1.3.6.1.4.1.12345.1";
 const TDX_USER_CLAIMS_OID_STR: &str = "1.3.6.1.4.1.12345.2";
+const SEV_REPORT_DATA_OID_STR: &str = "1.3.6.1.4.1.12345.100";
+const SEV_REPORT_OID_STR: &str = "1.3.6.1.4.1.12345.101";
+const SEV_VCEK_OID_STR: &str = "1.3.6.1.4.1.12345.102";
+/// Largest VCEK extension accepted (a PEM certificate is about 2 KiB).
+const MAX_VCEK_LEN: usize = 16 * 1024;
 const ED25519_OID_STR: &str = "1.3.101.112";
 /// DER of `AlgorithmIdentifier { id-Ed25519 }` followed by the BIT STRING header of a
 /// 64-byte signature: the fixed tail of every Ed25519 certificate.
@@ -78,6 +89,15 @@ pub enum CertError {
     /// Quote extension larger than 32 KiB.
     #[error("certificate quote extension too large: {0} bytes")]
     QuoteTooLarge(usize),
+    /// TDX and SEV-SNP evidence in one certificate.
+    #[error("certificate carries both TDX and SEV-SNP evidence; they are mutually exclusive")]
+    MixedTee,
+    /// Some of the three SEV-SNP extensions are missing.
+    #[error("certificate has an incomplete set of SEV-SNP extensions (missing {0})")]
+    IncompleteSev(&'static str),
+    /// An SEV-SNP extension of an impossible size.
+    #[error("certificate SEV-SNP extension {0} is {1} bytes")]
+    SevExtensionSize(&'static str, usize),
     /// `now` is before notBefore.
     #[error("certificate is not yet valid (notBefore {not_before}, now {now})")]
     NotYetValid {
@@ -112,6 +132,19 @@ pub struct CertInfo {
     pub quote: Option<Vec<u8>>,
     /// Contents of the user-claims extension, if present (ignored by verification).
     pub user_claims: Option<Vec<u8>>,
+    /// The SEV-SNP evidence, if present (never together with a TDX quote).
+    pub sev: Option<SevEvidence>,
+}
+
+/// The three SEV-SNP extensions of a certificate (cocoon-protocol-9060ce5.md §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SevEvidence {
+    /// `.100`: the 64-byte hash the report was requested with (SHA-512 of the key).
+    pub report_data: Vec<u8>,
+    /// `.101`: the raw SNP attestation report.
+    pub report: Vec<u8>,
+    /// `.102`: the VCEK certificate, PEM text.
+    pub vcek_pem: Vec<u8>,
 }
 
 impl CertInfo {
@@ -214,6 +247,7 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
 
     let mut quote = None;
     let mut user_claims = None;
+    let (mut sev_data, mut sev_report, mut sev_vcek) = (None, None, None);
     let mut seen: Vec<String> = Vec::new();
     for ext in cert.extensions() {
         let oid = ext.oid.to_id_string();
@@ -228,6 +262,24 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
                 quote = Some(ext.value.to_vec());
             }
             TDX_USER_CLAIMS_OID_STR => user_claims = Some(ext.value.to_vec()),
+            SEV_REPORT_DATA_OID_STR => {
+                if ext.value.len() != 64 {
+                    return Err(CertError::SevExtensionSize("report data", ext.value.len()));
+                }
+                sev_data = Some(ext.value.to_vec());
+            }
+            SEV_REPORT_OID_STR => {
+                if ext.value.len() != crate::sev::REPORT_LEN {
+                    return Err(CertError::SevExtensionSize("report", ext.value.len()));
+                }
+                sev_report = Some(ext.value.to_vec());
+            }
+            SEV_VCEK_OID_STR => {
+                if ext.value.len() > MAX_VCEK_LEN {
+                    return Err(CertError::SevExtensionSize("VCEK", ext.value.len()));
+                }
+                sev_vcek = Some(ext.value.to_vec());
+            }
             other if ext.critical && !KNOWN_CRITICAL.contains(&other) => {
                 return Err(CertError::UnknownCriticalExtension(oid));
             }
@@ -235,12 +287,27 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, CertError> {
         }
         seen.push(oid);
     }
+    let sev = match (sev_data, sev_report, sev_vcek) {
+        (None, None, None) => None,
+        (Some(report_data), Some(report), Some(vcek_pem)) => Some(SevEvidence {
+            report_data,
+            report,
+            vcek_pem,
+        }),
+        (None, _, _) => return Err(CertError::IncompleteSev("report data (.100)")),
+        (_, None, _) => return Err(CertError::IncompleteSev("report (.101)")),
+        (_, _, None) => return Err(CertError::IncompleteSev("VCEK (.102)")),
+    };
+    if sev.is_some() && quote.is_some() {
+        return Err(CertError::MixedTee);
+    }
     Ok(CertInfo {
         public_key,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         quote,
         user_claims,
+        sev,
     })
 }
 
@@ -359,7 +426,7 @@ fn unix(t: SystemTime) -> i64 {
 /// 32-byte public key (user claims) are added as critical private extensions.
 pub fn issue_certificate(
     key: &SigningKey,
-    quote: Option<&[u8]>,
+    evidence: &crate::tee::Evidence,
     opts: &IssueOptions,
 ) -> Result<IssuedCert, CertError> {
     use rcgen::{
@@ -403,16 +470,37 @@ pub fn issue_certificate(
     let mut eku = CustomExtension::from_oid_content(&[2, 5, 29, 37], EKU_SERVER_CLIENT.to_vec());
     eku.set_criticality(true);
     params.custom_extensions.push(eku);
-    if let Some(q) = quote {
-        let mut ext = CustomExtension::from_oid_content(OID_TDX_QUOTE, q.to_vec());
+    let critical = |oid: &[u64], content: Vec<u8>| {
+        let mut ext = CustomExtension::from_oid_content(oid, content);
         ext.set_criticality(true);
-        params.custom_extensions.push(ext);
-        let mut claims = CustomExtension::from_oid_content(
-            OID_TDX_USER_CLAIMS,
-            key.verifying_key().to_bytes().to_vec(),
-        );
-        claims.set_criticality(true);
-        params.custom_extensions.push(claims);
+        ext
+    };
+    match evidence {
+        crate::tee::Evidence::None => {}
+        crate::tee::Evidence::Tdx(q) => {
+            params
+                .custom_extensions
+                .push(critical(OID_TDX_QUOTE, q.clone()));
+            params.custom_extensions.push(critical(
+                OID_TDX_USER_CLAIMS,
+                key.verifying_key().to_bytes().to_vec(),
+            ));
+        }
+        crate::tee::Evidence::Sev {
+            report_data,
+            report,
+            vcek_pem,
+        } => {
+            params
+                .custom_extensions
+                .push(critical(OID_SEV_REPORT_DATA, report_data.to_vec()));
+            params
+                .custom_extensions
+                .push(critical(OID_SEV_REPORT, report.clone()));
+            params
+                .custom_extensions
+                .push(critical(OID_SEV_VCEK, vcek_pem.clone()));
+        }
     }
     for (oid, content, critical) in &opts.extra_extensions {
         let mut ext = CustomExtension::from_oid_content(oid, content.clone());
@@ -441,7 +529,12 @@ mod tests {
     #[test]
     fn issued_cert_parses_back() {
         let key = SigningKey::from_bytes(&[9; 32]);
-        let c = issue_certificate(&key, Some(b"quote-bytes"), &IssueOptions::default()).unwrap();
+        let c = issue_certificate(
+            &key,
+            &crate::tee::Evidence::Tdx(b"quote-bytes".to_vec()),
+            &IssueOptions::default(),
+        )
+        .unwrap();
         let info = parse_certificate(&c.cert_der).unwrap();
         assert_eq!(info.public_key, key.verifying_key().to_bytes());
         assert_eq!(info.quote.as_deref(), Some(&b"quote-bytes"[..]));
@@ -487,7 +580,12 @@ mod tests {
     #[test]
     fn version_1_certificates_with_extensions_are_accepted_as_cocoon_writes_them() {
         let key = SigningKey::from_bytes(&[5; 32]);
-        let c = issue_certificate(&key, Some(b"quote-bytes"), &IssueOptions::default()).unwrap();
+        let c = issue_certificate(
+            &key,
+            &crate::tee::Evidence::Tdx(b"quote-bytes".to_vec()),
+            &IssueOptions::default(),
+        )
+        .unwrap();
         let v1 = as_version_1(&c.cert_der, &key);
         let info = parse_certificate(&v1).expect("a COCOON-style version-1 certificate");
         assert_eq!(info.public_key, key.verifying_key().to_bytes());
@@ -502,7 +600,8 @@ mod tests {
     #[test]
     fn tampered_cert_is_rejected() {
         let key = SigningKey::from_bytes(&[3; 32]);
-        let c = issue_certificate(&key, None, &IssueOptions::default()).unwrap();
+        let c =
+            issue_certificate(&key, &crate::tee::Evidence::None, &IssueOptions::default()).unwrap();
         let mut der = c.cert_der.clone();
         // Flip a byte inside the subject's CN ("localhost") so the signature breaks.
         let pos = der.windows(9).rposition(|w| w == b"localhost").unwrap();
@@ -520,14 +619,14 @@ mod tests {
         let mut opts = IssueOptions::default();
         opts.extra_extensions
             .push((vec![1, 3, 6, 1, 4, 1, 99999, 7], vec![0x05, 0x00], true));
-        let c = issue_certificate(&key, None, &opts).unwrap();
+        let c = issue_certificate(&key, &crate::tee::Evidence::None, &opts).unwrap();
         assert_eq!(
             parse_certificate(&c.cert_der).unwrap_err(),
             CertError::UnknownCriticalExtension("1.3.6.1.4.1.99999.7".into())
         );
         // The same extension non-critical is fine.
         opts.extra_extensions[0].2 = false;
-        let c = issue_certificate(&key, None, &opts).unwrap();
+        let c = issue_certificate(&key, &crate::tee::Evidence::None, &opts).unwrap();
         assert!(parse_certificate(&c.cert_der).is_ok());
     }
 }

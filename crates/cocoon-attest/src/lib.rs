@@ -60,14 +60,23 @@ pub enum AttestError {
     /// This node could not produce its own evidence.
     #[error(transparent)]
     Tee(#[from] tee::TeeError),
-    /// The policy needs a quote but the certificate has none.
-    #[error("peer certificate has no TDX quote, but policy {0} requires one")]
-    MissingQuote(PolicyKind),
-    /// A fake TDX quote must be exactly 64 bytes.
-    #[error("fake TDX quote must be 64 bytes, got {0}")]
+    /// The policy needs evidence but the certificate carries none.
+    #[error("peer certificate carries no TEE evidence (TDX quote or SEV-SNP report), but policy {0} requires it")]
+    MissingEvidence(PolicyKind),
+    /// A fake TDX quote is 64 bytes (ours) or a 496-byte serialized report (COCOON's).
+    #[error("fake TDX quote must be 64 or 496 bytes, got {0}")]
     FakeQuoteSize(usize),
+    /// The SEV-SNP evidence did not verify.
+    #[error("SEV-SNP: {0}")]
+    Snp(#[from] sev::SnpError),
+    /// A fake SEV-SNP report was offered to a port that requires real SEV-SNP.
+    #[error("a fake SEV-SNP report is not accepted by policy tee")]
+    FakeSevRejected,
+    /// The launch measurement is not in the allow-list.
+    #[error("SEV-SNP measurement {0} is not allowed by policy")]
+    MeasurementNotAllowed(String),
     /// A fake TDX quote was offered to a port that requires real TDX.
-    #[error("fake TDX quote is not accepted by policy tdx")]
+    #[error("fake TDX quote is not accepted by policy tee")]
     FakeQuoteRejected,
     /// SGX quotes are not accepted for TLS.
     #[error("SGX quotes are not accepted for TLS")]

@@ -1,25 +1,44 @@
-//! Attestation policies (`any`, `fake_tdx`, `tdx`) with allow-lists, their TOML form, and
+//! Attestation policies (`any`, `fake_tee`, `tee`; formerly `fake_tdx`, `tdx`) with allow-lists, their TOML form, and
 //! the verified identity of a peer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::cert::{parse_certificate, CertInfo};
+use crate::cert::{parse_certificate, CertInfo, SevEvidence};
 use crate::dcap::{DcapConfig, DcapVerifier};
 use crate::quote::{parse_quote, QuoteBody, TdMeasurements};
+use crate::sev::{SnpReport, SnpRules, SnpVerifier, Vcek};
 use crate::tee::{parse_fake_quote, report_data_for_key};
 use crate::AttestError;
 
-/// Which kind of attestation a policy demands.
+/// Which kind of attestation a policy demands, named as COCOON 9060ce5 names them; the
+/// older names `fake_tdx` and `tdx` are still read (deprecated: they now cover SEV-SNP too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
-    /// No quote needed (the certificate must still be Ed25519).
+    /// No evidence needed (the certificate must still be Ed25519).
+    #[serde(rename = "any")]
     Any,
-    /// A fake TDX quote (the stand-in for real hardware) is required.
-    FakeTdx,
-    /// A real TDX quote verified with DCAP is required.
-    Tdx,
+    /// Fake evidence (the stand-in for TEE hardware): a fake TDX quote or a fake SEV-SNP
+    /// report, bound to the peer's key.
+    #[serde(
+        rename = "fake_tee",
+        alias = "fake_tdx",
+        alias = "fake-tdx",
+        alias = "fake-tee"
+    )]
+    FakeTee,
+    /// Real evidence: a TDX quote verified with DCAP, or an SEV-SNP report verified against
+    /// AMD's roots.
+    #[serde(rename = "tee", alias = "tdx")]
+    Tee,
+}
+
+impl PolicyKind {
+    /// Whether `name` is one of the pre-9060ce5 names (`fake_tdx`, `tdx`), kept for old
+    /// configuration files.
+    pub fn is_deprecated_name(name: &str) -> bool {
+        matches!(name, "fake_tdx" | "fake-tdx" | "tdx")
+    }
 }
 
 impl std::str::FromStr for PolicyKind {
@@ -27,9 +46,11 @@ impl std::str::FromStr for PolicyKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "any" => Ok(Self::Any),
-            "fake_tdx" | "fake-tdx" => Ok(Self::FakeTdx),
-            "tdx" => Ok(Self::Tdx),
-            other => Err(format!("unknown policy {other:?} (any, fake_tdx, tdx)")),
+            "fake_tee" | "fake-tee" | "fake_tdx" | "fake-tdx" => Ok(Self::FakeTee),
+            "tee" | "tdx" => Ok(Self::Tee),
+            other => Err(format!(
+                "unknown policy {other:?} (any, fake_tee, tee; fake_tdx and tdx are the old names)"
+            )),
         }
     }
 }
@@ -38,8 +59,8 @@ impl std::fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Any => "any",
-            Self::FakeTdx => "fake_tdx",
-            Self::Tdx => "tdx",
+            Self::FakeTee => "fake_tee",
+            Self::Tee => "tee",
         })
     }
 }
@@ -57,9 +78,17 @@ pub struct PolicyConfig {
     /// Allowed `[RTMR0, RTMR1, RTMR2, RTMR3]` tuples (48-byte hex each).
     #[serde(default)]
     pub allowed_rtmr: Vec<[String; 4]>,
-    /// Allowed image hashes (32-byte hex, spec §7.4).
+    /// Allowed image hashes (32-byte hex, spec §7.4), as COCOON's router writes them:
+    /// `tdx@HEX` or `sev@HEX` for one kind, plain `HEX` for either.
     #[serde(default)]
     pub allowed_image_hashes: Vec<String>,
+    /// Allowed SEV-SNP launch measurements (48-byte hex).
+    #[serde(default)]
+    pub allowed_measurements: Vec<String>,
+    /// Accept SEV-SNP guests whose policy allows debugging (their host can read their
+    /// memory); off by default. COCOON does not check this.
+    #[serde(default)]
+    pub sev_allow_debug: bool,
     /// Allowed collateral root hashes (48-byte hex root key ids; `tdx` only).
     #[serde(default)]
     pub allowed_collateral_root_hashes: Vec<String>,
@@ -73,6 +102,8 @@ impl PolicyConfig {
             allowed_mrtd: Vec::new(),
             allowed_rtmr: Vec::new(),
             allowed_image_hashes: Vec::new(),
+            allowed_measurements: Vec::new(),
+            sev_allow_debug: false,
             allowed_collateral_root_hashes: Vec::new(),
         }
     }
@@ -130,6 +161,10 @@ pub enum PeerTee {
     FakeTdx,
     /// Real TDX, DCAP-verified.
     Tdx,
+    /// Fake SEV-SNP (the stand-in for AMD hardware).
+    FakeSev,
+    /// Real SEV-SNP, verified against AMD's roots.
+    SevSnp,
 }
 
 /// The verified identity of the other end of an attested connection.
@@ -143,6 +178,8 @@ pub struct PeerIdentity {
     pub image_hash: [u8; 32],
     /// TDX measurements, when a quote was checked.
     pub measurements: Option<TdMeasurements>,
+    /// The SEV-SNP launch measurement, when a report was checked.
+    pub sev_measurement: Option<[u8; 48]>,
     /// Root key id of the DCAP collateral (zero for fake TDX and `any`).
     pub collateral_root_hash: [u8; 48],
     /// DCAP TCB status for real TDX.
@@ -162,6 +199,7 @@ impl PeerIdentity {
             "mrtd": m.map(|m| hex::encode(m.mrtd)),
             "rtmr": m.map(|m| m.rtmr.iter().map(hex::encode).collect::<Vec<_>>()),
             "report_data": m.map(|m| hex::encode(m.report_data)),
+            "sev_measurement": self.sev_measurement.map(hex::encode),
             "collateral_root_hash": hex::encode(self.collateral_root_hash),
             "tcb_status": self.tcb_status,
             "cert_not_after": self.cert_not_after,
@@ -182,9 +220,14 @@ pub struct Policy {
     kind: PolicyKind,
     mrtd: Vec<[u8; 48]>,
     rtmr: Vec<[[u8; 48]; 4]>,
+    /// Image hashes allowed for TDX peers.
     image_hashes: Vec<[u8; 32]>,
+    /// Image hashes allowed for SEV-SNP peers.
+    sev_image_hashes: Vec<[u8; 32]>,
+    sev_measurements: Vec<[u8; 48]>,
     root_hashes: Vec<[u8; 48]>,
     dcap: Option<Arc<DcapVerifier>>,
+    snp: Option<Arc<SnpVerifier>>,
 }
 
 impl Policy {
@@ -195,12 +238,12 @@ impl Policy {
 
     /// Policy `fake_tdx` without allow-lists.
     pub fn fake_tdx() -> Self {
-        Self::bare(PolicyKind::FakeTdx, None)
+        Self::bare(PolicyKind::FakeTee, None)
     }
 
     /// Policy `tdx` without allow-lists, verifying with `dcap`.
     pub fn tdx(dcap: Arc<DcapVerifier>) -> Self {
-        Self::bare(PolicyKind::Tdx, Some(dcap))
+        Self::bare(PolicyKind::Tee, Some(dcap))
     }
 
     fn bare(kind: PolicyKind, dcap: Option<Arc<DcapVerifier>>) -> Self {
@@ -209,8 +252,11 @@ impl Policy {
             mrtd: Vec::new(),
             rtmr: Vec::new(),
             image_hashes: Vec::new(),
+            sev_image_hashes: Vec::new(),
+            sev_measurements: Vec::new(),
             root_hashes: Vec::new(),
             dcap,
+            snp: None,
         }
     }
 
@@ -223,6 +269,7 @@ impl Policy {
         match cfg.kind {
             PolicyKind::Any => {
                 if !cfg.allowed_image_hashes.is_empty()
+                    || !cfg.allowed_measurements.is_empty()
                     || !cfg.allowed_mrtd.is_empty()
                     || !cfg.allowed_rtmr.is_empty()
                     || !cfg.allowed_collateral_root_hashes.is_empty()
@@ -232,13 +279,41 @@ impl Policy {
                     ));
                 }
             }
-            PolicyKind::FakeTdx => {}
-            PolicyKind::Tdx => {
+            PolicyKind::FakeTee => {}
+            PolicyKind::Tee => {
                 p.dcap = Some(dcap.ok_or_else(|| {
-                    AttestError::Config("policy tdx needs a DCAP verifier".into())
+                    AttestError::Config("policy tee needs a DCAP verifier for TDX quotes".into())
                 })?);
+                p.snp = Some(Arc::new(SnpVerifier::amd(SnpRules {
+                    allow_debug: cfg.sev_allow_debug,
+                    min_tcb: None,
+                })?));
             }
         }
+        for entry in &cfg.allowed_image_hashes {
+            let (kinds, hex_text) = match entry.split_once('@') {
+                Some(("tdx", h)) => ((true, false), h),
+                Some(("sev", h)) => ((false, true), h),
+                Some((other, _)) => {
+                    return Err(AttestError::Config(format!(
+                        "allowed_image_hashes: {entry:?} has prefix {other:?} (tdx@ or sev@)"
+                    )))
+                }
+                None => ((true, true), entry.as_str()),
+            };
+            let hash = parse_hex::<32>(hex_text, "allowed_image_hashes")?;
+            if kinds.0 {
+                p.image_hashes.push(hash);
+            }
+            if kinds.1 {
+                p.sev_image_hashes.push(hash);
+            }
+        }
+        p.sev_measurements = cfg
+            .allowed_measurements
+            .iter()
+            .map(|s| parse_hex::<48>(s, "allowed_measurements"))
+            .collect::<Result<_, _>>()?;
         p.mrtd = cfg
             .allowed_mrtd
             .iter()
@@ -256,11 +331,6 @@ impl Policy {
                 ])
             })
             .collect::<Result<_, _>>()?;
-        p.image_hashes = cfg
-            .allowed_image_hashes
-            .iter()
-            .map(|s| parse_hex::<32>(s, "allowed_image_hashes"))
-            .collect::<Result<_, _>>()?;
         p.root_hashes = cfg
             .allowed_collateral_root_hashes
             .iter()
@@ -269,9 +339,23 @@ impl Policy {
         Ok(p)
     }
 
-    /// Restricts accepted image hashes (builder form of `allowed_image_hashes`).
+    /// Restricts accepted image hashes, of either kind (builder form of plain
+    /// `allowed_image_hashes` entries).
     pub fn with_image_hashes(mut self, hashes: Vec<[u8; 32]>) -> Self {
+        self.sev_image_hashes = hashes.clone();
         self.image_hashes = hashes;
+        self
+    }
+
+    /// Restricts accepted SEV-SNP launch measurements.
+    pub fn with_sev_measurements(mut self, measurements: Vec<[u8; 48]>) -> Self {
+        self.sev_measurements = measurements;
+        self
+    }
+
+    /// Verifies real SEV-SNP reports with `verifier` (policy `tee`; default: AMD's roots).
+    pub fn with_snp_verifier(mut self, verifier: Arc<SnpVerifier>) -> Self {
+        self.snp = Some(verifier);
         self
     }
 
@@ -291,6 +375,12 @@ impl Policy {
     pub fn with_collateral_root_hashes(mut self, roots: Vec<[u8; 48]>) -> Self {
         self.root_hashes = roots;
         self
+    }
+
+    /// Whether image hashes are restricted at all: then a peer's hash must be among those
+    /// allowed for its kind (a policy listing only TDX images refuses every SEV-SNP peer).
+    fn images_restricted(&self) -> bool {
+        !self.image_hashes.is_empty() || !self.sev_image_hashes.is_empty()
     }
 
     /// The policy kind.
@@ -322,9 +412,42 @@ impl Policy {
             not_after: 0,
             quote: quote.map(<[u8]>::to_vec),
             user_claims: None,
+            sev: None,
         };
         let pending = self.check_evidence(&info, expected_report_data)?;
         self.finish(pending).await
+    }
+
+    /// Verifies SEV-SNP evidence that is not wrapped in a certificate (as
+    /// [`Policy::verify_quote`] for TDX): `report` must carry `expected_report_data` and pass
+    /// this policy with `vcek` (PEM or DER). The returned identity has `public_key` all zero.
+    pub fn verify_sev(
+        &self,
+        report: &[u8],
+        vcek: &[u8],
+        expected_report_data: &[u8; 64],
+    ) -> Result<PeerIdentity, AttestError> {
+        let identity = PeerIdentity {
+            public_key: [0; 32],
+            tee: PeerTee::None,
+            image_hash: [0; 32],
+            measurements: None,
+            sev_measurement: None,
+            collateral_root_hash: [0; 48],
+            tcb_status: None,
+            cert_not_after: 0,
+        };
+        if self.kind == PolicyKind::Any {
+            return Ok(identity);
+        }
+        let evidence = SevEvidence {
+            report_data: expected_report_data.to_vec(),
+            report: report.to_vec(),
+            vcek_pem: vcek.to_vec(),
+        };
+        Ok(self
+            .check_sev(&evidence, expected_report_data, identity)?
+            .identity)
     }
 
     fn check_evidence(
@@ -337,6 +460,7 @@ impl Policy {
             tee: PeerTee::None,
             image_hash: [0; 32],
             measurements: None,
+            sev_measurement: None,
             collateral_root_hash: [0; 48],
             tcb_status: None,
             cert_not_after: info.not_after,
@@ -347,12 +471,13 @@ impl Policy {
                 quote_for_dcap: None,
             });
         }
-        let quote = info
-            .quote
-            .as_deref()
-            .ok_or(AttestError::MissingQuote(self.kind))?;
+        let quote = match (info.quote.as_deref(), &info.sev) {
+            (Some(quote), _) => quote,
+            (None, Some(sev)) => return self.check_sev(sev, expected_report_data, identity),
+            (None, None) => return Err(AttestError::MissingEvidence(self.kind)),
+        };
         let m = match self.kind {
-            PolicyKind::FakeTdx => {
+            PolicyKind::FakeTee => {
                 identity.tee = PeerTee::FakeTdx;
                 parse_fake_quote(quote).ok_or(AttestError::FakeQuoteSize(quote.len()))?
             }
@@ -378,12 +503,12 @@ impl Policy {
             return Err(AttestError::RtmrNotAllowed);
         }
         let image_hash = m.image_hash();
-        if !self.image_hashes.is_empty() && !self.image_hashes.contains(&image_hash) {
+        if self.images_restricted() && !self.image_hashes.contains(&image_hash) {
             return Err(AttestError::ImageHashNotAllowed(hex::encode(image_hash)));
         }
         identity.image_hash = image_hash;
         identity.measurements = Some(m);
-        if self.kind == PolicyKind::FakeTdx {
+        if self.kind == PolicyKind::FakeTee {
             if !self.root_hashes.is_empty() && !self.root_hashes.contains(&[0; 48]) {
                 return Err(AttestError::RootHashNotAllowed(hex::encode([0u8; 48])));
             }
@@ -398,6 +523,60 @@ impl Policy {
         })
     }
 
+    /// The SEV-SNP path: the report-data extension and the report's own `report_data` bind
+    /// the key; `fake_tee` reads the fake report's measurement, `tee` verifies the report
+    /// and its VCEK against AMD's roots; then the measurement and image-hash allow-lists.
+    fn check_sev(
+        &self,
+        sev: &SevEvidence,
+        expected: &[u8; 64],
+        mut identity: PeerIdentity,
+    ) -> Result<PendingPeer, AttestError> {
+        if sev.report_data.as_slice() != expected.as_slice() {
+            return Err(AttestError::ReportDataMismatch);
+        }
+        let measurement = match self.kind {
+            PolicyKind::Tee => {
+                identity.tee = PeerTee::SevSnp;
+                // A fake report (COCOON's and ours) is zeros where the signature would be.
+                let signature = sev.report.get(crate::sev::SIGNED_LEN..);
+                if signature.is_some_and(|s| s.iter().all(|b| *b == 0)) {
+                    return Err(AttestError::FakeSevRejected);
+                }
+                let report = SnpReport::from_bytes(&sev.report)?;
+                let vcek = Vcek::from_pem_or_der(&sev.vcek_pem)?;
+                let verifier = self.snp.as_ref().ok_or_else(|| {
+                    AttestError::Config("policy tee has no SEV-SNP verifier".into())
+                })?;
+                verifier.verify(&report, &vcek, Some(expected))?.measurement
+            }
+            _ => {
+                identity.tee = PeerTee::FakeSev;
+                // The fake report's own report_data must bind the key too (COCOON does not
+                // look at a fake report at all).
+                if sev.report.get(0x50..0x90) != Some(expected.as_slice()) {
+                    return Err(AttestError::ReportDataMismatch);
+                }
+                let mut m = [0u8; 48];
+                m.copy_from_slice(&sev.report[0x90..0xC0]);
+                m
+            }
+        };
+        if !self.sev_measurements.is_empty() && !self.sev_measurements.contains(&measurement) {
+            return Err(AttestError::MeasurementNotAllowed(hex::encode(measurement)));
+        }
+        let image_hash = crate::sev::image_hash(&measurement);
+        if self.images_restricted() && !self.sev_image_hashes.contains(&image_hash) {
+            return Err(AttestError::ImageHashNotAllowed(hex::encode(image_hash)));
+        }
+        identity.image_hash = image_hash;
+        identity.sev_measurement = Some(measurement);
+        Ok(PendingPeer {
+            identity,
+            quote_for_dcap: None,
+        })
+    }
+
     /// Completes verification: DCAP for real TDX (cached), then the collateral root
     /// allow-list. Immediate for `any` and `fake_tdx`.
     pub async fn finish(&self, pending: PendingPeer) -> Result<PeerIdentity, AttestError> {
@@ -408,10 +587,9 @@ impl Policy {
         let Some(quote) = quote_for_dcap else {
             return Ok(identity);
         };
-        let dcap = self
-            .dcap
-            .as_ref()
-            .ok_or_else(|| AttestError::Config("policy tdx needs a DCAP verifier".into()))?;
+        let dcap = self.dcap.as_ref().ok_or_else(|| {
+            AttestError::Config("policy tee needs a DCAP verifier for TDX quotes".into())
+        })?;
         let v = dcap.verify(&quote).await?;
         if !self.root_hashes.is_empty() && !self.root_hashes.contains(&v.root_key_id) {
             return Err(AttestError::RootHashNotAllowed(hex::encode(v.root_key_id)));
@@ -437,8 +615,8 @@ mod tests {
         let text = include_str!("../examples/attest-policies.toml");
         let f = PoliciesFile::from_toml(text).unwrap();
         let p8443 = f.listen_policy(8443).unwrap();
-        assert_eq!(p8443.kind, PolicyKind::Tdx);
-        assert_eq!(f.listen_policy(9000).unwrap().kind, PolicyKind::FakeTdx);
+        assert_eq!(p8443.kind, PolicyKind::Tee);
+        assert_eq!(f.listen_policy(9000).unwrap().kind, PolicyKind::FakeTee);
         let dcap = Arc::new(DcapVerifier::from_config(&f.dcap).unwrap());
         for cfg in f.listen.values().chain(f.connect.values()) {
             Policy::from_config(cfg, Some(dcap.clone())).unwrap();
@@ -454,9 +632,9 @@ mod tests {
             e.to_string().contains("policy any cannot have allow-lists"),
             "{e}"
         );
-        let e = Policy::from_config(&PolicyConfig::new(PolicyKind::Tdx), None).unwrap_err();
+        let e = Policy::from_config(&PolicyConfig::new(PolicyKind::Tee), None).unwrap_err();
         assert!(e.to_string().contains("needs a DCAP verifier"), "{e}");
-        let mut c = PolicyConfig::new(PolicyKind::FakeTdx);
+        let mut c = PolicyConfig::new(PolicyKind::FakeTee);
         c.allowed_mrtd.push("abcd".into());
         let e = Policy::from_config(&c, None).unwrap_err();
         assert!(e.to_string().contains("must be 48 bytes, got 2"), "{e}");

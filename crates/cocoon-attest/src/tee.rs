@@ -1,5 +1,5 @@
-//! Producing attestation evidence: no TEE, fake TDX (a stand-in for real hardware), or a
-//! real TDX quote through Linux configfs-tsm.
+//! Producing attestation evidence: no TEE, fake TDX or fake SEV-SNP (stand-ins for real
+//! hardware), or real TDX quotes and SEV-SNP reports through Linux configfs-tsm.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,59 @@ pub enum TeeMode {
     FakeTdx,
     /// A real TDX quote from the TDX module via configfs-tsm.
     Tdx,
+    /// **Fake SEV-SNP: a stand-in for AMD hardware.** A zeroed 1184-byte report carrying
+    /// only REPORTDATA, and a throw-away self-signed P-384 "VCEK" (as COCOON's fake SEV
+    /// certificates). Test networks only.
+    FakeSev,
+    /// A real SEV-SNP report from the AMD secure processor via configfs-tsm, with the
+    /// chip's VCEK from [`SEV_VCEK_PATH`].
+    Sev,
+}
+
+/// Where an SNP guest keeps its chip's VCEK (PEM), as COCOON's images do.
+pub const SEV_VCEK_PATH: &str = "/etc/tee/sev/vcek.pem";
+
+/// The evidence a certificate carries (cocoon-protocol-9060ce5.md §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evidence {
+    /// None: acceptable only to peers whose policy is `any`.
+    None,
+    /// A TDX quote (or a fake one).
+    Tdx(Vec<u8>),
+    /// An SEV-SNP report (or a fake one) with the hash it was requested with and the
+    /// chip's VCEK as PEM.
+    Sev {
+        /// SHA-512 of the certificate's key.
+        report_data: [u8; 64],
+        /// The 1184-byte report.
+        report: Vec<u8>,
+        /// The VCEK certificate, PEM.
+        vcek_pem: Vec<u8>,
+    },
+}
+
+/// A fake SNP report: zeros but for version 2, signature algorithm 1 and `report_data`.
+pub fn fake_snp_report(report_data: &[u8; 64]) -> Vec<u8> {
+    let mut report = vec![0u8; crate::sev::REPORT_LEN];
+    report[0x00] = 2;
+    report[0x34] = 1;
+    report[0x50..0x90].copy_from_slice(report_data);
+    report
+}
+
+/// The throw-away self-signed P-384 "VCEK" of fake SEV certificates, made once per process.
+fn fake_vcek_pem() -> Result<Vec<u8>, TeeError> {
+    static PEM: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+            .map_err(|e| e.to_string())?;
+        let params = rcgen::CertificateParams::new(vec!["fake-vcek".to_owned()])
+            .map_err(|e| e.to_string())?;
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        Ok(cert.pem().into_bytes())
+    })
+    .clone()
+    .map_err(TeeError::Unavailable)
 }
 
 impl std::str::FromStr for TeeMode {
@@ -30,7 +83,11 @@ impl std::str::FromStr for TeeMode {
             "none" => Ok(Self::None),
             "fake_tdx" | "fake-tdx" => Ok(Self::FakeTdx),
             "tdx" => Ok(Self::Tdx),
-            other => Err(format!("unknown TEE mode {other:?} (none, fake_tdx, tdx)")),
+            "fake_sev" | "fake-sev" => Ok(Self::FakeSev),
+            "sev" | "sev-snp" | "sev_snp" => Ok(Self::Sev),
+            other => Err(format!(
+                "unknown TEE mode {other:?} (none, fake_tdx, tdx, fake_sev, sev)"
+            )),
         }
     }
 }
@@ -41,6 +98,8 @@ impl std::fmt::Display for TeeMode {
             Self::None => "none",
             Self::FakeTdx => "fake_tdx",
             Self::Tdx => "tdx",
+            Self::FakeSev => "fake_sev",
+            Self::Sev => "sev",
         })
     }
 }
@@ -59,8 +118,8 @@ pub enum TeeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// configfs-tsm answered with a provider other than `tdx_guest`.
-    #[error("configfs-tsm provider is {0:?}, not tdx_guest")]
+    /// configfs-tsm answered with a provider other than the one asked for.
+    #[error("configfs-tsm provider is {0:?}, not the one this TEE mode needs")]
     WrongProvider(String),
 }
 
@@ -74,18 +133,65 @@ pub fn fake_quote(report_data: &[u8; 64]) -> Vec<u8> {
     report_data.to_vec()
 }
 
-/// "Verifies" a fake TDX quote: any 64-byte blob is REPORTDATA with zero measurements.
+/// Length of COCOON's serialized `tdx::RATLSAttestationReport`, what its fake TDX
+/// certificates carry since 9060ce5: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0..3
+/// (48 bytes each), REPORTDATA (64), collateral root hash (48).
+pub const FAKE_TDX_REPORT_LEN: usize = 496;
+
+/// "Verifies" a fake TDX quote: a 64-byte blob is REPORTDATA with zero measurements (ours,
+/// and COCOON's before 9060ce5); a 496-byte one is COCOON's serialized report.
 pub fn parse_fake_quote(quote: &[u8]) -> Option<TdMeasurements> {
+    if quote.len() == FAKE_TDX_REPORT_LEN {
+        let m = |i: usize| -> [u8; 48] {
+            let mut out = [0u8; 48];
+            out.copy_from_slice(&quote[i * 48..(i + 1) * 48]);
+            out
+        };
+        let mut report_data = [0u8; 64];
+        report_data.copy_from_slice(&quote[384..448]);
+        return Some(TdMeasurements {
+            mrtd: m(0),
+            mr_config_id: m(1),
+            mr_owner: m(2),
+            mr_owner_config: m(3),
+            rtmr: [m(4), m(5), m(6), m(7)],
+            report_data,
+        });
+    }
     let rd: [u8; 64] = quote.try_into().ok()?;
     Some(TdMeasurements::zero_with_report_data(rd))
 }
 
-/// Produces evidence for `mode`: `None` for [`TeeMode::None`], the quote bytes otherwise.
-pub fn make_quote(mode: TeeMode, report_data: &[u8; 64]) -> Result<Option<Vec<u8>>, TeeError> {
+/// Produces evidence for `mode` over `report_data`.
+pub fn make_evidence(mode: TeeMode, report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
     match mode {
-        TeeMode::None => Ok(None),
-        TeeMode::FakeTdx => Ok(Some(fake_quote(report_data))),
-        TeeMode::Tdx => ConfigfsTsm::default().quote(report_data).map(Some),
+        TeeMode::None => Ok(Evidence::None),
+        TeeMode::FakeTdx => Ok(Evidence::Tdx(fake_quote(report_data))),
+        TeeMode::Tdx => ConfigfsTsm::default().quote(report_data).map(Evidence::Tdx),
+        TeeMode::FakeSev => Ok(Evidence::Sev {
+            report_data: *report_data,
+            report: fake_snp_report(report_data),
+            vcek_pem: fake_vcek_pem()?,
+        }),
+        TeeMode::Sev => {
+            let report = ConfigfsTsm::default().report(report_data, "sev_guest")?;
+            let path = Path::new(SEV_VCEK_PATH);
+            let vcek_pem = std::fs::read(path).map_err(io_err(path))?;
+            Ok(Evidence::Sev {
+                report_data: *report_data,
+                report,
+                vcek_pem,
+            })
+        }
+    }
+}
+
+/// Produces a TDX quote for `mode` (`None` without TDX evidence); kept for callers that
+/// only deal with TDX.
+pub fn make_quote(mode: TeeMode, report_data: &[u8; 64]) -> Result<Option<Vec<u8>>, TeeError> {
+    match make_evidence(mode, report_data)? {
+        Evidence::Tdx(q) => Ok(Some(q)),
+        Evidence::None | Evidence::Sev { .. } => Ok(None),
     }
 }
 
@@ -131,6 +237,12 @@ impl ConfigfsTsm {
 
     /// Asks the TDX module for a quote over `report_data`.
     pub fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, TeeError> {
+        self.report(report_data, "tdx_guest")
+    }
+
+    /// Asks the configfs-tsm provider `provider` (`tdx_guest`, `sev_guest`) for evidence
+    /// over `report_data`.
+    pub fn report(&self, report_data: &[u8; 64], provider: &str) -> Result<Vec<u8>, TeeError> {
         self.probe()?;
         let mut suffix = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut suffix);
@@ -140,7 +252,7 @@ impl ConfigfsTsm {
             let provider_path = dir.join("provider");
             if let Ok(p) = std::fs::read_to_string(&provider_path) {
                 let p = p.trim();
-                if p != "tdx_guest" {
+                if p != provider {
                     return Err(TeeError::WrongProvider(p.to_string()));
                 }
             }

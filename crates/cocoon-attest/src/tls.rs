@@ -22,7 +22,7 @@ const VERIFIED_CACHE: NonZeroUsize = match NonZeroUsize::new(1024) {
     Some(n) => n,
     None => NonZeroUsize::MIN,
 };
-use crate::tee::{make_quote, report_data_for_key, TeeMode};
+use crate::tee::{make_evidence, report_data_for_key, TeeMode};
 use crate::AttestError;
 
 /// The ring provider restricted to TLS 1.3 AES-GCM suites (COCOON's cipher list).
@@ -192,13 +192,13 @@ pub fn issue(
     not_before: SystemTime,
 ) -> Result<IssuedCert, AttestError> {
     let rd = report_data_for_key(&key.verifying_key().to_bytes());
-    let quote = make_quote(tee, &rd)?;
+    let evidence = make_evidence(tee, &rd)?;
     let opts = IssueOptions {
         not_before,
         validity: CERT_VALIDITY,
         extra_extensions: Vec::new(),
     };
-    Ok(issue_certificate(key, quote.as_deref(), &opts)?)
+    Ok(issue_certificate(key, &evidence, &opts)?)
 }
 
 impl rustls::server::ResolvesServerCert for CertResolver {

@@ -27,7 +27,11 @@ fn node(tee: TeeMode) -> (Arc<CertResolver>, [u8; 32]) {
 
 /// A fixed certificate built from `key` with `quote` and `opts`.
 fn custom(key: &SigningKey, quote: Option<&[u8]>, opts: IssueOptions) -> Arc<CertResolver> {
-    let c = issue_certificate(key, quote, &opts).unwrap();
+    let evidence = match quote {
+        Some(q) => cocoon_attest::tee::Evidence::Tdx(q.to_vec()),
+        None => cocoon_attest::tee::Evidence::None,
+    };
+    let c = issue_certificate(key, &evidence, &opts).unwrap();
     CertResolver::from_der(c.cert_der, c.key_pkcs8_der).unwrap()
 }
 
@@ -125,7 +129,7 @@ async fn any_peer_is_refused_by_fake_tdx_port() {
     let (s, _c) = connect(sres, Policy::fake_tdx(), cres, Policy::any()).await;
     assert!(
         err_text(&s)
-            .contains("peer certificate has no TDX quote, but policy fake_tdx requires one"),
+            .contains("peer certificate carries no TEE evidence (TDX quote or SEV-SNP report), but policy fake_tee requires it"),
         "{}",
         err_text(&s)
     );
@@ -137,7 +141,7 @@ async fn any_peer_is_refused_by_tdx_port() {
     let (cres, _) = node(TeeMode::None);
     let (s, _c) = connect(sres, tdx_policy(), cres, Policy::any()).await;
     assert!(
-        err_text(&s).contains("peer certificate has no TDX quote, but policy tdx requires one"),
+        err_text(&s).contains("peer certificate carries no TEE evidence (TDX quote or SEV-SNP report), but policy tee requires it"),
         "{}",
         err_text(&s)
     );
@@ -149,7 +153,7 @@ async fn fake_quote_is_refused_by_tdx_port() {
     let (cres, _) = node(TeeMode::FakeTdx);
     let (s, _c) = connect(sres, tdx_policy(), cres, Policy::any()).await;
     assert!(
-        err_text(&s).contains("fake TDX quote is not accepted by policy tdx"),
+        err_text(&s).contains("fake TDX quote is not accepted by policy tee"),
         "{}",
         err_text(&s)
     );
@@ -519,4 +523,151 @@ async fn client_gives_up_on_a_silent_server() {
     ccfg.pow_timeout = Duration::from_millis(200);
     let e = dial(addr, &ccfg).await.unwrap_err().to_string();
     assert_eq!(e, "PoW timed out after 200ms");
+}
+
+#[tokio::test]
+async fn fake_sev_peers_are_accepted_beside_fake_tdx_ones_under_fake_tee() {
+    // One fake-TEE port, a fake SEV-SNP server and a fake TDX client: both kinds pass.
+    let (sres, spk) = node(TeeMode::FakeSev);
+    let (cres, cpk) = node(TeeMode::FakeTdx);
+    let (s, c) = connect(sres, Policy::fake_tdx(), cres, Policy::fake_tdx()).await;
+    let (_, sid) = s.expect("the server accepts a fake TDX client");
+    let (_, cid) = c.expect("the client accepts a fake SEV-SNP server");
+    assert_eq!(sid.public_key, cpk);
+    assert_eq!(sid.tee, PeerTee::FakeTdx);
+    assert_eq!(cid.public_key, spk);
+    assert_eq!(cid.tee, PeerTee::FakeSev);
+    assert_eq!(cid.sev_measurement, Some([0; 48]));
+    assert_eq!(
+        hex::encode(cid.image_hash),
+        "b5fdab78d8947eacc864bfeecb4d2100780e5afe1cd8efafb124887913ac49fa",
+        "COCOON's image hash of a zero SNP measurement"
+    );
+    // And SEV to SEV.
+    let (sres, _) = node(TeeMode::FakeSev);
+    let (cres, _) = node(TeeMode::FakeSev);
+    let (s, c) = connect(sres, Policy::fake_tdx(), cres, Policy::fake_tdx()).await;
+    assert_eq!(s.expect("server").1.tee, PeerTee::FakeSev);
+    assert_eq!(c.expect("client").1.tee, PeerTee::FakeSev);
+}
+
+#[tokio::test]
+async fn a_fake_sev_certificate_is_refused_by_a_tee_port() {
+    let (sres, _) = node(TeeMode::FakeTdx);
+    let (cres, _) = node(TeeMode::FakeSev);
+    let (s, _c) = connect(sres, tdx_policy(), cres, Policy::any()).await;
+    assert!(
+        err_text(&s).contains("a fake SEV-SNP report is not accepted by policy tee"),
+        "{}",
+        err_text(&s)
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_with_tdx_and_sev_evidence_is_refused() {
+    let k = key();
+    let rd = report_data_for_key(&k.verifying_key().to_bytes());
+    let q = fake_quote(&rd);
+    let opts = IssueOptions {
+        extra_extensions: vec![
+            (
+                cocoon_attest::cert::OID_SEV_REPORT_DATA.to_vec(),
+                rd.to_vec(),
+                true,
+            ),
+            (
+                cocoon_attest::cert::OID_SEV_REPORT.to_vec(),
+                cocoon_attest::tee::fake_snp_report(&rd),
+                true,
+            ),
+            (
+                cocoon_attest::cert::OID_SEV_VCEK.to_vec(),
+                b"-----BEGIN".to_vec(),
+                true,
+            ),
+        ],
+        ..IssueOptions::default()
+    };
+    let cres = custom(&k, Some(&q), opts);
+    let (sres, _) = node(TeeMode::FakeTdx);
+    let (s, _c) = connect(sres, Policy::any(), cres, Policy::any()).await;
+    assert!(
+        err_text(&s).contains("both TDX and SEV-SNP evidence"),
+        "even policy any refuses it: {}",
+        err_text(&s)
+    );
+}
+
+#[tokio::test]
+async fn a_fake_sev_report_bound_to_another_key_is_refused() {
+    // The .100 extension matches the key, but the report inside was made for another key:
+    // COCOON's fake policy never looks inside; ours does.
+    let k = key();
+    let rd = report_data_for_key(&k.verifying_key().to_bytes());
+    let other = report_data_for_key(&[9; 32]);
+    let evidence = cocoon_attest::tee::Evidence::Sev {
+        report_data: rd,
+        report: cocoon_attest::tee::fake_snp_report(&other),
+        vcek_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+    };
+    let c = issue_certificate(&k, &evidence, &IssueOptions::default()).unwrap();
+    let cres = CertResolver::from_der(c.cert_der, c.key_pkcs8_der).unwrap();
+    let (sres, _) = node(TeeMode::FakeTdx);
+    let (s, _c) = connect(sres, Policy::fake_tdx(), cres, Policy::any()).await;
+    assert!(
+        err_text(&s).contains("REPORTDATA does not match"),
+        "{}",
+        err_text(&s)
+    );
+}
+
+#[test]
+fn a_real_snp_report_passes_policy_tee_with_its_image_hash_allowed_and_not_otherwise() {
+    let text: String = String::from_utf8_lossy(include_bytes!("data/sev-snp/report_milan.hex"))
+        .split_whitespace()
+        .collect();
+    let report = hex::decode(text).unwrap();
+    let vcek = include_bytes!("data/sev-snp/vcek_milan.der");
+    let parsed = cocoon_attest::sev::SnpReport::from_bytes(&report).unwrap();
+    let rd = parsed.report_data();
+    let toml = |hashes: &str| format!("kind = \"tee\"\nallowed_image_hashes = [{hashes}]\n");
+    let compile = |text: &str| {
+        let cfg: cocoon_attest::PolicyConfig = toml::from_str(text).unwrap();
+        let col = collateral_from_json(include_bytes!("data/tdx_quote_collateral.json")).unwrap();
+        let dcap = Arc::new(DcapVerifier::new(Arc::new(StaticCollateral(col))));
+        Policy::from_config(&cfg, Some(dcap)).unwrap()
+    };
+    let allowed = compile(&toml(&format!(
+        "\"sev@{}\"",
+        hex::encode(parsed.image_hash())
+    )));
+    let id = allowed.verify_sev(&report, vcek, &rd).expect("accepted");
+    assert_eq!(id.tee, PeerTee::SevSnp);
+    assert_eq!(id.image_hash, parsed.image_hash());
+    assert_eq!(id.sev_measurement, Some(parsed.measurement()));
+    // The same hash allowed for TDX only: an SEV peer is refused.
+    let tdx_only = compile(&toml(&format!(
+        "\"tdx@{}\"",
+        hex::encode(parsed.image_hash())
+    )));
+    let err = tdx_only
+        .verify_sev(&report, vcek, &rd)
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("is not allowed by policy"),
+        "{err}"
+    );
+    // Another key's hash: refused before anything is trusted.
+    let err = allowed
+        .verify_sev(&report, vcek, &[1; 64])
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("report_data is not the expected"),
+        "{err}"
+    );
+    // Old policy names still work.
+    let old: cocoon_attest::PolicyConfig = toml::from_str("kind = \"tdx\"").unwrap();
+    assert_eq!(old.kind, cocoon_attest::PolicyKind::Tee);
+    let old: cocoon_attest::PolicyConfig = toml::from_str("kind = \"fake_tdx\"").unwrap();
+    assert_eq!(old.kind, cocoon_attest::PolicyKind::FakeTee);
 }

@@ -14,9 +14,13 @@ const VCEK: &[u8] = include_bytes!("data/sev-snp/vcek_milan.der");
 fn valid_cert() -> Vec<u8> {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let q = fake_quote(&report_data_for_key(&key.verifying_key().to_bytes()));
-    issue_certificate(&key, Some(&q), &IssueOptions::default())
-        .unwrap()
-        .cert_der
+    issue_certificate(
+        &key,
+        &cocoon_attest::tee::Evidence::Tdx(q),
+        &IssueOptions::default(),
+    )
+    .unwrap()
+    .cert_der
 }
 
 proptest! {

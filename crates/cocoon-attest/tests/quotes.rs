@@ -306,7 +306,7 @@ async fn tdx_policy_allow_lists_refuse_with_reasons() {
     let e = tdx_policy().verify_quote(None, &rd).await.unwrap_err();
     assert_eq!(
         e.to_string(),
-        "peer certificate has no TDX quote, but policy tdx requires one"
+        "peer certificate carries no TEE evidence (TDX quote or SEV-SNP report), but policy tee requires it"
     );
     // DCAP failure surfaces through the policy: tampered signature area.
     // A flipped byte in the signed header (QE vendor id) breaks the ECDSA signature.

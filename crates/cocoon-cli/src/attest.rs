@@ -80,7 +80,7 @@ pub enum AttestCommand {
         /// Exit after the first connection (status 0 if it was accepted, 1 if refused).
         #[arg(long)]
         once: bool,
-        /// PCCS for policy tdx.
+        /// PCCS for policy tee (TDX quotes).
         #[arg(long, default_value = cocoon_attest::dcap::DEFAULT_PCCS_URL)]
         pccs_url: String,
     },
@@ -101,7 +101,7 @@ pub enum AttestCommand {
         /// Highest PoW difficulty we agree to solve.
         #[arg(long, default_value_t = 28)]
         max_difficulty: u32,
-        /// PCCS for policy tdx.
+        /// PCCS for policy tee (TDX quotes).
         #[arg(long, default_value = cocoon_attest::dcap::DEFAULT_PCCS_URL)]
         pccs_url: String,
     },
@@ -399,7 +399,7 @@ fn select_policy(
     let f = PoliciesFile::from_toml(&text)?;
     let cfg = pick(&f).with_context(|| format!("{} has no [{what}] policy", path.display()))?;
     let dcap = match cfg.kind {
-        PolicyKind::Tdx => Some(Arc::new(DcapVerifier::from_config(&f.dcap)?)),
+        PolicyKind::Tee => Some(Arc::new(DcapVerifier::from_config(&f.dcap)?)),
         _ => None,
     };
     Ok(Arc::new(Policy::from_config(&cfg, dcap)?))
@@ -408,8 +408,8 @@ fn select_policy(
 fn make_policy(kind: PolicyKind, pccs_url: &str) -> anyhow::Result<Arc<Policy>> {
     Ok(Arc::new(match kind {
         PolicyKind::Any => Policy::any(),
-        PolicyKind::FakeTdx => Policy::fake_tdx(),
-        PolicyKind::Tdx => {
+        PolicyKind::FakeTee => Policy::fake_tdx(),
+        PolicyKind::Tee => {
             let cfg = DcapConfig {
                 pccs_url: pccs_url.to_string(),
                 ..DcapConfig::default()

@@ -133,7 +133,7 @@ impl DevnetWallet {
 }
 
 fn fake_tdx() -> PolicyConfig {
-    PolicyConfig::new(PolicyKind::FakeTdx)
+    PolicyConfig::new(PolicyKind::FakeTee)
 }
 
 fn attestation(tee: &str, key: Option<PathBuf>, pow: u32) -> AttestationConfig {

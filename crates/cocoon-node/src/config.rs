@@ -293,7 +293,7 @@ impl AttestationConfig {
 impl Identity {
     /// The policy object for `cfg`, building the DCAP verifier on first need.
     pub fn policy(&mut self, cfg: &PolicyConfig) -> Result<Arc<Policy>, ConfigError> {
-        let dcap = if cfg.kind == PolicyKind::Tdx {
+        let dcap = if cfg.kind == PolicyKind::Tee {
             if self.dcap.is_none() {
                 let v = DcapVerifier::from_config(&self.attestation.dcap)
                     .map_err(|e| ConfigError::Attestation(e.to_string()))?;
@@ -737,7 +737,7 @@ mod example_files {
     #[test]
     fn the_documented_examples_parse_and_validate() {
         let proxy: ProxyConfig = load(&example("proxy.toml")).expect("proxy.toml");
-        assert_eq!(proxy.worker_policy.kind, PolicyKind::FakeTdx);
+        assert_eq!(proxy.worker_policy.kind, PolicyKind::FakeTee);
         assert_eq!(proxy.attestation.pow_difficulty, Some(20));
         proxy.chain.prices().expect("proxy prices");
         valid_address(&proxy.owner_address);
@@ -751,13 +751,13 @@ mod example_files {
 
         let km: KeyManagerConfig = load(&example("key-manager.toml")).expect("key-manager.toml");
         assert_eq!((km.rotation_secs, km.lifetime_secs), (3600, 86_400));
-        assert_eq!(km.caller_policy.kind, PolicyKind::FakeTdx);
+        assert_eq!(km.caller_policy.kind, PolicyKind::FakeTee);
         valid_address(&km.owner_address);
         assert!(proxy.key_manager.is_none(), "commented out in the example");
 
         let client: ClientConfig = load(&example("client.toml")).expect("client.toml");
         assert_eq!(client.http_listen, "127.0.0.1:10000");
-        assert_eq!(client.proxy_policy.kind, PolicyKind::FakeTdx);
+        assert_eq!(client.proxy_policy.kind, PolicyKind::FakeTee);
         valid_address(&client.owner_address);
     }
 
