@@ -304,6 +304,29 @@ fn inspect(data: &[u8]) -> anyhow::Result<serde_json::Value> {
         .or_else(|| data.starts_with(&[0x30, 0x82]).then(|| data.to_vec()));
     if let Some(der) = der {
         let info = parse_certificate(&der)?;
+        if let Some(sev) = &info.sev {
+            let fake = sev
+                .report
+                .get(cocoon_attest::sev::SIGNED_LEN..)
+                .is_some_and(|s| s.iter().all(|b| *b == 0));
+            let mut measurement = [0u8; 48];
+            measurement.copy_from_slice(&sev.report[0x90..0xC0]);
+            let want = cocoon_attest::tee::report_data_for_key(&info.public_key);
+            return Ok(json!({
+                "tee": if fake { "fake_sev" } else { "sev-snp" },
+                "tee_type": if fake { "fake_sev" } else { "sev-snp" },
+                "measurement": hex::encode(measurement),
+                "report_data": hex::encode(&sev.report[0x50..0x90]),
+                "image_hash": hex::encode(cocoon_attest::sev::image_hash(&measurement)),
+                "certificate": {
+                    "public_key": hex::encode(info.public_key),
+                    "not_before": info.not_before,
+                    "not_after": info.not_after,
+                    "report_data_matches_key": sev.report_data.as_slice() == want.as_slice()
+                        && sev.report[0x50..0x90] == want[..],
+                },
+            }));
+        }
         let mut v = match info.quote.as_deref() {
             None => json!({
                 "version": null,

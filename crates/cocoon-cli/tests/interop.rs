@@ -62,10 +62,16 @@ struct OfficialStack {
 
 impl OfficialStack {
     fn start(dir: &Path, offset: u16) -> Self {
+        Self::start_with_policy(dir, offset, "any")
+    }
+
+    /// The stack with its router's RA-TLS policy `policy` (`any` or `fake_tee`).
+    fn start_with_policy(dir: &Path, offset: u16, policy: &str) -> Self {
         let run = tempfile::tempdir().expect("tempdir");
         let out = Command::new(dir.join("run/local-all.sh"))
             .env("RUN_DIR", run.path())
             .env("PORT_OFFSET", offset.to_string())
+            .env("ROUTER_POLICY", policy)
             .output()
             .expect("run local-all.sh");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -349,6 +355,7 @@ async fn our_client_through_the_official_proxy_and_worker() {
         &stack.cfg("fake-ton-config.json"),
         &stack.config_field("client-config.json", "root_contract_address"),
         &stack.config_field("client-config.json", "owner_address"),
+        &Attestation::NONE,
     );
     let http = reqwest::Client::new();
     let logs = || format!("our client's log:\n{}\n{}", read_log(&log), stack.logs());
@@ -384,6 +391,27 @@ async fn our_client_through_the_official_proxy_and_worker() {
         refused.status(),
         refused.text().await.unwrap_or_default()
     );
+}
+
+/// What our client or worker presents and demands of the official router opposite it.
+struct Attestation {
+    /// Our evidence (`[attestation] tee`).
+    tee: &'static str,
+    /// The policy the router's certificate must pass (`[proxy_policy] kind`).
+    policy: &'static str,
+}
+
+impl Attestation {
+    /// Under the router's `any` policy (upstream local-all's default).
+    const NONE: Attestation = Attestation {
+        tee: "none",
+        policy: "any",
+    };
+    /// Under the router's `fake_tee` policy: fake SEV-SNP evidence both ways.
+    const FAKE_SEV: Attestation = Attestation {
+        tee: "fake_sev",
+        policy: "fake_tee",
+    };
 }
 
 /// Writes our proxy's config (fake-TON on `fake_ton`, under `root`, following the key
@@ -507,6 +535,7 @@ fn start_our_client(
     fake_ton: &Path,
     root: &str,
     owner: &str,
+    attest: &Attestation,
 ) -> (Proc, String, PathBuf) {
     let http_port = free_port();
     let config = format!(
@@ -516,12 +545,12 @@ proxies = ["127.0.0.1:{proxy_port}"]
 is_test = true
 
 [attestation]
-tee = "none"
+tee = "{tee}"
 key_file = "{key}"
 max_pow_difficulty = 28
 
 [proxy_policy]
-kind = "any"
+kind = "{policy}"
 
 [chain]
 mode = "fake"
@@ -530,6 +559,8 @@ root_address = "{root}"
 "#,
         key = work.join("client_key.pem").display(),
         fake_ton = fake_ton.display(),
+        tee = attest.tee,
+        policy = attest.policy,
     );
     let (proc, log) = spawn_cocoon("client", work, "client", &config);
     (proc, format!("http://127.0.0.1:{http_port}"), log)
@@ -598,8 +629,14 @@ async fn our_client_and_proxy_with_an_official_worker() {
         start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let (_worker, worker_log) = start_official_worker(&stack, work.path(), &fake_ton);
-    let (_client, api, client_log) =
-        start_our_client(work.path(), client_port, &fake_ton, &root, &owner);
+    let (_client, api, client_log) = start_our_client(
+        work.path(),
+        client_port,
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::NONE,
+    );
     let logs = || {
         format!(
             "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}\nour key manager:\n{}",
@@ -647,6 +684,7 @@ fn start_our_worker(
     fake_ton: &Path,
     root: &str,
     owner: &str,
+    attest: &Attestation,
 ) -> (Proc, PathBuf) {
     let config = format!(
         r#"owner_address = "{owner}"
@@ -657,12 +695,12 @@ http_listen = "127.0.0.1:{http_port}"
 is_test = true
 
 [attestation]
-tee = "none"
+tee = "{tee}"
 key_file = "{key}"
 max_pow_difficulty = 28
 
 [proxy_policy]
-kind = "any"
+kind = "{policy}"
 
 [chain]
 mode = "fake"
@@ -672,6 +710,8 @@ root_address = "{root}"
         http_port = free_port(),
         key = work.join("worker_key.pem").display(),
         fake_ton = fake_ton.display(),
+        tee = attest.tee,
+        policy = attest.policy,
     );
     let (proc, log) = spawn_cocoon("worker", work, "worker", &config);
     (proc, log)
@@ -697,9 +737,16 @@ async fn our_worker_and_client_with_the_official_proxy() {
         &fake_ton,
         &root,
         &owner,
+        &Attestation::NONE,
     );
-    let (_client, api, client_log) =
-        start_our_client(work.path(), stack.port(11002), &fake_ton, &root, &owner);
+    let (_client, api, client_log) = start_our_client(
+        work.path(),
+        stack.port(11002),
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::NONE,
+    );
     let logs = || {
         format!(
             "our worker:\n{}\nour client:\n{}\n{}",
@@ -789,8 +836,15 @@ async fn the_official_client_with_our_proxy_and_worker() {
         start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let upstream = common::mock_upstream().await;
-    let (_worker, worker_log) =
-        start_our_worker(work.path(), worker_port, upstream, &fake_ton, &root, &owner);
+    let (_worker, worker_log) = start_our_worker(
+        work.path(),
+        worker_port,
+        upstream,
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::NONE,
+    );
     let (_client, api, client_log) = start_official_client(&stack, work.path(), &fake_ton);
     let logs = || {
         format!(
@@ -835,4 +889,65 @@ async fn the_official_client_with_our_proxy_and_worker() {
         refused_body.contains("621") && refused_body.contains("unknown model: no/such-model"),
         "{refused_body}"
     );
+}
+
+/// The official router under `fake_tee` (its own certificate a fake SEV-SNP one, as
+/// COCOON makes them on AMD machines): our client and our worker, both with fake SEV-SNP
+/// certificates and a `fake_tee` policy, pass it both ways, and the request is answered.
+#[tokio::test]
+async fn fake_sev_certificates_both_ways_through_the_official_router() {
+    let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
+    let stack = OfficialStack::start_with_policy(&dir, 17000, "fake_tee");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = stack.config_field("client-config.json", "root_contract_address");
+    let owner = stack.config_field("worker-config.json", "owner_address");
+    let fake_ton = stack.cfg("fake-ton-config.json");
+    let upstream = common::mock_upstream().await;
+    let (_worker, worker_log) = start_our_worker(
+        work.path(),
+        stack.port(11001),
+        upstream,
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::FAKE_SEV,
+    );
+    let (_client, api, client_log) = start_our_client(
+        work.path(),
+        stack.port(11002),
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::FAKE_SEV,
+    );
+    let logs = || {
+        format!(
+            "our worker:\n{}\nour client:\n{}\n{}",
+            read_log(&worker_log),
+            read_log(&client_log),
+            stack.logs()
+        )
+    };
+    let http = reqwest::Client::new();
+    // The official worker's model through our client: our client passed the router.
+    wait_for_model(
+        &http,
+        &api,
+        OFFICIAL_MODEL,
+        "our client (fake SEV) never got through the official router (fake_tee)",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
+    // Our worker's model: our worker passed the router too.
+    wait_for_model(
+        &http,
+        &api,
+        common::MODEL,
+        "our worker (fake SEV) never showed at the official proxy behind fake_tee",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, common::MODEL, &logs).await;
 }
