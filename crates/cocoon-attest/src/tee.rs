@@ -30,6 +30,29 @@ pub enum TeeMode {
     Sev,
 }
 
+/// Whose CPU this is, for COCOON's `fake_tee` / `tee` names (AMD: SEV-SNP, else TDX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuVendor {
+    /// `AuthenticAMD`.
+    Amd,
+    /// Anything else (Intel's `GenuineIntel` included).
+    Other,
+}
+
+/// This machine's CPU vendor, read from `/proc/cpuinfo` (COCOON asks CPUID).
+pub fn cpu_vendor() -> CpuVendor {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let amd = text
+        .lines()
+        .find(|l| l.starts_with("vendor_id"))
+        .is_some_and(|l| l.contains("AuthenticAMD"));
+    if amd {
+        CpuVendor::Amd
+    } else {
+        CpuVendor::Other
+    }
+}
+
 /// Where an SNP guest keeps its chip's VCEK (PEM), as COCOON's images do.
 pub const SEV_VCEK_PATH: &str = "/etc/tee/sev/vcek.pem";
 
@@ -85,8 +108,17 @@ impl std::str::FromStr for TeeMode {
             "tdx" => Ok(Self::Tdx),
             "fake_sev" | "fake-sev" => Ok(Self::FakeSev),
             "sev" | "sev-snp" | "sev_snp" => Ok(Self::Sev),
+            // COCOON 9060ce5's names: the kind follows this machine's CPU vendor.
+            "fake_tee" | "fake-tee" => Ok(match cpu_vendor() {
+                CpuVendor::Amd => Self::FakeSev,
+                CpuVendor::Other => Self::FakeTdx,
+            }),
+            "tee" => Ok(match cpu_vendor() {
+                CpuVendor::Amd => Self::Sev,
+                CpuVendor::Other => Self::Tdx,
+            }),
             other => Err(format!(
-                "unknown TEE mode {other:?} (none, fake_tdx, tdx, fake_sev, sev)"
+                "unknown TEE mode {other:?} (none, fake_tee, tee, or by kind: fake_tdx, tdx, fake_sev, sev)"
             )),
         }
     }

@@ -32,8 +32,9 @@ pub enum AttestCommand {
     /// Issue a COCOON RA-TLS certificate: writes NAME_cert.pem, NAME_key.pem and
     /// NAME_image_hash.b64.
     GenCert {
-        /// Evidence to embed: none, fake_tdx or tdx.
-        #[arg(long = "tdx", default_value = "none")]
+        /// Evidence to embed: none, fake_tee or tee (the kind following this CPU's vendor, as
+        /// COCOON's gen-cert), or fake_tdx, tdx, fake_sev, sev. `--tdx` is the old name.
+        #[arg(long = "tee", alias = "tdx", default_value = "none")]
         tdx: TeeMode,
         /// File name prefix.
         #[arg(long)]
@@ -64,15 +65,16 @@ pub enum AttestCommand {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Policy applied to clients: any, fake_tdx or tdx.
+        /// Policy applied to clients: any, fake_tee or tee (fake_tdx and tdx are old names).
         #[arg(long, required_unless_present = "policy_file")]
         policy: Option<PolicyKind>,
         /// Policies TOML (see crates/cocoon-attest/examples/attest-policies.toml); the
         /// `[listen."PORT"]` entry for --port applies, overriding --policy.
         #[arg(long)]
         policy_file: Option<PathBuf>,
-        /// Evidence in our own certificate: none, fake_tdx or tdx.
-        #[arg(long = "tdx", default_value = "none")]
+        /// Evidence in our own certificate: none, fake_tee, tee, fake_tdx, tdx, fake_sev or
+        /// sev. `--tdx` is the old name.
+        #[arg(long = "tee", alias = "tdx", default_value = "none")]
         tdx: TeeMode,
         /// PoW difficulty asked of clients.
         #[arg(long, default_value_t = 20)]
@@ -88,15 +90,16 @@ pub enum AttestCommand {
     Dial {
         /// HOST:PORT to connect to.
         addr: String,
-        /// Policy applied to the server: any, fake_tdx or tdx.
+        /// Policy applied to the server: any, fake_tee or tee (fake_tdx and tdx are old names).
         #[arg(long, required_unless_present = "policy_file")]
         policy: Option<PolicyKind>,
         /// Policies TOML; the `[connect."HOST:PORT"]` entry for ADDR applies, overriding
         /// --policy.
         #[arg(long)]
         policy_file: Option<PathBuf>,
-        /// Evidence in our own certificate: none, fake_tdx or tdx.
-        #[arg(long = "tdx", default_value = "none")]
+        /// Evidence in our own certificate: none, fake_tee, tee, fake_tdx, tdx, fake_sev or
+        /// sev. `--tdx` is the old name.
+        #[arg(long = "tee", alias = "tdx", default_value = "none")]
         tdx: TeeMode,
         /// Highest PoW difficulty we agree to solve.
         #[arg(long, default_value_t = 28)]
@@ -190,7 +193,14 @@ fn gen_cert(tdx: TeeMode, name: &str, out: &Path) -> anyhow::Result<()> {
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let issued = cocoon_attest::tls::issue(&key, tdx, std::time::SystemTime::now())?;
     let info = parse_certificate(&issued.cert_der)?;
-    let image_hash = image_hash_of(info.quote.as_deref())?;
+    let image_hash = match &info.sev {
+        Some(sev) => {
+            let mut measurement = [0u8; 48];
+            measurement.copy_from_slice(&sev.report[0x90..0xC0]);
+            cocoon_attest::sev::image_hash(&measurement)
+        }
+        None => image_hash_of(info.quote.as_deref())?,
+    };
     std::fs::create_dir_all(out)?;
     let cert_path = out.join(format!("{name}_cert.pem"));
     let key_path = out.join(format!("{name}_key.pem"));
