@@ -8,6 +8,7 @@
 //! unless the policy says otherwise. The signature is checked over the report's bytes as
 //! received, so no byte of the signed part can change unnoticed.
 
+pub mod kds;
 mod report;
 mod vcek;
 
