@@ -423,6 +423,7 @@ fn start_our_proxy(
     root: &str,
     owner: &str,
     key_manager: Option<u16>,
+    attest: &Attestation,
 ) -> (Proc, u16, u16, PathBuf) {
     let (client_port, worker_port, http_port) = (free_port(), free_port(), free_port());
     let key_manager = match key_manager {
@@ -440,15 +441,15 @@ db_path = "{db}"
 is_test = true
 
 [attestation]
-tee = "none"
+tee = "{tee}"
 key_file = "{key}"
 pow_difficulty = 8
 
 [client_policy]
-kind = "any"
+kind = "{policy}"
 
 [worker_policy]
-kind = "any"
+kind = "{policy}"
 
 [chain]
 mode = "fake"
@@ -458,6 +459,8 @@ root_address = "{root}"
         db = work.join("proxy.sqlite").display(),
         key = work.join("proxy_key.pem").display(),
         fake_ton = fake_ton.display(),
+        tee = attest.tee,
+        policy = attest.policy,
     );
     let (proc, log) = spawn_cocoon("proxy", work, "proxy", &config);
     (proc, client_port, worker_port, log)
@@ -625,8 +628,14 @@ async fn our_client_and_proxy_with_an_official_worker() {
     let original = stack.cfg("fake-ton-config.json");
     let (_km, km_port, km_http, km_log) =
         start_our_key_manager(work.path(), &original, &root, &owner);
-    let (_proxy, client_port, worker_port, proxy_log) =
-        start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
+    let (_proxy, client_port, worker_port, proxy_log) = start_our_proxy(
+        work.path(),
+        &original,
+        &root,
+        &owner,
+        Some(km_port),
+        &Attestation::NONE,
+    );
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let (_worker, worker_log) = start_official_worker(&stack, work.path(), &fake_ton);
     let (_client, api, client_log) = start_our_client(
@@ -832,8 +841,14 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let original = stack.cfg("fake-ton-config.json");
     let (_km, km_port, km_http, km_log) =
         start_our_key_manager(work.path(), &original, &root, &owner);
-    let (_proxy, client_port, worker_port, proxy_log) =
-        start_our_proxy(work.path(), &original, &root, &owner, Some(km_port));
+    let (_proxy, client_port, worker_port, proxy_log) = start_our_proxy(
+        work.path(),
+        &original,
+        &root,
+        &owner,
+        Some(km_port),
+        &Attestation::NONE,
+    );
     let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let upstream = common::mock_upstream().await;
     let (_worker, worker_log) = start_our_worker(
@@ -950,4 +965,44 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
     )
     .await;
     chat_ok(&http, &api, common::MODEL, &logs).await;
+
+    // Our proxy (fake SEV-SNP, fake_tee) behind the same router: an official worker reaches
+    // it through the router, whose fake SEV-SNP certificate our proxy accepts, and ours it.
+    let original = stack.cfg("fake-ton-config.json");
+    let ours = tempfile::tempdir().expect("tempdir");
+    let (_proxy, client_port, worker_port, proxy_log) = start_our_proxy(
+        ours.path(),
+        &original,
+        &root,
+        &owner,
+        None,
+        &Attestation::FAKE_SEV,
+    );
+    let fake_ton = fake_ton_with_our_proxy(&stack, ours.path(), worker_port, client_port);
+    let (_official_worker, official_log) = start_official_worker(&stack, ours.path(), &fake_ton);
+    let (_client, api, client_log) = start_our_client(
+        ours.path(),
+        client_port,
+        &fake_ton,
+        &root,
+        &owner,
+        &Attestation::FAKE_SEV,
+    );
+    let logs = || {
+        format!(
+            "our proxy:\n{}\nofficial worker:\n{}\nour client:\n{}",
+            read_log(&proxy_log),
+            read_log(&official_log),
+            read_log(&client_log)
+        )
+    };
+    wait_for_model(
+        &http,
+        &api,
+        OFFICIAL_MODEL,
+        "the official worker never joined our proxy through the fake_tee router",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
 }
