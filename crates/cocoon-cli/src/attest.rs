@@ -56,6 +56,17 @@ pub enum AttestCommand {
         /// built-in roots.
         #[arg(long, requires = "vcek")]
         chain: Option<PathBuf>,
+        /// For an SNP report: take the VCEK and chain from AMD's KDS through this cache
+        /// directory (filled on first use, then read offline) instead of --vcek.
+        #[arg(long, conflicts_with_all = ["vcek", "chain"])]
+        kds_cache: Option<PathBuf>,
+        /// With --kds-cache: the KDS base URL, or `files` to read the cache only.
+        #[arg(long, default_value = cocoon_attest::sev::kds::KDS_URL, requires = "kds_cache")]
+        kds: String,
+        /// With --kds-cache: the chip's product (Milan, Genoa, Turin); version-2 reports do
+        /// not say.
+        #[arg(long, default_value = "Milan", requires = "kds_cache")]
+        product: String,
     },
     /// Accept attested connections (PoW + RA-TLS) and print each verified peer as JSON.
     Listen {
@@ -119,17 +130,31 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AttestCommand::GenCert { tdx, name, out } => gen_cert(tdx, &name, &out),
-        AttestCommand::Inspect { file, vcek, chain } => {
+        AttestCommand::Inspect {
+            file,
+            vcek,
+            chain,
+            kds_cache,
+            kds,
+            product,
+        } => {
             let read =
                 |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
             let data = read(&file)?;
             let value = match cocoon_attest::sev::SnpReport::from_bytes_or_hex(&data) {
-                Ok(report) => inspect_snp(
-                    &report,
-                    vcek.as_ref().map(read).transpose()?.as_deref(),
-                    chain.as_ref().map(read).transpose()?.as_deref(),
-                )?,
-                Err(_) if vcek.is_some() => {
+                Ok(report) => match &kds_cache {
+                    Some(cache) => {
+                        let (vcek, chain) =
+                            runtime()?.block_on(kds_collateral(&report, cache, &kds, &product))?;
+                        inspect_snp(&report, Some(&vcek), Some(&chain))?
+                    }
+                    None => inspect_snp(
+                        &report,
+                        vcek.as_ref().map(read).transpose()?.as_deref(),
+                        chain.as_ref().map(read).transpose()?.as_deref(),
+                    )?,
+                },
+                Err(_) if vcek.is_some() || kds_cache.is_some() => {
                     anyhow::bail!(
                         "--vcek applies to an SNP attestation report; {} is not one",
                         file.display()
@@ -260,6 +285,29 @@ fn image_hash_of(quote: Option<&[u8]>) -> anyhow::Result<[u8; 32]> {
             },
         },
     })
+}
+
+/// The VCEK (DER) and chain (ASK then ARK, PEM) of `report`'s chip from AMD's KDS through
+/// the cache directory `cache` (`kds` = a base URL, or `files` for the cache only).
+async fn kds_collateral(
+    report: &cocoon_attest::sev::SnpReport,
+    cache: &Path,
+    kds: &str,
+    product: &str,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    use cocoon_attest::sev::kds::{Kds, KdsSource};
+    let product = cocoon_attest::sev::Product::from_vcek_name(product)?;
+    let source = match kds {
+        "files" => KdsSource::FilesOnly,
+        url => KdsSource::Online(url.to_owned()),
+    };
+    let kds = Kds::new(source, cache);
+    let vcek = kds.vcek(report, product).await?;
+    let (ask, ark) = kds.chain(product).await?;
+    let mut chain = ask;
+    chain.push(b'\n');
+    chain.extend_from_slice(&ark);
+    Ok((vcek.der().to_vec(), chain))
 }
 
 /// JSON description of an SNP report; with `vcek`, whether its signature (and the VCEK's

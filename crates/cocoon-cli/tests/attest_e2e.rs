@@ -406,3 +406,52 @@ fn inspect_reads_an_snp_report_and_checks_it_with_its_vcek() {
     assert!(!ok);
     assert!(err.contains("not one"), "{err}");
 }
+
+#[test]
+fn inspect_takes_the_vcek_and_chain_from_a_kds_cache_offline() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cocoon-attest/tests/data/sev-snp");
+    let report = data.join("report_milan.hex");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let run = |cache: &std::path::Path| {
+        let out = std::process::Command::new(BIN)
+            .args(["attest", "inspect"])
+            .arg(&report)
+            .args(["--kds", "files", "--kds-cache"])
+            .arg(cache)
+            .output()
+            .expect("cocoon attest inspect");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Empty cache, files only: a clear error naming the missing file.
+    let (ok, _, err) = run(cache.path());
+    assert!(!ok);
+    assert!(err.contains("not in the collateral cache"), "{err}");
+    // Filled as an operator would (the layout README "Attestation" documents).
+    let hex_text: String = std::fs::read_to_string(&report)
+        .expect("hex")
+        .split_whitespace()
+        .collect();
+    let raw = hex::decode(hex_text).expect("hex");
+    let chip = hex::encode(&raw[0x1A0..0x1E0]);
+    let dir = cache.path().join("vcek/Milan");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(
+        data.join("vcek_milan.der"),
+        dir.join(format!("{chip}-0-3-0-8-115.der")),
+    )
+    .expect("vcek");
+    std::fs::copy(
+        data.join("cert_chain_milan"),
+        cache.path().join("Milan.cert_chain.pem"),
+    )
+    .expect("chain");
+    let (ok, out, err) = run(cache.path());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["signature"], "valid", "{out}");
+}

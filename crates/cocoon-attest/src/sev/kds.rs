@@ -51,7 +51,8 @@ pub enum KdsSource {
     FilesOnly,
 }
 
-/// A KDS client with a cache directory.
+/// A KDS client with a cache directory laid out as `DIR/<Product>.cert_chain.pem` and
+/// `DIR/vcek/<Product>/<hwID hex>-<fmc>-<bl>-<tee>-<snp>-<ucode>.der`.
 #[derive(Debug, Clone)]
 pub struct Kds {
     source: KdsSource,
