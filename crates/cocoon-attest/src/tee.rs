@@ -301,13 +301,13 @@ impl ConfigfsTsm {
 /// What this machine can produce, for `cocoon attest self`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SelfReport {
-    /// `tdx` or `none`.
+    /// `tdx`, `sev` or `none`.
     pub can_produce: TeeMode,
     /// Human-readable explanation.
     pub reason: String,
 }
 
-/// Probes this machine for TDX quote generation.
+/// Probes this machine for TDX quote or SEV-SNP report generation.
 pub fn self_report() -> SelfReport {
     self_report_at(&ConfigfsTsm::default())
 }
@@ -315,8 +315,12 @@ pub fn self_report() -> SelfReport {
 /// [`self_report`] against a given configfs-tsm root (for tests).
 pub fn self_report_at(tsm: &ConfigfsTsm) -> SelfReport {
     match tsm.probe() {
+        // The kernel's report interface serves the guest's own TEE: SEV-SNP on AMD.
         Ok(()) => SelfReport {
-            can_produce: TeeMode::Tdx,
+            can_produce: match cpu_vendor() {
+                CpuVendor::Amd => TeeMode::Sev,
+                CpuVendor::Other => TeeMode::Tdx,
+            },
             reason: format!(
                 "configfs-tsm report interface found at {}",
                 tsm.root.display()
