@@ -189,6 +189,20 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
+    /// A peer known only by its key (nothing attested yet; policy `any` stops here).
+    fn unattested(public_key: [u8; 32], cert_not_after: i64) -> Self {
+        PeerIdentity {
+            public_key,
+            tee: PeerTee::None,
+            image_hash: [0; 32],
+            measurements: None,
+            sev_measurement: None,
+            collateral_root_hash: [0; 48],
+            tcb_status: None,
+            cert_not_after,
+        }
+    }
+
     /// JSON form used by the CLI and logs (hex strings, lower case).
     pub fn to_json(&self) -> serde_json::Value {
         let m = self.measurements.as_ref();
@@ -427,16 +441,7 @@ impl Policy {
         vcek: &[u8],
         expected_report_data: &[u8; 64],
     ) -> Result<PeerIdentity, AttestError> {
-        let identity = PeerIdentity {
-            public_key: [0; 32],
-            tee: PeerTee::None,
-            image_hash: [0; 32],
-            measurements: None,
-            sev_measurement: None,
-            collateral_root_hash: [0; 48],
-            tcb_status: None,
-            cert_not_after: 0,
-        };
+        let identity = PeerIdentity::unattested([0; 32], 0);
         if self.kind == PolicyKind::Any {
             return Ok(identity);
         }
@@ -455,16 +460,7 @@ impl Policy {
         info: &CertInfo,
         expected_report_data: &[u8; 64],
     ) -> Result<PendingPeer, AttestError> {
-        let mut identity = PeerIdentity {
-            public_key: info.public_key,
-            tee: PeerTee::None,
-            image_hash: [0; 32],
-            measurements: None,
-            sev_measurement: None,
-            collateral_root_hash: [0; 48],
-            tcb_status: None,
-            cert_not_after: info.not_after,
-        };
+        let mut identity = PeerIdentity::unattested(info.public_key, info.not_after);
         if self.kind == PolicyKind::Any {
             return Ok(PendingPeer {
                 identity,
