@@ -43,6 +43,8 @@ async fn kds(
             let refuse = always_429 || (rate_limit_first && refused.insert(path.clone()));
             let (status, body): (&str, Vec<u8>) = if refuse {
                 ("429 Too Many Requests\r\nRetry-After: 0", Vec::new())
+            } else if path.ends_with("/crl") {
+                ("200 OK", b"crl-bytes".to_vec())
             } else if path.ends_with("/cert_chain") {
                 ("200 OK", CHAIN.to_vec())
             } else if path.starts_with("/vcek/v1/Milan/") {
@@ -89,10 +91,13 @@ async fn collateral_is_fetched_once_then_served_from_the_cache_even_offline() {
         .with_chain(Product::Milan, &ask, &ark)
         .expect("chain");
     verifier.verify(&report, &vcek, None).expect("verifies");
+    assert_eq!(k.crl(Product::Milan).await.expect("CRL"), b"crl-bytes");
+    assert_eq!(hits.load(Ordering::SeqCst), 6);
     // Again: the cache answers, KDS is not asked.
     k.vcek(&report, Product::Milan).await.expect("cached VCEK");
     k.chain(Product::Milan).await.expect("cached chain");
-    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    k.crl(Product::Milan).await.expect("cached CRL");
+    assert_eq!(hits.load(Ordering::SeqCst), 6);
     // Offline (a KDS that is gone) and files-only: the filled cache still serves.
     let offline = Kds::new(KdsSource::Online("http://127.0.0.1:1".into()), cache.path());
     offline

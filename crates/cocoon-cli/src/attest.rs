@@ -144,9 +144,14 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             let value = match cocoon_attest::sev::SnpReport::from_bytes_or_hex(&data) {
                 Ok(report) => match &kds_cache {
                     Some(cache) => {
-                        let (vcek, chain) =
+                        let (vcek, chain, crl) =
                             runtime()?.block_on(kds_collateral(&report, cache, &kds, &product))?;
-                        inspect_snp(&report, Some(&vcek), Some(&chain))?
+                        let mut v = inspect_snp(&report, Some(&vcek), Some(&chain))?;
+                        v["crl"] = match crl {
+                            Ok(crl) => json!(crl_verdict(&report, &vcek, &chain, &crl, &product)),
+                            Err(e) => json!(format!("not checked: {e}")),
+                        };
+                        v
                     }
                     None => inspect_snp(
                         &report,
@@ -294,7 +299,7 @@ async fn kds_collateral(
     cache: &Path,
     kds: &str,
     product: &str,
-) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+) -> anyhow::Result<(Vec<u8>, Vec<u8>, Result<Vec<u8>, String>)> {
     use cocoon_attest::sev::kds::{Kds, KdsSource};
     let product = cocoon_attest::sev::Product::from_vcek_name(product)?;
     let source = match kds {
@@ -307,7 +312,48 @@ async fn kds_collateral(
     let mut chain = ask;
     chain.push(b'\n');
     chain.extend_from_slice(&ark);
-    Ok((vcek.der().to_vec(), chain))
+    let crl = kds.crl(product).await.map_err(|e| e.to_string());
+    Ok((vcek.der().to_vec(), chain, crl))
+}
+
+/// Whether `crl` (from KDS) verifies under the chain's ARK and leaves the VCEK and ASK
+/// unrevoked: `"valid"` or the reason.
+fn crl_verdict(
+    report: &cocoon_attest::sev::SnpReport,
+    vcek: &[u8],
+    chain: &[u8],
+    crl: &[u8],
+    product: &str,
+) -> String {
+    use cocoon_attest::sev::{Product, SnpRules, SnpVerifier, Vcek};
+    let run = || -> Result<(), String> {
+        let product = Product::from_vcek_name(product).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(chain);
+        let certs: Vec<String> = text
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let [ask, ark] = certs.as_slice() else {
+            return Err("the chain is not two certificates".into());
+        };
+        let verifier = SnpVerifier::amd(SnpRules {
+            allow_debug: true,
+            ..SnpRules::default()
+        })
+        .and_then(|v| v.with_chain(product, ask.as_bytes(), ark.as_bytes()))
+        .and_then(|v| v.with_crl(product, crl))
+        .map_err(|e| e.to_string())?;
+        let vcek = Vcek::from_pem_or_der(vcek).map_err(|e| e.to_string())?;
+        verifier
+            .verify(report, &vcek, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match run() {
+        Ok(()) => "valid".into(),
+        Err(e) => e,
+    }
 }
 
 /// JSON description of an SNP report; with `vcek`, whether its signature (and the VCEK's

@@ -454,4 +454,11 @@ fn inspect_takes_the_vcek_and_chain_from_a_kds_cache_offline() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["signature"], "valid", "{out}");
+    // No CRL in the cache: said, not silently skipped.
+    assert!(
+        v["crl"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("not checked")),
+        "{out}"
+    );
 }

@@ -180,6 +180,37 @@ impl Kds {
         split_chain(&bytes, &file.display().to_string())
     }
 
+    /// `product`'s CRL (DER, as KDS serves it), cached as `DIR/<Product>.crl.der` and
+    /// refetched as chains are; check it with [`super::SnpVerifier::with_crl`].
+    pub async fn crl(&self, product: Product) -> Result<Vec<u8>, KdsError> {
+        let file = self.cache.join(format!("{}.crl.der", product.name()));
+        let cached = std::fs::read(&file).ok();
+        let fresh = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < self.chain_max_age);
+        match (&self.source, cached) {
+            (_, Some(bytes)) if fresh => Ok(bytes),
+            (KdsSource::FilesOnly, Some(bytes)) => Ok(bytes),
+            (KdsSource::FilesOnly, None) => Err(KdsError::NotCached(file)),
+            (KdsSource::Online(base), cached) => {
+                let url = format!(
+                    "{}/vcek/v1/{}/crl",
+                    base.trim_end_matches('/'),
+                    product.name()
+                );
+                match self.get(&url).await {
+                    Ok(bytes) => {
+                        store(&file, &bytes)?;
+                        Ok(bytes)
+                    }
+                    Err(e) => cached.ok_or(e),
+                }
+            }
+        }
+    }
+
     /// One GET, waiting out 429s within the budget.
     async fn get(&self, url: &str) -> Result<Vec<u8>, KdsError> {
         let start = tokio::time::Instant::now();

@@ -8,10 +8,12 @@
 //! unless the policy says otherwise. The signature is checked over the report's bytes as
 //! received, so no byte of the signed part can change unnoticed.
 
+mod crl;
 pub mod kds;
 mod report;
 mod vcek;
 
+pub use crl::AmdCrl;
 pub use report::{
     image_hash, SnpReport, ECDSA_P384_SHA384, POLICY_DEBUG_BIT, REPORT_LEN, SIGNED_LEN,
 };
@@ -169,6 +171,12 @@ pub enum SnpError {
     /// `REPORT_DATA` is not what the peer's key demands.
     #[error("the report's report_data is not the expected hash")]
     ReportDataMismatch,
+    /// A CRL is unusable.
+    #[error("AMD CRL: {0}")]
+    Crl(String),
+    /// The VCEK or the ASK is on the product's CRL.
+    #[error("the {0} is revoked by AMD's {1:?} CRL")]
+    Revoked(&'static str, Product),
 }
 
 /// What a verifier requires of a guest beyond a valid signature.
@@ -200,6 +208,7 @@ pub struct SnpVerified {
 #[derive(Debug, Clone)]
 pub struct SnpVerifier {
     roots: BTreeMap<Product, sev::certs::snp::ca::Chain>,
+    crls: BTreeMap<Product, AmdCrl>,
     rules: SnpRules,
 }
 
@@ -220,7 +229,11 @@ impl SnpVerifier {
         roots.insert(Product::Milan, chain(milan::ark(), milan::ask())?);
         roots.insert(Product::Genoa, chain(genoa::ark(), genoa::ask())?);
         roots.insert(Product::Turin, chain(turin::ark(), turin::ask())?);
-        Ok(SnpVerifier { roots, rules })
+        Ok(SnpVerifier {
+            roots,
+            crls: BTreeMap::new(),
+            rules,
+        })
     }
 
     /// Replaces `product`'s roots with an ASK and ARK (PEM), e.g. AMD's KDS `cert_chain`.
@@ -241,6 +254,21 @@ impl SnpVerifier {
                 ask: cert(ask_pem, "ASK")?,
             },
         );
+        Ok(self)
+    }
+
+    /// Checks `product`'s VCEKs and ASK against `crl` (DER or PEM, as KDS serves
+    /// `/vcek/v1/<Product>/crl`), which must be signed by the product's ARK.
+    pub fn with_crl(mut self, product: Product, crl: &[u8]) -> Result<Self, SnpError> {
+        let roots = self
+            .roots
+            .get(&product)
+            .ok_or(SnpError::NoTrustChain(product))?;
+        let ark = roots
+            .ark
+            .to_der()
+            .map_err(|e| SnpError::Crl(format!("the ARK does not encode: {e}")))?;
+        self.crls.insert(product, AmdCrl::verify(crl, &ark)?);
         Ok(self)
     }
 
@@ -290,6 +318,19 @@ impl SnpVerifier {
             product,
             reason: e.to_string(),
         })?;
+        if let Some(crl) = self.crls.get(&product) {
+            if crl.revokes(vcek.serial()) {
+                return Err(SnpError::Revoked("VCEK", product));
+            }
+            let ask_serial = roots
+                .ask
+                .to_der()
+                .ok()
+                .and_then(|der| vcek::serial_of(&der));
+            if ask_serial.is_some_and(|s| crl.revokes(&s)) {
+                return Err(SnpError::Revoked("ASK", product));
+            }
+        }
         if !report.chip_id().starts_with(&vcek.hw_id) {
             return Err(SnpError::ChipMismatch);
         }

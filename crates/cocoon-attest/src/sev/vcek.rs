@@ -28,6 +28,7 @@ pub struct Vcek {
     /// The TCB it was derived for.
     pub tcb: Tcb,
     key: p384::ecdsa::VerifyingKey,
+    serial: Vec<u8>,
 }
 
 impl std::fmt::Debug for Vcek {
@@ -112,7 +113,9 @@ impl Vcek {
             .map_err(|_| SnpError::Vcek("its key is not an ECDSA P-384 key".into()))?;
         let sev_cert = sev::certs::snp::Certificate::from_der(&der)
             .map_err(|e| SnpError::Vcek(format!("X.509: {e}")))?;
+        let serial = cert.raw_serial().to_vec();
         Ok(Vcek {
+            serial,
             cert: sev_cert,
             der,
             product,
@@ -132,4 +135,15 @@ impl Vcek {
     pub fn key(&self) -> &p384::ecdsa::VerifyingKey {
         &self.key
     }
+
+    /// The certificate's serial number (DER content bytes).
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
+    }
+}
+
+/// The serial number (DER content bytes) of a DER certificate.
+pub(crate) fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.raw_serial().to_vec())
 }
