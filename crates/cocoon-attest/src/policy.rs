@@ -89,6 +89,12 @@ pub struct PolicyConfig {
     /// memory); off by default. COCOON does not check this.
     #[serde(default)]
     pub sev_allow_debug: bool,
+    /// AMD collateral for policy `tee`, files only, in the KDS cache layout
+    /// (`cocoon attest inspect --kds-cache` fills one): `<Product>.cert_chain.pem` replaces
+    /// the built-in roots of that product, `<Product>.crl.der` (or `.crl.pem`) revokes
+    /// VCEKs and ASKs. Read when the policy is compiled; nothing is fetched.
+    #[serde(default)]
+    pub sev_collateral: Option<std::path::PathBuf>,
     /// Allowed collateral root hashes (48-byte hex root key ids; `tdx` only).
     #[serde(default)]
     pub allowed_collateral_root_hashes: Vec<String>,
@@ -104,6 +110,7 @@ impl PolicyConfig {
             allowed_image_hashes: Vec::new(),
             allowed_measurements: Vec::new(),
             sev_allow_debug: false,
+            sev_collateral: None,
             allowed_collateral_root_hashes: Vec::new(),
         }
     }
@@ -140,6 +147,49 @@ impl PoliciesFile {
     pub fn connect_policy(&self, target: &str) -> Option<&PolicyConfig> {
         self.connect.get(target)
     }
+}
+
+/// Applies the AMD collateral files in `dir` (KDS cache layout) to `snp`.
+fn load_collateral(
+    mut snp: SnpVerifier,
+    dir: &std::path::Path,
+) -> Result<SnpVerifier, AttestError> {
+    use crate::sev::Product;
+    if !dir.is_dir() {
+        return Err(AttestError::Config(format!(
+            "sev_collateral {} is not a directory",
+            dir.display()
+        )));
+    }
+    for product in [Product::Milan, Product::Genoa, Product::Turin] {
+        let chain = dir.join(format!("{}.cert_chain.pem", product.name()));
+        if let Ok(bytes) = std::fs::read(&chain) {
+            let text = String::from_utf8_lossy(&bytes);
+            let certs: Vec<&str> = text
+                .split_inclusive("-----END CERTIFICATE-----")
+                .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
+                .collect();
+            let [ask, ark] = certs.as_slice() else {
+                return Err(AttestError::Config(format!(
+                    "{}: a chain is two PEM certificates (ASK, ARK), found {}",
+                    chain.display(),
+                    certs.len()
+                )));
+            };
+            snp = snp
+                .with_chain(product, ask.trim().as_bytes(), ark.trim().as_bytes())
+                .map_err(|e| AttestError::Config(format!("{}: {e}", chain.display())))?;
+        }
+        for ext in ["crl.der", "crl.pem"] {
+            let crl = dir.join(format!("{}.{ext}", product.name()));
+            if let Ok(bytes) = std::fs::read(&crl) {
+                snp = snp
+                    .with_crl(product, &bytes)
+                    .map_err(|e| AttestError::Config(format!("{}: {e}", crl.display())))?;
+            }
+        }
+    }
+    Ok(snp)
 }
 
 /// Decodes `N` bytes of hex, naming the field in the error.
@@ -298,10 +348,14 @@ impl Policy {
                 p.dcap = Some(dcap.ok_or_else(|| {
                     AttestError::Config("policy tee needs a DCAP verifier for TDX quotes".into())
                 })?);
-                p.snp = Some(Arc::new(SnpVerifier::amd(SnpRules {
+                let mut snp = SnpVerifier::amd(SnpRules {
                     allow_debug: cfg.sev_allow_debug,
                     min_tcb: None,
-                })?));
+                })?;
+                if let Some(dir) = &cfg.sev_collateral {
+                    snp = load_collateral(snp, dir)?;
+                }
+                p.snp = Some(Arc::new(snp));
             }
         }
         for entry in &cfg.allowed_image_hashes {

@@ -665,6 +665,31 @@ fn a_real_snp_report_passes_policy_tee_with_its_image_hash_allowed_and_not_other
         err.to_string().contains("report_data is not the expected"),
         "{err}"
     );
+    // AMD collateral from a directory (files only): the chain verifies the same report;
+    // a CRL that AMD's ARK did not sign makes the policy fail to compile, loudly.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Milan.cert_chain.pem"),
+        include_bytes!("data/sev-snp/cert_chain_milan"),
+    )
+    .unwrap();
+    let with_files = compile(&format!(
+        "kind = \"tee\"\nsev_collateral = {:?}\n",
+        dir.path().display().to_string()
+    ));
+    with_files
+        .verify_sev(&report, vcek, &rd)
+        .expect("accepted with the files' chain");
+    std::fs::write(dir.path().join("Milan.crl.der"), b"not a CRL").unwrap();
+    let cfg: cocoon_attest::PolicyConfig = toml::from_str(&format!(
+        "kind = \"tee\"\nsev_collateral = {:?}\n",
+        dir.path().display().to_string()
+    ))
+    .unwrap();
+    let col = collateral_from_json(include_bytes!("data/tdx_quote_collateral.json")).unwrap();
+    let dcap = Arc::new(DcapVerifier::new(Arc::new(StaticCollateral(col))));
+    let err = Policy::from_config(&cfg, Some(dcap)).expect_err("a bad CRL");
+    assert!(err.to_string().contains("Milan.crl.der"), "{err}");
     // Old policy names still work.
     let old: cocoon_attest::PolicyConfig = toml::from_str("kind = \"tdx\"").unwrap();
     assert_eq!(old.kind, cocoon_attest::PolicyKind::Tee);
