@@ -164,20 +164,10 @@ fn load_collateral(
     for product in [Product::Milan, Product::Genoa, Product::Turin] {
         let chain = dir.join(format!("{}.cert_chain.pem", product.name()));
         if let Ok(bytes) = std::fs::read(&chain) {
-            let text = String::from_utf8_lossy(&bytes);
-            let certs: Vec<&str> = text
-                .split_inclusive("-----END CERTIFICATE-----")
-                .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
-                .collect();
-            let [ask, ark] = certs.as_slice() else {
-                return Err(AttestError::Config(format!(
-                    "{}: a chain is two PEM certificates (ASK, ARK), found {}",
-                    chain.display(),
-                    certs.len()
-                )));
-            };
+            let (ask, ark) = crate::sev::split_chain(&bytes)
+                .map_err(|e| AttestError::Config(format!("{}: {e}", chain.display())))?;
             snp = snp
-                .with_chain(product, ask.trim().as_bytes(), ark.trim().as_bytes())
+                .with_chain(product, &ask, &ark)
                 .map_err(|e| AttestError::Config(format!("{}: {e}", chain.display())))?;
         }
         for ext in ["crl.der", "crl.pem"] {

@@ -328,20 +328,12 @@ fn crl_verdict(
     use cocoon_attest::sev::{Product, SnpRules, SnpVerifier, Vcek};
     let run = || -> Result<(), String> {
         let product = Product::from_vcek_name(product).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(chain);
-        let certs: Vec<String> = text
-            .split_inclusive("-----END CERTIFICATE-----")
-            .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
-            .map(|c| c.trim().to_owned())
-            .collect();
-        let [ask, ark] = certs.as_slice() else {
-            return Err("the chain is not two certificates".into());
-        };
+        let (ask, ark) = cocoon_attest::sev::split_chain(chain).map_err(|e| e.to_string())?;
         let verifier = SnpVerifier::amd(SnpRules {
             allow_debug: true,
             ..SnpRules::default()
         })
-        .and_then(|v| v.with_chain(product, ask.as_bytes(), ark.as_bytes()))
+        .and_then(|v| v.with_chain(product, &ask, &ark))
         .and_then(|v| v.with_crl(product, crl))
         .map_err(|e| e.to_string())?;
         let vcek = Vcek::from_pem_or_der(vcek).map_err(|e| e.to_string())?;
@@ -380,19 +372,8 @@ fn inspect_snp(
         ..SnpRules::default()
     })?;
     if let Some(chain) = chain {
-        let text = String::from_utf8_lossy(chain);
-        let certs: Vec<String> = text
-            .split_inclusive("-----END CERTIFICATE-----")
-            .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
-            .map(|c| c.trim().to_owned())
-            .collect();
-        let [ask, ark] = certs.as_slice() else {
-            anyhow::bail!(
-                "--chain must hold exactly two PEM certificates (ASK, then ARK); it holds {}",
-                certs.len()
-            );
-        };
-        verifier = verifier.with_chain(vcek.product, ask.as_bytes(), ark.as_bytes())?;
+        let (ask, ark) = cocoon_attest::sev::split_chain(chain).context("--chain")?;
+        verifier = verifier.with_chain(vcek.product, &ask, &ark)?;
     }
     v["signature"] = match verifier.verify(report, &vcek, None) {
         Ok(_) => json!("valid"),

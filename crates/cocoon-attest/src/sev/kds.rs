@@ -150,33 +150,11 @@ impl Kds {
         let file = self
             .cache
             .join(format!("{}.cert_chain.pem", product.name()));
-        let cached = std::fs::read(&file).ok();
-        let fresh = std::fs::metadata(&file)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < self.chain_max_age);
-        let bytes = match (&self.source, cached) {
-            (_, Some(bytes)) if fresh => bytes,
-            (KdsSource::FilesOnly, Some(bytes)) => bytes,
-            (KdsSource::FilesOnly, None) => return Err(KdsError::NotCached(file)),
-            (KdsSource::Online(base), cached) => {
-                let url = format!(
-                    "{}/vcek/v1/{}/cert_chain",
-                    base.trim_end_matches('/'),
-                    product.name()
-                );
-                match self.get(&url).await {
-                    Ok(bytes) => {
-                        split_chain(&bytes, &url)?;
-                        store(&file, &bytes)?;
-                        bytes
-                    }
-                    // Offline or refused: a stale chain beats none.
-                    Err(e) => cached.ok_or(e)?,
-                }
-            }
-        };
+        let bytes = self
+            .refreshed(&file, product, "cert_chain", |bytes, url| {
+                split_chain(bytes, url).map(|_| ())
+            })
+            .await?;
         split_chain(&bytes, &file.display().to_string())
     }
 
@@ -184,8 +162,21 @@ impl Kds {
     /// refetched as chains are; check it with [`super::SnpVerifier::with_crl`].
     pub async fn crl(&self, product: Product) -> Result<Vec<u8>, KdsError> {
         let file = self.cache.join(format!("{}.crl.der", product.name()));
-        let cached = std::fs::read(&file).ok();
-        let fresh = std::fs::metadata(&file)
+        self.refreshed(&file, product, "crl", |_, _| Ok(())).await
+    }
+
+    /// A product-wide file (`/vcek/v1/<Product>/<what>`): the cached copy while younger
+    /// than [`Kds::chain_max_age`], else KDS's (checked with `check`, then cached); offline
+    /// or refused, a stale copy beats none.
+    async fn refreshed(
+        &self,
+        file: &Path,
+        product: Product,
+        what: &str,
+        check: impl Fn(&[u8], &str) -> Result<(), KdsError>,
+    ) -> Result<Vec<u8>, KdsError> {
+        let cached = std::fs::read(file).ok();
+        let fresh = std::fs::metadata(file)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -193,16 +184,17 @@ impl Kds {
         match (&self.source, cached) {
             (_, Some(bytes)) if fresh => Ok(bytes),
             (KdsSource::FilesOnly, Some(bytes)) => Ok(bytes),
-            (KdsSource::FilesOnly, None) => Err(KdsError::NotCached(file)),
+            (KdsSource::FilesOnly, None) => Err(KdsError::NotCached(file.to_owned())),
             (KdsSource::Online(base), cached) => {
                 let url = format!(
-                    "{}/vcek/v1/{}/crl",
+                    "{}/vcek/v1/{}/{what}",
                     base.trim_end_matches('/'),
                     product.name()
                 );
                 match self.get(&url).await {
                     Ok(bytes) => {
-                        store(&file, &bytes)?;
+                        check(&bytes, &url)?;
+                        store(file, &bytes)?;
                         Ok(bytes)
                     }
                     Err(e) => cached.ok_or(e),
@@ -244,24 +236,12 @@ impl Kds {
     }
 }
 
-/// The two PEM certificates of a KDS `cert_chain`: ASK, then ARK.
+/// The two PEM certificates of a KDS `cert_chain`, naming `path` in the error.
 fn split_chain(bytes: &[u8], path: &str) -> Result<(Vec<u8>, Vec<u8>), KdsError> {
-    let text = String::from_utf8_lossy(bytes);
-    let certs: Vec<Vec<u8>> = text
-        .split_inclusive("-----END CERTIFICATE-----")
-        .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
-        .map(|c| c.trim().as_bytes().to_vec())
-        .collect();
-    match <[Vec<u8>; 2]>::try_from(certs) {
-        Ok([ask, ark]) => Ok((ask, ark)),
-        Err(v) => Err(KdsError::Invalid {
-            path: path.to_owned(),
-            reason: format!(
-                "a chain is two PEM certificates (ASK, ARK), found {}",
-                v.len()
-            ),
-        }),
-    }
+    super::split_chain(bytes).map_err(|e| KdsError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes `bytes` to `file` atomically (a temporary file renamed into place).

@@ -24,6 +24,20 @@ use std::collections::BTreeMap;
 use p384::ecdsa::signature::hazmat::PrehashVerifier;
 use sha2::{Digest, Sha384};
 
+/// The two PEM certificates of an AMD chain (KDS `cert_chain`): ASK, then ARK.
+pub fn split_chain(pem: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SnpError> {
+    let text = String::from_utf8_lossy(pem);
+    let certs: Vec<Vec<u8>> = text
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter(|c| c.contains("-----BEGIN CERTIFICATE-----"))
+        .map(|c| c.trim().as_bytes().to_vec())
+        .collect();
+    match <[Vec<u8>; 2]>::try_from(certs) {
+        Ok([ask, ark]) => Ok((ask, ark)),
+        Err(v) => Err(SnpError::ChainFormat(v.len())),
+    }
+}
+
 /// An AMD EPYC generation with its own root of trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Product {
@@ -171,6 +185,9 @@ pub enum SnpError {
     /// `REPORT_DATA` is not what the peer's key demands.
     #[error("the report's report_data is not the expected hash")]
     ReportDataMismatch,
+    /// An AMD chain file is not two PEM certificates.
+    #[error("a chain is two PEM certificates (ASK, ARK), found {0}")]
+    ChainFormat(usize),
     /// A CRL is unusable.
     #[error("AMD CRL: {0}")]
     Crl(String),
