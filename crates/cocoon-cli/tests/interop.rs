@@ -615,6 +615,46 @@ fn fake_ton_with_our_proxy(
     path
 }
 
+/// Our key manager and our proxy following it (no attestation, as upstream's local set-up),
+/// and the stack's fake-TON file with our proxy as its registered one.
+struct OurProxy {
+    _key_manager: Proc,
+    km_http: String,
+    km_log: PathBuf,
+    _proxy: Proc,
+    proxy_log: PathBuf,
+    client_port: u16,
+    worker_port: u16,
+    fake_ton: PathBuf,
+}
+
+impl OurProxy {
+    fn start(stack: &OfficialStack, work: &Path, root: &str, owner: &str) -> Self {
+        let original = stack.cfg("fake-ton-config.json");
+        let (key_manager, km_port, km_http, km_log) =
+            start_our_key_manager(work, &original, root, owner);
+        let (proxy, client_port, worker_port, proxy_log) = start_our_proxy(
+            work,
+            &original,
+            root,
+            owner,
+            Some(km_port),
+            &Attestation::NONE,
+        );
+        let fake_ton = fake_ton_with_our_proxy(stack, work, worker_port, client_port);
+        OurProxy {
+            _key_manager: key_manager,
+            km_http,
+            km_log,
+            _proxy: proxy,
+            proxy_log,
+            client_port,
+            worker_port,
+            fake_ton,
+        }
+    }
+}
+
 /// An official 9060ce5 worker joins our proxy (through the official router, at protocol 4)
 /// and answers our client; a refused request reaches the app as an error.
 #[tokio::test]
@@ -625,18 +665,13 @@ async fn our_client_and_proxy_with_an_official_worker() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("client-config.json", "owner_address");
-    let original = stack.cfg("fake-ton-config.json");
-    let (_km, km_port, km_http, km_log) =
-        start_our_key_manager(work.path(), &original, &root, &owner);
-    let (_proxy, client_port, worker_port, proxy_log) = start_our_proxy(
-        work.path(),
-        &original,
-        &root,
-        &owner,
-        Some(km_port),
-        &Attestation::NONE,
+    let ours = OurProxy::start(&stack, work.path(), &root, &owner);
+    let (client_port, fake_ton) = (ours.client_port, ours.fake_ton.clone());
+    let (km_http, km_log, proxy_log) = (
+        ours.km_http.clone(),
+        ours.km_log.clone(),
+        ours.proxy_log.clone(),
     );
-    let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let (_worker, worker_log) = start_official_worker(&stack, work.path(), &fake_ton);
     let (_client, api, client_log) = start_our_client(
         work.path(),
@@ -838,18 +873,13 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("worker-config.json", "owner_address");
-    let original = stack.cfg("fake-ton-config.json");
-    let (_km, km_port, km_http, km_log) =
-        start_our_key_manager(work.path(), &original, &root, &owner);
-    let (_proxy, client_port, worker_port, proxy_log) = start_our_proxy(
-        work.path(),
-        &original,
-        &root,
-        &owner,
-        Some(km_port),
-        &Attestation::NONE,
+    let ours = OurProxy::start(&stack, work.path(), &root, &owner);
+    let (worker_port, fake_ton) = (ours.worker_port, ours.fake_ton.clone());
+    let (km_http, km_log, proxy_log) = (
+        ours.km_http.clone(),
+        ours.km_log.clone(),
+        ours.proxy_log.clone(),
     );
-    let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_port, client_port);
     let upstream = common::mock_upstream().await;
     let (_worker, worker_log) = start_our_worker(
         work.path(),
