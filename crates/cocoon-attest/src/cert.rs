@@ -147,6 +147,27 @@ pub struct SevEvidence {
     pub vcek_pem: Vec<u8>,
 }
 
+impl SevEvidence {
+    /// The report's `report_data` field, read from the raw bytes (fake reports, COCOON's
+    /// too, do not parse as real ones). The report is [`crate::sev::REPORT_LEN`] bytes, as
+    /// [`parse_certificate`] ensures.
+    pub fn report_field_data(&self) -> Option<[u8; 64]> {
+        self.report.get(0x50..0x90)?.try_into().ok()
+    }
+
+    /// The report's launch measurement, read from the raw bytes.
+    pub fn measurement(&self) -> Option<[u8; 48]> {
+        self.report.get(0x90..0xC0)?.try_into().ok()
+    }
+
+    /// Whether the report is a fake one (ours and COCOON's): zeros where the signature goes.
+    pub fn is_fake(&self) -> bool {
+        self.report
+            .get(crate::sev::SIGNED_LEN..)
+            .is_some_and(|s| s.iter().all(|b| *b == 0))
+    }
+}
+
 impl CertInfo {
     /// Checks notBefore ≤ `now` ≤ notAfter.
     pub fn check_time(&self, now: i64) -> Result<(), CertError> {

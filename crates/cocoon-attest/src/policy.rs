@@ -578,9 +578,7 @@ impl Policy {
         let measurement = match self.kind {
             PolicyKind::Tee => {
                 identity.tee = PeerTee::SevSnp;
-                // A fake report (COCOON's and ours) is zeros where the signature would be.
-                let signature = sev.report.get(crate::sev::SIGNED_LEN..);
-                if signature.is_some_and(|s| s.iter().all(|b| *b == 0)) {
+                if sev.is_fake() {
                     return Err(AttestError::FakeSevRejected);
                 }
                 let report = SnpReport::from_bytes(&sev.report)?;
@@ -594,12 +592,10 @@ impl Policy {
                 identity.tee = PeerTee::FakeSev;
                 // The fake report's own report_data must bind the key too (COCOON does not
                 // look at a fake report at all).
-                if sev.report.get(0x50..0x90) != Some(expected.as_slice()) {
+                if sev.report_field_data().as_ref() != Some(expected) {
                     return Err(AttestError::ReportDataMismatch);
                 }
-                let mut m = [0u8; 48];
-                m.copy_from_slice(&sev.report[0x90..0xC0]);
-                m
+                sev.measurement().ok_or(AttestError::ReportDataMismatch)?
             }
         };
         if !self.sev_measurements.is_empty() && !self.sev_measurements.contains(&measurement) {

@@ -224,11 +224,7 @@ fn gen_cert(tdx: TeeMode, name: &str, out: &Path) -> anyhow::Result<()> {
     let issued = cocoon_attest::tls::issue(&key, tdx, std::time::SystemTime::now())?;
     let info = parse_certificate(&issued.cert_der)?;
     let image_hash = match &info.sev {
-        Some(sev) => {
-            let mut measurement = [0u8; 48];
-            measurement.copy_from_slice(&sev.report[0x90..0xC0]);
-            cocoon_attest::sev::image_hash(&measurement)
-        }
+        Some(sev) => cocoon_attest::sev::image_hash(&sev.measurement().unwrap_or([0; 48])),
         None => image_hash_of(info.quote.as_deref())?,
     };
     std::fs::create_dir_all(out)?;
@@ -390,25 +386,22 @@ fn inspect(data: &[u8]) -> anyhow::Result<serde_json::Value> {
     if let Some(der) = der {
         let info = parse_certificate(&der)?;
         if let Some(sev) = &info.sev {
-            let fake = sev
-                .report
-                .get(cocoon_attest::sev::SIGNED_LEN..)
-                .is_some_and(|s| s.iter().all(|b| *b == 0));
-            let mut measurement = [0u8; 48];
-            measurement.copy_from_slice(&sev.report[0x90..0xC0]);
+            let fake = sev.is_fake();
+            let measurement = sev.measurement().unwrap_or([0; 48]);
+            let report_data = sev.report_field_data().unwrap_or([0; 64]);
             let want = cocoon_attest::tee::report_data_for_key(&info.public_key);
             return Ok(json!({
                 "tee": if fake { "fake_sev" } else { "sev-snp" },
                 "tee_type": if fake { "fake_sev" } else { "sev-snp" },
                 "measurement": hex::encode(measurement),
-                "report_data": hex::encode(&sev.report[0x50..0x90]),
+                "report_data": hex::encode(report_data),
                 "image_hash": hex::encode(cocoon_attest::sev::image_hash(&measurement)),
                 "certificate": {
                     "public_key": hex::encode(info.public_key),
                     "not_before": info.not_before,
                     "not_after": info.not_after,
                     "report_data_matches_key": sev.report_data.as_slice() == want.as_slice()
-                        && sev.report[0x50..0x90] == want[..],
+                        && report_data == want,
                 },
             }));
         }
