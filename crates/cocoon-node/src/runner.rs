@@ -559,7 +559,7 @@ pub async fn start_key_manager(
         ..crate::keys::KeyManagerSettings::default()
     };
     let km = crate::keys::KeyManager::new(store, identity.key.clone(), settings, registrar);
-    km.tick(crate::util::unix_now() as u32)
+    km.tick(crate::util::unix_secs())
         .map_err(|e| ConfigError::Invalid(format!("db_path: {e}")))?;
     km.spawn_upkeep();
     let listener = AttestedServer::bind(&cfg.listen, identity.server(&cfg.caller_policy)?)
@@ -652,7 +652,7 @@ pub fn key_manager_router(km: crate::keys::KeyManager) -> Router {
                 )
             }
         };
-        match km.generate(key_type, crate::util::unix_now() as u32) {
+        match km.generate(key_type, crate::util::unix_secs()) {
             Ok(k) => (
                 StatusCode::OK,
                 Json(json!({"public_key": hex::encode(k), "key_type": key_type})),

@@ -9,6 +9,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Now, in whole unix seconds (key expiries, chain times).
+pub fn unix_secs() -> u32 {
+    unix_now() as u32
+}
+
 /// Now, in unix seconds with a fraction (COCOON's timing fields and headers).
 pub fn unix_now() -> f64 {
     SystemTime::now()

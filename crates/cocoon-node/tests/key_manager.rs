@@ -21,7 +21,7 @@ async fn key_manager(caller_hashes: CallerHashes) -> (KeyManager, String) {
         ..KeyManagerSettings::default()
     };
     let km = KeyManager::new(store, machine, settings, None);
-    km.tick(cocoon_node::util::unix_now() as u32)
+    km.tick(cocoon_node::util::unix_secs())
         .expect("a first key");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = cocoon_node::transport::Listener::local_addr(&listener).expect("addr");
@@ -55,7 +55,7 @@ async fn a_proxy_gets_the_key_managers_keys_and_finds_them_by_public_key() {
         .try_into()
         .expect("32");
     let seed = ring
-        .seed_for(&public, cocoon_node::util::unix_now() as u32)
+        .seed_for(&public, cocoon_node::util::unix_secs())
         .expect("the proxy holds the private half");
     assert_eq!(public_of(&seed), public);
     assert!(km.stats().answered.load(Ordering::Relaxed) >= 1);

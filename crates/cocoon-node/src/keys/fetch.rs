@@ -74,7 +74,7 @@ pub fn spawn_key_fetcher(
                     }
                     Err(e) => warn!(error = %e, "cannot reach the key manager"),
                 }
-                ring.prune(now());
+                ring.prune(crate::util::unix_secs());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(settings.reconnect_max);
             }
@@ -100,7 +100,7 @@ async fn follow(
                 settings.query_timeout,
             )
             .await;
-        let now = now();
+        let now = crate::util::unix_secs();
         match asked {
             Ok(answer) => {
                 let cocoon_tl::enums::key_manager::PrivateKeys::PrivateKeys(keys) = answer;
@@ -133,8 +133,4 @@ async fn follow(
             return worked;
         }
     }
-}
-
-fn now() -> u32 {
-    crate::util::unix_now() as u32
 }

@@ -424,7 +424,7 @@ impl KeyManager {
         let km = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = km.tick(now()) {
+                if let Err(e) = km.tick(crate::util::unix_secs()) {
                     warn!(error = %e, "key upkeep failed");
                 }
                 tokio::time::sleep(km.shared.settings.tick).await;
@@ -490,7 +490,7 @@ impl KeyManager {
                         let _ = query.error(code, &message).await;
                         continue;
                     }
-                    match self.private_keys(now()) {
+                    match self.private_keys(crate::util::unix_secs()) {
                         Ok(keys) => {
                             self.shared.stats.answered.fetch_add(1, Ordering::Relaxed);
                             debug!(keys = keys.keys.len(), "keys handed out");
@@ -512,11 +512,6 @@ impl KeyManager {
         .instrument(span)
         .await
     }
-}
-
-/// Unix seconds now.
-fn now() -> u32 {
-    crate::util::unix_now() as u32
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ impl Proxy {
         // worker with the request; a key this proxy does not hold is refused as COCOON does.
         let private_key = match q.public_key.filter(|k| *k != [0; 32]) {
             None => None,
-            Some(key) => match self.shared.keys.seed_for(&key, unix_now() as u32) {
+            Some(key) => match self.shared.keys.seed_for(&key, crate::util::unix_secs()) {
                 Some(seed) => Some(seed),
                 None => {
                     return reject(Refusal::UnknownKey, hex::encode(key))
