@@ -569,20 +569,25 @@ root_address = "{root}"
     (proc, format!("http://127.0.0.1:{http_port}"), log)
 }
 
-/// An official worker-runner that finds its proxy through `fake_ton` (whose registered
-/// proxy is ours) and reaches it through the stack's router, with the stack's mock backend.
-fn start_official_worker(stack: &OfficialStack, work: &Path, fake_ton: &Path) -> (Proc, PathBuf) {
-    let text = std::fs::read(stack.cfg("worker-config.json")).expect("official worker config");
+/// Starts the official `ROLE-runner` on the stack's `ROLE-config.json` (changed by
+/// `adjust`) in fake-TON mode on `fake_ton`, its log in `work/official-ROLE.log`.
+fn spawn_official(
+    stack: &OfficialStack,
+    work: &Path,
+    role: &str,
+    fake_ton: &Path,
+    adjust: impl FnOnce(&mut Value),
+) -> (Proc, PathBuf) {
+    let text = std::fs::read(stack.cfg(&format!("{role}-config.json"))).expect("official config");
     let mut cfg: Value = serde_json::from_slice(&text).expect("json");
-    cfg["http_port"] = json!(free_port());
-    cfg["rpc_port"] = json!(free_port());
-    let path = work.join("official-worker.json");
+    adjust(&mut cfg);
+    let path = work.join(format!("official-{role}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
-    let data = work.join("official-worker-data");
+    let data = work.join(format!("official-{role}-data"));
     std::fs::create_dir_all(&data).expect("dir");
-    let log = work.join("official-worker.log");
+    let log = work.join(format!("official-{role}.log"));
     let proc = Proc(
-        Command::new(stack.dir.join("bin/worker-runner"))
+        Command::new(stack.dir.join(format!("bin/{role}-runner")))
             .arg("--config")
             .arg(&path)
             .args(["-v3", "--disable-ton"])
@@ -591,9 +596,18 @@ fn start_official_worker(stack: &OfficialStack, work: &Path, fake_ton: &Path) ->
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
-            .expect("worker-runner"),
+            .unwrap_or_else(|e| panic!("{role}-runner: {e}")),
     );
     (proc, log)
+}
+
+/// An official worker-runner that finds its proxy through `fake_ton` (whose registered
+/// proxy is ours) and reaches it through the stack's router, with the stack's mock backend.
+fn start_official_worker(stack: &OfficialStack, work: &Path, fake_ton: &Path) -> (Proc, PathBuf) {
+    spawn_official(stack, work, "worker", fake_ton, |cfg| {
+        cfg["http_port"] = json!(free_port());
+        cfg["rpc_port"] = json!(free_port());
+    })
 }
 
 /// The stack's fake-TON file with our proxy (worker and client ports) as its one
@@ -837,28 +851,11 @@ fn start_official_client(
     work: &Path,
     fake_ton: &Path,
 ) -> (Proc, String, PathBuf) {
-    let text = std::fs::read(stack.cfg("client-config.json")).expect("official client config");
-    let mut cfg: Value = serde_json::from_slice(&text).expect("json");
     let http_port = free_port();
-    cfg["http_port"] = json!(http_port.to_string());
-    cfg["rpc_port"] = json!(free_port().to_string());
-    let path = work.join("official-client.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
-    let data = work.join("official-client-data");
-    std::fs::create_dir_all(&data).expect("dir");
-    let log = work.join("official-client.log");
-    let proc = Proc(
-        Command::new(stack.dir.join("bin/client-runner"))
-            .arg("--config")
-            .arg(&path)
-            .args(["-v3", "--disable-ton"])
-            .arg(fake_ton)
-            .current_dir(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("client-runner"),
-    );
+    let (proc, log) = spawn_official(stack, work, "client", fake_ton, |cfg| {
+        cfg["http_port"] = json!(http_port.to_string());
+        cfg["rpc_port"] = json!(free_port().to_string());
+    });
     (proc, format!("http://127.0.0.1:{http_port}"), log)
 }
 
