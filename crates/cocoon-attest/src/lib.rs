@@ -32,6 +32,7 @@ pub mod pccs;
 pub mod policy;
 pub mod pow;
 pub mod quote;
+pub mod router;
 pub mod sev;
 pub mod tee;
 pub mod tls;
@@ -96,6 +97,9 @@ pub enum AttestError {
     /// Collateral root hash not in the allow-list.
     #[error("collateral root hash {0} is not allowed by policy")]
     RootHashNotAllowed(String),
+    /// An official COCOON router's peer-info prefix could not be read.
+    #[error(transparent)]
+    Router(#[from] router::PeerInfoError),
     /// Bad configuration (policy TOML, URLs, key files).
     #[error("configuration error: {0}")]
     Config(String),

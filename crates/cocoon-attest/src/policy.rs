@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cert::{parse_certificate, CertInfo, SevEvidence};
 use crate::dcap::{DcapConfig, DcapVerifier};
 use crate::quote::{parse_quote, QuoteBody, TdMeasurements};
+use crate::router::{AttestedPeerInfo, RouterReport};
 use crate::sev::{SnpReport, SnpRules, SnpVerifier, Vcek};
 use crate::tee::{parse_fake_quote, report_data_for_key};
 use crate::AttestError;
@@ -611,6 +612,82 @@ impl Policy {
             identity,
             quote_for_dcap: None,
         })
+    }
+
+    /// Judges what an official COCOON router in front of this node verified
+    /// ([`AttestedPeerInfo`], `--serialize-info`): the router checked the evidence itself,
+    /// so this applies what the runner can still check. `any` takes the peer as the router
+    /// describes it; `fake_tee` and `tee` need a report bound to the peer's key
+    /// (SHA-512), `tee` refuses the all-zero reports of fake or unattested peers (a COCOON
+    /// `tee` port without hashes lets those through), and the allow-lists apply to the
+    /// report's kind.
+    pub fn check_router_info(&self, info: &AttestedPeerInfo) -> Result<PeerIdentity, AttestError> {
+        let mut identity = PeerIdentity::unattested(info.public_key, 0);
+        if self.kind == PolicyKind::Any {
+            identity.image_hash = info.image_hash();
+            return Ok(identity);
+        }
+        let report = info
+            .report
+            .as_ref()
+            .ok_or(AttestError::MissingEvidence(self.kind))?;
+        if report.report_data() != &report_data_for_key(&info.public_key) {
+            return Err(AttestError::ReportDataMismatch);
+        }
+        let real = self.kind == PolicyKind::Tee;
+        match report {
+            RouterReport::Tdx {
+                measurements: m,
+                collateral_root_hash,
+            } => {
+                let zero = TdMeasurements::zero_with_report_data(m.report_data);
+                if real && *m == zero {
+                    return Err(AttestError::FakeQuoteRejected);
+                }
+                identity.tee = if real { PeerTee::Tdx } else { PeerTee::FakeTdx };
+                if !self.mrtd.is_empty() && !self.mrtd.contains(&m.mrtd) {
+                    return Err(AttestError::MrtdNotAllowed(hex::encode(m.mrtd)));
+                }
+                if !self.rtmr.is_empty() && !self.rtmr.contains(&m.rtmr) {
+                    return Err(AttestError::RtmrNotAllowed);
+                }
+                if !self.root_hashes.is_empty() && !self.root_hashes.contains(collateral_root_hash)
+                {
+                    return Err(AttestError::RootHashNotAllowed(hex::encode(
+                        collateral_root_hash,
+                    )));
+                }
+                let image_hash = m.image_hash();
+                if self.images_restricted() && !self.image_hashes.contains(&image_hash) {
+                    return Err(AttestError::ImageHashNotAllowed(hex::encode(image_hash)));
+                }
+                identity.image_hash = image_hash;
+                identity.measurements = Some(m.clone());
+                identity.collateral_root_hash = *collateral_root_hash;
+            }
+            RouterReport::Sev { measurement, .. } => {
+                if real && *measurement == [0; 48] {
+                    return Err(AttestError::FakeSevRejected);
+                }
+                identity.tee = if real {
+                    PeerTee::SevSnp
+                } else {
+                    PeerTee::FakeSev
+                };
+                if !self.sev_measurements.is_empty() && !self.sev_measurements.contains(measurement)
+                {
+                    return Err(AttestError::MeasurementNotAllowed(hex::encode(measurement)));
+                }
+                let image_hash = crate::sev::image_hash(measurement);
+                if self.images_restricted() && !self.sev_image_hashes.contains(&image_hash) {
+                    return Err(AttestError::ImageHashNotAllowed(hex::encode(image_hash)));
+                }
+                identity.image_hash = image_hash;
+                identity.sev_measurement = Some(*measurement);
+            }
+            RouterReport::Sgx { .. } => return Err(AttestError::SgxRejected),
+        }
+        Ok(identity)
     }
 
     /// Completes verification: DCAP for real TDX (cached), then the collateral root
