@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use cocoon_attest::dcap::{DcapConfig, DcapVerifier};
 use cocoon_attest::{CertResolver, Policy, PolicyConfig, PolicyKind, TeeMode};
+
+use crate::transport::{
+    AttestedDialer, AttestedServer, Dialer, Listener, RouterDialer, RouterListener,
+};
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
@@ -186,6 +190,22 @@ pub struct AttestationConfig {
     pub pow_difficulty: Option<u32>,
     /// Highest difficulty this node solves when dialing (default 28).
     pub max_pow_difficulty: Option<u32>,
+    /// An official COCOON router in front of this node, as in COCOON's own images: it
+    /// does PoW, RA-TLS and its policy check, and this node speaks plain TCP to it (its
+    /// policies then judge what the router verified). Absent: the node does RA-TLS itself.
+    pub router: Option<RouterFront>,
+}
+
+/// The `[attestation.router]` table: how this node reaches the official router in front
+/// of it. Its listening ports take the router's reverse ports (`router -R
+/// PORT:127.0.0.1:NODE_PORT@POLICY --serialize-info`); bind them to loopback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterFront {
+    /// The router's SOCKS5 port for outgoing connections (`router -S PORT@POLICY
+    /// --serialize-info`; COCOON's images: `127.0.0.1:8116`). Needed by roles that dial
+    /// (client, worker, a proxy following a key manager).
+    pub socks5: Option<String>,
 }
 
 fn default_tee() -> String {
@@ -200,6 +220,7 @@ impl Default for AttestationConfig {
             dcap: DcapConfig::default(),
             pow_difficulty: None,
             max_pow_difficulty: None,
+            router: None,
         }
     }
 }
@@ -346,9 +367,63 @@ impl Identity {
         })
     }
 
+    /// What a listening port with `policy` runs: RA-TLS with `pow_difficulty` (falling
+    /// back as in [`Identity::server_with_pow`]), or plain TCP behind the router.
+    pub fn listener(
+        &mut self,
+        policy: &PolicyConfig,
+        pow_difficulty: Option<u32>,
+    ) -> Result<ListenerSpec, ConfigError> {
+        if self.attestation.router.is_some() {
+            return Ok(ListenerSpec::BehindRouter(self.policy(policy)?));
+        }
+        Ok(ListenerSpec::Attested(
+            self.server_with_pow(policy, pow_difficulty)?,
+        ))
+    }
+
+    /// How this node dials peers judged by `policy`: RA-TLS itself, or through the
+    /// router's SOCKS5 port.
+    pub fn dialer(&mut self, policy: &PolicyConfig) -> Result<Arc<dyn Dialer>, ConfigError> {
+        match &self.attestation.router {
+            None => Ok(Arc::new(AttestedDialer::new(self.client(policy)?))),
+            Some(RouterFront {
+                socks5: Some(socks5),
+            }) => {
+                let socks5 = socks5.clone();
+                Ok(Arc::new(RouterDialer::new(socks5, self.policy(policy)?)))
+            }
+            Some(RouterFront { socks5: None }) => Err(ConfigError::Invalid(
+                "attestation.router.socks5 is needed for outgoing connections (the router's \
+                 SOCKS5 port, e.g. \"127.0.0.1:8116\")"
+                    .into(),
+            )),
+        }
+    }
+
     /// Renews the certificate before it expires (it is valid for one day).
     pub fn spawn_renewal(&self) -> tokio::task::JoinHandle<()> {
         self.certs.spawn_renewal(Duration::from_secs(6 * 3600))
+    }
+}
+
+/// A listening port, ready to bind: see [`Identity::listener`].
+pub enum ListenerSpec {
+    /// PoW and RA-TLS by this node.
+    Attested(cocoon_attest::ServerConfig),
+    /// Plain TCP from the official router in front, judged by this policy.
+    BehindRouter(Arc<Policy>),
+}
+
+impl ListenerSpec {
+    /// Binds `addr`.
+    pub async fn bind(self, addr: &str) -> std::io::Result<Box<dyn Listener>> {
+        Ok(match self {
+            ListenerSpec::Attested(cfg) => Box::new(AttestedServer::bind(addr, cfg).await?),
+            ListenerSpec::BehindRouter(policy) => {
+                Box::new(RouterListener::bind(addr, policy).await?)
+            }
+        })
     }
 }
 
@@ -656,6 +731,53 @@ mod tests {
             "a test network checks no hashes by default"
         );
         assert_eq!(change.timeout, Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn a_router_in_front_changes_listeners_and_dialers() {
+        let behind: WorkerConfig = toml::from_str(
+            r#"
+            owner_address = "UQworker"
+            upstream = "http://127.0.0.1:8000"
+            proxies = ["127.0.0.1:11001"]
+            [attestation.router]
+            "#,
+        )
+        .expect("valid");
+        let mut identity = behind.attestation.identity().expect("identity");
+        let err = identity
+            .dialer(&behind.proxy_policy)
+            .err()
+            .expect("no SOCKS5 port to dial through");
+        assert!(
+            err.to_string().contains("attestation.router.socks5"),
+            "{err}"
+        );
+        let listener = identity
+            .listener(&behind.proxy_policy, None)
+            .expect("listener");
+        assert!(matches!(listener, ListenerSpec::BehindRouter(_)));
+        // Behind a router the port is plain TCP: the first bytes it expects are the
+        // router's prefix, not a PoW request.
+        let bound = listener.bind("127.0.0.1:0").await.expect("bind");
+        assert!(bound.local_addr().is_ok());
+
+        let own: WorkerConfig = toml::from_str(
+            r#"
+            owner_address = "UQworker"
+            upstream = "http://127.0.0.1:8000"
+            proxies = ["127.0.0.1:11001"]
+            "#,
+        )
+        .expect("valid");
+        let mut identity = own.attestation.identity().expect("identity");
+        assert!(identity.dialer(&own.proxy_policy).is_ok());
+        assert!(matches!(
+            identity
+                .listener(&own.proxy_policy, None)
+                .expect("listener"),
+            ListenerSpec::Attested(_)
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::config::{ChainConfig, ClientConfig, ConfigError, ProxyConfig, WorkerC
 use crate::ledger::Ledger;
 use crate::metrics::MetricsText;
 use crate::proxy::{Proxy, ProxySettings, ProxyStart};
-use crate::transport::{AttestedDialer, AttestedServer, Listener};
+use crate::transport::Listener;
 use crate::worker::backend::{HttpUpstream, InferenceBackend};
 use crate::worker::{Worker, WorkerSettings};
 
@@ -314,18 +314,16 @@ pub async fn start_proxy(
         addr: addr.to_owned(),
         source: e,
     };
-    let clients = AttestedServer::bind(
-        &cfg.client_listen,
-        identity.server_with_pow(&cfg.client_policy, cfg.client_pow_difficulty)?,
-    )
-    .await
-    .map_err(|e| bind(&cfg.client_listen, e))?;
-    let workers = AttestedServer::bind(
-        &cfg.worker_listen,
-        identity.server_with_pow(&cfg.worker_policy, cfg.worker_pow_difficulty)?,
-    )
-    .await
-    .map_err(|e| bind(&cfg.worker_listen, e))?;
+    let clients = identity
+        .listener(&cfg.client_policy, cfg.client_pow_difficulty)?
+        .bind(&cfg.client_listen)
+        .await
+        .map_err(|e| bind(&cfg.client_listen, e))?;
+    let workers = identity
+        .listener(&cfg.worker_policy, cfg.worker_pow_difficulty)?
+        .bind(&cfg.worker_listen)
+        .await
+        .map_err(|e| bind(&cfg.worker_listen, e))?;
     let client_addr = clients
         .local_addr()
         .map_err(|e| bind(&cfg.client_listen, e))?;
@@ -335,7 +333,7 @@ pub async fn start_proxy(
     proxy.serve_clients(clients);
     proxy.serve_workers(workers);
     if let Some(km) = &cfg.key_manager {
-        let dialer = Arc::new(AttestedDialer::new(identity.client(&km.policy)?));
+        let dialer = identity.dialer(&km.policy)?;
         let mut fetch = crate::keys::KeyFetchSettings::new(km.address.clone());
         fetch.interval = Duration::from_secs(km.poll_secs.max(1));
         crate::keys::spawn_key_fetcher(fetch, dialer, proxy.keys().clone());
@@ -562,7 +560,9 @@ pub async fn start_key_manager(
     km.tick(crate::util::unix_secs())
         .map_err(|e| ConfigError::Invalid(format!("db_path: {e}")))?;
     km.spawn_upkeep();
-    let listener = AttestedServer::bind(&cfg.listen, identity.server(&cfg.caller_policy)?)
+    let listener = identity
+        .listener(&cfg.caller_policy, None)?
+        .bind(&cfg.listen)
         .await
         .map_err(|e| StartError::Bind {
             addr: cfg.listen.clone(),
@@ -737,7 +737,7 @@ pub async fn start_worker(
     };
     let mut identity = cfg.attestation.identity()?;
     identity.spawn_renewal();
-    let dialer = Arc::new(AttestedDialer::new(identity.client(&cfg.proxy_policy)?));
+    let dialer = identity.dialer(&cfg.proxy_policy)?;
     let settings = WorkerSettings {
         owner_address: cfg.owner_address.clone(),
         model: model.clone(),
@@ -904,7 +904,7 @@ pub async fn start_client(
     }
     let mut identity = cfg.attestation.identity()?;
     identity.spawn_renewal();
-    let dialer = Arc::new(AttestedDialer::new(identity.client(&cfg.proxy_policy)?));
+    let dialer = identity.dialer(&cfg.proxy_policy)?;
     let node = ClientNode::new(GatewaySettings {
         default_max_coefficient: cfg.default_max_coefficient,
         default_timeout: cfg.default_timeout,
