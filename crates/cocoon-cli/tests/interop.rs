@@ -399,6 +399,17 @@ struct Attestation {
     tee: &'static str,
     /// The policy the router's certificate must pass (`[proxy_policy] kind`).
     policy: &'static str,
+    /// Whether our role does RA-TLS itself or sits behind an official router.
+    front: Front,
+}
+
+/// Who does RA-TLS for our role.
+enum Front {
+    /// Our role itself.
+    Own,
+    /// An official router in front (`[attestation.router]`), with its SOCKS5 port for
+    /// roles that dial.
+    Router { socks5: Option<u16> },
 }
 
 impl Attestation {
@@ -406,12 +417,25 @@ impl Attestation {
     const NONE: Attestation = Attestation {
         tee: "none",
         policy: "any",
+        front: Front::Own,
     };
     /// Under the router's `fake_tee` policy: fake SEV-SNP evidence both ways.
     const FAKE_SEV: Attestation = Attestation {
         tee: "fake_sev",
         policy: "fake_tee",
+        front: Front::Own,
     };
+
+    /// The `[attestation.router]` table for our config, if any.
+    fn router_table(&self) -> String {
+        match self.front {
+            Front::Own => String::new(),
+            Front::Router { socks5: None } => "\n[attestation.router]\n".into(),
+            Front::Router { socks5: Some(port) } => {
+                format!("\n[attestation.router]\nsocks5 = \"127.0.0.1:{port}\"\n")
+            }
+        }
+    }
 }
 
 /// Writes our proxy's config (fake-TON on `fake_ton`, under `root`, following the key
@@ -444,7 +468,7 @@ is_test = true
 tee = "{tee}"
 key_file = "{key}"
 pow_difficulty = 8
-
+{router}
 [client_policy]
 kind = "{policy}"
 
@@ -461,6 +485,7 @@ root_address = "{root}"
         fake_ton = fake_ton.display(),
         tee = attest.tee,
         policy = attest.policy,
+        router = attest.router_table(),
     );
     let (proc, log) = spawn_cocoon("proxy", work, "proxy", &config);
     (proc, client_port, worker_port, log)
@@ -551,7 +576,7 @@ is_test = true
 tee = "{tee}"
 key_file = "{key}"
 max_pow_difficulty = 28
-
+{router}
 [proxy_policy]
 kind = "{policy}"
 
@@ -564,6 +589,7 @@ root_address = "{root}"
         fake_ton = fake_ton.display(),
         tee = attest.tee,
         policy = attest.policy,
+        router = attest.router_table(),
     );
     let (proc, log) = spawn_cocoon("client", work, "client", &config);
     (proc, format!("http://127.0.0.1:{http_port}"), log)
@@ -756,7 +782,7 @@ is_test = true
 tee = "{tee}"
 key_file = "{key}"
 max_pow_difficulty = 28
-
+{router}
 [proxy_policy]
 kind = "{policy}"
 
@@ -770,6 +796,7 @@ root_address = "{root}"
         fake_ton = fake_ton.display(),
         tee = attest.tee,
         policy = attest.policy,
+        router = attest.router_table(),
     );
     let (proc, log) = spawn_cocoon("worker", work, "worker", &config);
     (proc, log)
@@ -1028,6 +1055,121 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
         &api,
         OFFICIAL_MODEL,
         "the official worker never joined our proxy through the fake_tee router",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
+}
+
+/// An official router of our own in front of our proxy, as COCOON's proxy image runs one:
+/// `-R` reverse ports (RA-TLS under `policy`, `--serialize-info`) to our proxy's plain
+/// worker and client ports, with a fake-TEE certificate made by the official `gen-cert`.
+/// Returns it with its reverse ports (worker, client) and its log.
+fn start_router_in_front(
+    stack: &OfficialStack,
+    work: &Path,
+    worker_port: u16,
+    client_port: u16,
+    policy: &str,
+) -> (Proc, u16, u16, PathBuf) {
+    let gen = Command::new(stack.dir.join("bin/gen-cert"))
+        .args(["--name", "front", "--tee", "fake_tee", "--force"])
+        .current_dir(work)
+        .output()
+        .expect("gen-cert");
+    assert!(gen.status.success(), "gen-cert: {gen:?}");
+    let (worker_front, client_front) = (free_port(), free_port());
+    let log = work.join("front-router.log");
+    let proc = Proc(
+        Command::new(stack.dir.join("bin/router"))
+            .arg("-R")
+            .arg(format!("{worker_front}:127.0.0.1:{worker_port}@{policy}"))
+            .arg("-R")
+            .arg(format!("{client_front}:127.0.0.1:{client_port}@{policy}"))
+            .arg("--serialize-info")
+            .arg("-C")
+            .arg(work.join("front"))
+            .current_dir(work)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("router"),
+    );
+    (proc, worker_front, client_front, log)
+}
+
+/// COCOON's own deployment, with cocoon-rs roles in it: every role of ours sits behind an
+/// official router and speaks plain TCP to it. Our proxy reads the router's
+/// `AttestedPeerInfo` v2 prefix (fake SEV-SNP reports, judged by our `fake_tee` policy);
+/// our worker and client dial through the stack router's SOCKS5 port and read the prefix
+/// it writes about our proxy's router. An official worker joins our proxy the same way,
+/// and our client gets answers from both workers.
+#[tokio::test]
+async fn our_roles_behind_official_routers_as_in_cocoons_images() {
+    let Some(dir) = interop_dir() else { return };
+    let _serial = SERIAL.lock().await;
+    let stack = OfficialStack::start_with_policy(&dir, 23000, "fake_tee");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = stack.config_field("client-config.json", "root_contract_address");
+    let owner = stack.config_field("worker-config.json", "owner_address");
+    let original = stack.cfg("fake-ton-config.json");
+    let behind = |socks5| Attestation {
+        tee: "none",
+        policy: "fake_tee",
+        front: Front::Router { socks5 },
+    };
+    let (_proxy, client_port, worker_port, proxy_log) =
+        start_our_proxy(work.path(), &original, &root, &owner, None, &behind(None));
+    let (_front, worker_front, client_front, front_log) =
+        start_router_in_front(&stack, work.path(), worker_port, client_port, "fake_tee");
+    let fake_ton = fake_ton_with_our_proxy(&stack, work.path(), worker_front, client_front);
+    let socks5 = Some(stack.port(8116));
+    let upstream = common::mock_upstream().await;
+    let (_worker, worker_log) = start_our_worker(
+        work.path(),
+        worker_front,
+        upstream,
+        &fake_ton,
+        &root,
+        &owner,
+        &behind(socks5),
+    );
+    let (_official_worker, official_log) = start_official_worker(&stack, work.path(), &fake_ton);
+    let (_client, api, client_log) = start_our_client(
+        work.path(),
+        client_front,
+        &fake_ton,
+        &root,
+        &owner,
+        &behind(socks5),
+    );
+    let logs = || {
+        format!(
+            "our proxy:\n{}\nour proxy's router:\n{}\nour worker:\n{}\nofficial worker:\n{}\nour client:\n{}\n{}",
+            read_log(&proxy_log),
+            read_log(&front_log),
+            read_log(&worker_log),
+            read_log(&official_log),
+            read_log(&client_log),
+            stack.logs()
+        )
+    };
+    let http = reqwest::Client::new();
+    wait_for_model(
+        &http,
+        &api,
+        common::MODEL,
+        "our worker never reached our proxy through the two official routers",
+        &logs,
+    )
+    .await;
+    chat_ok(&http, &api, common::MODEL, &logs).await;
+    streamed_chat_ok(&http, &api, None, &logs).await;
+    wait_for_model(
+        &http,
+        &api,
+        OFFICIAL_MODEL,
+        "the official worker never joined our proxy behind its router",
         &logs,
     )
     .await;
