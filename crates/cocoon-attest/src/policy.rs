@@ -2,13 +2,14 @@
 //! the verified identity of a peer.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::cert::{parse_certificate, CertInfo, SevEvidence};
 use crate::dcap::{DcapConfig, DcapVerifier};
 use crate::quote::{parse_quote, QuoteBody, TdMeasurements};
 use crate::router::{AttestedPeerInfo, RouterReport};
-use crate::sev::{SnpReport, SnpRules, SnpVerifier, Vcek};
+use crate::sev::kds::{Kds, KdsSource, KDS_URL};
+use crate::sev::{Product, SnpReport, SnpRules, SnpVerifier, Vcek};
 use crate::tee::{parse_fake_quote, report_data_for_key};
 use crate::AttestError;
 
@@ -90,12 +91,18 @@ pub struct PolicyConfig {
     /// memory); off by default. COCOON does not check this.
     #[serde(default)]
     pub sev_allow_debug: bool,
-    /// AMD collateral for policy `tee`, files only, in the KDS cache layout
-    /// (`cocoon attest inspect --kds-cache` fills one): `<Product>.cert_chain.pem` replaces
-    /// the built-in roots of that product, `<Product>.crl.der` (or `.crl.pem`) revokes
-    /// VCEKs and ASKs. Read when the policy is compiled; nothing is fetched.
+    /// AMD collateral for policy `tee`, a directory in the KDS cache layout (`cocoon
+    /// attest inspect --kds-cache` fills one too): `<Product>.cert_chain.pem` replaces the
+    /// built-in roots of that product, `<Product>.crl.der` (or `.crl.pem`) revokes VCEKs
+    /// and ASKs. Read when the policy is compiled; a role then keeps it fresh from
+    /// [`PolicyConfig::sev_kds`] (see [`Policy::spawn_collateral_refresh`]).
     #[serde(default)]
     pub sev_collateral: Option<std::path::PathBuf>,
+    /// Where `sev_collateral` is refreshed from: AMD's KDS by default
+    /// ([`crate::sev::kds::KDS_URL`]), another KDS-compatible base URL, or `"files"` to read
+    /// the directory only (operators who place the files themselves).
+    #[serde(default)]
+    pub sev_kds: Option<String>,
     /// Allowed collateral root hashes (48-byte hex root key ids; `tdx` only).
     #[serde(default)]
     pub allowed_collateral_root_hashes: Vec<String>,
@@ -112,6 +119,7 @@ impl PolicyConfig {
             allowed_measurements: Vec::new(),
             sev_allow_debug: false,
             sev_collateral: None,
+            sev_kds: None,
             allowed_collateral_root_hashes: Vec::new(),
         }
     }
@@ -155,7 +163,6 @@ fn load_collateral(
     mut snp: SnpVerifier,
     dir: &std::path::Path,
 ) -> Result<SnpVerifier, AttestError> {
-    use crate::sev::Product;
     if !dir.is_dir() {
         return Err(AttestError::Config(format!(
             "sev_collateral {} is not a directory",
@@ -282,7 +289,19 @@ pub struct Policy {
     sev_measurements: Vec<[u8; 48]>,
     root_hashes: Vec<[u8; 48]>,
     dcap: Option<Arc<DcapVerifier>>,
-    snp: Option<Arc<SnpVerifier>>,
+    /// The SEV-SNP verifier in force (swapped when fresh collateral arrives).
+    snp: Option<Arc<RwLock<Arc<SnpVerifier>>>>,
+    /// Where fresh SEV-SNP collateral comes from, when the policy keeps it fresh.
+    collateral: Option<Arc<Collateral>>,
+}
+
+/// A `tee` policy's SEV-SNP collateral: the cache directory, its source and the rules the
+/// verifier is rebuilt with.
+#[derive(Debug)]
+struct Collateral {
+    dir: std::path::PathBuf,
+    kds: Kds,
+    rules: SnpRules,
 }
 
 impl Policy {
@@ -312,6 +331,7 @@ impl Policy {
             root_hashes: Vec::new(),
             dcap,
             snp: None,
+            collateral: None,
         }
     }
 
@@ -339,14 +359,35 @@ impl Policy {
                 p.dcap = Some(dcap.ok_or_else(|| {
                     AttestError::Config("policy tee needs a DCAP verifier for TDX quotes".into())
                 })?);
-                let mut snp = SnpVerifier::amd(SnpRules {
+                let rules = SnpRules {
                     allow_debug: cfg.sev_allow_debug,
                     min_tcb: None,
-                })?;
+                };
+                let mut snp = SnpVerifier::amd(rules.clone())?;
                 if let Some(dir) = &cfg.sev_collateral {
+                    let source = match cfg.sev_kds.as_deref() {
+                        Some("files") => KdsSource::FilesOnly,
+                        Some(url) => KdsSource::Online(url.to_owned()),
+                        None => KdsSource::Online(KDS_URL.to_owned()),
+                    };
+                    if matches!(source, KdsSource::Online(_)) {
+                        // A cache to fill may start empty.
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            AttestError::Config(format!("sev_collateral {}: {e}", dir.display()))
+                        })?;
+                    }
                     snp = load_collateral(snp, dir)?;
+                    p.collateral = Some(Arc::new(Collateral {
+                        dir: dir.clone(),
+                        kds: Kds::new(source, dir.clone()),
+                        rules,
+                    }));
+                } else if cfg.sev_kds.is_some() {
+                    return Err(AttestError::Config(
+                        "sev_kds needs sev_collateral (the directory it fills)".into(),
+                    ));
                 }
-                p.snp = Some(Arc::new(snp));
+                p = p.with_snp_verifier(Arc::new(snp));
             }
         }
         for entry in &cfg.allowed_image_hashes {
@@ -414,8 +455,73 @@ impl Policy {
 
     /// Verifies real SEV-SNP reports with `verifier` (policy `tee`; default: AMD's roots).
     pub fn with_snp_verifier(mut self, verifier: Arc<SnpVerifier>) -> Self {
-        self.snp = Some(verifier);
+        self.snp = Some(Arc::new(RwLock::new(verifier)));
         self
+    }
+
+    /// The SEV-SNP verifier in force, if the policy has one.
+    fn snp_verifier(&self) -> Option<Arc<SnpVerifier>> {
+        let cell = self.snp.as_ref()?;
+        let guard = cell.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(guard.clone())
+    }
+
+    /// Fetches what is due of AMD's chains and CRLs (Milan, Genoa, Turin) into the
+    /// `sev_collateral` directory (a cached file younger than 7 days is kept; KDS's 429s
+    /// are waited out within a budget; offline, the cached files serve) and puts a verifier
+    /// rebuilt from the directory in force. Returns what could not be fetched, product by
+    /// product; if the directory no longer builds a verifier, the one in force stays and
+    /// the error is returned. Nothing to do for policies without `sev_collateral`.
+    pub async fn refresh_collateral(&self) -> Result<Vec<String>, AttestError> {
+        let (Some(c), Some(cell)) = (&self.collateral, &self.snp) else {
+            return Ok(Vec::new());
+        };
+        let mut missing = Vec::new();
+        for product in [Product::Milan, Product::Genoa, Product::Turin] {
+            if let Err(e) = c.kds.chain(product).await {
+                missing.push(format!("{} chain: {e}", product.name()));
+            }
+            if let Err(e) = c.kds.crl(product).await {
+                missing.push(format!("{} CRL: {e}", product.name()));
+            }
+        }
+        let fresh = load_collateral(SnpVerifier::amd(c.rules.clone())?, &c.dir)?;
+        *cell
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
+        Ok(missing)
+    }
+
+    /// Keeps the SEV-SNP collateral fresh in the background ([`Policy::refresh_collateral`]
+    /// now, then every `every`), logging what fails; `None` when the policy has no
+    /// `sev_collateral` or no Tokio runtime is running.
+    pub fn spawn_collateral_refresh(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.collateral.as_ref()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let policy = Arc::downgrade(self);
+        Some(runtime.spawn(async move {
+            loop {
+                let Some(p) = policy.upgrade() else { return };
+                match p.refresh_collateral().await {
+                    Ok(missing) if missing.is_empty() => {
+                        tracing::debug!("SEV-SNP collateral fresh")
+                    }
+                    Ok(missing) => tracing::warn!(
+                        missing = %missing.join("; "),
+                        "SEV-SNP collateral partly unavailable (cached or built-in roots serve)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "SEV-SNP collateral refresh failed; the verifier in force stays"
+                    ),
+                }
+                drop(p);
+                tokio::time::sleep(every).await;
+            }
+        }))
     }
 
     /// Restricts accepted MRTDs.
@@ -584,7 +690,7 @@ impl Policy {
                 }
                 let report = SnpReport::from_bytes(&sev.report)?;
                 let vcek = Vcek::from_pem_or_der(&sev.vcek_pem)?;
-                let verifier = self.snp.as_ref().ok_or_else(|| {
+                let verifier = self.snp_verifier().ok_or_else(|| {
                     AttestError::Config("policy tee has no SEV-SNP verifier".into())
                 })?;
                 verifier.verify(&report, &vcek, Some(expected))?.measurement

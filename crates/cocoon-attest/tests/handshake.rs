@@ -674,7 +674,7 @@ fn a_real_snp_report_passes_policy_tee_with_its_image_hash_allowed_and_not_other
     )
     .unwrap();
     let with_files = compile(&format!(
-        "kind = \"tee\"\nsev_collateral = {:?}\n",
+        "kind = \"tee\"\nsev_kds = \"files\"\nsev_collateral = {:?}\n",
         dir.path().display().to_string()
     ));
     with_files
@@ -682,7 +682,7 @@ fn a_real_snp_report_passes_policy_tee_with_its_image_hash_allowed_and_not_other
         .expect("accepted with the files' chain");
     std::fs::write(dir.path().join("Milan.crl.der"), b"not a CRL").unwrap();
     let cfg: cocoon_attest::PolicyConfig = toml::from_str(&format!(
-        "kind = \"tee\"\nsev_collateral = {:?}\n",
+        "kind = \"tee\"\nsev_kds = \"files\"\nsev_collateral = {:?}\n",
         dir.path().display().to_string()
     ))
     .unwrap();

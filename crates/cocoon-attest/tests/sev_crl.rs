@@ -302,3 +302,121 @@ fn a_correctly_signed_debug_guest_is_refused_unless_allowed() {
         .verify(&debug, &vcek, None)
         .expect("allowed when the rules say so, and the signature is genuine");
 }
+
+/// A stand-in for AMD's KDS serving `files` (URL path → body; others 404), closed by
+/// dropping the returned sender.
+async fn kds(
+    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = tokio::select! {
+                accepted = listener.accept() => match accepted { Ok(x) => x, Err(_) => return },
+                _ = &mut stopped => return,
+            };
+            let mut buf = vec![0u8; 4096];
+            let len = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..len]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let body = files.lock().expect("lock").get(&path).cloned();
+            let (status, body) = match body {
+                Some(b) => ("200 OK", b),
+                None => ("404 Not Found", b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+        }
+    });
+    (format!("http://{addr}"), stop)
+}
+
+/// What a role does with `sev_collateral` and `sev_kds`: its `tee` policy fetches the
+/// product's chain and CRL from KDS into the directory and verifies with them; a CRL that
+/// later revokes the VCEK takes effect on the next refresh; with KDS gone, the cached files
+/// keep serving.
+#[tokio::test]
+async fn a_tee_policy_keeps_its_amd_collateral_fresh_from_kds() {
+    use cocoon_attest::{AttestError, Policy, PolicyConfig, PolicyKind};
+    let c = chain();
+    let report = report(&c, 0x30000);
+    let vcek = c.vcek.to_der().expect("der");
+    let files = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let mut chain_pem = pem(&c.ask);
+    chain_pem.extend_from_slice(&pem(&c.ark));
+    files
+        .lock()
+        .expect("lock")
+        .insert("/vcek/v1/Milan/cert_chain".to_owned(), chain_pem);
+    files
+        .lock()
+        .expect("lock")
+        .insert("/vcek/v1/Milan/crl".to_owned(), crl(&c, &c.ark_key, &[]));
+    let (url, stop) = kds(files.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("sev-collateral");
+    let mut cfg = PolicyConfig::new(PolicyKind::Tee);
+    cfg.sev_collateral = Some(cache.clone());
+    cfg.sev_kds = Some(url);
+    let dcap = std::sync::Arc::new(
+        cocoon_attest::dcap::DcapVerifier::from_config(&Default::default()).expect("dcap"),
+    );
+    let policy = Policy::from_config(&cfg, Some(dcap)).expect("policy");
+    let verify = |p: &Policy| p.verify_sev(report.raw(), &vcek, &[0x11; 64]);
+
+    // Before the first refresh only AMD's built-in Milan root is known.
+    assert!(matches!(verify(&policy), Err(AttestError::Snp(_))));
+    let missing = policy.refresh_collateral().await.expect("refresh");
+    assert!(
+        missing.iter().any(|m| m.starts_with("Genoa chain"))
+            && !missing.iter().any(|m| m.starts_with("Milan")),
+        "{missing:?}"
+    );
+    assert!(cache.join("Milan.cert_chain.pem").exists());
+    assert!(cache.join("Milan.crl.der").exists());
+    verify(&policy).expect("verified with the chain and CRL from KDS");
+
+    // AMD revokes the VCEK; the next refresh that fetches the CRL applies it.
+    files.lock().expect("lock").insert(
+        "/vcek/v1/Milan/crl".to_owned(),
+        crl(&c, &c.ark_key, &[&c.vcek.tbs_certificate.serial_number]),
+    );
+    std::fs::remove_file(cache.join("Milan.crl.der")).expect("age the cached CRL out");
+    policy.refresh_collateral().await.expect("refresh");
+    assert!(
+        matches!(
+            verify(&policy),
+            Err(AttestError::Snp(SnpError::Revoked("VCEK", Product::Milan)))
+        ),
+        "{:?}",
+        verify(&policy)
+    );
+
+    // KDS gone: the cache serves, the revocation stands.
+    drop(stop);
+    policy.refresh_collateral().await.expect("offline refresh");
+    assert!(matches!(
+        verify(&policy),
+        Err(AttestError::Snp(SnpError::Revoked("VCEK", Product::Milan)))
+    ));
+
+    // Files only: nothing is fetched, the directory is what counts.
+    cfg.sev_kds = Some("files".into());
+    let dcap = std::sync::Arc::new(
+        cocoon_attest::dcap::DcapVerifier::from_config(&Default::default()).expect("dcap"),
+    );
+    let files_only = Policy::from_config(&cfg, Some(dcap)).expect("policy");
+    assert!(matches!(
+        verify(&files_only),
+        Err(AttestError::Snp(SnpError::Revoked("VCEK", Product::Milan)))
+    ));
+}

@@ -253,7 +253,10 @@ fn store(file: &Path, bytes: &[u8]) -> Result<(), KdsError> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = file.with_extension("part");
+    // One temporary name per write: two refreshers sharing a cache never trip each other.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("part-{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, file).map_err(io)
 }
