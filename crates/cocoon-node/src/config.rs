@@ -225,6 +225,10 @@ impl Default for AttestationConfig {
     }
 }
 
+/// How often a role looks whether its SEV-SNP collateral is due for a refresh (a fetch
+/// happens only when a cached file is 7 days old).
+const SEV_COLLATERAL_CHECK: Duration = Duration::from_secs(3600);
+
 /// The pieces a role needs for attested connections.
 pub struct Identity {
     /// The node key.
@@ -324,9 +328,12 @@ impl Identity {
         } else {
             None
         };
-        Policy::from_config(cfg, dcap)
+        let policy = Policy::from_config(cfg, dcap)
             .map(Arc::new)
-            .map_err(|e| ConfigError::Attestation(e.to_string()))
+            .map_err(|e| ConfigError::Attestation(e.to_string()))?;
+        // AMD's chains and CRLs, kept fresh while the role runs (`sev_collateral`).
+        policy.spawn_collateral_refresh(SEV_COLLATERAL_CHECK);
+        Ok(policy)
     }
 
     /// Server side of attested connections, checking peers with `policy`.
