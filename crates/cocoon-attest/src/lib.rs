@@ -33,6 +33,7 @@ pub mod policy;
 pub mod pow;
 pub mod quote;
 pub mod router;
+pub mod seal;
 pub mod sev;
 pub mod tee;
 pub mod tls;
