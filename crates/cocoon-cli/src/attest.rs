@@ -43,6 +43,21 @@ pub enum AttestCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Print a key sealed to this image on this machine (COCOON §8): on an SEV-SNP guest
+    /// `HMAC-SHA256(SNP derived key, NAME)`, the same on every boot; with fake or no
+    /// evidence COCOON's public debug-image key (a stand-in). COCOON's names:
+    /// `disk_encryption`, `app` (the machine key seed, `APP_KEY`).
+    SealKey {
+        /// The key's name.
+        #[arg(long)]
+        name: String,
+        /// Whose sealing: tee (this CPU's kind), sev, or fake_tee / none for the debug key.
+        #[arg(long, default_value = "tee")]
+        tee: TeeMode,
+        /// Output as base64 (COCOON's `APP_KEY` form) instead of hex.
+        #[arg(long)]
+        base64: bool,
+    },
     /// Print a TDX quote, an AMD SEV-SNP attestation report (binary or hex) or a PEM/DER
     /// certificate as JSON.
     Inspect {
@@ -130,6 +145,20 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AttestCommand::GenCert { tdx, name, out } => gen_cert(tdx, &name, &out),
+        AttestCommand::SealKey { name, tee, base64 } => {
+            use cocoon_attest::seal::{sealed_key, SealSource};
+            let source = SealSource::for_tee(tee)?;
+            if source == SealSource::Debug {
+                eprintln!("note: no TEE sealing here: this is COCOON's public debug-image key");
+            }
+            let key = sealed_key(source, &name)?;
+            if base64 {
+                println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            } else {
+                println!("{}", hex::encode(key));
+            }
+            Ok(())
+        }
         AttestCommand::Inspect {
             file,
             vcek,

@@ -257,6 +257,37 @@ fn self_check_explains_itself() {
 }
 
 #[test]
+fn seal_key_prints_cocoons_keys_or_says_why_not() {
+    let seal = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["attest", "seal-key"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Without a TEE: COCOON's debug-image key, as its debug images' APP_KEY.
+    let out = seal(&["--name", "app", "--tee", "fake_tee", "--base64"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Y29jb2Nvb25jb2NvY29vbmNvY29jb29uY29jb2Nvb24="
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("debug-image key"));
+    // TDX has no sealing of its own; an SEV key needs an SNP guest.
+    let out = seal(&["--name", "app", "--tee", "tdx"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available on TDX"));
+    if !std::path::Path::new("/dev/sev-guest").exists() {
+        let out = seal(&["--name", "disk_encryption", "--tee", "sev"]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("/dev/sev-guest is missing"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
 fn policies_come_from_a_toml_file_per_port_and_per_connection() {
     let dir = std::env::temp_dir().join(format!("cocoon-policy-file-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

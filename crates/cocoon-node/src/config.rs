@@ -183,6 +183,13 @@ pub struct AttestationConfig {
     /// The node's Ed25519 key (PEM, PKCS#8). Created on first start if missing; keeps
     /// the proxy's identity and ledger signatures stable across restarts.
     pub key_file: Option<PathBuf>,
+    /// Where the node's key comes from: `file` (default: `key_file`, or a new key each
+    /// start without one) or `sealed`: derived again on every start from the TEE, so only
+    /// this image on this machine has it (COCOON's `APP_KEY`, §8). `sealed` needs `tee =
+    /// "sev"` (or `tee` on AMD) inside an SNP guest; with a fake or no TEE it is COCOON's
+    /// public debug-image key, a stand-in that protects nothing.
+    #[serde(default)]
+    pub key_source: KeySource,
     /// DCAP settings for `tdx` policies.
     #[serde(default)]
     pub dcap: DcapConfig,
@@ -208,6 +215,17 @@ pub struct RouterFront {
     pub socks5: Option<String>,
 }
 
+/// Where a node's Ed25519 key comes from (`[attestation] key_source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// `key_file` (created on first start), or an ephemeral key without one.
+    #[default]
+    File,
+    /// Sealed to this image on this machine (SEV-SNP derived key, `HMAC(…, "app")`).
+    Sealed,
+}
+
 fn default_tee() -> String {
     "none".into()
 }
@@ -217,6 +235,7 @@ impl Default for AttestationConfig {
         AttestationConfig {
             tee: default_tee(),
             key_file: None,
+            key_source: KeySource::File,
             dcap: DcapConfig::default(),
             pow_difficulty: None,
             max_pow_difficulty: None,
@@ -248,6 +267,23 @@ impl std::fmt::Debug for Identity {
             )
             .finish()
     }
+}
+
+/// The node key sealed to this TEE: COCOON's `app` key as the Ed25519 seed.
+fn sealed_node_key(tee: TeeMode) -> Result<SigningKey, ConfigError> {
+    use cocoon_attest::seal::{sealed_key, SealSource, APP_KEY_NAME};
+    let sealed = |e: cocoon_attest::seal::SealError| {
+        ConfigError::Attestation(format!("attestation: key_source = \"sealed\": {e}"))
+    };
+    let source = SealSource::for_tee(tee).map_err(sealed)?;
+    if source == SealSource::Debug {
+        tracing::warn!(
+            "key_source = \"sealed\" without a TEE: the node key is COCOON's public \
+             debug-image key (a stand-in that protects nothing)"
+        );
+    }
+    let seed = sealed_key(source, APP_KEY_NAME).map_err(sealed)?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Loads the key from `path`, creating it (mode 0600) if the file does not exist.
@@ -300,9 +336,16 @@ impl AttestationConfig {
             .tee
             .parse()
             .map_err(|e: String| ConfigError::Invalid(format!("attestation.tee: {e}")))?;
-        let key = match &self.key_file {
-            Some(path) => load_or_create_key(path)?,
-            None => SigningKey::generate(&mut rand::rngs::OsRng),
+        let key = match (self.key_source, &self.key_file) {
+            (KeySource::Sealed, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "attestation: key_source = \"sealed\" derives the key, so key_file must go"
+                        .into(),
+                ))
+            }
+            (KeySource::Sealed, None) => sealed_node_key(tee)?,
+            (KeySource::File, Some(path)) => load_or_create_key(path)?,
+            (KeySource::File, None) => SigningKey::generate(&mut rand::rngs::OsRng),
         };
         let certs = CertResolver::new(key.clone(), tee)
             .map_err(|e| ConfigError::Attestation(e.to_string()))?;
@@ -785,6 +828,41 @@ mod tests {
                 .expect("listener"),
             ListenerSpec::Attested(_)
         ));
+    }
+
+    #[test]
+    fn a_sealed_node_key_is_derived_again_on_every_start() {
+        let sealed: AttestationConfig =
+            toml::from_str("tee = \"fake_tee\"\nkey_source = \"sealed\"").expect("valid");
+        let first = sealed.identity().expect("identity").key;
+        let again = sealed.identity().expect("identity").key;
+        assert_eq!(
+            first.to_bytes(),
+            again.to_bytes(),
+            "the same key each start"
+        );
+        assert_eq!(
+            first.to_bytes(),
+            cocoon_attest::seal::DEBUG_SEAL_KEY,
+            "without a TEE: COCOON's debug-image APP_KEY"
+        );
+
+        let both: AttestationConfig =
+            toml::from_str("key_source = \"sealed\"\nkey_file = \"k.pem\"").expect("valid");
+        let err = both.identity().expect_err("key_file and sealed");
+        assert!(err.to_string().contains("key_file must go"), "{err}");
+
+        let tdx: AttestationConfig =
+            toml::from_str("tee = \"tdx\"\nkey_source = \"sealed\"").expect("valid");
+        let err = tdx.identity().expect_err("no TDX sealing");
+        assert!(err.to_string().contains("not available on TDX"), "{err}");
+
+        if !std::path::Path::new(cocoon_attest::seal::SEV_GUEST_DEVICE).exists() {
+            let sev: AttestationConfig =
+                toml::from_str("tee = \"sev\"\nkey_source = \"sealed\"").expect("valid");
+            let err = sev.identity().expect_err("not an SNP guest");
+            assert!(err.to_string().contains("/dev/sev-guest"), "{err}");
+        }
     }
 
     #[test]
