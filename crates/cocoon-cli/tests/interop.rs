@@ -130,6 +130,18 @@ impl Drop for OfficialStack {
     }
 }
 
+/// Waits until `api` lists `model` (else fails with `what`), then gets a chat answer from it.
+async fn answers(
+    http: &reqwest::Client,
+    api: &str,
+    model: &str,
+    what: &str,
+    logs: &dyn Fn() -> String,
+) {
+    wait_for_model(http, api, model, what, logs).await;
+    chat_ok(http, api, model, logs).await;
+}
+
 /// Waits until `api`'s `/v1/models` lists `model`; else fails with `what` and `logs()`.
 async fn wait_for_model(
     http: &reqwest::Client,
@@ -359,7 +371,7 @@ async fn our_client_through_the_official_proxy_and_worker() {
     );
     let http = reqwest::Client::new();
     let logs = || format!("our client's log:\n{}\n{}", read_log(&log), stack.logs());
-    wait_for_model(
+    answers(
         &http,
         &api,
         OFFICIAL_MODEL,
@@ -367,7 +379,6 @@ async fn our_client_through_the_official_proxy_and_worker() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
 
     // Streamed: the official worker parses its backend's SSE stream as bare JSON and drops
     // it (upstream issue #49), so nothing arrives. Upstream's client hands the app an empty
@@ -731,7 +742,7 @@ async fn our_client_and_proxy_with_an_official_worker() {
         )
     };
     let http = reqwest::Client::new();
-    wait_for_model(
+    answers(
         &http,
         &api,
         OFFICIAL_MODEL,
@@ -739,7 +750,6 @@ async fn our_client_and_proxy_with_an_official_worker() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
     streamed_from_an_official_worker(&http, &api).await;
 
     // Encrypted (protocol 3): our proxy hands the official worker our key manager's key;
@@ -841,7 +851,7 @@ async fn our_worker_and_client_with_the_official_proxy() {
         )
     };
     let http = reqwest::Client::new();
-    wait_for_model(
+    answers(
         &http,
         &api,
         common::MODEL,
@@ -849,7 +859,6 @@ async fn our_worker_and_client_with_the_official_proxy() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, common::MODEL, &logs).await;
     streamed_chat_ok(&http, &api, None, &logs).await;
     // Priced below our worker's 1000: the official proxy refuses, the app gets an error.
     let refused = http
@@ -925,7 +934,7 @@ async fn the_official_client_with_our_proxy_and_worker() {
         )
     };
     let http = reqwest::Client::new();
-    wait_for_model(
+    answers(
         &http,
         &api,
         common::MODEL,
@@ -933,7 +942,6 @@ async fn the_official_client_with_our_proxy_and_worker() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, common::MODEL, &logs).await;
     streamed_chat_ok(&http, &api, None, &logs).await;
     // Encrypted: COCOON's client reads `receiver_public_key` and passes the sealed body on;
     // our proxy hands our worker the key, our worker seals the answer to the app.
@@ -1000,7 +1008,7 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
     };
     let http = reqwest::Client::new();
     // The official worker's model through our client: our client passed the router.
-    wait_for_model(
+    answers(
         &http,
         &api,
         OFFICIAL_MODEL,
@@ -1008,9 +1016,8 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
     // Our worker's model: our worker passed the router too.
-    wait_for_model(
+    answers(
         &http,
         &api,
         common::MODEL,
@@ -1018,7 +1025,6 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, common::MODEL, &logs).await;
 
     // Our proxy (fake SEV-SNP, fake_tee) behind the same router: an official worker reaches
     // it through the router, whose fake SEV-SNP certificate our proxy accepts, and ours it.
@@ -1050,7 +1056,7 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
             read_log(&client_log)
         )
     };
-    wait_for_model(
+    answers(
         &http,
         &api,
         OFFICIAL_MODEL,
@@ -1058,7 +1064,6 @@ async fn fake_sev_certificates_both_ways_through_the_official_router() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
 }
 
 /// An official router of our own in front of our proxy, as COCOON's proxy image runs one:
@@ -1155,7 +1160,7 @@ async fn our_roles_behind_official_routers_as_in_cocoons_images() {
         )
     };
     let http = reqwest::Client::new();
-    wait_for_model(
+    answers(
         &http,
         &api,
         common::MODEL,
@@ -1163,9 +1168,8 @@ async fn our_roles_behind_official_routers_as_in_cocoons_images() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, common::MODEL, &logs).await;
     streamed_chat_ok(&http, &api, None, &logs).await;
-    wait_for_model(
+    answers(
         &http,
         &api,
         OFFICIAL_MODEL,
@@ -1173,5 +1177,4 @@ async fn our_roles_behind_official_routers_as_in_cocoons_images() {
         &logs,
     )
     .await;
-    chat_ok(&http, &api, OFFICIAL_MODEL, &logs).await;
 }

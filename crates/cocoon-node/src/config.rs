@@ -760,16 +760,21 @@ fn default_timeout() -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn minimal_worker_config_gets_defaults() {
-        let cfg: WorkerConfig = toml::from_str(
+    /// A worker config with only what it must have.
+    fn minimal_worker() -> WorkerConfig {
+        toml::from_str(
             r#"
             owner_address = "UQworker"
             upstream = "http://127.0.0.1:8000"
             proxies = ["127.0.0.1:11001"]
             "#,
         )
-        .expect("valid");
+        .expect("valid")
+    }
+
+    #[test]
+    fn minimal_worker_config_gets_defaults() {
+        let cfg: WorkerConfig = minimal_worker();
         assert_eq!(cfg.coefficient, 1000);
         assert_eq!(cfg.max_active_requests, 60);
         assert_eq!(cfg.proxy_policy.kind, PolicyKind::Any);
@@ -812,14 +817,7 @@ mod tests {
         let bound = listener.bind("127.0.0.1:0").await.expect("bind");
         assert!(bound.local_addr().is_ok());
 
-        let own: WorkerConfig = toml::from_str(
-            r#"
-            owner_address = "UQworker"
-            upstream = "http://127.0.0.1:8000"
-            proxies = ["127.0.0.1:11001"]
-            "#,
-        )
-        .expect("valid");
+        let own: WorkerConfig = minimal_worker();
         let mut identity = own.attestation.identity().expect("identity");
         assert!(identity.dialer(&own.proxy_policy).is_ok());
         assert!(matches!(
