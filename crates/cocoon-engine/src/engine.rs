@@ -388,6 +388,10 @@ impl Engine {
             "/v1/chat/completions" => Endpoint::Chat,
             "/v1/completions" => Endpoint::Completions,
             "/v1/models" => return EngineResponse::json(200, &self.models_json()),
+            "/v1/audio/transcriptions" | "/v1/audio/translations" => {
+                let model = &self.inner.info.name;
+                return EngineResponse::error(&ApiError::unsupported_endpoint(path, model));
+            }
             _ => return EngineResponse::error(&ApiError::not_found(path)),
         };
         let span = tracing::info_span!("request", path, id = tracing::field::Empty);

@@ -118,6 +118,20 @@ impl ApiError {
         }
     }
 
+    /// A 400 for an OpenAI endpoint the loaded model cannot serve (audio with a text model).
+    pub fn unsupported_endpoint(path: &str, model: &str) -> Self {
+        Self {
+            status: 400,
+            message: format!(
+                "`{path}` is not served by the embedded engine's model {model} (a text \
+                 generation model); serve such a model through an upstream server"
+            ),
+            kind: "invalid_request_error",
+            code: Some("unsupported_endpoint"),
+            param: None,
+        }
+    }
+
     /// A 429 when the request queue is full.
     pub fn overloaded() -> Self {
         Self {

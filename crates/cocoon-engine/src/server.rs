@@ -63,6 +63,9 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/completions", post(completions))
+        // Refused by the engine with the reason (its model generates text).
+        .route("/v1/audio/transcriptions", post(completions))
+        .route("/v1/audio/translations", post(completions))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .fallback(fallback)

@@ -132,5 +132,15 @@ async fn router_serves_openai_json_and_sse() {
     assert_eq!(status, 404);
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"]["code"], "model_not_found");
+
+    // Audio to a text model: a clear refusal, not a silent 404 or a wrong answer.
+    let (status, _, body) = http(addr, "POST", "/v1/audio/transcriptions", "").await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["code"], "unsupported_endpoint");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("Qwen/Qwen3-0.6B"));
     server.abort();
 }

@@ -37,8 +37,17 @@ pub enum Garbage {
 /// The largest single SSE event passed on.
 pub const MAX_EVENT: usize = 16 << 20;
 
-/// Checks a whole JSON answer body.
+/// Checks a whole answer body: JSON, unless its `Content-Type` is `text/plain` or
+/// `text/vtt` (the plain, SRT and WebVTT transcripts of audio requests), which pass as
+/// they are. Anything else (an HTML error page, binary) is refused.
 pub fn check_json(status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), Garbage> {
+    let transcript = content_type.is_some_and(|c| {
+        let media = c.split(';').next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case("text/plain") || media.eq_ignore_ascii_case("text/vtt")
+    });
+    if transcript {
+        return Ok(());
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
         .map(|_| ())
         .map_err(|e| Garbage::NotJson {
@@ -175,6 +184,22 @@ mod tests {
                 "chunk {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn text_answers_pass_and_json_ones_must_parse() {
+        let srt = b"1\n00:00:00,000 --> 00:00:01,000\nhi\n\n";
+        assert_eq!(
+            check_json(200, Some("text/plain; charset=utf-8"), srt),
+            Ok(())
+        );
+        assert_eq!(check_json(200, Some("Text/VTT"), b"WEBVTT\n\n"), Ok(()));
+        assert!(check_json(502, Some("text/html"), b"<html>").is_err());
+        assert!(check_json(200, Some("application/json"), srt).is_err());
+        assert!(
+            check_json(200, None, srt).is_err(),
+            "no content type: JSON expected"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::limits::{
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
 use crate::protocol::http::{is_hop_by_hop, is_server_identifying};
+use crate::protocol::multipart::Form;
 use crate::protocol::Refusal;
 use crate::transport::Dialer;
 use crate::util::{lock, unix_now};
@@ -220,6 +221,8 @@ impl ClientNode {
         Router::new()
             .route("/v1/chat/completions", post(inference))
             .route("/v1/completions", post(inference))
+            .route("/v1/audio/transcriptions", post(inference))
+            .route("/v1/audio/translations", post(inference))
             .route("/v1/models", get(models))
             .route("/jsonstats", get(json_stats))
             .route("/metrics", get(metrics))
@@ -366,51 +369,70 @@ fn bad_request(node: &ClientNode, message: &str) -> Box<Response> {
     ))
 }
 
-/// Reads the body, takes out COCOON's extension fields and builds the `http.request`.
-fn prepare(
-    node: &ClientNode,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Prepared, Box<Response>> {
-    let s = &node.settings;
-    let mut obj: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return Err(bad_request(node, "request body must be a JSON object")),
-        Err(e) => {
-            return Err(bad_request(
-                node,
-                &format!("request body is not valid JSON: {e}"),
-            ))
-        }
-    };
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => return Err(bad_request(node, "'model' must be a non-empty string")),
-    };
-    if model.len() > MAX_MODEL_NAME {
-        return Err(bad_request(
-            node,
-            &format!(
-                "'model' is {} bytes long; model names are at most {MAX_MODEL_NAME} bytes",
-                model.len()
-            ),
-        ));
+/// A COCOON envelope field as the app sent it: a JSON value, or a form field's text.
+enum Field {
+    Json(Value),
+    Text(String),
+}
+
+impl Field {
+    fn is_null(&self) -> bool {
+        matches!(self, Field::Json(Value::Null))
     }
-    let max_coefficient = match obj.remove("max_coefficient") {
-        None | Some(Value::Null) => s.default_max_coefficient,
-        Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()) {
-            Some(c) => c,
-            None => {
-                return Err(bad_request(
-                    node,
-                    "'max_coefficient' must be a non-negative integer",
-                ))
-            }
-        },
+
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Field::Json(v) => v.as_u64(),
+            Field::Text(t) => t.trim().parse().ok(),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Field::Json(v) => v.as_f64(),
+            Field::Text(t) => t.trim().parse().ok(),
+        }
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Field::Json(Value::Bool(b)) => Some(*b),
+            Field::Json(_) => None,
+            Field::Text(t) => match t.trim() {
+                "true" | "1" => Some(true),
+                "false" | "0" | "" => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What COCOON's envelope fields ask of the network for one request.
+struct Envelope {
+    max_coefficient: u32,
+    timeout: f64,
+    enable_debug: bool,
+    max_tokens: u32,
+}
+
+/// Reads the envelope fields (taken out of the body, except `max_tokens`, which stays).
+fn envelope(
+    node: &ClientNode,
+    max_coefficient: Option<Field>,
+    timeout: Option<Field>,
+    enable_debug: Option<Field>,
+    max_tokens: Option<Field>,
+) -> Result<Envelope, Box<Response>> {
+    let s = &node.settings;
+    let max_coefficient = match max_coefficient.filter(|f| !f.is_null()) {
+        None => s.default_max_coefficient,
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| bad_request(node, "'max_coefficient' must be a non-negative integer"))?,
     };
-    let timeout = match obj.remove("timeout") {
-        None | Some(Value::Null) => s.default_timeout,
+    let timeout = match timeout.filter(|f| !f.is_null()) {
+        None => s.default_timeout,
         Some(v) => match v.as_f64() {
             Some(t) if t > 0.0 && t.is_finite() => t.min(s.max_timeout),
             _ => {
@@ -421,15 +443,13 @@ fn prepare(
             }
         },
     };
-    let enable_debug = match obj.remove("enable_debug") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(bad_request(node, "'enable_debug' must be a boolean")),
+    let enable_debug = match enable_debug.filter(|f| !f.is_null()) {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad_request(node, "'enable_debug' must be a boolean"))?,
     };
-    obj.remove("request_guid");
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| obj.get(*k))
+    let max_tokens = max_tokens
         .map(|v| v.as_u64().ok_or(()))
         .transpose()
         .map_err(|_| bad_request(node, "'max_tokens' must be a non-negative integer"))?
@@ -447,6 +467,109 @@ fn prepare(
                 ),
             )
         })?;
+    Ok(Envelope {
+        max_coefficient,
+        timeout,
+        enable_debug,
+        max_tokens,
+    })
+}
+
+/// Checks the model name an app asked for.
+fn model_name(node: &ClientNode, model: Option<&str>) -> Result<String, Box<Response>> {
+    let model = match model {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => return Err(bad_request(node, "'model' must be a non-empty string")),
+    };
+    if model.len() > MAX_MODEL_NAME {
+        return Err(bad_request(
+            node,
+            &format!(
+                "'model' is {} bytes long; model names are at most {MAX_MODEL_NAME} bytes",
+                model.len()
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// The `http.request` of a prepared body: `content_type`, the app's `accept` and
+/// `user-agent`, and the payload (refused when it cannot fit in a frame).
+#[allow(clippy::too_many_arguments)]
+fn build_request(
+    node: &ClientNode,
+    uri: &Uri,
+    headers: &HeaderMap,
+    content_type: String,
+    payload: Vec<u8>,
+    model: String,
+    envelope: Envelope,
+    encrypted_to: Option<[u8; 32]>,
+) -> Result<QueryRequest, Box<Response>> {
+    // Re-encoded JSON can be longer than what was received (`1e5` becomes `100000.0`).
+    if payload.len() + model.len() + ENVELOPE_RESERVE > MAX_FRAME {
+        return Err(too_large(node, Some(payload.len() as u64)));
+    }
+    let mut forwarded = vec![http::Header {
+        name: "Content-Type".into(),
+        value: content_type,
+    }];
+    for name in ["accept", "user-agent"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            forwarded.push(http::Header {
+                name: name.into(),
+                value: v.to_owned(),
+            });
+        }
+    }
+    Ok(QueryRequest {
+        model,
+        http: http_fn::Request {
+            method: "POST".into(),
+            url: uri.path().to_owned(),
+            http_version: "HTTP/1.1".into(),
+            headers: forwarded,
+            payload,
+        },
+        max_coefficient: envelope.max_coefficient,
+        max_tokens: envelope.max_tokens,
+        timeout: envelope.timeout,
+        enable_debug: envelope.enable_debug,
+        encrypted_to,
+    })
+}
+
+/// Reads a JSON body, takes out COCOON's extension fields and builds the `http.request`.
+fn prepare(
+    node: &ClientNode,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Prepared, Box<Response>> {
+    let mut obj: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(bad_request(node, "request body must be a JSON object")),
+        Err(e) => {
+            return Err(bad_request(
+                node,
+                &format!("request body is not valid JSON: {e}"),
+            ))
+        }
+    };
+    let model = model_name(node, obj.get("model").and_then(Value::as_str))?;
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k))
+        .cloned()
+        .map(Field::Json);
+    let envelope = envelope(
+        node,
+        obj.remove("max_coefficient").map(Field::Json),
+        obj.remove("timeout").map(Field::Json),
+        obj.remove("enable_debug").map(Field::Json),
+        max_tokens,
+    )?;
+    obj.remove("request_guid");
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
         || obj.contains_key("stream_options");
     // An end-to-end encrypted body (COCOON protocol 3) travels untouched; its key goes in
@@ -465,40 +588,92 @@ fn prepare(
     };
     let payload =
         serde_json::to_vec(&Value::Object(obj)).map_err(|e| bad_request(node, &e.to_string()))?;
-    // Re-encoded JSON can be longer than what was received (`1e5` becomes `100000.0`).
-    if payload.len() + model.len() + ENVELOPE_RESERVE > MAX_FRAME {
-        return Err(too_large(node, Some(payload.len() as u64)));
-    }
-    let mut forwarded = vec![http::Header {
-        name: "Content-Type".into(),
-        value: "application/json".into(),
-    }];
-    for name in ["accept", "user-agent"] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            forwarded.push(http::Header {
-                name: name.into(),
-                value: v.to_owned(),
-            });
-        }
-    }
-    Ok(Prepared {
-        request: QueryRequest {
-            model,
-            http: http_fn::Request {
-                method: "POST".into(),
-                url: uri.path().to_owned(),
-                http_version: "HTTP/1.1".into(),
-                headers: forwarded,
-                payload,
+    let request = build_request(
+        node,
+        uri,
+        headers,
+        "application/json".into(),
+        payload,
+        model,
+        envelope,
+        encrypted_to,
+    )?;
+    Ok(Prepared { request, stream })
+}
+
+/// Whether `path` takes a `multipart/form-data` form (audio) rather than JSON.
+fn takes_form(path: &str) -> bool {
+    matches!(path, "/v1/audio/transcriptions" | "/v1/audio/translations")
+}
+
+/// Reads an audio form (cocoon-protocol-9060ce5.md §3.1): takes out COCOON's extension
+/// fields, keeps the rest, and writes it back as COCOON writes forms, with its boundary.
+async fn prepare_form(
+    node: &ClientNode,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Prepared, Box<Response>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut form = Form::parse(content_type, body)
+        .await
+        .map_err(|e| bad_request(node, &format!("{}: {e}", uri.path())))?;
+    let take = |form: &mut Form, name: &str| -> Result<Option<Field>, Box<Response>> {
+        match form.remove(name) {
+            None => Ok(None),
+            Some(part) => match part.text() {
+                Some(t) => Ok(Some(Field::Text(t.to_owned()))),
+                None => Err(bad_request(node, &format!("'{name}' must be text"))),
             },
-            max_coefficient,
-            max_tokens,
-            timeout,
-            enable_debug,
-            encrypted_to,
-        },
-        stream,
-    })
+        }
+    };
+    let model = match form.text("model") {
+        Some(Ok(m)) => Some(m.trim().to_owned()),
+        _ => None,
+    };
+    let model = model_name(node, model.as_deref())?;
+    if form.get("file").is_none_or(|f| f.value.is_empty()) {
+        return Err(bad_request(
+            node,
+            "'file' is required: the audio to transcribe",
+        ));
+    }
+    if form.get("is_encrypted").is_some() {
+        return Err(bad_request(
+            node,
+            "encrypted audio forms are not supported; send the form in plain text",
+        ));
+    }
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| form.text(k))
+        .map(|t| t.map(|t| Field::Text(t.to_owned())))
+        .transpose()
+        .map_err(|_| bad_request(node, "'max_tokens' must be text"))?;
+    let max_coefficient = take(&mut form, "max_coefficient")?;
+    let timeout = take(&mut form, "timeout")?;
+    let enable_debug = take(&mut form, "enable_debug")?;
+    let envelope = envelope(node, max_coefficient, timeout, enable_debug, max_tokens)?;
+    form.remove("request_guid");
+    let stream = matches!(
+        form.text("stream"),
+        Some(Ok(t)) if matches!(t.trim(), "true" | "1")
+    );
+    let payload = form.to_bytes();
+    let request = build_request(
+        node,
+        uri,
+        headers,
+        form.content_type(),
+        payload,
+        model,
+        envelope,
+        None,
+    )?;
+    Ok(Prepared { request, stream })
 }
 
 /// Reads a request body within the size limit and [`BODY_READ_TIMEOUT`].
@@ -577,7 +752,12 @@ async fn inference(
     node.stats
         .bytes_received
         .fetch_add(body.len() as u64, Ordering::Relaxed);
-    let prepared = match prepare(&node, &uri, &headers, &body) {
+    let prepared = if takes_form(uri.path()) {
+        prepare_form(&node, &uri, &headers, body.clone()).await
+    } else {
+        prepare(&node, &uri, &headers, &body)
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(response) => return *response,
     };

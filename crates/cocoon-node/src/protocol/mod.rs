@@ -6,6 +6,7 @@
 pub mod answer;
 pub mod extensions;
 pub mod http;
+pub mod multipart;
 mod refusal;
 pub mod version;
 

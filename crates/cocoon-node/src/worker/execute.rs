@@ -22,7 +22,7 @@ use crate::protocol::Refusal;
 use crate::util::unix_now;
 use crate::worker::backend::BackendRequest;
 use crate::worker::metering::{BodyFormat, UsageMeter};
-use crate::worker::validation::validate_request;
+use crate::worker::validation::{validate_form, validate_request, Endpoint};
 
 use super::Shared;
 
@@ -79,8 +79,28 @@ pub(super) async fn run_request(
             .await
         }
     };
+    let endpoint = match Endpoint::of_url(&http_request.url) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            return fail(
+                Refusal::InvalidRequest,
+                e.to_string(),
+                AdjustedTokens::default(),
+            )
+            .await
+        }
+    };
+    let encrypted = query.private_key.filter(|key| *key != [0; 32]);
+    if encrypted.is_some() && endpoint.takes_form() {
+        return fail(
+            Refusal::Encryption,
+            "encrypted audio forms are not supported; send the form in plain text".into(),
+            AdjustedTokens::default(),
+        )
+        .await;
+    }
     // Encrypted to a key (COCOON protocol 3): the proxy handed us its private half.
-    let sealed = match query.private_key.filter(|key| *key != [0; 32]) {
+    let sealed = match encrypted {
         None => None,
         Some(key) => match open_request(&mut http_request.payload, &key) {
             Ok(opened) => Some(opened),
@@ -89,11 +109,22 @@ pub(super) async fn run_request(
             }
         },
     };
-    let validated = match validate_request(
-        &http_request.url,
-        &http_request.payload,
-        &served_base(shared),
-    ) {
+    let validated = if endpoint.takes_form() {
+        let content_type = http_request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .map_or("", |h| h.value.as_str());
+        let payload = bytes::Bytes::from(std::mem::take(&mut http_request.payload));
+        validate_form(endpoint, content_type, payload, &served_base(shared)).await
+    } else {
+        validate_request(
+            &http_request.url,
+            &http_request.payload,
+            &served_base(shared),
+        )
+    };
+    let validated = match validated {
         Ok(v) => v,
         Err(e) => {
             return fail(
@@ -106,12 +137,20 @@ pub(super) async fn run_request(
     };
     let coefficient = u32::try_from(query.coefficient).unwrap_or(shared.settings.coefficient);
     let timeout = Duration::from_secs_f64((query.timeout * 0.95).clamp(0.001, 86_400.0));
-    let headers = http_request
+    let mut headers: Vec<(String, String)> = http_request
         .headers
         .iter()
         .filter(|h| !is_hop_by_hop(&h.name))
+        .filter(|h| {
+            // A re-written form goes with its own boundary line.
+            validated.content_type.is_none() || !h.name.eq_ignore_ascii_case("content-type")
+        })
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
+    if let Some(content_type) = &validated.content_type {
+        headers.push(("Content-Type".into(), content_type.clone()));
+    }
+    let render = validated.render;
     let max_completion = validated.max_completion;
     let backend_request = BackendRequest {
         method: http_request.method.clone(),
@@ -127,7 +166,7 @@ pub(super) async fn run_request(
             return fail(Refusal::Cancelled, String::new(), AdjustedTokens::default()).await
         }
     };
-    let response = match sent {
+    let mut response = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if e != crate::worker::backend::BackendError::Timeout => {
             return fail(
@@ -147,6 +186,50 @@ pub(super) async fn run_request(
         }
     };
 
+    // A transcript the worker renders: the model server's verbose_json is read whole and
+    // metered, and the app gets the text.
+    let mut rendered_from: Option<Vec<u8>> = None;
+    if let Some(format) = render.filter(|_| (200..300).contains(&response.status)) {
+        let whole = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read_whole(&mut response.body)) => r,
+            _ = cancel.cancelled() => {
+                return fail(Refusal::Cancelled, String::new(), AdjustedTokens::default()).await
+            }
+        };
+        let json = match whole {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return fail(Refusal::ModelFailed, e, AdjustedTokens::default()).await,
+            Err(_) => {
+                return fail(
+                    Refusal::Timeout,
+                    "the model did not answer in time".into(),
+                    AdjustedTokens::default(),
+                )
+                .await
+            }
+        };
+        let text = match serde_json::from_slice::<serde_json::Value>(&json) {
+            Ok(verbose) => crate::worker::audio::render(format, &verbose),
+            Err(e) => {
+                return fail(
+                    Refusal::ModelFailed,
+                    format!("the model server's verbose_json transcript is not JSON: {e}"),
+                    AdjustedTokens::default(),
+                )
+                .await
+            }
+        };
+        response
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+        response
+            .headers
+            .push(("Content-Type".into(), format.content_type().into()));
+        response.body = Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from(text))
+        }));
+        rendered_from = Some(json);
+    }
     let content_type = response
         .headers
         .iter()
@@ -158,6 +241,9 @@ pub(super) async fn run_request(
         link.prices,
     )
     .bounded(request_bytes, max_completion);
+    if let Some(json) = &rendered_from {
+        meter.count_only(json);
+    }
     let mut headers: Vec<http::Header> = response
         .headers
         .iter()
@@ -277,6 +363,19 @@ pub(super) async fn run_request(
     let last = reply.last(tail, tokens);
     debug!(tokens = tokens.total(), "request complete");
     handle.send_packet(&last).await.is_ok()
+}
+
+/// Reads a whole (small) answer body, for transcripts the worker renders.
+async fn read_whole(body: &mut crate::worker::backend::BodyStream) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > crate::worker::metering::MAX_PENDING {
+            return Err("the model server's transcript is too large to render".into());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// Sends `bytes` as non-final answer parts of at most [`MAX_ANSWER_PART`] bytes each, so

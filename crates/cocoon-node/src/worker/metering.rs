@@ -17,6 +17,11 @@ use crate::pricing::{adjusted_usage, cost, AdjustedTokens, Prices, RawUsage};
 /// is forwarded unparsed (and unmetered) so that a hostile upstream cannot grow memory.
 pub const MAX_PENDING: usize = 16 << 20;
 
+/// Prompt tokens an audio answer is counted by per second of audio, when the model server
+/// reports its duration rather than tokens (OpenAI's audio models count one token per
+/// 100 ms).
+pub const AUDIO_TOKENS_PER_SECOND: f64 = 10.0;
+
 /// How the body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {
@@ -137,6 +142,14 @@ impl UsageMeter {
         out
     }
 
+    /// Meters `body` without forwarding it (an answer the worker replaces, e.g. an audio
+    /// transcript rendered from it); what is pushed afterwards passes through unparsed.
+    pub fn count_only(&mut self, body: &[u8]) {
+        let _ = self.push(body);
+        let _ = self.finish();
+        self.format = BodyFormat::Opaque;
+    }
+
     /// Ends the body; returns what is left to forward.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -253,6 +266,19 @@ impl UsageMeter {
     /// Reads the usage counts of one JSON value; when they grew, injects the cost fields
     /// and returns true.
     fn observe(&mut self, value: &mut Value) -> bool {
+        // A transcription without usage is counted by its audio's duration.
+        if let Some(answer) = value.as_object_mut() {
+            let transcript = answer.get("text").is_some_and(Value::is_string);
+            let duration = answer.get("duration").and_then(Value::as_f64);
+            if let (false, true, Some(seconds)) =
+                (answer.contains_key("usage"), transcript, duration)
+            {
+                answer.insert(
+                    "usage".into(),
+                    serde_json::json!({"type": "duration", "seconds": seconds}),
+                );
+            }
+        }
         let Some(usage) = value.get_mut("usage").and_then(Value::as_object_mut) else {
             return false;
         };
@@ -286,13 +312,34 @@ fn unsigned(v: Option<&Value>) -> u64 {
 }
 
 /// The counted fields of a `usage` object; only unsigned integers count.
+/// The counts of a `usage` object: chat and completions name them `prompt_tokens` /
+/// `completion_tokens`; audio (and the Responses API) `input_tokens` / `output_tokens`; an
+/// audio answer may give only `{"type": "duration", "seconds": S}`, counted as
+/// [`AUDIO_TOKENS_PER_SECOND`] prompt tokens per second.
 fn read_usage(usage: &Map<String, Value>) -> RawUsage {
     let detail = |obj: &str, field: &str| unsigned(usage.get(obj).and_then(|d| d.get(field)));
+    let by_duration = match (
+        usage.get("type").and_then(Value::as_str),
+        usage.get("seconds"),
+    ) {
+        (Some("duration"), Some(seconds)) => seconds
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(0, |s| {
+                (s * AUDIO_TOKENS_PER_SECOND).ceil().min(u32::MAX as f64) as u64
+            }),
+        _ => 0,
+    };
     RawUsage {
-        prompt: unsigned(usage.get("prompt_tokens")),
-        cached: detail("prompt_tokens_details", "cached_tokens"),
-        completion: unsigned(usage.get("completion_tokens")),
+        prompt: unsigned(usage.get("prompt_tokens"))
+            .max(unsigned(usage.get("input_tokens")))
+            .max(by_duration),
+        cached: detail("prompt_tokens_details", "cached_tokens")
+            .max(detail("input_tokens_details", "cached_tokens")),
+        completion: unsigned(usage.get("completion_tokens"))
+            .max(unsigned(usage.get("output_tokens"))),
         reasoning: detail("completion_tokens_details", "reasoning_tokens")
+            .max(detail("output_tokens_details", "reasoning_tokens"))
             .max(unsigned(usage.get("reasoning_tokens"))),
     }
 }
@@ -322,6 +369,36 @@ mod tests {
     }
 
     const JSON_BODY: &str = r#"{"id":"cmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":34,"completion_tokens":100,"total_tokens":134,"prompt_tokens_details":{"cached_tokens":11},"completion_tokens_details":{"reasoning_tokens":10}}}"#;
+
+    #[test]
+    fn audio_usage_is_read_in_its_own_names_and_by_duration() {
+        let tokens = br#"{"text":"hi","usage":{"type":"tokens","input_tokens":40,"output_tokens":5,"total_tokens":45,"input_token_details":{"audio_tokens":38,"text_tokens":2}}}"#;
+        let (_, meter) = run(BodyFormat::Json, tokens, 5);
+        assert_eq!(meter.usage().prompt, 40);
+        assert_eq!(meter.usage().completion, 5);
+
+        let duration = br#"{"text":"hi","usage":{"type":"duration","seconds":2.01}}"#;
+        let (out, meter) = run(BodyFormat::Json, duration, 3);
+        assert_eq!(meter.usage().prompt, 21, "10 tokens a second, rounded up");
+        assert!(String::from_utf8_lossy(&out).contains("total_cost"));
+
+        // verbose_json without usage: its duration counts, and the app sees the usage.
+        let verbose = br#"{"task":"transcribe","duration":3.0,"text":"hi","segments":[]}"#;
+        let (out, meter) = run(BodyFormat::Json, verbose, 4);
+        assert_eq!(meter.usage().prompt, 30);
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["usage"]["type"], "duration");
+        assert!(v["usage"]["total_cost"].as_u64().is_some());
+    }
+
+    #[test]
+    fn a_replaced_body_is_counted_but_not_forwarded() {
+        let mut meter = UsageMeter::new(BodyFormat::Json, 1000, prices());
+        meter.count_only(JSON_BODY.as_bytes());
+        assert_eq!(meter.usage().prompt, 34);
+        assert_eq!(meter.push(b"{plain text"), b"{plain text");
+        assert!(meter.finish().is_empty());
+    }
 
     #[test]
     fn json_body_is_metered_and_costed() {

@@ -28,6 +28,7 @@ use crate::worker::backend::InferenceBackend;
 use cocoon_ton::voucher::VoucherKind;
 use tycho_types::models::StdAddr;
 
+pub mod audio;
 pub mod backend;
 pub mod change_model;
 #[cfg(feature = "engine")]

@@ -4,16 +4,26 @@
 //! `logprobs`, `response_format` and vendor extensions pass through. The body is handled
 //! as raw JSON (key order kept), never through typed structs that would drop fields.
 //! The only change made is to ask streams for a final usage chunk, so they can be metered.
+//!
+//! Audio requests are `multipart/form-data` forms (cocoon-protocol-9060ce5.md §3.2.3):
+//! checked by [`validate_form`] and written back as COCOON writes forms.
 
 use serde_json::{Map, Value};
 
-/// The two inference endpoints a worker serves.
+use crate::protocol::multipart::Form;
+use crate::worker::audio::AudioFormat;
+
+/// The inference endpoints a worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `/v1/chat/completions`.
     ChatCompletions,
     /// `/v1/completions`.
     Completions,
+    /// `/v1/audio/transcriptions` (a form).
+    AudioTranscriptions,
+    /// `/v1/audio/translations` (a form).
+    AudioTranslations,
 }
 
 impl Endpoint {
@@ -22,7 +32,35 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
+            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
+            Endpoint::AudioTranslations => "/v1/audio/translations",
         }
+    }
+
+    /// The endpoint of a request URL (origin form `/v1/…`, or an absolute URL whose
+    /// authority is ignored; the query is ignored too).
+    pub fn of_url(url: &str) -> Result<Endpoint, RequestError> {
+        let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+        let path = match after_scheme.find('/') {
+            Some(i) => &after_scheme[i..],
+            None => after_scheme,
+        };
+        let path = path.split('?').next().unwrap_or(path);
+        match path {
+            "/v1/chat/completions" => Ok(Endpoint::ChatCompletions),
+            "/v1/completions" => Ok(Endpoint::Completions),
+            "/v1/audio/transcriptions" => Ok(Endpoint::AudioTranscriptions),
+            "/v1/audio/translations" => Ok(Endpoint::AudioTranslations),
+            other => Err(RequestError::UnsupportedEndpoint(other.to_owned())),
+        }
+    }
+
+    /// Whether the body is a `multipart/form-data` form rather than JSON.
+    pub fn takes_form(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
+        )
     }
 }
 
@@ -38,6 +76,12 @@ pub struct ValidatedRequest {
     /// The most completion tokens the request asked for over all its choices
     /// (`max_completion_tokens` or `max_tokens`, times `n` or `best_of`), if it set a limit.
     pub max_completion: Option<u64>,
+    /// The `Content-Type` to send the body with, when it is not the request's own (a
+    /// re-written form's boundary line).
+    pub content_type: Option<String>,
+    /// An audio answer the worker renders itself from the model server's `verbose_json`
+    /// (`text`, `srt`, `vtt`), so that it is metered like any other.
+    pub render: Option<AudioFormat>,
 }
 
 /// Why a request was refused; these are protocol-level (code 621) refusals.
@@ -57,6 +101,17 @@ pub enum RequestError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A form field has a value the worker cannot take.
+    #[error("field '{field}' {problem}")]
+    BadFormField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The body is not a usable `multipart/form-data` form.
+    #[error("{0}")]
+    Form(String),
     /// The request names another model than the one served.
     #[error("model name mismatch: requested '{requested}', this worker serves '{served}'")]
     ModelMismatch {
@@ -73,18 +128,13 @@ pub fn validate_request(
     body: &[u8],
     served_model: &str,
 ) -> Result<ValidatedRequest, RequestError> {
-    // Origin form (`/v1/…`) as clients send it; an absolute URL loses its authority.
-    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
-    let path = match after_scheme.find('/') {
-        Some(i) => &after_scheme[i..],
-        None => after_scheme,
-    };
-    let path = path.split('?').next().unwrap_or(path);
-    let endpoint = match path {
-        "/v1/chat/completions" => Endpoint::ChatCompletions,
-        "/v1/completions" => Endpoint::Completions,
-        other => return Err(RequestError::UnsupportedEndpoint(other.to_owned())),
-    };
+    let endpoint = Endpoint::of_url(url)?;
+    if endpoint.takes_form() {
+        return Err(RequestError::Form(format!(
+            "{} takes a multipart/form-data form",
+            endpoint.path()
+        )));
+    }
     let mut object: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(RequestError::NotAnObject("not an object".into())),
@@ -114,6 +164,7 @@ pub fn validate_request(
                 });
             }
         }
+        Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => {}
         Endpoint::Completions => {
             if !matches!(
                 object.get("prompt"),
@@ -170,6 +221,104 @@ pub fn validate_request(
         body,
         stream,
         max_completion,
+        content_type: None,
+        render: None,
+    })
+}
+
+/// Checks an audio form (`endpoint` is one that [takes a form](Endpoint::takes_form)) sent
+/// with `content_type`, for `served_model`, and writes it back for the model server.
+///
+/// `model` must name the served model and `file` must be there; `response_format` is one
+/// of `json` (the default), `verbose_json`, `text`, `srt` and `vtt` (COCOON's worker takes
+/// `json` only); the model server is asked for `verbose_json` where the worker renders
+/// `text`, `srt` or `vtt` itself, so that every answer is metered from its usage.
+pub async fn validate_form(
+    endpoint: Endpoint,
+    content_type: &str,
+    body: bytes::Bytes,
+    served_model: &str,
+) -> Result<ValidatedRequest, RequestError> {
+    let mut form = Form::parse(content_type, body)
+        .await
+        .map_err(|e| RequestError::Form(e.to_string()))?;
+    let text = |form: &Form, field: &'static str| -> Result<Option<String>, RequestError> {
+        match form.text(field) {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(Some(t.trim().to_owned())),
+            Some(Err(_)) => Err(RequestError::BadFormField {
+                field,
+                problem: "is not UTF-8 text".into(),
+            }),
+        }
+    };
+    let model = text(&form, "model")?.ok_or(RequestError::BadField {
+        field: "model",
+        problem: "is required",
+    })?;
+    if model != served_model {
+        return Err(RequestError::ModelMismatch {
+            requested: model,
+            served: served_model.to_owned(),
+        });
+    }
+    if form.get("file").is_none_or(|f| f.value.is_empty()) {
+        return Err(RequestError::BadField {
+            field: "file",
+            problem: "is required (the audio to transcribe)",
+        });
+    }
+    let format = text(&form, "response_format")?.unwrap_or_else(|| "json".into());
+    let render = match format.as_str() {
+        "json" | "verbose_json" => None,
+        "text" => Some(AudioFormat::Text),
+        "srt" => Some(AudioFormat::Srt),
+        "vtt" => Some(AudioFormat::Vtt),
+        other => {
+            return Err(RequestError::BadFormField {
+                field: "response_format",
+                problem: format!("is {other:?}; one of json, verbose_json, text, srt, vtt"),
+            })
+        }
+    };
+    if render.is_some() {
+        form.set_text("response_format", "verbose_json");
+    }
+    let stream = match text(&form, "stream")?.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(RequestError::BadFormField {
+                field: "stream",
+                problem: format!("is {other:?}; true or false"),
+            })
+        }
+    };
+    if stream && render.is_some() {
+        return Err(RequestError::BadFormField {
+            field: "stream",
+            problem: format!("cannot stream response_format {format:?}; use json"),
+        });
+    }
+    let mut max_completion = None;
+    for field in ["max_completion_tokens", "max_tokens"] {
+        if let Some(value) = text(&form, field)? {
+            let n = value
+                .parse::<u64>()
+                .map_err(|_| RequestError::BadFormField {
+                    field,
+                    problem: format!("is {value:?}; a non-negative integer"),
+                })?;
+            max_completion = Some(max_completion.map_or(n, |m: u64| m.min(n)));
+        }
+    }
+    Ok(ValidatedRequest {
+        endpoint,
+        body: form.to_bytes(),
+        stream,
+        max_completion,
+        content_type: Some(form.content_type()),
+        render,
     })
 }
 
@@ -179,6 +328,74 @@ mod tests {
 
     fn body(v: serde_json::Value) -> Vec<u8> {
         serde_json::to_vec(&v).expect("json")
+    }
+
+    async fn audio(fields: &[(&str, &str)]) -> Result<ValidatedRequest, RequestError> {
+        let mut form = Form::new("b");
+        for (name, value) in fields {
+            form.set_text(name, value);
+        }
+        validate_form(
+            Endpoint::AudioTranscriptions,
+            &form.content_type(),
+            bytes::Bytes::from(form.to_bytes()),
+            "whisper",
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn audio_forms_are_checked_and_rewritten_for_rendering() {
+        let ok = audio(&[("model", "whisper"), ("file", "RIFF"), ("max_tokens", "50")])
+            .await
+            .expect("valid");
+        assert_eq!(ok.render, None);
+        assert_eq!(ok.max_completion, Some(50));
+        assert_eq!(
+            ok.content_type.as_deref(),
+            Some("multipart/form-data; boundary=b")
+        );
+        let srt = audio(&[
+            ("model", "whisper"),
+            ("file", "RIFF"),
+            ("response_format", "srt"),
+        ])
+        .await
+        .expect("valid");
+        assert_eq!(srt.render, Some(AudioFormat::Srt));
+        assert!(String::from_utf8_lossy(&srt.body).contains("verbose_json"));
+
+        let err = |r: Result<ValidatedRequest, RequestError>| r.expect_err("refused").to_string();
+        assert!(
+            err(audio(&[("model", "other"), ("file", "x")]).await).contains("model name mismatch")
+        );
+        assert!(err(audio(&[("model", "whisper")]).await).contains("'file' is required"));
+        assert!(err(audio(&[
+            ("model", "whisper"),
+            ("file", "x"),
+            ("response_format", "srt"),
+            ("stream", "true")
+        ])
+        .await)
+        .contains("cannot stream"));
+        assert!(
+            err(audio(&[("model", "whisper"), ("file", "x"), ("max_tokens", "-1")]).await)
+                .contains("non-negative integer")
+        );
+        assert!(err(validate_form(
+            Endpoint::AudioTranscriptions,
+            "application/json",
+            bytes::Bytes::new(),
+            "whisper"
+        )
+        .await)
+        .contains("multipart/form-data"));
+        assert!(
+            validate_request("/v1/audio/transcriptions", b"{}", "whisper")
+                .expect_err("a form endpoint")
+                .to_string()
+                .contains("takes a multipart/form-data form")
+        );
     }
 
     #[test]

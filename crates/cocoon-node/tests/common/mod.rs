@@ -63,6 +63,55 @@ pub struct MockState {
     pub requests: AtomicU64,
     pub streams_aborted: AtomicU64,
     pub last_body: Mutex<Option<Value>>,
+    /// The last audio form: each field's bytes.
+    pub last_form: Mutex<Option<std::collections::BTreeMap<String, Vec<u8>>>>,
+}
+
+/// An OpenAI-style audio endpoint: answers a form's `response_format` (`json` with token
+/// usage, `verbose_json` with segments and a duration but no usage, `text`).
+async fn audio(
+    State(state): State<Arc<MockState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let form = match cocoon_node::protocol::multipart::Form::parse(content_type, body).await {
+        Ok(form) => form,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"message": e.to_string()}})),
+            )
+                .into_response()
+        }
+    };
+    let fields: std::collections::BTreeMap<String, Vec<u8>> = form
+        .parts()
+        .iter()
+        .map(|p| (p.name.clone(), p.value.to_vec()))
+        .collect();
+    let format = fields.get("response_format").map_or_else(
+        || "json".into(),
+        |f| String::from_utf8_lossy(f).into_owned(),
+    );
+    *state.last_form.lock().expect("lock") = Some(fields);
+    match format.as_str() {
+        "verbose_json" => Json(json!({
+            "task": "transcribe", "language": "english", "duration": 2.5, "text": " Hello there.",
+            "segments": [{"id": 0, "start": 0.0, "end": 2.5, "text": " Hello there."}]
+        }))
+        .into_response(),
+        "text" => "Hello there.\n".into_response(),
+        _ => Json(json!({
+            "text": "Hello there.",
+            "usage": {"type": "tokens", "input_tokens": 40, "output_tokens": 6, "total_tokens": 46}
+        }))
+        .into_response(),
+    }
 }
 
 /// Counts a stream as aborted if it is dropped before its end.
@@ -160,6 +209,8 @@ pub async fn mock_upstream() -> (String, Arc<MockState>) {
     let state = Arc::new(MockState::default());
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/audio/transcriptions", post(audio))
+        .route("/v1/audio/translations", post(audio))
         .route(
             "/v1/models",
             get(|| async {
