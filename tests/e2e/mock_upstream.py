@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A mock OpenAI-compatible model server for the end-to-end tests (a stand-in for vLLM).
 
-Standard library only. Serves /v1/models, /v1/chat/completions and /v1/completions,
+Standard library only. Serves /v1/models, /v1/chat/completions, /v1/completions and
+/v1/audio/transcriptions|translations,
 plain JSON or Server-Sent Events, always with COCOON's benchmark usage numbers
 (prompt 34, cached 11, completion 100, reasoning 10 -> 134 adjusted tokens at 1.0x).
 A request may carry {"mock": {"delay_ms": N, "chunks": N, "status": CODE}} to shape it.
@@ -43,8 +44,32 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(404, {"error": {"message": "not found"}})
 
+    def audio(self, body):
+        """/v1/audio/*: a transcript naming the file's size; usage as tokens (json) or the
+        audio's duration (verbose_json, as Whisper servers give it)."""
+        from email import policy
+        from email.parser import BytesParser
+        head = b"Content-Type: " + self.headers.get("Content-Type", "").encode() + b"\r\n\r\n"
+        message = BytesParser(policy=policy.default).parsebytes(head + body)
+        fields = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                fields[name] = part.get_payload(decode=True) or b""
+        if "file" not in fields:
+            return self.send_json(400, {"error": {"message": "no file", "type": "invalid_request_error"}})
+        text = "heard %d bytes" % len(fields["file"])
+        fmt = fields.get("response_format", b"json").decode()
+        if fmt == "verbose_json":
+            return self.send_json(200, {"task": "transcribe", "language": "english", "duration": 2.5, "text": text,
+                                        "segments": [{"id": 0, "start": 0.0, "end": 2.5, "text": text}]})
+        return self.send_json(200, {"text": text, "usage": {"type": "tokens", "input_tokens": 40,
+                                                          "output_tokens": 6, "total_tokens": 46}})
+
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
+        if self.path.startswith("/v1/audio/"):
+            return self.audio(self.rfile.read(length))
         try:
             req = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:

@@ -101,3 +101,30 @@ def test_upstream_error_status_passes_through(client):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
                                        extra_body={"mock": {"status": 500}})
     assert e.value.status_code == 500
+
+
+def test_audio_transcription_in_every_format(client, tmp_path):
+    audio = tmp_path / "hello.wav"
+    audio.write_bytes(bytes(range(256)) * 40)
+    with open(audio, "rb") as f:
+        r = client.audio.transcriptions.create(model=MODEL, file=f)
+    assert r.text == "heard 10240 bytes"
+    # Metered and priced like any request: 40 + 6 tokens at 2 nanoTON each.
+    assert r.usage.model_extra["total_cost"] == 92
+    with open(audio, "rb") as f:
+        srt = client.audio.transcriptions.create(model=MODEL, file=f, response_format="srt")
+    assert srt == "1\n00:00:00,000 --> 00:00:02,500\nheard 10240 bytes\n\n"
+    with open(audio, "rb") as f:
+        text = client.audio.translations.create(model=MODEL, file=f, response_format="text")
+    assert text.strip() == "heard 10240 bytes"
+    with open(audio, "rb") as f:
+        verbose = client.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json")
+    assert verbose.duration == 2.5 and verbose.segments[0].end == 2.5
+    # No token usage from the model server: billed by duration, 10 tokens a second.
+    assert verbose.usage.type == "duration" and verbose.usage.model_extra["total_cost"] == 50
+
+
+def test_an_empty_audio_file_is_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(model=MODEL, file=("empty.wav", b""))
+    assert "'file' is required" in str(refused.value)

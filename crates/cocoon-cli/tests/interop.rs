@@ -52,6 +52,9 @@ fn interop_dir() -> Option<PathBuf> {
     None
 }
 
+/// The model an official worker serves from our mock upstream in the audio pairing.
+const AUDIO_MODEL: &str = "e2e-audio";
+
 /// The official stack of upstream's `--local-all` (mock backend, router, proxy, key
 /// manager, worker, client) with every port shifted by `offset`; stopped on drop.
 struct OfficialStack {
@@ -128,6 +131,28 @@ impl Drop for OfficialStack {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A transcription of a binary file through `api`, as an app sends it (a multipart form):
+/// the mock upstream's transcript proves the file arrived byte for byte; the usage is
+/// priced by our worker or passed on by theirs.
+async fn audio_ok(http: &reqwest::Client, api: &str, model: &str, logs: &dyn Fn() -> String) {
+    let file: Vec<u8> = (0..=255u8).cycle().take(20_000).collect();
+    let (content_type, body) = common::audio_form(&file, &[("model", model), ("language", "en")]);
+    let response = http
+        .post(format!("{api}/v1/audio/transcriptions"))
+        .header("content-type", content_type)
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("transcription");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{text}\n{}", logs());
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["text"], common::transcript_of(&file), "{}", logs());
+    assert_eq!(v["usage"]["input_tokens"], 40, "{text}");
 }
 
 /// Waits until `api` lists `model` (else fails with `what`), then gets a chat answer from it.
@@ -860,6 +885,33 @@ async fn our_worker_and_client_with_the_official_proxy() {
     )
     .await;
     streamed_chat_ok(&http, &api, None, &logs).await;
+    // Audio the other way: our client's form through the official proxy to an official
+    // worker whose model server is our mock (serving a model of its own name).
+    let (_audio_worker, audio_log) =
+        spawn_official(&stack, work.path(), "worker", &fake_ton, |cfg| {
+            cfg["http_port"] = json!(free_port());
+            cfg["rpc_port"] = json!(free_port());
+            cfg["forward_requests_to"] = json!(upstream.to_string());
+            let name = cfg["model_name"].as_str().unwrap_or_default().to_owned();
+            let tail = name.split_once('@').map_or("", |(_, t)| t).to_owned();
+            cfg["model_name"] = json!(format!("{AUDIO_MODEL}@{tail}"));
+        });
+    let audio_logs = || {
+        format!(
+            "official audio worker:\n{}\n{}",
+            read_log(&audio_log),
+            logs()
+        )
+    };
+    wait_for_model(
+        &http,
+        &api,
+        AUDIO_MODEL,
+        "the official worker on our mock never showed at the official proxy",
+        &audio_logs,
+    )
+    .await;
+    audio_ok(&http, &api, AUDIO_MODEL, &audio_logs).await;
     // Priced below our worker's 1000: the official proxy refuses, the app gets an error.
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
@@ -948,6 +1000,9 @@ async fn the_official_client_with_our_proxy_and_worker() {
     let km = key_manager_key(&http, &km_http, &logs).await;
     encrypted_chat_ok(&http, &api, common::MODEL, &km, &logs).await;
     streamed_chat_ok(&http, &api, Some(&km), &logs).await;
+    // Audio: COCOON's client re-writes the form (its own way, adding max_tokens) and our
+    // proxy and worker carry it to the model server.
+    audio_ok(&http, &api, common::MODEL, &logs).await;
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&json!({

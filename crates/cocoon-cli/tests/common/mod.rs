@@ -53,6 +53,7 @@ pub async fn mock_upstream() -> SocketAddr {
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/audio/transcriptions", post(transcription))
         .route(
             "/v1/models",
             get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
@@ -65,6 +66,53 @@ pub async fn mock_upstream() -> SocketAddr {
         let _ = axum::serve(listener, app).await;
     });
     addr
+}
+
+/// The transcript the mock upstream gives `file`: names its SHA-256, so that a test can
+/// tell the file crossed the network byte for byte.
+pub fn transcript_of(file: &[u8]) -> String {
+    use sha2::Digest;
+    format!("heard {}", hex::encode(sha2::Sha256::digest(file)))
+}
+
+/// The mock's `/v1/audio/transcriptions`: [`transcript_of`] the form's `file`, with token
+/// usage (40 in, 6 out).
+async fn transcription(headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Json<Value> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = match cocoon_node::protocol::multipart::Form::parse(content_type, body).await {
+        Ok(form) => form
+            .get("file")
+            .map_or_else(|| "no file".to_owned(), |f| transcript_of(&f.value)),
+        Err(e) => format!("not a form: {e}"),
+    };
+    Json(
+        json!({"text": text, "usage": {"type": "tokens", "input_tokens": 40, "output_tokens": 6, "total_tokens": 46}}),
+    )
+}
+
+/// A multipart form (`Content-Type`, body) with `file` and text `fields`, as an app sends
+/// an audio request.
+pub fn audio_form(file: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    use cocoon_node::protocol::multipart::{Form, Part};
+    let mut form = Form::new("interop-audio-boundary");
+    form.insert(Part {
+        name: "file".into(),
+        headers: vec![
+            (
+                "Content-Disposition".into(),
+                "form-data; name=\"file\"; filename=\"a.wav\"".into(),
+            ),
+            ("Content-Type".into(), "audio/wav".into()),
+        ],
+        value: bytes::Bytes::copy_from_slice(file),
+    });
+    for (name, value) in fields {
+        form.set_text(name, value);
+    }
+    (form.content_type(), form.to_bytes())
 }
 
 /// A child process killed when dropped.
