@@ -66,6 +66,66 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_json(200, {"text": text, "usage": {"type": "tokens", "input_tokens": 40,
                                                           "output_tokens": 6, "total_tokens": 46}})
 
+    def embeddings(self, req):
+        """One vector [i, i + 0.5, ...] of `dimensions` (default 8) per input, floats or
+        base64 (little-endian f32); 5 prompt tokens per input."""
+        import base64
+        import struct
+        inputs = req.get("input")
+        count = len(inputs) if isinstance(inputs, list) and not all(isinstance(i, int) for i in inputs) else 1
+        dims = int(req.get("dimensions") or 8)
+        data = []
+        for i in range(count):
+            vector = [i + d * 0.5 for d in range(dims)]
+            if req.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack("<%df" % dims, *vector)).decode()
+            else:
+                embedding = vector
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        usage = {"prompt_tokens": 5 * count, "total_tokens": 5 * count}
+        return self.send_json(200, {"object": "list", "model": MODEL, "data": data, "usage": usage})
+
+    def tool_call(self, req):
+        """With `tools`: calls the first tool with {"city": "Dubai"} (streamed as deltas when
+        asked); after a `tool` message, answers with what the tool said."""
+        created = int(time.time())
+        messages = req.get("messages") or []
+        if messages and messages[-1].get("role") == "tool":
+            message = {"role": "assistant", "content": "The tool said: " + str(messages[-1].get("content"))}
+            return self.send_json(200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": created,
+                                        "model": MODEL, "usage": USAGE,
+                                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+        name = req["tools"][0]["function"]["name"]
+        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": '{"city": "Dubai"}'}}
+        if not req.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return self.send_json(200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": created,
+                                        "model": MODEL, "usage": USAGE,
+                                        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def send(obj):
+            data = ("data: " + (obj if isinstance(obj, str) else json.dumps(obj)) + "\n\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        head = dict(call, index=0, function={"name": name, "arguments": ""})
+        deltas = [{"role": "assistant", "tool_calls": [head]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": '"Dubai"}'}}]}]
+        for i, delta in enumerate(deltas):
+            finish = "tool_calls" if i == len(deltas) - 1 else None
+            send({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        send({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+              "choices": [], "usage": USAGE})
+        send("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         if self.path.startswith("/v1/audio/"):
@@ -78,7 +138,11 @@ class Handler(BaseHTTPRequestHandler):
         if "status" in mock:
             return self.send_json(int(mock["status"]), {"error": {"message": "mock failure", "type": "server_error"}})
         delay = float(mock.get("delay_ms", 0)) / 1000.0
+        if self.path.startswith("/v1/embeddings"):
+            return self.embeddings(req)
         chat = self.path.startswith("/v1/chat/completions")
+        if chat and req.get("tools"):
+            return self.tool_call(req)
         if not chat and not self.path.startswith("/v1/completions"):
             return self.send_json(404, {"error": {"message": "not found"}})
         created = int(time.time())

@@ -128,3 +128,46 @@ def test_an_empty_audio_file_is_bad_request(client):
     with pytest.raises(openai.BadRequestError) as refused:
         client.audio.transcriptions.create(model=MODEL, file=("empty.wav", b""))
     assert "'file' is required" in str(refused.value)
+
+
+def test_embeddings_as_the_sdk_asks_for_them(client):
+    # The SDK asks for base64 and decodes it.
+    r = client.embeddings.create(model=MODEL, input=["first", "second"], dimensions=4)
+    assert [d.embedding for d in r.data] == [[0.0, 0.5, 1.0, 1.5], [1.0, 1.5, 2.0, 2.5]]
+    assert r.usage.prompt_tokens == 10
+    # Billed as prompt tokens: 10 at 2 nanoTON each.
+    assert r.usage.model_extra["total_cost"] == 20
+    floats = client.embeddings.create(model=MODEL, input="one", encoding_format="float")
+    assert len(floats.data[0].embedding) == 8
+
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_tool_calls_and_their_history_round_trip(client):
+    question = {"role": "user", "content": "Weather in Dubai?"}
+    r = client.chat.completions.create(model=MODEL, messages=[question], tools=WEATHER,
+                                       tool_choice="auto", parallel_tool_calls=False)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Dubai"}'
+    history = [question, r.choices[0].message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": "sunny, 31 C"}]
+    answer = client.chat.completions.create(model=MODEL, messages=history, tools=WEATHER)
+    assert answer.choices[0].message.content == "The tool said: sunny, 31 C"
+
+
+def test_tool_calls_stream_as_deltas(client):
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather?"}],
+                                            tools=WEATHER, stream=True, stream_options={"include_usage": True})
+    arguments, name, usage = "", None, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                name = name or delta.function.name
+                arguments += delta.function.arguments or ""
+        usage = chunk.usage or usage
+    assert name == "get_weather" and arguments == '{"city": "Dubai"}'
+    assert usage.model_extra["total_cost"] == 268

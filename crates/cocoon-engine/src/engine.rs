@@ -388,7 +388,7 @@ impl Engine {
             "/v1/chat/completions" => Endpoint::Chat,
             "/v1/completions" => Endpoint::Completions,
             "/v1/models" => return EngineResponse::json(200, &self.models_json()),
-            "/v1/audio/transcriptions" | "/v1/audio/translations" => {
+            "/v1/audio/transcriptions" | "/v1/audio/translations" | "/v1/embeddings" => {
                 let model = &self.inner.info.name;
                 return EngineResponse::error(&ApiError::unsupported_endpoint(path, model));
             }

@@ -149,6 +149,23 @@ pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedReq
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
     };
+    // Tools cannot be honoured yet: refused, never silently ignored (a wrong answer).
+    for field in ["tools", "functions"] {
+        let offered = match obj.get(field) {
+            Some(Value::Array(list)) => !list.is_empty(),
+            None | Some(Value::Null) => false,
+            Some(_) => true,
+        };
+        if offered && obj.get("tool_choice").and_then(Value::as_str) != Some("none") {
+            return Err(ApiError::bad_param(
+                field,
+                format!(
+                    "`{field}`: the embedded engine does not call tools yet; serve this model \
+                     through a server that does (vLLM, SGLang, llama.cpp, Ollama)"
+                ),
+            ));
+        }
+    }
     let stream_options = match obj.get("stream_options") {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => Some(o),

@@ -66,6 +66,7 @@ pub fn router(engine: Engine) -> Router {
         // Refused by the engine with the reason (its model generates text).
         .route("/v1/audio/transcriptions", post(completions))
         .route("/v1/audio/translations", post(completions))
+        .route("/v1/embeddings", post(completions))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .fallback(fallback)

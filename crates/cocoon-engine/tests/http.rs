@@ -133,6 +133,26 @@ async fn router_serves_openai_json_and_sse() {
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"]["code"], "model_not_found");
 
+    // Tools: refused with the reason, not ignored.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["param"], "tools");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("does not call tools"));
+    let (status, _, body) = http(addr, "POST", "/v1/embeddings", r#"{"input":"x"}"#).await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["code"], "unsupported_endpoint");
+
     // Audio to a text model: a clear refusal, not a silent 404 or a wrong answer.
     let (status, _, body) = http(addr, "POST", "/v1/audio/transcriptions", "").await;
     assert_eq!(status, 400);

@@ -221,6 +221,7 @@ impl ClientNode {
         Router::new()
             .route("/v1/chat/completions", post(inference))
             .route("/v1/completions", post(inference))
+            .route("/v1/embeddings", post(inference))
             .route("/v1/audio/transcriptions", post(inference))
             .route("/v1/audio/translations", post(inference))
             .route("/v1/models", get(models))
@@ -561,7 +562,9 @@ fn prepare(
         .iter()
         .find_map(|k| obj.get(*k))
         .cloned()
-        .map(Field::Json);
+        .map(Field::Json)
+        // Embeddings generate nothing: only the input is reserved for.
+        .or_else(|| (uri.path() == "/v1/embeddings").then(|| Field::Json(Value::from(0))));
     let envelope = envelope(
         node,
         obj.remove("max_coefficient").map(Field::Json),

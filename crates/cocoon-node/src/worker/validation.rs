@@ -20,6 +20,8 @@ pub enum Endpoint {
     ChatCompletions,
     /// `/v1/completions`.
     Completions,
+    /// `/v1/embeddings`.
+    Embeddings,
     /// `/v1/audio/transcriptions` (a form).
     AudioTranscriptions,
     /// `/v1/audio/translations` (a form).
@@ -32,6 +34,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
             Endpoint::AudioTranslations => "/v1/audio/translations",
         }
@@ -49,6 +52,7 @@ impl Endpoint {
         match path {
             "/v1/chat/completions" => Ok(Endpoint::ChatCompletions),
             "/v1/completions" => Ok(Endpoint::Completions),
+            "/v1/embeddings" => Ok(Endpoint::Embeddings),
             "/v1/audio/transcriptions" => Ok(Endpoint::AudioTranscriptions),
             "/v1/audio/translations" => Ok(Endpoint::AudioTranslations),
             other => Err(RequestError::UnsupportedEndpoint(other.to_owned())),
@@ -165,6 +169,7 @@ pub fn validate_request(
             }
         }
         Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => {}
+        Endpoint::Embeddings => return embeddings(endpoint, object),
         Endpoint::Completions => {
             if !matches!(
                 object.get("prompt"),
@@ -221,6 +226,70 @@ pub fn validate_request(
         body,
         stream,
         max_completion,
+        content_type: None,
+        render: None,
+    })
+}
+
+/// An embeddings request: `input` is text, token ids, or a non-empty array of either;
+/// `encoding_format` is `float` or `base64`; `dimensions` a positive integer. Nothing is
+/// generated, so no completion tokens can be billed.
+fn embeddings(
+    endpoint: Endpoint,
+    object: Map<String, Value>,
+) -> Result<ValidatedRequest, RequestError> {
+    let input_ok = match object.get("input") {
+        Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => {
+            !items.is_empty()
+                && items.iter().all(|item| match item {
+                    Value::String(_) => true,
+                    Value::Number(n) => n.is_u64(),
+                    Value::Array(ids) => !ids.is_empty() && ids.iter().all(Value::is_u64),
+                    _ => false,
+                })
+        }
+        _ => false,
+    };
+    if !input_ok {
+        return Err(RequestError::BadField {
+            field: "input",
+            problem: "must be text, token ids, or a non-empty array of either",
+        });
+    }
+    match object.get("encoding_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(f)) if f == "float" || f == "base64" => {}
+        Some(_) => {
+            return Err(RequestError::BadField {
+                field: "encoding_format",
+                problem: "must be \"float\" or \"base64\"",
+            })
+        }
+    }
+    match object.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_u64().is_some_and(|d| d > 0) => {}
+        Some(_) => {
+            return Err(RequestError::BadField {
+                field: "dimensions",
+                problem: "must be a positive integer",
+            })
+        }
+    }
+    if object.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(RequestError::BadField {
+            field: "stream",
+            problem: "is not available for embeddings",
+        });
+    }
+    let body = serde_json::to_vec(&Value::Object(object))
+        .map_err(|e| RequestError::NotAnObject(e.to_string()))?;
+    Ok(ValidatedRequest {
+        endpoint,
+        body,
+        stream: false,
+        max_completion: Some(0),
         content_type: None,
         render: None,
     })
@@ -399,6 +468,44 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_requests_are_checked() {
+        let ok = |v: serde_json::Value| validate_request("/v1/embeddings", &body(v), "m");
+        for input in [
+            serde_json::json!("text"),
+            serde_json::json!(["a", "b"]),
+            serde_json::json!([1, 2, 3]),
+            serde_json::json!([[1, 2], [3]]),
+        ] {
+            let req = ok(serde_json::json!({"model": "m", "input": input, "encoding_format": "base64", "dimensions": 64}))
+                .expect("valid");
+            assert_eq!(req.max_completion, Some(0), "nothing to complete");
+        }
+        for (bad, field) in [
+            (serde_json::json!({"model": "m"}), "input"),
+            (serde_json::json!({"model": "m", "input": []}), "input"),
+            (
+                serde_json::json!({"model": "m", "input": [{"x": 1}]}),
+                "input",
+            ),
+            (
+                serde_json::json!({"model": "m", "input": "x", "encoding_format": "int8"}),
+                "encoding_format",
+            ),
+            (
+                serde_json::json!({"model": "m", "input": "x", "dimensions": 0}),
+                "dimensions",
+            ),
+            (
+                serde_json::json!({"model": "m", "input": "x", "stream": true}),
+                "stream",
+            ),
+        ] {
+            let err = ok(bad).expect_err("refused").to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+
+    #[test]
     fn extra_fields_pass_through_in_order() {
         let input = br#"{"model":"Qwen/Qwen3-8B","messages":[],"tools":[{"type":"function"}],"seed":7,"top_k":20,"chat_template_kwargs":{"enable_thinking":false}}"#;
         let req = validate_request("/v1/chat/completions", input, "Qwen/Qwen3-8B").expect("valid");
@@ -433,8 +540,8 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        let err = validate_request("/v1/embeddings", b"{}", "m").expect_err("endpoint");
-        assert_eq!(err.to_string(), "unsupported method /v1/embeddings");
+        let err = validate_request("/v1/images/generations", b"{}", "m").expect_err("endpoint");
+        assert_eq!(err.to_string(), "unsupported method /v1/images/generations");
         let err = validate_request("/v1/completions", b"[1]", "m").expect_err("array");
         assert_eq!(
             err.to_string(),

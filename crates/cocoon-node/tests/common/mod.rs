@@ -67,6 +67,37 @@ pub struct MockState {
     pub last_form: Mutex<Option<std::collections::BTreeMap<String, Vec<u8>>>>,
 }
 
+/// An OpenAI-style embeddings endpoint: one vector of `dimensions` (default 8) per input,
+/// `[i, i + 0.5, …]`, as floats or base64 (little-endian f32); 5 prompt tokens per input.
+async fn embeddings(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
+    use base64::Engine;
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    *state.last_body.lock().expect("lock") = Some(body.clone());
+    let count = match &body["input"] {
+        Value::Array(items) if items.iter().all(|i| i.is_u64()) => 1,
+        Value::Array(items) => items.len(),
+        _ => 1,
+    };
+    let dims = body["dimensions"].as_u64().unwrap_or(8) as usize;
+    let base64 = body["encoding_format"] == "base64";
+    let data: Vec<Value> = (0..count)
+        .map(|i| {
+            let vector: Vec<f32> = (0..dims).map(|d| i as f32 + d as f32 * 0.5).collect();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens = 5 * count;
+    Json(json!({"object": "list", "model": MODEL, "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
+}
+
 /// An OpenAI-style audio endpoint: answers a form's `response_format` (`json` with token
 /// usage, `verbose_json` with segments and a duration but no usage, `text`).
 async fn audio(
@@ -209,6 +240,7 @@ pub async fn mock_upstream() -> (String, Arc<MockState>) {
     let state = Arc::new(MockState::default());
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/audio/transcriptions", post(audio))
         .route("/v1/audio/translations", post(audio))
         .route(
