@@ -380,14 +380,99 @@ impl Engine {
         })
     }
 
+    /// Whether the loaded model is an embedding model (it serves `/v1/embeddings` only).
+    pub fn embeds(&self) -> bool {
+        self.inner.model.session().embeds()
+    }
+
+    /// Serves `/v1/embeddings`: each input tokenized (or taken as token ids), run through
+    /// the model on a blocking thread, pooled and normalised.
+    async fn embeddings(&self, body: &[u8]) -> std::result::Result<Value, ApiError> {
+        let req = crate::embed::parse(body)?;
+        let name = &self.inner.info.name;
+        if let Some(m) = req.model.as_deref().filter(|m| m != name) {
+            return Err(ApiError::model_not_found(m));
+        }
+        let vocab = self.inner.model.tokenizer.get_vocab_size(true) as u32;
+        let max = self.inner.info.max_context;
+        let mut seqs = Vec::with_capacity(req.inputs.len());
+        for input in &req.inputs {
+            let ids = match input {
+                crate::embed::Input::Text(t) => self
+                    .encode(t, true)
+                    .map_err(|e| ApiError::bad_param("input", e.to_string()))?,
+                crate::embed::Input::Tokens(ids) => {
+                    if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
+                        return Err(ApiError::bad_param(
+                            "input",
+                            format!("token id {bad} is out of vocabulary"),
+                        ));
+                    }
+                    ids.clone()
+                }
+            };
+            if ids.is_empty() || ids.len() > max {
+                return Err(ApiError::bad_param(
+                    "input",
+                    format!(
+                        "an input is {} tokens; between 1 and {max} are accepted",
+                        ids.len()
+                    ),
+                ));
+            }
+            seqs.push(ids);
+        }
+        let prompt_tokens = seqs.iter().map(Vec::len).sum();
+        let session = self.inner.model.session();
+        let dimensions = req.dimensions;
+        let hidden = tokio::task::spawn_blocking(move || {
+            seqs.iter()
+                .map(|ids| session.embed(ids))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let (Some(d), Some(first)) = (dimensions, hidden.first()) {
+            if d > first.len() {
+                return Err(ApiError::bad_param(
+                    "dimensions",
+                    format!("this model's embeddings have {} dimensions", first.len()),
+                ));
+            }
+        }
+        let vectors: Vec<Vec<f32>> = hidden
+            .into_iter()
+            .map(|h| crate::embed::pooled(h, dimensions))
+            .collect();
+        Ok(crate::embed::response(
+            name,
+            &vectors,
+            req.base64,
+            prompt_tokens,
+        ))
+    }
+
     /// Answers one OpenAI HTTP request: `path` is the request path (a query string is
     /// ignored), `body` the raw JSON body (ignored for `GET /v1/models`).
     pub async fn handle(&self, path: &str, body: &[u8]) -> EngineResponse {
         let path = path.split('?').next().unwrap_or_default();
+        if self.embeds() && matches!(path, "/v1/chat/completions" | "/v1/completions") {
+            return EngineResponse::error(&ApiError::bad_request(format!(
+                "{} is an embedding model: it serves /v1/embeddings, not `{path}`",
+                self.inner.info.name
+            )));
+        }
         let endpoint = match path {
             "/v1/chat/completions" => Endpoint::Chat,
             "/v1/completions" => Endpoint::Completions,
             "/v1/models" => return EngineResponse::json(200, &self.models_json()),
+            "/v1/embeddings" if self.embeds() => {
+                return match self.embeddings(body).await {
+                    Ok(v) => EngineResponse::json(200, &v),
+                    Err(e) => EngineResponse::error(&e),
+                }
+            }
             "/v1/audio/transcriptions" | "/v1/audio/translations" | "/v1/embeddings" => {
                 let model = &self.inner.info.name;
                 return EngineResponse::error(&ApiError::unsupported_endpoint(path, model));

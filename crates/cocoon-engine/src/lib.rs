@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod embed;
 mod engine;
 mod error;
 mod generate;

@@ -66,6 +66,10 @@ pub(crate) enum Weights {
     },
     QuantQwen3(Box<quantized_qwen3::ModelWeights>),
     QuantLlama(Box<quantized_llama::ModelWeights>),
+    /// A Qwen3 embedding model (sentence-transformers, last-token pooling, e.g.
+    /// Qwen3-Embedding): the base model's final hidden states, no LM head. Kept with an
+    /// empty KV cache; each embedding runs on a clone.
+    Qwen3Embed(Box<qwen3::Model>),
 }
 
 /// One inference context: a model instance plus its KV cache. Each engine worker
@@ -86,7 +90,31 @@ impl Session {
             Weights::Llama { .. } => {}
             Weights::QuantQwen3(m) => m.clear_kv_cache(),
             Weights::QuantLlama(m) => m.clear_kv_cache(),
+            Weights::Qwen3Embed(_) => {}
         }
+    }
+
+    /// Whether this is an embedding model (it embeds, it does not generate).
+    pub(crate) fn embeds(&self) -> bool {
+        matches!(self.weights, Weights::Qwen3Embed(_))
+    }
+
+    /// The embedding of `tokens` (one sequence): the final hidden state of its last token,
+    /// as f32, not normalised. Runs on a fresh copy of the model (an empty KV cache).
+    pub(crate) fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let Weights::Qwen3Embed(model) = &self.weights else {
+            return Err(EngineError::InvalidModel(
+                "this model generates text; it has no embeddings".into(),
+            ));
+        };
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidModel("nothing to embed".into()));
+        }
+        let mut model = (**model).clone();
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let hidden = model.forward(&input, 0)?;
+        let last = hidden.narrow(1, tokens.len() - 1, 1)?;
+        Ok(last.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
     }
 
     /// Feeds `tokens` at position `offset` (appending to the KV cache) and returns the
@@ -111,6 +139,11 @@ impl Session {
             }
             Weights::QuantQwen3(m) => m.forward(&input, offset)?,
             Weights::QuantLlama(m) => m.forward(&input, offset)?,
+            Weights::Qwen3Embed(_) => {
+                return Err(EngineError::InvalidModel(
+                    "an embedding model does not generate text".into(),
+                ))
+            }
         };
         Ok(logits
             .flatten_all()?
@@ -421,6 +454,28 @@ fn finish_eos(tf: &TokenizerFiles, ids: &mut BTreeSet<u32>, arch: Architecture) 
     }
 }
 
+/// Whether `dir` holds a sentence-transformers embedding model (`1_Pooling/config.json`)
+/// with last-token pooling, as Qwen3-Embedding is; other poolings are refused by name.
+fn embedding_pooling(dir: &Path) -> Result<bool> {
+    let Some(pooling) = read_json_opt(&dir.join("1_Pooling").join("config.json"))? else {
+        return Ok(false);
+    };
+    if pooling["pooling_mode_lasttoken"].as_bool() == Some(true) {
+        return Ok(true);
+    }
+    let mode = pooling
+        .as_object()
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, v)| k.starts_with("pooling_mode_") && v.as_bool() == Some(true))
+        })
+        .map_or("none", |(k, _)| k.as_str());
+    Err(EngineError::InvalidModel(format!(
+        "{}: embedding pooling {mode} is not supported (last-token pooling, as Qwen3-Embedding, is)",
+        dir.display()
+    )))
+}
+
 fn default_device_dtype(device: &Device, dtype: Option<WeightDType>) -> DType {
     match dtype {
         Some(d) => d.to_candle(),
@@ -466,8 +521,22 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let (weights, max_context) = match arch {
         Architecture::Qwen3 => {
             let cfg: qwen3::Config = serde_json::from_value(config.clone()).map_err(bad_cfg)?;
-            let model = qwen3::ModelForCausalLM::new(&cfg, vb)?;
-            (Weights::Qwen3(Box::new(model)), cfg.max_position_embeddings)
+            if embedding_pooling(dir)? {
+                // Embedding checkpoints are saved as the base model: without `model.`.
+                let vb = if vb.contains_tensor("model.embed_tokens.weight") {
+                    vb
+                } else {
+                    vb.rename_f(|name| name.strip_prefix("model.").unwrap_or(name).to_owned())
+                };
+                let model = qwen3::Model::new(&cfg, vb)?;
+                (
+                    Weights::Qwen3Embed(Box::new(model)),
+                    cfg.max_position_embeddings,
+                )
+            } else {
+                let model = qwen3::ModelForCausalLM::new(&cfg, vb)?;
+                (Weights::Qwen3(Box::new(model)), cfg.max_position_embeddings)
+            }
         }
         Architecture::Llama => {
             let lcfg: llama::LlamaConfig =

@@ -345,6 +345,28 @@ pub fn write_safetensors_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> 
     Ok(())
 }
 
+/// Writes a sentence-transformers embedding model directory as Qwen3-Embedding ships one:
+/// the base model's weights without the `model.` prefix and without an LM head, and
+/// `1_Pooling/config.json` asking for last-token pooling.
+pub fn write_embedding_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
+    write_tokenizer_files(dir, cfg.arch)?;
+    write(&dir.join("config.json"), &config_json(cfg))?;
+    let w: HashMap<String, Tensor> = weights(cfg)?
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("lm_head"))
+        .map(|(name, t)| (name.strip_prefix("model.").unwrap_or(&name).to_owned(), t))
+        .collect();
+    candle_core::safetensors::save(&w, dir.join("model.safetensors"))?;
+    let pooling = dir.join("1_Pooling");
+    std::fs::create_dir_all(&pooling).map_err(|e| EngineError::io(&pooling, e))?;
+    write(
+        &pooling.join("config.json"),
+        &serde_json::json!({"word_embedding_dimension": cfg.hidden, "pooling_mode_lasttoken": true,
+                            "pooling_mode_mean_tokens": false, "include_prompt": true}),
+    )?;
+    Ok(())
+}
+
 /// llama.cpp's q/k row permutation for Llama (interleaved RoPE in GGUF).
 fn permute_qk(t: &Tensor, n_head: usize) -> Result<Tensor> {
     let (rows, cols) = t.dims2()?;
