@@ -382,6 +382,15 @@ impl Net {
     /// Adds a worker with these settings, served by the model server at `url`.
     pub async fn add_worker_with(&mut self, settings: WorkerSettings, url: &str) -> Worker {
         let backend = Arc::new(HttpUpstream::new(url).expect("upstream"));
+        self.add_worker_on(settings, backend).await
+    }
+
+    /// Adds a worker with these settings on `backend` (e.g. the embedded engine).
+    pub async fn add_worker_on(
+        &mut self,
+        settings: WorkerSettings,
+        backend: Arc<dyn cocoon_node::worker::backend::InferenceBackend>,
+    ) -> Worker {
         let worker = Worker::new(settings, backend).expect("worker");
         worker.set_healthy(true);
         let link = worker.spawn_proxy_link(self.worker_addr.to_string(), Arc::new(TcpDialer));

@@ -1,0 +1,66 @@
+//! A worker on the embedded engine serving an embedding model: `/v1/embeddings` crosses
+//! the network (client gateway, proxy, worker) and is billed as the prompt tokens the
+//! engine counted; chat to it is refused with the reason. The model is a tiny random one
+//! laid out as Qwen3-Embedding (a stand-in for real weights).
+#![cfg(feature = "engine")]
+
+mod common;
+
+use std::sync::Arc;
+
+use cocoon_engine::testing::{write_embedding_model, TinyModelConfig};
+use cocoon_engine::Architecture;
+use cocoon_node::client::gateway::GatewaySettings;
+use cocoon_node::worker::engine_backend::EngineBackend;
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn embeddings_from_the_embedded_engine_through_the_network() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_embedding_model(dir.path(), &TinyModelConfig::tiny(Architecture::Qwen3))
+        .expect("fixture");
+    let backend = EngineBackend::load(&dir.path().to_string_lossy(), Some(MODEL))
+        .await
+        .expect("engine");
+    let mut net = start_network(&[]).await;
+    net.add_worker_on(
+        worker_settings(&WorkerSpec::new("w", 1000)),
+        Arc::new(backend),
+    )
+    .await;
+    net.wait_ready(1).await;
+    let (base, _node) = start_gateway(&[net.client_addr], GatewaySettings::default()).await;
+    let http = reqwest::Client::new();
+
+    let response = http
+        .post(format!("{base}/v1/embeddings"))
+        .json(&json!({"model": MODEL, "input": ["hello", "world"], "dimensions": 32}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let v: Value = response.json().await.expect("json");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["data"][0]["embedding"].as_array().map(Vec::len), Some(32));
+    let tokens = v["usage"]["prompt_tokens"].as_u64().expect("tokens");
+    assert!(tokens >= 2, "{v}");
+    // Billed as prompt tokens at coefficient 1.0 and 2 nanoTON a token.
+    assert_eq!(v["usage"]["total_cost"], tokens * 2, "{v}");
+
+    let response = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 400);
+    let v: Value = response.json().await.expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("embedding model"),
+        "{v}"
+    );
+}
