@@ -25,6 +25,7 @@ use crate::openai::{
 };
 use crate::sampling::SamplingParams;
 use crate::template::ChatTemplate;
+use crate::tools::{Piece, ToolCallParser};
 
 /// Where to run the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -497,7 +498,22 @@ impl Engine {
         let m = &self.inner.model;
         let prompts: Vec<(Vec<u32>, String)> = match req.endpoint {
             Endpoint::Chat => {
-                let text = self.render_chat(&req.messages, &req.chat_template_kwargs)?;
+                let mut kwargs = req.chat_template_kwargs.clone();
+                if let Some(tools) = &req.tools {
+                    let takes = self
+                        .inner
+                        .template
+                        .as_ref()
+                        .is_some_and(|t| t.takes_tools());
+                    if !takes {
+                        return Err(ApiError::bad_param(
+                            "tools",
+                            "this model's chat template has no tool-call format",
+                        ));
+                    }
+                    kwargs.insert("tools".into(), Value::Array(tools.clone()));
+                }
+                let text = self.render_chat(&req.messages, &kwargs)?;
                 let ids = self
                     .encode(&text, false)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -636,6 +652,10 @@ impl Engine {
             prompt_tokens,
             ..Default::default()
         };
+        // With tools, `<tool_call>` blocks in the text become calls.
+        let tools = req.tools.as_ref().map(|_| ToolMode {
+            parallel: req.parallel_tool_calls,
+        });
         if req.stream {
             Ok(EngineResponse::Stream(sse_stream(
                 rx,
@@ -643,11 +663,19 @@ impl Engine {
                 echo,
                 usage,
                 req.include_usage,
+                tools,
             )))
         } else {
-            collect_full(rx, fmt, echo, usage).await
+            collect_full(rx, fmt, echo, usage, tools).await
         }
     }
+}
+
+/// How an answer with tools reads calls out of its text.
+#[derive(Debug, Clone, Copy)]
+struct ToolMode {
+    /// Several calls per answer (`parallel_tool_calls`); else the first only.
+    parallel: bool,
 }
 
 async fn collect_full(
@@ -655,6 +683,7 @@ async fn collect_full(
     fmt: ResponseFormatter,
     echo: Vec<String>,
     mut usage: Usage,
+    tools: Option<ToolMode>,
 ) -> std::result::Result<EngineResponse, ApiError> {
     let mut texts: Vec<String> = echo;
     let mut choices = Vec::new();
@@ -670,10 +699,16 @@ async fn collect_full(
                 usage.completion_tokens += o.completion_tokens;
                 usage.reasoning_tokens += o.reasoning_tokens;
                 usage.cached_tokens += o.cached_tokens;
+                let text = texts.get_mut(i).map(std::mem::take).unwrap_or_default();
+                let (text, tool_calls) = match tools {
+                    Some(mode) => crate::tools::split(&text, mode.parallel),
+                    None => (text, Vec::new()),
+                };
                 choices.push(ChoiceResult {
                     index: i,
-                    text: texts.get_mut(i).map(std::mem::take).unwrap_or_default(),
+                    text,
                     outcome: o,
+                    tool_calls,
                 });
             }
             Event::Error(e) => return Err(ApiError::internal(e)),
@@ -691,6 +726,7 @@ fn sse_stream(
     echo: Vec<String>,
     usage: Usage,
     include_usage: bool,
+    tools: Option<ToolMode>,
 ) -> SseStream {
     struct St {
         rx: UnboundedReceiver<Event>,
@@ -699,6 +735,31 @@ fn sse_stream(
         usage: Usage,
         include_usage: bool,
         finished: bool,
+        tools: Option<ToolMode>,
+        /// Per choice: its tool-call parser and the calls given out so far.
+        parsers: std::collections::HashMap<usize, (ToolCallParser, usize)>,
+    }
+    impl St {
+        /// The SSE chunks for `pieces` of choice `i`.
+        fn pieces(&mut self, i: usize, pieces: Vec<Piece>) -> Vec<u8> {
+            let parallel = self.tools.is_some_and(|m| m.parallel);
+            let mut out = Vec::new();
+            for piece in pieces {
+                match piece {
+                    Piece::Text(t) => out.extend_from_slice(&sse(&self.fmt.chunk_text(i, &t))),
+                    Piece::Call(call) => {
+                        let entry = self.parsers.entry(i).or_default();
+                        if parallel || entry.1 == 0 {
+                            out.extend_from_slice(&sse(&self
+                                .fmt
+                                .chunk_tool_call(i, entry.1, &call)));
+                            entry.1 += 1;
+                        }
+                    }
+                }
+            }
+            out
+        }
     }
     let st = St {
         rx,
@@ -707,6 +768,8 @@ fn sse_stream(
         usage,
         include_usage,
         finished: false,
+        tools,
+        parsers: std::collections::HashMap::new(),
     };
     Box::pin(futures::stream::unfold(st, |mut st| async move {
         if st.finished {
@@ -730,12 +793,20 @@ fn sse_stream(
                     }
                     out
                 }
+                Event::Text(i, t) if st.tools.is_some() => {
+                    let pieces = st.parsers.entry(i).or_default().0.push(&t);
+                    st.pieces(i, pieces)
+                }
                 Event::Text(i, t) => sse(&st.fmt.chunk_text(i, &t)).to_vec(),
                 Event::End(i, o) => {
                     st.usage.completion_tokens += o.completion_tokens;
                     st.usage.reasoning_tokens += o.reasoning_tokens;
                     st.usage.cached_tokens += o.cached_tokens;
-                    sse(&st.fmt.chunk_finish(i, &o)).to_vec()
+                    let rest = st.parsers.entry(i).or_default().0.finish();
+                    let mut out = st.pieces(i, rest);
+                    let called = st.parsers.get(&i).is_some_and(|p| p.1 > 0);
+                    out.extend_from_slice(&sse(&st.fmt.chunk_finish(i, &o, called)));
+                    out
                 }
                 Event::Error(e) => {
                     st.finished = true;
@@ -816,4 +887,117 @@ fn run_job(state: &mut SequenceState, ctx: &GenContext<'_>, job: Job) {
         "request done"
     );
     let _ = tx.send(Event::Done);
+}
+
+#[cfg(test)]
+mod tool_call_tests {
+    use super::*;
+    use crate::generate::{FinishReason, GenOutcome};
+    use crate::openai::Endpoint;
+
+    const CALLED: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Dubai\"}}\n</tool_call>";
+
+    fn outcome() -> GenOutcome {
+        GenOutcome {
+            completion_tokens: 20,
+            reasoning_tokens: 0,
+            finish_reason: FinishReason::Stop,
+            stop_string: None,
+            stop_token: Some(2),
+            cached_tokens: 0,
+        }
+    }
+
+    /// The events of one choice generating `pieces`.
+    fn events(pieces: &[&str]) -> UnboundedReceiver<Event> {
+        let (tx, rx) = unbounded_channel();
+        let _ = tx.send(Event::Start(0));
+        for p in pieces {
+            let _ = tx.send(Event::Text(0, (*p).to_owned()));
+        }
+        let _ = tx.send(Event::End(0, outcome()));
+        let _ = tx.send(Event::Done);
+        rx
+    }
+
+    fn fmt() -> ResponseFormatter {
+        ResponseFormatter::new(Endpoint::Chat, "m".into())
+    }
+
+    #[tokio::test]
+    async fn a_generated_call_becomes_tool_calls() {
+        let tools = Some(ToolMode { parallel: true });
+        let EngineResponse::Json { body, .. } = collect_full(
+            events(&[CALLED]),
+            fmt(),
+            vec![String::new()],
+            Usage::default(),
+            tools,
+        )
+        .await
+        .expect("answer") else {
+            panic!("JSON expected")
+        };
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(call["function"]["arguments"], r#"{"city":"Dubai"}"#);
+
+        // Without tools the same text is plain content.
+        let EngineResponse::Json { body, .. } = collect_full(
+            events(&[CALLED]),
+            fmt(),
+            vec![String::new()],
+            Usage::default(),
+            None,
+        )
+        .await
+        .expect("answer") else {
+            panic!("JSON expected")
+        };
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["choices"][0]["message"]["content"], CALLED);
+    }
+
+    #[tokio::test]
+    async fn streamed_calls_come_as_one_delta_each() {
+        use futures::StreamExt;
+        let tools = Some(ToolMode { parallel: true });
+        let (head, tail) = CALLED.split_at(20);
+        let stream = sse_stream(
+            events(&["Checking. ", head, tail]),
+            fmt(),
+            vec![String::new()],
+            Usage::default(),
+            false,
+            tools,
+        );
+        let text: Vec<u8> = stream.map(|b| b.to_vec()).concat().await;
+        let chunks: Vec<Value> = String::from_utf8(text)
+            .expect("utf-8")
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).expect("json"))
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Checking. ");
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+            .collect();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0][0]["index"], 0);
+        assert_eq!(calls[0][0]["function"]["arguments"], r#"{"city":"Dubai"}"#);
+        let last = chunks.last().expect("chunks");
+        assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+    }
 }

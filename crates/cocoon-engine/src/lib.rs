@@ -34,6 +34,7 @@ mod sampling;
 mod server;
 mod template;
 pub mod testing;
+mod tools;
 
 pub use engine::{DeviceChoice, Engine, EngineResponse, EngineSpec, ModelInfo, SseStream};
 pub use error::{ApiError, EngineError, Result};

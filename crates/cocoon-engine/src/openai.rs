@@ -45,6 +45,50 @@ pub(crate) struct ParsedRequest {
     pub(crate) frequency_penalty: f32,
     pub(crate) ignore_eos: bool,
     pub(crate) skip_special_tokens: bool,
+    /// The tools the model may call (`tool_choice` `auto`), given to the chat template.
+    pub(crate) tools: Option<Vec<Value>>,
+    /// Whether several calls may come in one answer (`parallel_tool_calls`, default true).
+    pub(crate) parallel_tool_calls: bool,
+}
+
+/// The tools a request offers and whether calls may come in parallel. `tool_choice`
+/// `auto` (the default) offers them, `none` does not; forcing a call (`required`, a named
+/// function) and the legacy `functions` are refused: the engine cannot honour them.
+fn tools(
+    endpoint: Endpoint,
+    obj: &Map<String, Value>,
+) -> Result<(Option<Vec<Value>>, bool), ApiError> {
+    if matches!(obj.get("functions"), Some(Value::Array(l)) if !l.is_empty()) {
+        return Err(ApiError::bad_param(
+            "functions",
+            "`functions` is the legacy form; send `tools`",
+        ));
+    }
+    let tools = match obj.get("tools") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if list.is_empty() => None,
+        Some(Value::Array(list)) => Some(list.clone()),
+        Some(_) => return Err(ApiError::bad_param("tools", "`tools` must be an array")),
+    };
+    let tools = match obj.get("tool_choice") {
+        None | Some(Value::Null) => tools,
+        Some(Value::String(c)) if c == "auto" => tools,
+        Some(Value::String(c)) if c == "none" => None,
+        Some(_) if tools.is_none() => None,
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "tool_choice",
+                "the embedded engine cannot force a tool call; use \"auto\" or \"none\"",
+            ))
+        }
+    };
+    if tools.is_some() && endpoint != Endpoint::Chat {
+        return Err(ApiError::bad_param(
+            "tools",
+            "`tools` are for /v1/chat/completions",
+        ));
+    }
+    Ok((tools, boolean(obj, "parallel_tool_calls")?.unwrap_or(true)))
 }
 
 /// Largest `n` accepted (choices are generated one after another).
@@ -149,23 +193,7 @@ pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedReq
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
     };
-    // Tools cannot be honoured yet: refused, never silently ignored (a wrong answer).
-    for field in ["tools", "functions"] {
-        let offered = match obj.get(field) {
-            Some(Value::Array(list)) => !list.is_empty(),
-            None | Some(Value::Null) => false,
-            Some(_) => true,
-        };
-        if offered && obj.get("tool_choice").and_then(Value::as_str) != Some("none") {
-            return Err(ApiError::bad_param(
-                field,
-                format!(
-                    "`{field}`: the embedded engine does not call tools yet; serve this model \
-                     through a server that does (vLLM, SGLang, llama.cpp, Ollama)"
-                ),
-            ));
-        }
-    }
+    let (tools, parallel_tool_calls) = tools(endpoint, &obj)?;
     let stream_options = match obj.get("stream_options") {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => Some(o),
@@ -236,6 +264,8 @@ pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedReq
         frequency_penalty: num(&obj, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
         ignore_eos: boolean(&obj, "ignore_eos")?.unwrap_or(false),
         skip_special_tokens: boolean(&obj, "skip_special_tokens")?.unwrap_or(true),
+        tools,
+        parallel_tool_calls,
     };
     match endpoint {
         Endpoint::Chat => {
@@ -370,6 +400,16 @@ pub(crate) struct ChoiceResult {
     pub(crate) index: usize,
     pub(crate) text: String,
     pub(crate) outcome: GenOutcome,
+    /// The calls read out of the text (chat with tools).
+    pub(crate) tool_calls: Vec<crate::tools::ToolCall>,
+}
+
+/// `finish_reason` of a choice: `tool_calls` when it called a tool and stopped on its own.
+fn finish_reason(o: &GenOutcome, called: bool) -> &'static str {
+    match o.finish_reason.as_str() {
+        "stop" if called => "tool_calls",
+        other => other,
+    }
 }
 
 fn stop_reason(o: &GenOutcome) -> Value {
@@ -432,13 +472,22 @@ impl ResponseFormatter {
         let choices: Vec<Value> = choices
             .into_iter()
             .map(|c| match self.endpoint {
-                Endpoint::Chat => json!({
-                    "index": c.index,
-                    "message": {"role": "assistant", "content": c.text, "tool_calls": []},
-                    "logprobs": null,
-                    "finish_reason": c.outcome.finish_reason.as_str(),
-                    "stop_reason": stop_reason(&c.outcome),
-                }),
+                Endpoint::Chat => {
+                    let called = !c.tool_calls.is_empty();
+                    let calls: Vec<Value> = c.tool_calls.iter().map(|t| t.to_json(None)).collect();
+                    let content = if called && c.text.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(c.text)
+                    };
+                    json!({
+                        "index": c.index,
+                        "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                        "logprobs": null,
+                        "finish_reason": finish_reason(&c.outcome, called),
+                        "stop_reason": stop_reason(&c.outcome),
+                    })
+                }
                 Endpoint::Completions => json!({
                     "index": c.index,
                     "text": c.text,
@@ -476,11 +525,23 @@ impl ResponseFormatter {
         self.envelope(true, json!([choice]))
     }
 
-    /// The chunk carrying a choice's `finish_reason`.
-    pub(crate) fn chunk_finish(&self, index: usize, o: &GenOutcome) -> Value {
+    /// A chunk carrying one complete tool call (call number `call` of choice `index`).
+    pub(crate) fn chunk_tool_call(
+        &self,
+        index: usize,
+        call: usize,
+        tool_call: &crate::tools::ToolCall,
+    ) -> Value {
+        let choice = json!({"index": index, "delta": {"tool_calls": [tool_call.to_json(Some(call))]},
+                            "logprobs": null, "finish_reason": null});
+        self.envelope(true, json!([choice]))
+    }
+
+    /// The chunk carrying a choice's `finish_reason` (`tool_calls` if it `called` one).
+    pub(crate) fn chunk_finish(&self, index: usize, o: &GenOutcome, called: bool) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({"index": index, "delta": {}, "logprobs": null,
-                                     "finish_reason": o.finish_reason.as_str(),
+                                     "finish_reason": finish_reason(o, called),
                                      "stop_reason": stop_reason(o)}),
             Endpoint::Completions => json!({"index": index, "text": "", "logprobs": null,
                                             "finish_reason": o.finish_reason.as_str(),

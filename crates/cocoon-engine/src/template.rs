@@ -11,6 +11,8 @@ use crate::error::{EngineError, Result};
 /// A compiled chat template.
 pub(crate) struct ChatTemplate {
     env: Environment<'static>,
+    /// Whether the template reads a `tools` variable (it knows a tool-call format).
+    takes_tools: bool,
 }
 
 fn raise_exception(msg: String) -> std::result::Result<JValue, JError> {
@@ -97,7 +99,15 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| EngineError::Template(e.to_string()))?;
-        Ok(Self { env })
+        Ok(Self {
+            env,
+            takes_tools: source.contains("tools"),
+        })
+    }
+
+    /// Whether the template can present tools to the model.
+    pub(crate) fn takes_tools(&self) -> bool {
+        self.takes_tools
     }
 
     /// Renders the prompt for `messages` with `add_generation_prompt = true`.
@@ -144,6 +154,34 @@ mod tests {
         kw.insert("enable_thinking".into(), json!(false));
         let out = t.render(&msgs, &kw, None, None).unwrap();
         assert_eq!(out, "B|A|{\"a\": 1, \"b\": [1, 2]}NO");
+    }
+
+    #[test]
+    fn qwen3_presents_tools_and_the_call_history() {
+        let t = ChatTemplate::new(crate::testing::QWEN3_CHAT_TEMPLATE).unwrap();
+        assert!(t.takes_tools());
+        let tool = json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}});
+        let mut kw = Map::new();
+        kw.insert("tools".into(), json!([tool]));
+        let msgs = vec![
+            json!({"role": "user", "content": "Weather?"}),
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                   "function": {"name": "get_weather", "arguments": "{\"city\": \"Dubai\"}"}}]}),
+            json!({"role": "tool", "tool_call_id": "c", "content": "sunny"}),
+        ];
+        let out = t.render(&msgs, &kw, None, None).unwrap();
+        assert!(
+            out.contains("<tools>") && out.contains("\"name\": \"get_weather\""),
+            "{out}"
+        );
+        assert!(out.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Dubai\"}}\n</tool_call>"), "{out}");
+        assert!(
+            out.contains("<tool_response>\nsunny\n</tool_response>"),
+            "{out}"
+        );
+        assert!(!ChatTemplate::new("{{ messages[0].content }}")
+            .unwrap()
+            .takes_tools());
     }
 
     #[test]

@@ -38,8 +38,12 @@ async fn http(
 #[tokio::test]
 async fn router_serves_openai_json_and_sse() {
     let dir = tempfile::tempdir().expect("tmp");
-    write_safetensors_model(dir.path(), &TinyModelConfig::tiny(Architecture::Qwen3))
-        .expect("fixture");
+    // Room for Qwen3's tool instructions in the prompt.
+    let cfg = TinyModelConfig {
+        max_position: 2048,
+        ..TinyModelConfig::tiny(Architecture::Qwen3)
+    };
+    write_safetensors_model(dir.path(), &cfg).expect("fixture");
     let mut spec = EngineSpec::new(dir.path().to_string_lossy());
     spec.served_model_name = Some("Qwen/Qwen3-0.6B".into());
     let engine = Engine::load(spec).await.expect("load");
@@ -133,21 +137,34 @@ async fn router_serves_openai_json_and_sse() {
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"]["code"], "model_not_found");
 
-    // Tools: refused with the reason, not ignored.
+    // Tools go to the chat template (Qwen3's knows them), the tool-call history too.
+    let with_tools = json!({
+        "messages": [
+            {"role": "user", "content": "Weather in Dubai?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+              "function": {"name": "get_weather", "arguments": "{\"city\": \"Dubai\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "max_tokens": 4, "seed": 1
+    });
     let (status, _, body) = http(
         addr,
         "POST",
         "/v1/chat/completions",
-        r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        &with_tools.to_string(),
     )
     .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert!(v["choices"][0]["message"]["tool_calls"].is_array());
+    // A call cannot be forced: refused with the reason, not ignored.
+    let mut forced = with_tools.clone();
+    forced["tool_choice"] = json!("required");
+    let (status, _, body) = http(addr, "POST", "/v1/chat/completions", &forced.to_string()).await;
     assert_eq!(status, 400);
     let v: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(v["error"]["param"], "tools");
-    assert!(v["error"]["message"]
-        .as_str()
-        .expect("message")
-        .contains("does not call tools"));
+    assert_eq!(v["error"]["param"], "tool_choice");
     let (status, _, body) = http(addr, "POST", "/v1/embeddings", r#"{"input":"x"}"#).await;
     assert_eq!(status, 400);
     let v: Value = serde_json::from_slice(&body).expect("json");
