@@ -93,6 +93,12 @@ async fn a_transcription_is_relayed_metered_and_priced() {
         "COCOON's envelope fields are taken out: {:?}",
         seen.keys()
     );
+    // Booked once, exactly the usage (40 + 6 tokens at 1.0×), both sides; the 10000-token
+    // reservation is gone.
+    let ledger = net.proxy.ledger();
+    wait_until(|| ledger.client_tokens(&party("http-client")).unwrap_or(0) == 46).await;
+    assert_eq!(ledger.worker_tokens(&party("w")).expect("ledger"), 46);
+    assert_eq!(ledger.request_count().expect("ledger"), 1);
 }
 
 #[tokio::test]
@@ -198,5 +204,29 @@ async fn bad_audio_requests_are_refused_clearly() {
             .load(std::sync::atomic::Ordering::SeqCst),
         0,
         "nothing refused reached the model server"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_a_413_that_names_it() {
+    let net = start_network(&[WorkerSpec::new("w", 1000)]).await;
+    let settings = GatewaySettings {
+        max_body_bytes: 3000,
+        ..GatewaySettings::default()
+    };
+    let (base, _node) = start_gateway(&[net.client_addr], settings).await;
+    let (status, _, body) = send(
+        &base,
+        "/v1/audio/transcriptions",
+        &form(&[("model", MODEL)]),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_body_bytes"), "{body}");
+    assert_eq!(
+        net.upstream
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
     );
 }

@@ -31,6 +31,9 @@ async fn embeddings_are_relayed_and_billed_as_prompt_tokens() {
     assert_eq!(v["usage"]["prompt_tokens"], 5);
     // 5 prompt tokens at coefficient 1.0 and 2 nanoTON a token.
     assert_eq!(v["usage"]["total_cost"], 10, "{v}");
+    let ledger = net.proxy.ledger();
+    wait_until(|| ledger.client_tokens(&party("http-client")).unwrap_or(0) == 5).await;
+    assert_eq!(ledger.worker_tokens(&party("w")).expect("ledger"), 5);
 
     let (status, v) = embed(
         &base,
