@@ -386,6 +386,57 @@ impl Engine {
         self.inner.model.session().embeds()
     }
 
+    /// Serves the audio endpoints with Whisper: the form's `file` decoded and resampled,
+    /// transcribed (or translated) window by window; `json` or `verbose_json` (segments
+    /// with their times), usage as the audio's duration.
+    async fn transcription(
+        &self,
+        task: crate::whisper::Task,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> std::result::Result<Value, ApiError> {
+        let form = crate::whisper::read_form(content_type.unwrap_or(""), body).await?;
+        let name = &self.inner.info.name;
+        if let Some(m) = form.model.as_deref().filter(|m| m != name) {
+            return Err(ApiError::model_not_found(m));
+        }
+        let verbose = match form.response_format.as_deref() {
+            None | Some("json") => false,
+            Some("verbose_json") => true,
+            Some(other) => {
+                return Err(ApiError::bad_param(
+                    "response_format",
+                    format!(
+                        "the embedded engine answers json or verbose_json, not {other:?} \
+                         (a cocoon worker renders text, srt and vtt from verbose_json)"
+                    ),
+                ))
+            }
+        };
+        let options = crate::whisper::Options {
+            task,
+            language: form.language.clone(),
+            prompt: form.prompt.clone(),
+            temperature: form.temperature,
+            timestamps: verbose,
+            max_tokens: form.max_tokens,
+        };
+        let model = self.inner.model.clone();
+        let transcript = tokio::task::spawn_blocking(move || {
+            let samples = crate::audio::decode(&form.file, form.extension.as_deref())
+                .map_err(|e| ApiError::bad_param("file", e.to_string()))?;
+            let speech = model
+                .speech()
+                .ok_or_else(|| ApiError::internal("not a speech model"))?;
+            speech
+                .transcribe(&samples, &options)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("transcription task failed: {e}")))??;
+        Ok(crate::whisper::response(&transcript, task, verbose))
+    }
+
     /// Serves `/v1/embeddings`: each input tokenized (or taken as token ids), run through
     /// the model on a blocking thread, pooled and normalised.
     async fn embeddings(&self, body: &[u8]) -> std::result::Result<Value, ApiError> {
@@ -457,7 +508,42 @@ impl Engine {
     /// Answers one OpenAI HTTP request: `path` is the request path (a query string is
     /// ignored), `body` the raw JSON body (ignored for `GET /v1/models`).
     pub async fn handle(&self, path: &str, body: &[u8]) -> EngineResponse {
+        self.handle_with_type(path, None, body).await
+    }
+
+    /// Whether the loaded model transcribes speech (Whisper): it serves the audio
+    /// endpoints (and `/v1/models`) only.
+    pub fn transcribes(&self) -> bool {
+        self.inner.model.speech().is_some()
+    }
+
+    /// [`Engine::handle`] with the request's `Content-Type`, which audio requests (a
+    /// `multipart/form-data` form) need.
+    pub async fn handle_with_type(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> EngineResponse {
         let path = path.split('?').next().unwrap_or_default();
+        if self.transcribes() {
+            let task = match path {
+                "/v1/models" => return EngineResponse::json(200, &self.models_json()),
+                "/v1/audio/transcriptions" => crate::whisper::Task::Transcribe,
+                "/v1/audio/translations" => crate::whisper::Task::Translate,
+                _ => {
+                    return EngineResponse::error(&ApiError::bad_request(format!(
+                        "{} is a speech recognition model: it serves /v1/audio/transcriptions \
+                         and /v1/audio/translations, not `{path}`",
+                        self.inner.info.name
+                    )))
+                }
+            };
+            return match self.transcription(task, content_type, body).await {
+                Ok(v) => EngineResponse::json(200, &v),
+                Err(e) => EngineResponse::error(&e),
+            };
+        }
         if self.embeds() && matches!(path, "/v1/chat/completions" | "/v1/completions") {
             return EngineResponse::error(&ApiError::bad_request(format!(
                 "{} is an embedding model: it serves /v1/embeddings, not `{path}`",

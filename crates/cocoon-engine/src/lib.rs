@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod audio;
 mod embed;
 mod engine;
 mod error;
@@ -35,6 +36,7 @@ mod server;
 mod template;
 pub mod testing;
 mod tools;
+mod whisper;
 
 pub use engine::{DeviceChoice, Engine, EngineResponse, EngineSpec, ModelInfo, SseStream};
 pub use error::{ApiError, EngineError, Result};

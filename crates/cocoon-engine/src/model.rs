@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{llama, quantized_llama, quantized_qwen3, qwen3};
+use candle_transformers::models::{llama, quantized_llama, quantized_qwen3, qwen3, whisper};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -23,6 +23,8 @@ pub enum Architecture {
     Qwen3,
     /// Llama 2/3 family.
     Llama,
+    /// OpenAI's Whisper (speech to text).
+    Whisper,
 }
 
 impl Architecture {
@@ -31,6 +33,7 @@ impl Architecture {
         match self {
             Self::Qwen3 => "qwen3",
             Self::Llama => "llama",
+            Self::Whisper => "whisper",
         }
     }
 }
@@ -70,6 +73,8 @@ pub(crate) enum Weights {
     /// Qwen3-Embedding): the base model's final hidden states, no LM head. Kept with an
     /// empty KV cache; each embedding runs on a clone.
     Qwen3Embed(Box<qwen3::Model>),
+    /// A Whisper speech model with its tokenizer and mel filters.
+    Speech(Box<crate::whisper::SpeechModel>),
 }
 
 /// One inference context: a model instance plus its KV cache. Each engine worker
@@ -90,7 +95,7 @@ impl Session {
             Weights::Llama { .. } => {}
             Weights::QuantQwen3(m) => m.clear_kv_cache(),
             Weights::QuantLlama(m) => m.clear_kv_cache(),
-            Weights::Qwen3Embed(_) => {}
+            Weights::Qwen3Embed(_) | Weights::Speech(_) => {}
         }
     }
 
@@ -139,9 +144,9 @@ impl Session {
             }
             Weights::QuantQwen3(m) => m.forward(&input, offset)?,
             Weights::QuantLlama(m) => m.forward(&input, offset)?,
-            Weights::Qwen3Embed(_) => {
+            Weights::Qwen3Embed(_) | Weights::Speech(_) => {
                 return Err(EngineError::InvalidModel(
-                    "an embedding model does not generate text".into(),
+                    "an embedding or speech model does not generate text".into(),
                 ))
             }
         };
@@ -271,6 +276,14 @@ pub(crate) struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The speech model, if this is Whisper.
+    pub(crate) fn speech(&self) -> Option<&crate::whisper::SpeechModel> {
+        match &self.weights {
+            Weights::Speech(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub(crate) fn session(&self) -> Session {
         Session {
             weights: self.weights.clone(),
@@ -446,6 +459,7 @@ fn finish_eos(tf: &TokenizerFiles, ids: &mut BTreeSet<u32>, arch: Architecture) 
     let extra: &[&str] = match arch {
         Architecture::Qwen3 => &["<|im_end|>", "<|endoftext|>"],
         Architecture::Llama => &["<|eot_id|>", "<|end_of_text|>", "</s>"],
+        Architecture::Whisper => &["<|endoftext|>"],
     };
     for t in extra {
         if let Some(id) = tf.tokenizer.token_to_id(t) {
@@ -494,6 +508,7 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let arch = match model_type.as_str() {
         "qwen3" => Architecture::Qwen3,
         "llama" => Architecture::Llama,
+        "whisper" => Architecture::Whisper,
         other => return Err(EngineError::UnsupportedArchitecture(other.to_string())),
     };
     let files: Vec<PathBuf> = list_ext(dir, "safetensors")?.collect();
@@ -537,6 +552,16 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 let model = qwen3::ModelForCausalLM::new(&cfg, vb)?;
                 (Weights::Qwen3(Box::new(model)), cfg.max_position_embeddings)
             }
+        }
+        Architecture::Whisper => {
+            let cfg: whisper::Config = serde_json::from_value(config.clone()).map_err(bad_cfg)?;
+            // candle's Whisper runs in f32.
+            let vb = vb.set_dtype(whisper::DTYPE);
+            let max = cfg.max_target_positions;
+            let model = whisper::model::Whisper::load(&vb, cfg)?;
+            let speech =
+                crate::whisper::SpeechModel::new(model, tf.tokenizer.clone(), opts.device.clone())?;
+            (Weights::Speech(Box::new(speech)), max)
         }
         Architecture::Llama => {
             let lcfg: llama::LlamaConfig =
@@ -649,6 +674,11 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 .unwrap_or(quantized_llama::MAX_SEQ_LEN)
                 .min(quantized_llama::MAX_SEQ_LEN);
             (Weights::QuantLlama(Box::new(m)), max)
+        }
+        Architecture::Whisper => {
+            return Err(EngineError::InvalidModel(
+                "Whisper loads from safetensors (a Hugging Face model directory), not GGUF".into(),
+            ))
         }
     };
     Ok(LoadedModel {

@@ -38,8 +38,20 @@ pub fn into_http(resp: EngineResponse) -> Response {
     r
 }
 
-async fn completions(State(engine): State<Engine>, uri: Uri, body: Bytes) -> Response {
-    into_http(engine.handle(uri.path(), &body).await)
+async fn completions(
+    State(engine): State<Engine>,
+    uri: Uri,
+    headers: header::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    into_http(
+        engine
+            .handle_with_type(uri.path(), content_type, &body)
+            .await,
+    )
 }
 
 async fn models(State(engine): State<Engine>) -> Response {
@@ -63,7 +75,7 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/completions", post(completions))
-        // Refused by the engine with the reason (its model generates text).
+        // Whisper models serve these; text models refuse them with the reason.
         .route("/v1/audio/transcriptions", post(completions))
         .route("/v1/audio/translations", post(completions))
         .route("/v1/embeddings", post(completions))

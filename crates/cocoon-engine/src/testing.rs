@@ -93,8 +93,8 @@ impl SplitMix {
 }
 
 /// Special tokens of the generated tokenizer, per family.
-fn specials(arch: Architecture) -> Vec<(&'static str, bool)> {
-    match arch {
+fn specials(arch: Architecture) -> Vec<(String, bool)> {
+    let fixed: Vec<(&str, bool)> = match arch {
         Architecture::Qwen3 => vec![
             ("<|endoftext|>", true),
             ("<|im_start|>", true),
@@ -109,7 +109,26 @@ fn specials(arch: Architecture) -> Vec<(&'static str, bool)> {
             ("<|end_header_id|>", true),
             ("<|eot_id|>", true),
         ],
+        Architecture::Whisper => vec![
+            ("<|endoftext|>", true),
+            ("<|startoftranscript|>", true),
+            ("<|en|>", true),
+            ("<|de|>", true),
+            ("<|ru|>", true),
+            ("<|translate|>", true),
+            ("<|transcribe|>", true),
+            ("<|startoflm|>", true),
+            ("<|startofprev|>", true),
+            ("<|nospeech|>", true),
+            ("<|notimestamps|>", true),
+        ],
+    };
+    let mut out: Vec<(String, bool)> = fixed.into_iter().map(|(t, s)| (t.to_owned(), s)).collect();
+    if arch == Architecture::Whisper {
+        // Timestamps <|0.00|> … <|30.00|>, one per 20 ms.
+        out.extend((0..=1500).map(|i| (format!("<|{:.2}|>", i as f64 * 0.02), true)));
     }
+    out
 }
 
 /// GPT-2 byte-to-unicode table used by byte-level BPE.
@@ -191,7 +210,7 @@ pub fn tokenizer_json(arch: Architecture) -> Value {
             "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>",
                                 "ids": [base], "tokens": ["<|begin_of_text|>"]}}
         }),
-        Architecture::Qwen3 => Value::Null,
+        Architecture::Qwen3 | Architecture::Whisper => Value::Null,
     };
     json!({
         "version": "1.0",
@@ -229,6 +248,10 @@ fn tokenizer_config(arch: Architecture) -> Value {
             "model_max_length": 131072, "tokenizer_class": "PreTrainedTokenizerFast",
             "chat_template": LLAMA3_CHAT_TEMPLATE,
         }),
+        Architecture::Whisper => json!({
+            "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+            "model_max_length": 1024, "tokenizer_class": "WhisperTokenizer",
+        }),
     }
 }
 
@@ -264,11 +287,25 @@ pub fn config_json(cfg: &TinyModelConfig) -> Value {
             "torch_dtype": "float32", "use_cache": true,
             "bos_token_id": base, "eos_token_id": base + 4,
         }),
+        Architecture::Whisper => json!({
+            "architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
+            "num_mel_bins": 80, "max_source_positions": 1500, "d_model": cfg.hidden,
+            "encoder_attention_heads": cfg.heads, "encoder_layers": cfg.layers,
+            "decoder_attention_heads": cfg.heads, "decoder_layers": cfg.layers,
+            "vocab_size": vocab(cfg), "max_target_positions": 448, "suppress_tokens": [],
+            "eos_token_id": base, "decoder_start_token_id": base + 1,
+        }),
     }
 }
 
-/// Generates the weights (HF tensor names) deterministically from `cfg.seed`.
+/// Generates the weights (HF tensor names) deterministically from `cfg.seed` (text
+/// models; Whisper's come from [`write_whisper_model`]).
 pub fn weights(cfg: &TinyModelConfig) -> Result<Vec<(String, Tensor)>> {
+    if cfg.arch == Architecture::Whisper {
+        return Err(EngineError::InvalidModel(
+            "Whisper weights come from write_whisper_model".into(),
+        ));
+    }
     let mut rng = SplitMix(cfg.seed);
     let dev = Device::Cpu;
     let mut out = Vec::new();
@@ -345,6 +382,49 @@ pub fn write_safetensors_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> 
     Ok(())
 }
 
+/// A 16-bit PCM WAV file of `samples` (mono) at `rate`, for tests and examples.
+pub fn wav_bytes(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        let v = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes a Whisper model directory (config, random weights with the names candle's
+/// Whisper loads, a byte-level tokenizer with Whisper's special and timestamp tokens): a
+/// stand-in for a real checkpoint, which exercises decoding, not recognition.
+pub fn write_whisper_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
+    let cfg = TinyModelConfig {
+        arch: Architecture::Whisper,
+        ..cfg.clone()
+    };
+    write_tokenizer_files(dir, Architecture::Whisper)?;
+    let config = config_json(&cfg);
+    write(&dir.join("config.json"), &config)?;
+    let wcfg: candle_transformers::models::whisper::Config =
+        serde_json::from_value(config).map_err(|e| EngineError::InvalidModel(e.to_string()))?;
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    candle_transformers::models::whisper::model::Whisper::load(&vb, wcfg)?;
+    varmap.save(dir.join("model.safetensors"))?;
+    Ok(())
+}
+
 /// Writes a sentence-transformers embedding model directory as Qwen3-Embedding ships one:
 /// the base model's weights without the `model.` prefix and without an LM head, and
 /// `1_Pooling/config.json` asking for last-token pooling.
@@ -416,12 +496,13 @@ pub fn write_gguf_model(dir: &Path, cfg: &TinyModelConfig, qtype: GgmlDType) -> 
         tensors.push((gname, q));
     }
     let base = (256 + MERGES.len()) as u32;
+    // (Whisper never gets here: `weights` refuses it.)
     let eos = match cfg.arch {
-        Architecture::Qwen3 => base + 2,
+        Architecture::Qwen3 | Architecture::Whisper => base + 2,
         Architecture::Llama => base + 4,
     };
     let template = match cfg.arch {
-        Architecture::Qwen3 => QWEN3_CHAT_TEMPLATE,
+        Architecture::Qwen3 | Architecture::Whisper => QWEN3_CHAT_TEMPLATE,
         Architecture::Llama => LLAMA3_CHAT_TEMPLATE,
     };
     let u = |x: usize| gguf_file::Value::U32(x as u32);
@@ -450,7 +531,7 @@ pub fn write_gguf_model(dir: &Path, cfg: &TinyModelConfig, qtype: GgmlDType) -> 
         ),
     ];
     let (eps, theta) = match cfg.arch {
-        Architecture::Qwen3 => (1e-6f32, 1_000_000f32),
+        Architecture::Qwen3 | Architecture::Whisper => (1e-6f32, 1_000_000f32),
         Architecture::Llama => (1e-5, 500_000.0),
     };
     md.push((

@@ -73,7 +73,14 @@ impl InferenceBackend for EngineBackend {
     ) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let engine = self.engine.clone();
         Box::pin(async move {
-            let response = engine.handle(&request.path, &request.body).await;
+            let content_type = request
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.as_str());
+            let response = engine
+                .handle_with_type(&request.path, content_type, &request.body)
+                .await;
             Ok(match response {
                 EngineResponse::Json { status, body } => BackendResponse {
                     status,
