@@ -56,7 +56,10 @@ fn interop_dir() -> Option<PathBuf> {
 const AUDIO_MODEL: &str = "e2e-audio";
 
 /// The official stack of upstream's `--local-all` (mock backend, router, proxy, key
-/// manager, worker, client) with every port shifted by `offset`; stopped on drop.
+/// manager, worker, client) with every port shifted by `offset`; stopped on drop. Its
+/// ports (8000..=13101 + `offset`) must stay below the kernel's ephemeral range (32768 and
+/// up here): a port there can be held by any outgoing connection, and the stack's mock
+/// backend then fails to bind it (offsets up to 19000).
 struct OfficialStack {
     dir: PathBuf,
     run: tempfile::TempDir,
@@ -70,6 +73,10 @@ impl OfficialStack {
 
     /// The stack with its router's RA-TLS policy `policy` (`any` or `fake_tee`).
     fn start_with_policy(dir: &Path, offset: u16, policy: &str) -> Self {
+        assert!(
+            13101 + u32::from(offset) < 32768,
+            "offset {offset} puts the stack's ports in the ephemeral range"
+        );
         let run = tempfile::tempdir().expect("tempdir");
         let out = Command::new(dir.join("run/local-all.sh"))
             .env("RUN_DIR", run.path())
@@ -384,7 +391,7 @@ fn read_log(path: &Path) -> String {
 async fn our_client_through_the_official_proxy_and_worker() {
     let Some(dir) = interop_dir() else { return };
     let _serial = SERIAL.lock().await;
-    let stack = OfficialStack::start(&dir, 20000);
+    let stack = OfficialStack::start(&dir, 18500);
     let work = tempfile::tempdir().expect("tempdir");
     let (_client, api, log) = start_our_client(
         work.path(),
@@ -737,7 +744,7 @@ impl OurProxy {
 async fn our_client_and_proxy_with_an_official_worker() {
     let Some(dir) = interop_dir() else { return };
     let _serial = SERIAL.lock().await;
-    let stack = OfficialStack::start(&dir, 26000);
+    let stack = OfficialStack::start(&dir, 16000);
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("client-config.json", "owner_address");
@@ -954,7 +961,7 @@ fn start_official_client(
 async fn the_official_client_with_our_proxy_and_worker() {
     let Some(dir) = interop_dir() else { return };
     let _serial = SERIAL.lock().await;
-    let stack = OfficialStack::start(&dir, 20000);
+    let stack = OfficialStack::start(&dir, 19000);
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("worker-config.json", "owner_address");
@@ -1168,7 +1175,7 @@ fn start_router_in_front(
 async fn our_roles_behind_official_routers_as_in_cocoons_images() {
     let Some(dir) = interop_dir() else { return };
     let _serial = SERIAL.lock().await;
-    let stack = OfficialStack::start_with_policy(&dir, 23000, "fake_tee");
+    let stack = OfficialStack::start_with_policy(&dir, 15000, "fake_tee");
     let work = tempfile::tempdir().expect("tempdir");
     let root = stack.config_field("client-config.json", "root_contract_address");
     let owner = stack.config_field("worker-config.json", "owner_address");
