@@ -1,12 +1,13 @@
 //! Audio files as Whisper needs them: decoded (WAV, MP3, FLAC, Ogg Vorbis, MP4/M4A AAC,
-//! Matroska/WebM with those codecs: what `symphonia` reads in pure Rust), mixed down to
-//! mono and resampled to 16 kHz (`rubato`).
+//! Matroska/WebM with those codecs: what `symphonia` reads in pure Rust; Opus in Ogg or
+//! WebM, Telegram's voice notes, demuxed by `symphonia` and decoded by `opus-rs`, also
+//! pure Rust), mixed down to mono and resampled to 16 kHz (`rubato`).
 
 use std::io::Cursor;
 
 use rubato::{FftFixedIn, Resampler};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
@@ -22,8 +23,8 @@ pub(crate) const MAX_SECONDS: usize = 2 * 3600;
 /// Why a file could not be read as audio.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AudioError {
-    /// Not a container or codec we read (Opus, for one, needs a C library).
-    #[error("cannot read this audio ({0}); send WAV, MP3, FLAC, Ogg Vorbis, M4A/AAC or WebM with those codecs")]
+    /// Not a container or codec we read.
+    #[error("cannot read this audio ({0}); send WAV, MP3, FLAC, Ogg Vorbis or Opus, M4A/AAC, or WebM with those codecs")]
     Unsupported(String),
     /// The file is damaged.
     #[error("the audio is damaged: {0}")]
@@ -58,6 +59,11 @@ pub(crate) fn decode(bytes: &[u8], extension: Option<&str>) -> Result<Vec<f32>, 
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
     let track_id = track.id;
+    if track.codec_params.codec == CODEC_TYPE_OPUS {
+        // Opus decodes at 16 kHz itself; its pre-skip is counted at 48 kHz.
+        let skip = track.codec_params.delay.unwrap_or(0) as usize / 3;
+        return decode_opus(format.as_mut(), track_id, skip);
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| AudioError::Unsupported(e.to_string()))?;
@@ -97,6 +103,46 @@ pub(crate) fn decode(bytes: &[u8], extension: Option<&str>) -> Result<Vec<f32>, 
         return Err(AudioError::Empty);
     }
     resample(&mono, rate)
+}
+
+/// Decodes the Opus packets of `track` straight to 16 kHz mono, dropping the first `skip`
+/// samples (the encoder's pre-skip).
+fn decode_opus(
+    format: &mut dyn symphonia::core::formats::FormatReader,
+    track: u32,
+    skip: usize,
+) -> Result<Vec<f32>, AudioError> {
+    // The longest Opus packet is 120 ms.
+    const MAX_FRAME: usize = SAMPLE_RATE * 120 / 1000;
+    let mut decoder = opus_rs::OpusDecoder::new(SAMPLE_RATE as i32, 1)
+        .map_err(|e| AudioError::Unsupported(format!("Opus: {e}")))?;
+    let mut frame = vec![0f32; MAX_FRAME];
+    let mut out = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break
+            }
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) => return Err(AudioError::Damaged(e.to_string())),
+        };
+        if packet.track_id() != track {
+            continue;
+        }
+        // A damaged packet is skipped, as players do.
+        if let Ok(n) = decoder.decode(&packet.data, MAX_FRAME, &mut frame) {
+            out.extend_from_slice(&frame[..n.min(MAX_FRAME)]);
+        }
+        if out.len() / SAMPLE_RATE > MAX_SECONDS {
+            return Err(AudioError::TooLong(out.len() / SAMPLE_RATE));
+        }
+    }
+    let out = out.get(skip..).unwrap_or(&[]).to_vec();
+    if out.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok(out)
 }
 
 /// `samples` at `rate` Hz, resampled to [`SAMPLE_RATE`].
@@ -164,6 +210,65 @@ mod tests {
             let rms = (middle.iter().map(|x| x * x).sum::<f32>() / middle.len() as f32).sqrt();
             assert!((rms - 0.3535).abs() < 0.02, "{rate} Hz: rms {rms}");
         }
+    }
+
+    /// An Ogg Opus file (RFC 7845), as Telegram's voice notes are: `samples` at 48 kHz
+    /// mono, encoded in 20 ms packets.
+    fn ogg_opus(samples: &[f32]) -> Vec<u8> {
+        let mut encoder =
+            opus_rs::OpusEncoder::new(48_000, 1, opus_rs::Application::Voip).expect("encoder");
+        let mut file = Vec::new();
+        let mut writer = ogg::PacketWriter::new(&mut file);
+        let serial = 7;
+        let mut head = b"OpusHead".to_vec();
+        head.extend_from_slice(&[1, 1]); // version, channels
+        head.extend_from_slice(&312u16.to_le_bytes()); // pre-skip
+        head.extend_from_slice(&48_000u32.to_le_bytes());
+        head.extend_from_slice(&0u16.to_le_bytes()); // gain
+        head.push(0); // mapping family
+        writer
+            .write_packet(head, serial, ogg::PacketWriteEndInfo::EndPage, 0)
+            .expect("head");
+        let mut tags = b"OpusTags".to_vec();
+        tags.extend_from_slice(&5u32.to_le_bytes());
+        tags.extend_from_slice(b"tests");
+        tags.extend_from_slice(&0u32.to_le_bytes());
+        writer
+            .write_packet(tags, serial, ogg::PacketWriteEndInfo::EndPage, 0)
+            .expect("tags");
+        let frames: Vec<&[f32]> = samples.chunks(960).filter(|c| c.len() == 960).collect();
+        for (i, frame) in frames.iter().enumerate() {
+            let mut packet = vec![0u8; 1500];
+            let n = encoder.encode(frame, 960, &mut packet).expect("encode");
+            packet.truncate(n);
+            let end = if i + 1 == frames.len() {
+                ogg::PacketWriteEndInfo::EndStream
+            } else {
+                ogg::PacketWriteEndInfo::NormalPacket
+            };
+            writer
+                .write_packet(packet, serial, end, 312 + (i as u64 + 1) * 960)
+                .expect("packet");
+        }
+        drop(writer);
+        file
+    }
+
+    #[test]
+    fn ogg_opus_voice_notes_are_decoded() {
+        let samples = decode(&ogg_opus(&tone(48_000, 2.0, 440.0)), Some("ogg")).expect("decoded");
+        let expected = 2 * SAMPLE_RATE - 312 / 3;
+        assert!(
+            samples.len().abs_diff(expected) <= 2,
+            "{} samples, expected {expected}",
+            samples.len()
+        );
+        let middle = &samples[4000..28000];
+        let rms = (middle.iter().map(|x| x * x).sum::<f32>() / middle.len() as f32).sqrt();
+        assert!(
+            (rms - 0.3535).abs() < 0.05,
+            "the tone survives Opus: rms {rms}"
+        );
     }
 
     #[test]
