@@ -59,8 +59,10 @@ def stop(proc):
 
 @pytest.fixture(scope="session")
 def engine_devnet():
-    """A devnet on the embedded engine with its generated tiny random-weight model."""
-    proc, info, _ = start_devnet(["--workers", "1"], "cocoon-engine-devnet-")
+    """A devnet on the embedded engine with its generated tiny random-weight models: chat,
+    and one more worker each for speech (Whisper) and embeddings."""
+    proc, info, _ = start_devnet(["--workers", "1", "--speech-model", "tiny", "--embedding-model", "tiny"],
+                                 "cocoon-engine-devnet-")
     try:
         yield info
     finally:

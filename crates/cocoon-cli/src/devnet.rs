@@ -40,6 +40,16 @@ pub struct DevnetArgs {
     /// stand-in for real weights: the whole network runs, the answers are noise).
     #[arg(long, conflicts_with = "upstream")]
     pub model: Option<String>,
+    /// Also serve speech to text (`/v1/audio/*`) with a Whisper model on one more worker
+    /// (embedded engine): a model directory or Hugging Face id, or `tiny` for a generated
+    /// tiny random-weight Whisper (a stand-in: the audio path runs, the words are noise).
+    #[arg(long, value_name = "MODEL")]
+    pub speech_model: Option<String>,
+    /// Also serve embeddings (`/v1/embeddings`) with an embedding model on one more worker
+    /// (embedded engine; Qwen3-Embedding layout), or `tiny` for a generated tiny
+    /// random-weight one (a stand-in).
+    #[arg(long, value_name = "MODEL")]
+    pub embedding_model: Option<String>,
     /// Port of the OpenAI-compatible API (0 = any free port).
     #[arg(long, default_value_t = 10000)]
     pub http_port: u16,
@@ -174,6 +184,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             )
         }
     };
+    // Workers beyond the main model's: speech and embeddings, on the embedded engine.
+    let extras = extra_backends(&dir, &args).await?;
+    let total_workers = args.workers + extras.len();
     let chain = ChainConfig {
         price_per_token: args.price_per_token,
         worker_fee_per_token: args.worker_fee_per_token,
@@ -199,7 +212,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             "devnet-client",
         )?,
     ];
-    for i in 0..args.workers {
+    for i in 0..total_workers {
         wallets.push(DevnetWallet::new(
             &format!("worker-{i}"),
             keys.join(format!("worker_{i}_wallet_key.pem")),
@@ -299,10 +312,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
 
     let mut workers = Vec::new();
-    for i in 0..args.workers {
+    for i in 0..total_workers {
+        let (upstream, backend) = match i.checked_sub(args.workers) {
+            None => (upstream.clone(), backend.clone()),
+            Some(extra) => (String::new(), Some(extras[extra].backend.clone())),
+        };
         let cfg = WorkerConfig {
             owner_address: devnet_address_text(&format!("devnet-worker-{i}")),
-            upstream: upstream.clone(),
+            upstream,
             model: String::new(),
             coefficient: args.coefficient,
             max_active_requests: 60,
@@ -323,7 +340,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             check_model_hashes: None,
         };
         workers.push(
-            runner::start_worker(&cfg, backend.clone(), view.as_ref())
+            runner::start_worker(&cfg, backend, view.as_ref())
                 .await
                 .context("starting a worker")?,
         );
@@ -358,8 +375,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let base = cocoon_node::protocol::http::base_model_name(&model).to_owned();
     let ready = async {
         loop {
-            let workers_ready = proxy.proxy.ready_workers().get(&base).copied().unwrap_or(0);
+            let ready = proxy.proxy.ready_workers();
+            let workers_ready = ready.get(&base).copied().unwrap_or(0);
+            let extras_ready = extras
+                .iter()
+                .all(|e| ready.get(&e.name).copied().unwrap_or(0) >= 1);
             if workers_ready >= args.workers
+                && extras_ready
                 && !client.node.open_sessions().is_empty()
                 && !proxy.proxy.keys().is_empty()
             {
@@ -386,7 +408,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     let proxy_sc = proxy.proxy.sc_address();
-    let (voucher_root, worker_count) = (dir.clone(), args.workers);
+    let (voucher_root, worker_count) = (dir.clone(), total_workers);
     let worker_vouchers = move |proxy_sc: &str| -> serde_json::Map<String, serde_json::Value> {
         (0..worker_count)
             .map(|i| {
@@ -411,8 +433,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         // one hourly (`cocoon root show` lists the current ones).
         "encryption_keys": proxy.proxy.keys().public_keys().iter()
             .map(|(k, _)| hex::encode(k)).collect::<Vec<_>>(),
-        "models": [base],
+        "models": std::iter::once(base.clone())
+            .chain(extras.iter().map(|e| e.name.clone()))
+            .collect::<Vec<_>>(),
+        // Workers of the main model; `extra_workers` serve the other kinds.
         "workers": args.workers,
+        "extra_workers": extras.iter()
+            .map(|e| json!({"model": e.name, "serves": e.serves}))
+            .collect::<Vec<_>>(),
         "serving": serving,
         "chain": chain_name,
         "root_address": root_address,
@@ -457,6 +485,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         proxy.client_addr, proxy.worker_addr
     );
     println!("  workers:         {} serving {serving}", args.workers);
+    for e in &extras {
+        println!("                   1 serving {} ({})", e.name, e.serves);
+    }
     println!(
         "  key manager:     {} (keys for end-to-end encryption: devnet.json encryption_keys)",
         km.addr
@@ -532,6 +563,61 @@ async fn serve_chain_api(
         }
     });
     Ok(format!("http://{addr}/api/v2"))
+}
+
+/// A worker beside the main model's: its backend, served name and endpoints.
+struct ExtraWorker {
+    backend: std::sync::Arc<dyn cocoon_node::worker::backend::InferenceBackend>,
+    name: String,
+    serves: &'static str,
+}
+
+/// The backends of `--speech-model` and `--embedding-model` (`tiny`: generated stand-ins).
+async fn extra_backends(
+    dir: &std::path::Path,
+    args: &DevnetArgs,
+) -> anyhow::Result<Vec<ExtraWorker>> {
+    let mut out = Vec::new();
+    for (model, serves) in [
+        (
+            &args.speech_model,
+            "/v1/audio/transcriptions, /v1/audio/translations",
+        ),
+        (&args.embedding_model, "/v1/embeddings"),
+    ] {
+        let Some(model) = model else { continue };
+        let speech = serves.starts_with("/v1/audio");
+        let (path, name) = if model == "tiny" {
+            let (path, name) = tiny_extra(dir, speech)?;
+            (path.display().to_string(), Some(name))
+        } else {
+            (model.clone(), None)
+        };
+        let backend = crate::roles::embedded_backend(&path, name).await?;
+        out.push(ExtraWorker {
+            backend,
+            name: name.unwrap_or(model).to_owned(),
+            serves,
+        });
+    }
+    Ok(out)
+}
+
+/// Generates the tiny speech (or embedding) stand-in under `dir/models` (once).
+#[cfg(feature = "engine")]
+fn tiny_extra(dir: &std::path::Path, speech: bool) -> anyhow::Result<(PathBuf, &'static str)> {
+    use cocoon_node::worker::engine_backend::{ensure_tiny, TinyModel};
+    let kind = if speech {
+        TinyModel::Speech
+    } else {
+        TinyModel::Embedding
+    };
+    Ok((ensure_tiny(&dir.join("models"), kind)?, kind.name()))
+}
+
+#[cfg(not(feature = "engine"))]
+fn tiny_extra(_dir: &std::path::Path, _speech: bool) -> anyhow::Result<(PathBuf, &'static str)> {
+    bail!("this cocoon was built without the `engine` feature: no tiny stand-in models")
 }
 
 /// Served name of the generated stand-in model.

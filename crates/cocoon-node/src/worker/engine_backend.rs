@@ -113,21 +113,64 @@ impl InferenceBackend for EngineBackend {
 /// Name of the generated stand-in model of `cocoon devnet`.
 pub const TINY_MODEL_NAME: &str = "tiny-random-qwen3";
 
-/// Writes (once) a tiny Qwen3-shaped checkpoint with random weights into `dir` and
-/// returns its path. **A stand-in for real weights**, which cannot be downloaded
-/// everywhere: it exercises the real engine, metering and payment path end to end,
-/// but its answers are noise.
-pub fn ensure_tiny_model(dir: &Path) -> Result<std::path::PathBuf, EngineLoadError> {
-    let path = dir.join(TINY_MODEL_NAME);
+/// The stand-in models the devnet can generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TinyModel {
+    /// A Qwen3 chat model.
+    Chat,
+    /// A Whisper speech model.
+    Speech,
+    /// A Qwen3-Embedding-shaped embedding model.
+    Embedding,
+}
+
+impl TinyModel {
+    /// The name it is served under.
+    pub fn name(self) -> &'static str {
+        match self {
+            TinyModel::Chat => TINY_MODEL_NAME,
+            TinyModel::Speech => "tiny-random-whisper",
+            TinyModel::Embedding => "tiny-random-qwen3-embedding",
+        }
+    }
+}
+
+/// Writes the tiny random-weight model of `kind` under `dir` (once) and returns its path.
+/// **A stand-in for real weights**, which cannot be downloaded everywhere: it exercises the
+/// real engine, metering and payment path end to end, but its answers are noise.
+pub fn ensure_tiny(dir: &Path, kind: TinyModel) -> Result<std::path::PathBuf, EngineLoadError> {
+    use cocoon_engine::testing::{
+        write_embedding_model, write_safetensors_model, write_whisper_model, TinyModelConfig,
+    };
+    use cocoon_engine::Architecture;
+    let path = dir.join(kind.name());
     if !path.join("model.safetensors").exists() {
-        let cfg = cocoon_engine::testing::TinyModelConfig::tiny(cocoon_engine::Architecture::Qwen3);
-        cocoon_engine::testing::write_safetensors_model(&path, &cfg).map_err(|e| {
-            EngineLoadError {
-                what: "write the tiny model to",
-                model: path.display().to_string(),
-                reason: e.to_string(),
+        let written = match kind {
+            TinyModel::Chat => {
+                write_safetensors_model(&path, &TinyModelConfig::tiny(Architecture::Qwen3))
             }
+            TinyModel::Embedding => {
+                write_embedding_model(&path, &TinyModelConfig::tiny(Architecture::Qwen3))
+            }
+            TinyModel::Speech => write_whisper_model(
+                &path,
+                &TinyModelConfig {
+                    layers: 1,
+                    heads: 2,
+                    ..TinyModelConfig::tiny(Architecture::Whisper)
+                },
+            ),
+        };
+        written.map_err(|e| EngineLoadError {
+            what: "write the tiny model to",
+            model: path.display().to_string(),
+            reason: e.to_string(),
         })?;
     }
     Ok(path)
+}
+
+/// [`ensure_tiny`] for the chat model (the devnet's default).
+pub fn ensure_tiny_model(dir: &Path) -> Result<std::path::PathBuf, EngineLoadError> {
+    ensure_tiny(dir, TinyModel::Chat)
 }
