@@ -48,9 +48,11 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
     // Billed as prompt tokens at coefficient 1.0 and 2 nanoTON a token.
     assert_eq!(v["usage"]["total_cost"], tokens * 2, "{v}");
 
+    // The worker announced what it serves: the proxy refuses chat for this model itself.
+    let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
     let response = http
         .post(format!("{base}/v1/chat/completions"))
-        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .json(&chat)
         .send()
         .await
         .expect("response");
@@ -60,7 +62,31 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
         v["error"]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("embedding model"),
+            .contains("no worker of model test-model serves /v1/chat/completions"),
         "{v}"
+    );
+
+    // A second worker of the same model that can chat (an HTTP model server): every chat
+    // goes to it, and embeddings still work.
+    net.add_worker(&WorkerSpec::new("chatty", 1000)).await;
+    net.wait_ready(2).await;
+    for _ in 0..6 {
+        let response = http
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&chat)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(
+            response.status(),
+            200,
+            "chat only goes to the worker that chats"
+        );
+    }
+    assert_eq!(
+        net.upstream
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        6
     );
 }

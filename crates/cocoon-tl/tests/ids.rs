@@ -109,7 +109,7 @@ const SPEC_IDS: &[(&str, u32)] = &[
 ];
 
 /// Our own extension constructors (protocol version 3), not part of COCOON's table.
-const EXTENSIONS: &[&str] = &["cocoonrs.cancelQuery"];
+const EXTENSIONS: &[&str] = &["cocoonrs.cancelQuery", "cocoonrs.workerEndpoints"];
 
 #[test]
 fn every_generated_id_matches_the_spec_table() {
@@ -143,6 +143,15 @@ fn extension_ids_follow_the_crc32_rule() {
     assert_eq!(
         cocoon_tl::constructor_name(id),
         Some("cocoonrs.cancelQuery")
+    );
+    // `(vector string)` is written `vector string` in the text the id is taken of.
+    let id = crc32fast::hash(
+        b"cocoonrs.workerEndpoints endpoints:vector string = cocoonrs.WorkerEndpoints",
+    );
+    assert_eq!(cocoon_tl::types::cocoonrs::WorkerEndpoints::ID, id);
+    assert_eq!(
+        cocoon_tl::constructor_name(id),
+        Some("cocoonrs.workerEndpoints")
     );
     assert!(EXTENSIONS.iter().all(|name| name.starts_with("cocoonrs.")));
 }

@@ -7,6 +7,7 @@
 //! | extension | what it allows |
 //! |---|---|
 //! | cancellation | `cocoonrs.cancelQuery`: client → proxy when an app hangs up, proxy → worker to stop the request |
+//! | endpoints | `cocoonrs.workerEndpoints`: worker → proxy before its handshake completes, the OpenAI paths it serves; the proxy routes by them |
 
 use super::version::flags;
 
@@ -37,6 +38,11 @@ impl Extensions {
         } else {
             0
         }
+    }
+
+    /// `cocoonrs.workerEndpoints` may be sent to (and is expected from) this peer.
+    pub fn endpoints(self) -> bool {
+        self.cocoon_rs
     }
 
     /// `cocoonrs.cancelQuery` may be sent to this peer.

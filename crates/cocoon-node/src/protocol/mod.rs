@@ -4,6 +4,7 @@
 //! carried inside ([`http`]).
 
 pub mod answer;
+pub mod endpoint;
 pub mod extensions;
 pub mod http;
 pub mod multipart;

@@ -22,6 +22,7 @@ use crate::chain::Owner;
 use crate::limits::MAX_ANSWER_PART;
 use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
 use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
+use crate::protocol::endpoint::Endpoint;
 use crate::protocol::http::base_model_name;
 use crate::protocol::{Refusal, Version};
 use crate::util::{hex_short, unix_now};
@@ -207,9 +208,9 @@ impl Proxy {
                 }
             },
         };
-        let needs = match private_key {
-            Some(_) => Needs::RequestKeys,
-            None => Needs::Any,
+        let needs = Needs {
+            request_keys: private_key.is_some(),
+            endpoint: query_endpoint(&q.query),
         };
         let available = self.available_tokens(owner);
         if available < max_tokens {
@@ -475,9 +476,9 @@ impl Proxy {
                     (r.model.clone(), r.max_coefficient, r.tried.clone());
                 let (query, timeout, debug, old) = (r.query.clone(), r.timeout, r.debug, r.worker);
                 let private_key = r.private_key;
-                let needs = match private_key {
-                    Some(_) => Needs::RequestKeys,
-                    None => Needs::Any,
+                let needs = Needs {
+                    request_keys: private_key.is_some(),
+                    endpoint: query_endpoint(&query),
                 };
                 match state.workers.assign(&model, max_coefficient, &tried, needs) {
                     Err(_) => None,
@@ -561,6 +562,16 @@ impl Proxy {
         self.finish(request_id, tokens.unwrap_or_default(), false, Some(msg))
             .await;
     }
+}
+
+/// The endpoint of a query's `http.request` (its url read without decoding the payload);
+/// `None` when it is not one we know.
+fn query_endpoint(query: &[u8]) -> Option<Endpoint> {
+    let mut r = cocoon_tl::Reader::new(query);
+    r.read_u32().ok()?; // the http.request constructor
+    r.read_byte_slice().ok()?; // method
+    let url = std::str::from_utf8(r.read_byte_slice().ok()?).ok()?;
+    Endpoint::of_url(url).ok()
 }
 
 pub(super) fn run_query_message(

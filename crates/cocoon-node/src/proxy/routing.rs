@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::log_text;
 use crate::chain::Owner;
+use crate::protocol::endpoint::{Endpoint, Endpoints};
 use crate::protocol::{Extensions, Refusal, Version};
 
 /// Decayed success rate and latency of one worker connection.
@@ -103,6 +104,9 @@ pub(super) struct WorkerLink<H = RpcHandle> {
     pub(super) proto: Version,
     /// The cocoon-rs extensions it offered.
     pub(super) extensions: Extensions,
+    /// The endpoints it serves: what it announced, else COCOON's worker's set (an official
+    /// worker) or all (one of ours before its announcement).
+    pub(super) endpoints: Endpoints,
     /// How to reach it.
     pub(super) handle: H,
     /// Its recent record.
@@ -152,11 +156,26 @@ impl<H> Default for WorkerTable<H> {
 
 /// What a request needs of a worker beyond its model, price and a free slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Needs {
-    /// Any worker of the model.
-    Any,
+pub(crate) struct Needs {
     /// A worker that takes the key of an encrypted request (protocol 3 and up).
-    RequestKeys,
+    pub(crate) request_keys: bool,
+    /// A worker that serves this endpoint (`None`: the request's path is not one we know;
+    /// the worker judges it).
+    pub(crate) endpoint: Option<Endpoint>,
+}
+
+#[cfg(test)]
+impl Needs {
+    /// Any worker of the model.
+    pub(crate) const ANY: Needs = Needs {
+        request_keys: false,
+        endpoint: None,
+    };
+    /// A worker that takes request keys.
+    pub(crate) const REQUEST_KEYS: Needs = Needs {
+        request_keys: true,
+        endpoint: None,
+    };
 }
 
 impl<H: Clone> WorkerTable<H> {
@@ -203,6 +222,7 @@ impl<H: Clone> WorkerTable<H> {
     ) -> Result<u64, NoWorker> {
         let mut known = false;
         let mut unable = false;
+        let mut lacks_endpoint = false;
         let mut best: Option<(f64, u64)> = None;
         let mut cheapest_too_expensive: Option<u32> = None;
         for (id, w) in &self.links {
@@ -210,10 +230,14 @@ impl<H: Clone> WorkerTable<H> {
                 continue;
             }
             known = true;
+            if needs.endpoint.is_some_and(|e| !w.endpoints.contains(e)) {
+                lacks_endpoint = true;
+                continue;
+            }
             if w.disabled || w.running >= w.max_active || exclude.contains(id) {
                 continue;
             }
-            if needs == Needs::RequestKeys && !w.proto.request_keys() {
+            if needs.request_keys && !w.proto.request_keys() {
                 unable = true;
                 continue;
             }
@@ -227,9 +251,24 @@ impl<H: Clone> WorkerTable<H> {
                 best = Some((score, *id));
             }
         }
+        let serving = || {
+            self.links.values().any(|w| {
+                w.model == model
+                    && w.ready
+                    && needs.endpoint.is_none_or(|e| w.endpoints.contains(e))
+            })
+        };
         match (best, known, cheapest_too_expensive) {
             (Some((_, id)), _, _) => Ok(id),
             (None, false, _) => Err((Refusal::UnknownModel, log_text(model).into_owned())),
+            (None, true, _) if lacks_endpoint && !serving() => Err((
+                Refusal::InvalidRequest,
+                format!(
+                    "no worker of model {} serves {}",
+                    log_text(model),
+                    needs.endpoint.map_or("this endpoint", Endpoint::path)
+                ),
+            )),
             (None, true, Some(c)) => Err((
                 Refusal::PriceTooHigh,
                 format!("can run this query with coefficient={c}"),
@@ -307,9 +346,48 @@ mod tests {
             ready: true,
             proto: Version::new(2),
             extensions: Extensions::OURS,
+            endpoints: Endpoints::ALL,
             handle: (),
             reputation: Reputation::new(),
         }
+    }
+
+    #[test]
+    fn requests_go_only_to_workers_that_serve_their_endpoint() {
+        let mut embedder = link("a", 1000, 4);
+        embedder.endpoints = Endpoints::of(&[Endpoint::Embeddings]);
+        let official = WorkerLink {
+            endpoints: Endpoints::COCOON,
+            ..link("a", 1000, 4)
+        };
+        let needs = |e: Endpoint| Needs {
+            request_keys: false,
+            endpoint: Some(e),
+        };
+        let t = table(vec![embedder, official]);
+        assert_eq!(t.choose("a", 5000, &[], needs(Endpoint::Embeddings)), Ok(1));
+        assert_eq!(
+            t.choose("a", 5000, &[], needs(Endpoint::ChatCompletions)),
+            Ok(2)
+        );
+        assert_eq!(
+            t.choose("a", 5000, &[], needs(Endpoint::AudioTranscriptions)),
+            Ok(2)
+        );
+        let (r, detail) = t
+            .choose("a", 5000, &[], needs(Endpoint::AudioTranslations))
+            .expect_err("nobody translates");
+        assert_eq!(r, Refusal::InvalidRequest);
+        assert_eq!(detail, "no worker of model a serves /v1/audio/translations");
+        // A worker that serves it but is busy is busy, not missing.
+        let t = table(vec![WorkerLink {
+            running: 4,
+            ..link("a", 1000, 4)
+        }]);
+        let (r, _) = t
+            .choose("a", 5000, &[], needs(Endpoint::AudioTranslations))
+            .expect_err("busy");
+        assert_ne!(r, Refusal::InvalidRequest);
     }
 
     fn table(links: Vec<WorkerLink<()>>) -> WorkerTable<()> {
@@ -332,13 +410,13 @@ mod tests {
         new.proto = Version::new(4);
         let t = table(vec![old, new]);
         assert_eq!(
-            t.choose("a", 5000, &[], Needs::Any),
+            t.choose("a", 5000, &[], Needs::ANY),
             Ok(1),
             "the first of equals"
         );
-        assert_eq!(t.choose("a", 5000, &[], Needs::RequestKeys), Ok(2));
+        assert_eq!(t.choose("a", 5000, &[], Needs::REQUEST_KEYS), Ok(2));
         let (r, detail) = t
-            .choose("a", 5000, &[2], Needs::RequestKeys)
+            .choose("a", 5000, &[2], Needs::REQUEST_KEYS)
             .expect_err("only a protocol-2 worker left");
         assert_eq!(r, Refusal::NoWorker);
         assert!(detail.contains("encrypted"), "{detail}");
@@ -351,28 +429,28 @@ mod tests {
             link("b", 500, 4),
             link("a", 3000, 4),
         ]);
-        assert_eq!(t.choose("a", 2000, &[], Needs::Any), Ok(1));
-        assert_eq!(t.choose("b", 2000, &[], Needs::Any), Ok(2));
+        assert_eq!(t.choose("a", 2000, &[], Needs::ANY), Ok(1));
+        assert_eq!(t.choose("b", 2000, &[], Needs::ANY), Ok(2));
         assert_eq!(
-            refusal(t.choose("c", 2000, &[], Needs::Any)),
+            refusal(t.choose("c", 2000, &[], Needs::ANY)),
             Refusal::UnknownModel
         );
         // Within the price only the 1000 one; above it, the cheapest is named.
-        let (r, detail) = t.choose("a", 999, &[], Needs::Any).expect_err("too cheap");
+        let (r, detail) = t.choose("a", 999, &[], Needs::ANY).expect_err("too cheap");
         assert_eq!(r, Refusal::PriceTooHigh);
         assert_eq!(detail, "can run this query with coefficient=1000");
         // Disabled and not-yet-ready workers are skipped; a model only they serve is
         // known (not ready: unknown) but has no worker.
         t.get_mut(1).expect("present").disabled = true;
-        assert_eq!(t.choose("a", 5000, &[], Needs::Any), Ok(3));
+        assert_eq!(t.choose("a", 5000, &[], Needs::ANY), Ok(3));
         t.get_mut(3).expect("present").disabled = true;
         assert_eq!(
-            refusal(t.choose("a", 5000, &[], Needs::Any)),
+            refusal(t.choose("a", 5000, &[], Needs::ANY)),
             Refusal::NoWorker
         );
         t.get_mut(2).expect("present").ready = false;
         assert_eq!(
-            refusal(t.choose("b", 5000, &[], Needs::Any)),
+            refusal(t.choose("b", 5000, &[], Needs::ANY)),
             Refusal::UnknownModel
         );
         assert_eq!(t.serving().count(), 0);
@@ -381,40 +459,40 @@ mod tests {
     #[test]
     fn full_and_tried_workers_are_skipped() {
         let mut t = table(vec![link("a", 1000, 1), link("a", 1000, 1)]);
-        let first = t.assign("a", 1000, &[], Needs::Any).expect("a worker");
+        let first = t.assign("a", 1000, &[], Needs::ANY).expect("a worker");
         let second = t
-            .assign("a", 1000, &[first.id], Needs::Any)
+            .assign("a", 1000, &[first.id], Needs::ANY)
             .expect("the other worker");
         assert_ne!(first.id, second.id);
         // Both full now.
         assert_eq!(
-            refusal(t.choose("a", 1000, &[], Needs::Any)),
+            refusal(t.choose("a", 1000, &[], Needs::ANY)),
             Refusal::NoWorker
         );
         t.release(first.id, Outcome::Failed);
         // The freed one is excluded as already tried: nobody left for this request.
         assert_eq!(
-            refusal(t.choose("a", 1000, &[first.id], Needs::Any)),
+            refusal(t.choose("a", 1000, &[first.id], Needs::ANY)),
             Refusal::NoWorker
         );
-        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(first.id));
+        assert_eq!(t.choose("a", 1000, &[], Needs::ANY), Ok(first.id));
     }
 
     #[test]
     fn load_and_reputation_steer_the_choice() {
         let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
         // Equal workers: the less loaded one wins.
-        let a = t.assign("a", 1000, &[], Needs::Any).expect("worker");
-        assert_ne!(t.choose("a", 1000, &[], Needs::Any), Ok(a.id));
+        let a = t.assign("a", 1000, &[], Needs::ANY).expect("worker");
+        assert_ne!(t.choose("a", 1000, &[], Needs::ANY), Ok(a.id));
         t.release(a.id, Outcome::Succeeded { secs: 0.5 });
         // A slow worker loses to one with no history until the other proves slower.
         let other = if a.id == 1 { 2 } else { 1 };
-        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(other));
+        assert_eq!(t.choose("a", 1000, &[], Needs::ANY), Ok(other));
         t.get_mut(other)
             .expect("present")
             .reputation
             .record(Outcome::Succeeded { secs: 1.0 });
-        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(a.id));
+        assert_eq!(t.choose("a", 1000, &[], Needs::ANY), Ok(a.id));
         // Failures outweigh a twice better speed.
         for _ in 0..5 {
             t.get_mut(a.id)
@@ -422,14 +500,14 @@ mod tests {
                 .reputation
                 .record(Outcome::Failed);
         }
-        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(other));
+        assert_eq!(t.choose("a", 1000, &[], Needs::ANY), Ok(other));
         // An overclaim costs like several failures.
         let mut t = table(vec![link("a", 1000, 8), link("a", 1000, 8)]);
         for id in [1, 2] {
             t.release(id, Outcome::Succeeded { secs: 1.0 });
         }
         assert_eq!(t.overclaimed(1), Some(owner(1000)));
-        assert_eq!(t.choose("a", 1000, &[], Needs::Any), Ok(2));
+        assert_eq!(t.choose("a", 1000, &[], Needs::ANY), Ok(2));
         assert_eq!(t.overclaimed(9), None);
     }
 

@@ -3,7 +3,7 @@
 
 use cocoon_net::{ErrorCode, IncomingQuery, RpcError, RpcHandle};
 use cocoon_tl::functions::worker as worker_fn;
-use cocoon_tl::types::{proxy, worker};
+use cocoon_tl::types::{cocoonrs, proxy, worker};
 use cocoon_tl::{enums, TlConstructor};
 use tracing::{debug, info, warn};
 use tycho_types::models::StdAddr;
@@ -13,6 +13,7 @@ use super::routing::{Reputation, WorkerLink};
 use super::{log_text, to_i64, Proxy};
 use crate::chain::Owner;
 use crate::ledger::Party;
+use crate::protocol::endpoint::Endpoints;
 use crate::protocol::http::base_model_name;
 use crate::protocol::version::flags;
 use crate::protocol::{Extensions, Refusal};
@@ -188,6 +189,12 @@ impl Proxy {
                     ready: false,
                     proto,
                     extensions: Extensions::offered(p.flags),
+                    // Ours announce theirs before the handshake completes.
+                    endpoints: if Extensions::offered(p.flags).endpoints() {
+                        Endpoints::ALL
+                    } else {
+                        Endpoints::COCOON
+                    },
                     handle: handle.clone(),
                     reputation: Reputation::new(),
                 };
@@ -307,6 +314,16 @@ impl Proxy {
                             }
                         }
                         Err(_) => handle.close(),
+                    }
+                }
+            }
+            Some(cocoonrs::WorkerEndpoints::ID) => {
+                if let Ok(m) = cocoon_tl::from_bytes::<cocoonrs::WorkerEndpoints>(data) {
+                    if let Some(w) = self.state().workers.get_mut(id) {
+                        if w.extensions.endpoints() {
+                            w.endpoints = Endpoints::from_paths(&m.endpoints);
+                            info!(endpoints = ?w.endpoints.paths(), "worker announced its endpoints");
+                        }
                     }
                 }
             }

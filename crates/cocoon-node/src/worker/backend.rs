@@ -75,6 +75,12 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// The served model ids; used as the health check.
     fn models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>>;
 
+    /// The OpenAI endpoints it serves, which the worker announces to cocoon-rs proxies
+    /// (default: all; an HTTP model server answers for itself).
+    fn endpoints(&self) -> crate::protocol::endpoint::Endpoints {
+        crate::protocol::endpoint::Endpoints::ALL
+    }
+
     /// What it is, for logs and errors: "the model server at URL", "the embedded engine
     /// (model NAME, FORMAT)".
     fn describe(&self) -> String;

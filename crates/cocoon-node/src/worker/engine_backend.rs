@@ -99,6 +99,17 @@ impl InferenceBackend for EngineBackend {
         })
     }
 
+    fn endpoints(&self) -> crate::protocol::endpoint::Endpoints {
+        use crate::protocol::endpoint::{Endpoint, Endpoints};
+        if self.engine.transcribes() {
+            Endpoints::of(&[Endpoint::AudioTranscriptions, Endpoint::AudioTranslations])
+        } else if self.engine.embeds() {
+            Endpoints::of(&[Endpoint::Embeddings])
+        } else {
+            Endpoints::of(&[Endpoint::ChatCompletions, Endpoint::Completions])
+        }
+    }
+
     fn models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
         let name = self.model_name();
         Box::pin(async move { Ok(vec![name]) })

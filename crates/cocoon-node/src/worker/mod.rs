@@ -679,6 +679,21 @@ impl Worker {
             result.tokens_committed_to_db,
             result.max_tokens,
         );
+        // A cocoon-rs proxy routes by what this worker serves: say it before the link is
+        // ready (the packet arrives before the query that completes the handshake).
+        if Extensions::offered(params.flags).endpoints() {
+            let endpoints = cocoon_tl::types::cocoonrs::WorkerEndpoints {
+                endpoints: self
+                    .shared
+                    .backend
+                    .endpoints()
+                    .paths()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            handle.send_packet(&endpoints).await?;
+        }
         let complete = worker_fn::ProxyHandshakeComplete {
             is_disabled: !self.is_healthy() || self.shared.draining.is_cancelled(),
         };

@@ -13,60 +13,7 @@ use serde_json::{Map, Value};
 use crate::protocol::multipart::Form;
 use crate::worker::audio::AudioFormat;
 
-/// The inference endpoints a worker serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`.
-    ChatCompletions,
-    /// `/v1/completions`.
-    Completions,
-    /// `/v1/embeddings`.
-    Embeddings,
-    /// `/v1/audio/transcriptions` (a form).
-    AudioTranscriptions,
-    /// `/v1/audio/translations` (a form).
-    AudioTranslations,
-}
-
-impl Endpoint {
-    /// The URL path.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/v1/chat/completions",
-            Endpoint::Completions => "/v1/completions",
-            Endpoint::Embeddings => "/v1/embeddings",
-            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
-            Endpoint::AudioTranslations => "/v1/audio/translations",
-        }
-    }
-
-    /// The endpoint of a request URL (origin form `/v1/…`, or an absolute URL whose
-    /// authority is ignored; the query is ignored too).
-    pub fn of_url(url: &str) -> Result<Endpoint, RequestError> {
-        let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
-        let path = match after_scheme.find('/') {
-            Some(i) => &after_scheme[i..],
-            None => after_scheme,
-        };
-        let path = path.split('?').next().unwrap_or(path);
-        match path {
-            "/v1/chat/completions" => Ok(Endpoint::ChatCompletions),
-            "/v1/completions" => Ok(Endpoint::Completions),
-            "/v1/embeddings" => Ok(Endpoint::Embeddings),
-            "/v1/audio/transcriptions" => Ok(Endpoint::AudioTranscriptions),
-            "/v1/audio/translations" => Ok(Endpoint::AudioTranslations),
-            other => Err(RequestError::UnsupportedEndpoint(other.to_owned())),
-        }
-    }
-
-    /// Whether the body is a `multipart/form-data` form rather than JSON.
-    pub fn takes_form(self) -> bool {
-        matches!(
-            self,
-            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
-        )
-    }
-}
+pub use crate::protocol::endpoint::Endpoint;
 
 /// A request ready for the model server.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +79,7 @@ pub fn validate_request(
     body: &[u8],
     served_model: &str,
 ) -> Result<ValidatedRequest, RequestError> {
-    let endpoint = Endpoint::of_url(url)?;
+    let endpoint = Endpoint::of_url(url).map_err(|e| RequestError::UnsupportedEndpoint(e.0))?;
     if endpoint.takes_form() {
         return Err(RequestError::Form(format!(
             "{} takes a multipart/form-data form",
