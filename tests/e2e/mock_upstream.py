@@ -66,6 +66,20 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_json(200, {"text": text, "usage": {"type": "tokens", "input_tokens": 40,
                                                           "output_tokens": 6, "total_tokens": 46}})
 
+    def start_sse(self):
+        """Starts a chunked `text/event-stream` answer; returns the function that sends one
+        event (a JSON value or a raw string such as `[DONE]`)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def send(obj):
+            data = ("data: " + (obj if isinstance(obj, str) else json.dumps(obj)) + "\n\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        return send
+
     def embeddings(self, req):
         """One vector [i, i + 0.5, ...] of `dimensions` (default 8) per input, floats or
         base64 (little-endian f32); 5 prompt tokens per input."""
@@ -102,15 +116,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": created,
                                         "model": MODEL, "usage": USAGE,
                                         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-        def send(obj):
-            data = ("data: " + (obj if isinstance(obj, str) else json.dumps(obj)) + "\n\n").encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
+        send = self.start_sse()
 
         head = dict(call, index=0, function={"name": name, "arguments": ""})
         deltas = [{"role": "assistant", "tool_calls": [head]},
@@ -147,15 +153,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(404, {"error": {"message": "not found"}})
         created = int(time.time())
         if req.get("stream"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-
-            def send(obj):
-                data = ("data: " + (obj if isinstance(obj, str) else json.dumps(obj)) + "\n\n").encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+            send = self.start_sse()
 
             words = ["Hello", " from", " the", " mock", " model", "!"][: int(mock.get("chunks", 6))]
             for word in words:

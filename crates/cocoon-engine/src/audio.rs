@@ -69,18 +69,7 @@ pub(crate) fn decode(bytes: &[u8], extension: Option<&str>) -> Result<Vec<f32>, 
         .map_err(|e| AudioError::Unsupported(e.to_string()))?;
     let mut rate = track.codec_params.sample_rate.unwrap_or(0) as usize;
     let mut mono = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(SymphoniaError::ResetRequired) => break,
-            Err(e) => return Err(AudioError::Damaged(e.to_string())),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
+    while let Some(packet) = next_packet(format.as_mut(), track_id)? {
         let decoded = match decoder.decode(&packet) {
             Ok(d) => d,
             // A damaged packet is skipped, as players do.
@@ -105,6 +94,24 @@ pub(crate) fn decode(bytes: &[u8], extension: Option<&str>) -> Result<Vec<f32>, 
     resample(&mono, rate)
 }
 
+/// The next packet of `track`; `None` at the end of the stream.
+fn next_packet(
+    format: &mut dyn symphonia::core::formats::FormatReader,
+    track: u32,
+) -> Result<Option<symphonia::core::formats::Packet>, AudioError> {
+    loop {
+        match format.next_packet() {
+            Ok(p) if p.track_id() == track => return Ok(Some(p)),
+            Ok(_) => continue,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
+            Err(SymphoniaError::ResetRequired) => return Ok(None),
+            Err(e) => return Err(AudioError::Damaged(e.to_string())),
+        }
+    }
+}
+
 /// Decodes the Opus packets of `track` straight to 16 kHz mono, dropping the first `skip`
 /// samples (the encoder's pre-skip).
 fn decode_opus(
@@ -118,18 +125,7 @@ fn decode_opus(
         .map_err(|e| AudioError::Unsupported(format!("Opus: {e}")))?;
     let mut frame = vec![0f32; MAX_FRAME];
     let mut out = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(SymphoniaError::ResetRequired) => break,
-            Err(e) => return Err(AudioError::Damaged(e.to_string())),
-        };
-        if packet.track_id() != track {
-            continue;
-        }
+    while let Some(packet) = next_packet(format, track)? {
         // A damaged packet is skipped, as players do.
         if let Ok(n) = decoder.decode(&packet.data, MAX_FRAME, &mut frame) {
             out.extend_from_slice(&frame[..n.min(MAX_FRAME)]);

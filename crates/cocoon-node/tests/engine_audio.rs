@@ -6,14 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use cocoon_engine::testing::{wav_bytes, write_whisper_model, TinyModelConfig};
 use cocoon_engine::Architecture;
-use cocoon_node::client::gateway::GatewaySettings;
 use cocoon_node::protocol::multipart::{Form, Part};
-use cocoon_node::worker::engine_backend::EngineBackend;
 use common::*;
 
 #[tokio::test]
@@ -26,17 +22,7 @@ async fn speech_through_the_network_to_the_embedded_whisper() {
         ..TinyModelConfig::tiny(Architecture::Whisper)
     };
     write_whisper_model(dir.path(), &cfg).expect("fixture");
-    let backend = EngineBackend::load(&dir.path().to_string_lossy(), Some(MODEL))
-        .await
-        .expect("engine");
-    let mut net = start_network(&[]).await;
-    net.add_worker_on(
-        worker_settings(&WorkerSpec::new("w", 1000)),
-        Arc::new(backend),
-    )
-    .await;
-    net.wait_ready(1).await;
-    let (base, _node) = start_gateway(&[net.client_addr], GatewaySettings::default()).await;
+    let (net, base, _node) = engine_network(dir.path()).await;
 
     let samples: Vec<f32> = (0..48_000)
         .map(|i| ((i as f32) * 0.05).sin() * 0.3)

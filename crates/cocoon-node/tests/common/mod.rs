@@ -656,3 +656,30 @@ pub fn proxy_authorized() -> cocoon_tl::types::client::AuthorizationWithProxySuc
         max_tokens: 0,
     }
 }
+
+/// A network whose one worker (`w`, serving [`MODEL`]) runs the embedded engine on the model
+/// in `dir`, and a client gateway; returns them with the gateway's base URL.
+#[cfg(feature = "engine")]
+pub async fn engine_network(
+    dir: &std::path::Path,
+) -> (Net, String, Arc<cocoon_node::client::gateway::ClientNode>) {
+    let backend = cocoon_node::worker::engine_backend::EngineBackend::load(
+        &dir.to_string_lossy(),
+        Some(MODEL),
+    )
+    .await
+    .expect("engine");
+    let mut net = start_network(&[]).await;
+    net.add_worker_on(
+        worker_settings(&WorkerSpec::new("w", 1000)),
+        Arc::new(backend),
+    )
+    .await;
+    net.wait_ready(1).await;
+    let (base, node) = start_gateway(
+        &[net.client_addr],
+        cocoon_node::client::gateway::GatewaySettings::default(),
+    )
+    .await;
+    (net, base, node)
+}
