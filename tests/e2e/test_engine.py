@@ -19,7 +19,13 @@ EMBEDDING = "tiny-random-qwen3-embedding"
 
 def test_engine_devnet_serves_the_tiny_models(engine_devnet):
     assert engine_devnet["models"] == [MODEL, SPEECH, EMBEDDING]
-    assert sorted(m.id for m in client(engine_devnet).models.list().data) == sorted([MODEL, SPEECH, EMBEDDING])
+    models = {m.id: m.model_extra["endpoints"] for m in client(engine_devnet).models.list().data}
+    # Each model says what its workers serve.
+    assert models == {
+        MODEL: ["/v1/chat/completions", "/v1/completions"],
+        SPEECH: ["/v1/audio/transcriptions", "/v1/audio/translations"],
+        EMBEDDING: ["/v1/embeddings"],
+    }
 
 
 def wav(seconds=2.0, rate=16000):

@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use cocoon_engine::testing::{write_embedding_model, TinyModelConfig};
 use cocoon_engine::Architecture;
-use cocoon_node::client::gateway::GatewaySettings;
-use cocoon_node::worker::engine_backend::EngineBackend;
 use common::*;
 use serde_json::{json, Value};
 
@@ -20,17 +16,7 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
     let dir = tempfile::tempdir().expect("tmp");
     write_embedding_model(dir.path(), &TinyModelConfig::tiny(Architecture::Qwen3))
         .expect("fixture");
-    let backend = EngineBackend::load(&dir.path().to_string_lossy(), Some(MODEL))
-        .await
-        .expect("engine");
-    let mut net = start_network(&[]).await;
-    net.add_worker_on(
-        worker_settings(&WorkerSpec::new("w", 1000)),
-        Arc::new(backend),
-    )
-    .await;
-    net.wait_ready(1).await;
-    let (base, _node) = start_gateway(&[net.client_addr], GatewaySettings::default()).await;
+    let (mut net, base, _node) = engine_network(dir.path()).await;
     let http = reqwest::Client::new();
 
     let response = http
@@ -47,6 +33,21 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
     assert!(tokens >= 2, "{v}");
     // Billed as prompt tokens at coefficient 1.0 and 2 nanoTON a token.
     assert_eq!(v["usage"]["total_cost"], tokens * 2, "{v}");
+
+    // /v1/models says what the model's workers serve.
+    let models: Value = http
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        models["data"][0]["endpoints"],
+        json!(["/v1/embeddings"]),
+        "{models}"
+    );
 
     // The worker announced what it serves: the proxy refuses chat for this model itself.
     let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});

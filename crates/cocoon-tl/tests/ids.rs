@@ -109,7 +109,13 @@ const SPEC_IDS: &[(&str, u32)] = &[
 ];
 
 /// Our own extension constructors (protocol version 3), not part of COCOON's table.
-const EXTENSIONS: &[&str] = &["cocoonrs.cancelQuery", "cocoonrs.workerEndpoints"];
+const EXTENSIONS: &[&str] = &[
+    "cocoonrs.cancelQuery",
+    "cocoonrs.workerEndpoints",
+    "cocoonrs.modelEndpoints",
+    "cocoonrs.endpointsOfModels",
+    "cocoonrs.getEndpointsOfModels",
+];
 
 #[test]
 fn every_generated_id_matches_the_spec_table() {

@@ -997,6 +997,8 @@ async fn inference(
 
 async fn models(State(node): State<Arc<ClientNode>>) -> Response {
     let mut merged: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    // What each model serves, from cocoon-rs proxies (COCOON's do not say).
+    let mut endpoints: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     let sessions = node.open_sessions();
     if sessions.is_empty() {
         return error_response(
@@ -1018,12 +1020,25 @@ async fn models(State(node): State<Arc<ClientNode>>) -> Response {
             }
             Err(e) => warn!(error = %e, "worker types query failed"),
         }
+        match session.endpoints_of_models().await {
+            Ok(Some(answer)) => {
+                for m in answer.models {
+                    endpoints.entry(m.model).or_default().extend(m.endpoints);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "endpoints query failed"),
+        }
     }
     let data: Vec<Value> = merged
         .into_iter()
         .map(|(id, workers)| {
             let created = *lock(&node.models_seen).entry(id.clone()).or_insert_with(|| unix_now() as u64);
-            json!({"id": id, "object": "model", "created": created, "owned_by": "cocoon", "workers": workers})
+            let mut model = json!({"id": id, "object": "model", "created": created, "owned_by": "cocoon", "workers": workers});
+            if let Some(paths) = endpoints.get(&id) {
+                model["endpoints"] = json!(paths);
+            }
+            model
         })
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()

@@ -424,6 +424,24 @@ impl ProxySession {
         Ok(types)
     }
 
+    /// Per model, the endpoints its workers serve (`cocoonrs.getEndpointsOfModels`);
+    /// `None` from a proxy without the cocoon-rs extensions (a COCOON proxy).
+    pub async fn endpoints_of_models(
+        &self,
+    ) -> Result<Option<cocoon_tl::types::cocoonrs::EndpointsOfModels>, ClientError> {
+        if !self.extensions.endpoints() {
+            return Ok(None);
+        }
+        let cocoon_tl::enums::cocoonrs::EndpointsOfModels::EndpointsOfModels(answer) = self
+            .handle
+            .query_with_timeout(
+                &cocoon_tl::functions::cocoonrs::GetEndpointsOfModels {},
+                Duration::from_secs(10),
+            )
+            .await?;
+        Ok(Some(answer))
+    }
+
     /// Refreshes the payment state (`updatePaymentStatus`).
     pub async fn refresh_payment_status(&self) -> Result<PaymentState, ClientError> {
         let cocoon_tl::enums::client::PaymentStatus::PaymentStatus(s) = self

@@ -96,6 +96,11 @@ impl Endpoints {
         Self::of(&known)
     }
 
+    /// Both sets together.
+    pub fn union(self, other: Endpoints) -> Endpoints {
+        Endpoints(self.0 | other.0)
+    }
+
     /// Whether `e` is in the set.
     pub fn contains(self, e: Endpoint) -> bool {
         self.0 & Self::bit(e) != 0

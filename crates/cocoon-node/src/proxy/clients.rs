@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use cocoon_net::{IncomingQuery, RpcHandle};
 use cocoon_tl::functions::client as client_fn;
+use cocoon_tl::functions::cocoonrs as cocoonrs_fn;
 use cocoon_tl::types::{client, cocoonrs};
 use cocoon_tl::TlConstructor;
 use tracing::{debug, warn};
@@ -13,6 +14,7 @@ use super::admission::ClientSession;
 use super::connections::not_served;
 use super::{to_i64, Proxy};
 use crate::ledger::Party;
+use crate::protocol::endpoint::Endpoints;
 use crate::util::hex_short;
 
 impl Proxy {
@@ -38,6 +40,10 @@ impl Proxy {
             }
             Some(client_fn::GetWorkerTypes::ID) => {
                 let answer = self.worker_types_v1();
+                let _ = q.answer(&answer).await;
+            }
+            Some(cocoonrs_fn::GetEndpointsOfModels::ID) if session.extensions.endpoints() => {
+                let answer = self.endpoints_of_models();
                 let _ = q.answer(&answer).await;
             }
             _ => {
@@ -114,6 +120,26 @@ impl Proxy {
                         name: name.to_owned(),
                         workers,
                     }
+                })
+                .collect(),
+        }
+    }
+
+    /// `cocoonrs.getEndpointsOfModels`: per model, the endpoints its serving workers serve
+    /// together.
+    pub fn endpoints_of_models(&self) -> cocoonrs::EndpointsOfModels {
+        let state = self.state();
+        let mut models: BTreeMap<&str, Endpoints> = BTreeMap::new();
+        for w in state.workers.serving() {
+            let set = models.entry(&w.model).or_insert(Endpoints::of(&[]));
+            *set = set.union(w.endpoints);
+        }
+        cocoonrs::EndpointsOfModels {
+            models: models
+                .into_iter()
+                .map(|(model, set)| cocoonrs::ModelEndpoints {
+                    model: model.to_owned(),
+                    endpoints: set.paths().into_iter().map(str::to_owned).collect(),
                 })
                 .collect(),
         }
