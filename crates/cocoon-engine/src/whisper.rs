@@ -415,8 +415,11 @@ impl SpeechModel {
             .languages
             .iter()
             .max_by(|a, b| {
-                let (x, y) = (logits[a.0 as usize], logits[b.0 as usize]);
-                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+                // A tokenizer larger than the model's vocabulary scores its extra tokens lowest.
+                let score = |t: u32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                score(a.0)
+                    .partial_cmp(&score(b.0))
+                    .unwrap_or(std::cmp::Ordering::Equal)
             })
             .map_or(first, |(t, _, _)| *t))
     }
