@@ -332,6 +332,9 @@ pub(crate) fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel>
         if !has_safetensors {
             let ggufs: Vec<PathBuf> = list_ext(path, "gguf")?.collect();
             if ggufs.len() == 1 {
+                if model_type(path).as_deref() == Some("whisper") {
+                    return load_whisper_gguf(path, &ggufs[0], opts);
+                }
                 return load_gguf(&ggufs[0], opts);
             }
         }
@@ -559,8 +562,11 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             let vb = vb.set_dtype(whisper::DTYPE);
             let max = cfg.max_target_positions;
             let model = whisper::model::Whisper::load(&vb, cfg)?;
-            let speech =
-                crate::whisper::SpeechModel::new(model, tf.tokenizer.clone(), opts.device.clone())?;
+            let speech = crate::whisper::SpeechModel::new(
+                crate::whisper::WhisperWeights::Full(model),
+                tf.tokenizer.clone(),
+                opts.device.clone(),
+            )?;
             (Weights::Speech(Box::new(speech)), max)
         }
         Architecture::Llama => {
@@ -599,6 +605,50 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         eos_token_ids: eos_ids,
         max_context,
         format: format!("safetensors/{dtype:?}").to_lowercase(),
+    })
+}
+
+/// `model_type` of the `config.json` in `dir`, if there is one.
+fn model_type(dir: &Path) -> Option<String> {
+    read_json_opt(&dir.join("config.json"))
+        .ok()
+        .flatten()
+        .and_then(|c| {
+            c.get("model_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+}
+
+/// A quantized Whisper: `config.json` and `tokenizer.json` beside one `.gguf` holding the
+/// weights under Hugging Face's names (as candle's Whisper conversions are).
+fn load_whisper_gguf(dir: &Path, gguf: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let config = read_json(&dir.join("config.json"))?;
+    let cfg: whisper::Config = serde_json::from_value(config)
+        .map_err(|e| EngineError::InvalidModel(format!("config.json: {e}")))?;
+    let tf = load_tokenizer_files(dir, opts.tokenizer.as_deref())?;
+    let mut eos_ids = BTreeSet::new();
+    finish_eos(&tf, &mut eos_ids, Architecture::Whisper);
+    let vb = candle_transformers::quantized_var_builder::VarBuilder::from_gguf(gguf, &opts.device)?;
+    let max_context = cfg.max_target_positions;
+    let model = whisper::quantized_model::Whisper::load(&vb, cfg)?;
+    let speech = crate::whisper::SpeechModel::new(
+        crate::whisper::WhisperWeights::Quantized(model),
+        tf.tokenizer.clone(),
+        opts.device.clone(),
+    )?;
+    Ok(LoadedModel {
+        weights: Weights::Speech(Box::new(speech)),
+        device: opts.device.clone(),
+        arch: Architecture::Whisper,
+        generation_defaults: GenerationDefaults::default(),
+        chat_template: None,
+        bos_token: tf.bos_token.clone(),
+        eos_token: tf.eos_token.clone(),
+        tokenizer: tf.tokenizer,
+        eos_token_ids: eos_ids,
+        max_context,
+        format: "gguf/whisper".into(),
     })
 }
 
@@ -675,11 +725,10 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 .min(quantized_llama::MAX_SEQ_LEN);
             (Weights::QuantLlama(Box::new(m)), max)
         }
-        Architecture::Whisper => {
-            return Err(EngineError::InvalidModel(
-                "Whisper loads from safetensors (a Hugging Face model directory), not GGUF".into(),
-            ))
-        }
+        Architecture::Whisper => return Err(EngineError::InvalidModel(
+            "a Whisper GGUF loads from its directory (config.json and tokenizer.json beside it)"
+                .into(),
+        )),
     };
     Ok(LoadedModel {
         weights,

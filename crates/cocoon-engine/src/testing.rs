@@ -425,6 +425,29 @@ pub fn write_whisper_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
     Ok(())
 }
 
+/// [`write_whisper_model`] with its weights in one GGUF file instead of safetensors (2-D
+/// weights whose rows fit Q8_0 blocks quantized, the rest F32), as candle's quantized
+/// Whisper reads them; returns the GGUF's path.
+pub fn write_whisper_gguf(dir: &Path, cfg: &TinyModelConfig) -> Result<PathBuf> {
+    write_whisper_model(dir, cfg)?;
+    let safetensors = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&safetensors, &Device::Cpu)?;
+    let mut quantized = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let qtype = match t.dims() {
+            [_, cols] if cols % 32 == 0 => GgmlDType::Q8_0,
+            _ => GgmlDType::F32,
+        };
+        quantized.push((name, QTensor::quantize(&t, qtype)?));
+    }
+    let path = dir.join("model-q8_0.gguf");
+    let mut f = fs::File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+    let t_refs: Vec<(&str, &QTensor)> = quantized.iter().map(|(a, b)| (a.as_str(), b)).collect();
+    gguf_file::write(&mut f, &[], &t_refs)?;
+    fs::remove_file(&safetensors).map_err(|e| EngineError::io(&safetensors, e))?;
+    Ok(path)
+}
+
 /// Writes a sentence-transformers embedding model directory as Qwen3-Embedding ships one:
 /// the base model's weights without the `model.` prefix and without an LM head, and
 /// `1_Pooling/config.json` asking for last-token pooling.

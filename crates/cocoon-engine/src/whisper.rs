@@ -3,7 +3,7 @@
 //! segment timestamps.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_transformers::models::whisper::{self as w, audio, model::Whisper};
+use candle_transformers::models::whisper::{self as w, audio, model::Whisper, quantized_model};
 use rand::Rng;
 use tokenizers::Tokenizer;
 
@@ -178,10 +178,54 @@ struct Specials {
     languages: Vec<(u32, &'static str, &'static str)>,
 }
 
+/// Whisper's weights: full precision (safetensors) or quantized (GGUF).
+#[derive(Clone)]
+pub(crate) enum WhisperWeights {
+    /// From safetensors.
+    Full(Whisper),
+    /// From GGUF.
+    Quantized(quantized_model::Whisper),
+}
+
+impl WhisperWeights {
+    fn config(&self) -> &w::Config {
+        match self {
+            WhisperWeights::Full(m) => &m.config,
+            WhisperWeights::Quantized(m) => &m.config,
+        }
+    }
+
+    fn encode(&mut self, mel: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            WhisperWeights::Full(m) => m.encoder.forward(mel, true),
+            WhisperWeights::Quantized(m) => m.encoder.forward(mel, true),
+        }
+    }
+
+    fn decode(
+        &mut self,
+        tokens: &Tensor,
+        features: &Tensor,
+        flush: bool,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            WhisperWeights::Full(m) => m.decoder.forward(tokens, features, flush),
+            WhisperWeights::Quantized(m) => m.decoder.forward(tokens, features, flush),
+        }
+    }
+
+    fn final_linear(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            WhisperWeights::Full(m) => m.decoder.final_linear(x),
+            WhisperWeights::Quantized(m) => m.decoder.final_linear(x),
+        }
+    }
+}
+
 /// A loaded Whisper model with its tokenizer and mel filters.
 #[derive(Clone)]
 pub(crate) struct SpeechModel {
-    model: Whisper,
+    model: WhisperWeights,
     tokenizer: Tokenizer,
     filters: Vec<f32>,
     specials: Specials,
@@ -239,7 +283,7 @@ fn id(tokenizer: &Tokenizer, token: &str) -> Result<u32> {
 
 impl SpeechModel {
     /// A model from its weights (`config` as in its `config.json`) and tokenizer.
-    pub(crate) fn new(model: Whisper, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+    pub(crate) fn new(model: WhisperWeights, tokenizer: Tokenizer, device: Device) -> Result<Self> {
         let languages = LANGUAGES
             .iter()
             .filter_map(|(code, name)| {
@@ -258,7 +302,7 @@ impl SpeechModel {
             timestamp_begin: tokenizer.token_to_id("<|0.00|>"),
             languages,
         };
-        let filters = mel_filters(model.config.num_mel_bins);
+        let filters = mel_filters(model.config().num_mel_bins);
         Ok(SpeechModel {
             model,
             tokenizer,
@@ -297,7 +341,7 @@ impl SpeechModel {
                     .map_err(|e| EngineError::Tokenizer(e.to_string()))?
                     .get_ids()
                     .to_vec();
-                let keep = model.config.max_target_positions / 2 - 1;
+                let keep = model.config().max_target_positions / 2 - 1;
                 let start = ids.len().saturating_sub(keep);
                 std::iter::once(prev)
                     .chain(ids[start..].iter().copied())
@@ -316,15 +360,15 @@ impl SpeechModel {
             let mut pcm = samples.get(start..end).unwrap_or(&[]).to_vec();
             let window_seconds = pcm.len() as f64 / w::SAMPLE_RATE as f64;
             pcm.resize(w::N_SAMPLES, 0.0);
-            let mel = audio::pcm_to_mel(&model.config, &pcm, &self.filters);
-            let n_mels = model.config.num_mel_bins;
+            let mel = audio::pcm_to_mel(model.config(), &pcm, &self.filters);
+            let n_mels = model.config().num_mel_bins;
             let frames = mel.len() / n_mels;
             let mel = Tensor::from_vec(mel, (1, n_mels, frames), &self.device)?.narrow(
                 2,
                 0,
                 frames.min(w::N_FRAMES),
             )?;
-            let features = model.encoder.forward(&mel, true)?;
+            let features = model.encode(&mel)?;
             let lang = match (language, detected) {
                 (Some(l), _) | (None, Some(l)) => l,
                 (None, None) => {
@@ -345,22 +389,22 @@ impl SpeechModel {
             }
             let first = tokens.len();
             let mut logprob_sum = 0.0;
-            let max_len = model.config.max_target_positions;
+            let max_len = model.config().max_target_positions;
             let budget = opts
                 .max_tokens
                 .map_or(usize::MAX, |m| m.saturating_sub(output_tokens));
             for step in 0..(max_len / 2).min(budget) {
                 let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
-                let ys = model.decoder.forward(&input, &features, step == 0)?;
+                let ys = model.decode(&input, &features, step == 0)?;
                 let (_, seq, _) = ys.dims3()?;
                 let logits = model
-                    .decoder
                     .final_linear(&ys.i((..1, seq - 1..))?)?
                     .i(0)?
                     .i(0)?
                     .to_dtype(DType::F32)?;
                 let mut logits = logits.to_vec1::<f32>()?;
-                self.suppress(&mut logits, &model.config.suppress_tokens, timestamps);
+                let suppressed = model.config().suppress_tokens.clone();
+                self.suppress(&mut logits, &suppressed, timestamps);
                 let next = pick(&logits, opts.temperature, &mut rng);
                 logprob_sum += log_softmax_at(&logits, next);
                 if next == self.specials.eot || tokens.len() + 1 >= max_len {
@@ -397,18 +441,14 @@ impl SpeechModel {
     }
 
     /// The language token most likely after `<|startoftranscript|>`.
-    fn detect_language(&self, model: &mut Whisper, features: &Tensor) -> Result<u32> {
+    fn detect_language(&self, model: &mut WhisperWeights, features: &Tensor) -> Result<u32> {
         let (first, _, _) =
             self.specials.languages.first().copied().ok_or_else(|| {
                 EngineError::InvalidModel("the tokenizer knows no language".into())
             })?;
         let input = Tensor::new(&[self.specials.sot], &self.device)?.unsqueeze(0)?;
-        let ys = model.decoder.forward(&input, features, true)?;
-        let logits = model
-            .decoder
-            .final_linear(&ys.i((..1, 0..1))?)?
-            .i(0)?
-            .i(0)?;
+        let ys = model.decode(&input, features, true)?;
+        let logits = model.final_linear(&ys.i((..1, 0..1))?)?.i(0)?.i(0)?;
         let logits = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         Ok(self
             .specials

@@ -4,7 +4,7 @@
 //! stand-in for a real checkpoint): what is checked is the pipeline and the API, not what
 //! the model hears.
 
-use cocoon_engine::testing::{wav_bytes, write_whisper_model, TinyModelConfig};
+use cocoon_engine::testing::{wav_bytes, write_whisper_gguf, write_whisper_model, TinyModelConfig};
 use cocoon_engine::{Architecture, Engine, EngineResponse, EngineSpec};
 use serde_json::Value;
 
@@ -161,4 +161,27 @@ async fn what_whisper_cannot_take_is_refused_clearly() {
         .as_str()
         .expect("message")
         .contains("speech recognition model"));
+}
+
+#[tokio::test]
+async fn a_quantized_gguf_whisper_transcribes_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = TinyModelConfig {
+        hidden: 64,
+        layers: 1,
+        heads: 2,
+        ..TinyModelConfig::tiny(Architecture::Whisper)
+    };
+    write_whisper_gguf(dir.path(), &cfg).expect("fixture");
+    let engine = Engine::load(EngineSpec::new(dir.path().to_string_lossy()))
+        .await
+        .expect("load");
+    assert!(engine.transcribes());
+    assert_eq!(engine.info().format, "gguf/whisper");
+    let wav = wav_bytes(&tone(16_000, 2.0), 16_000);
+    let (ct, body) = form(&wav, "a.wav", &[("response_format", "verbose_json")]);
+    let (status, v) = call(&engine, "/v1/audio/transcriptions", &ct, &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert!((v["duration"].as_f64().expect("duration") - 2.0).abs() < 0.01);
+    assert!(v["text"].is_string());
 }
