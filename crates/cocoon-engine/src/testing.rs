@@ -56,6 +56,16 @@ impl TinyModelConfig {
         }
     }
 
+    /// A tiny Whisper for tests and the devnet's stand-in: hidden 64, 1 layer each side,
+    /// 2 heads (a small decoder keeps token-by-token decoding quick in debug builds).
+    pub fn tiny_whisper() -> Self {
+        Self {
+            layers: 1,
+            heads: 2,
+            ..Self::tiny(Architecture::Whisper)
+        }
+    }
+
     /// The shape of Qwen3-0.6B (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
     /// intermediate 3072, vocab 151936); `layers` can be reduced for quick runs.
     pub fn qwen3_0_6b(layers: usize) -> Self {

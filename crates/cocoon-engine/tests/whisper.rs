@@ -5,17 +5,12 @@
 //! the model hears.
 
 use cocoon_engine::testing::{wav_bytes, write_whisper_gguf, write_whisper_model, TinyModelConfig};
-use cocoon_engine::{Architecture, Engine, EngineResponse, EngineSpec};
+use cocoon_engine::{Engine, EngineResponse, EngineSpec};
 use serde_json::Value;
 
 async fn engine() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = TinyModelConfig {
-        hidden: 64,
-        layers: 1,
-        heads: 2,
-        ..TinyModelConfig::tiny(Architecture::Whisper)
-    };
+    let cfg = TinyModelConfig::tiny_whisper();
     write_whisper_model(dir.path(), &cfg).expect("fixture");
     let mut spec = EngineSpec::new(dir.path().to_string_lossy());
     spec.served_model_name = Some("openai/whisper-tiny".into());
@@ -166,12 +161,7 @@ async fn what_whisper_cannot_take_is_refused_clearly() {
 #[tokio::test]
 async fn a_quantized_gguf_whisper_transcribes_too() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = TinyModelConfig {
-        hidden: 64,
-        layers: 1,
-        heads: 2,
-        ..TinyModelConfig::tiny(Architecture::Whisper)
-    };
+    let cfg = TinyModelConfig::tiny_whisper();
     write_whisper_gguf(dir.path(), &cfg).expect("fixture");
     let engine = Engine::load(EngineSpec::new(dir.path().to_string_lossy()))
         .await

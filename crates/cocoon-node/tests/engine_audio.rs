@@ -8,19 +8,13 @@ mod common;
 
 use bytes::Bytes;
 use cocoon_engine::testing::{wav_bytes, write_whisper_model, TinyModelConfig};
-use cocoon_engine::Architecture;
 use cocoon_node::protocol::multipart::{Form, Part};
 use common::*;
 
 #[tokio::test]
 async fn speech_through_the_network_to_the_embedded_whisper() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = TinyModelConfig {
-        hidden: 64,
-        layers: 1,
-        heads: 2,
-        ..TinyModelConfig::tiny(Architecture::Whisper)
-    };
+    let cfg = TinyModelConfig::tiny_whisper();
     write_whisper_model(dir.path(), &cfg).expect("fixture");
     let (net, base, _node) = engine_network(dir.path()).await;
 

@@ -163,14 +163,7 @@ pub fn ensure_tiny(dir: &Path, kind: TinyModel) -> Result<std::path::PathBuf, En
             TinyModel::Embedding => {
                 write_embedding_model(&path, &TinyModelConfig::tiny(Architecture::Qwen3))
             }
-            TinyModel::Speech => write_whisper_model(
-                &path,
-                &TinyModelConfig {
-                    layers: 1,
-                    heads: 2,
-                    ..TinyModelConfig::tiny(Architecture::Whisper)
-                },
-            ),
+            TinyModel::Speech => write_whisper_model(&path, &TinyModelConfig::tiny_whisper()),
         };
         written.map_err(|e| EngineLoadError {
             what: "write the tiny model to",
