@@ -39,16 +39,7 @@ fn token_ids(items: &[Value]) -> Option<Vec<u32>> {
 
 /// Parses an embeddings request body.
 pub(crate) fn parse(body: &[u8]) -> Result<EmbeddingRequest, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = v else {
-        return Err(ApiError::bad_request("request body must be a JSON object"));
-    };
-    let model = match obj.get("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
-    };
+    let (obj, model) = crate::openai::object_and_model(body)?;
     let bad_input = || {
         ApiError::bad_param(
             "input",

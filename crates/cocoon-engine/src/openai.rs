@@ -181,8 +181,10 @@ fn content_text(content: &Value) -> Result<Value, ApiError> {
     }
 }
 
-/// Parses and validates a request body.
-pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, ApiError> {
+/// A JSON request body as an object, with its optional `model`.
+pub(crate) fn object_and_model(
+    body: &[u8],
+) -> Result<(Map<String, Value>, Option<String>), ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(obj) = v else {
@@ -193,6 +195,12 @@ pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedReq
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
     };
+    Ok((obj, model))
+}
+
+/// Parses and validates a request body.
+pub(crate) fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, ApiError> {
+    let (obj, model) = object_and_model(body)?;
     let (tools, parallel_tool_calls) = tools(endpoint, &obj)?;
     let stream_options = match obj.get("stream_options") {
         None | Some(Value::Null) => None,

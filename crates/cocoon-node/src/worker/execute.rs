@@ -79,16 +79,11 @@ pub(super) async fn run_request(
             .await
         }
     };
+    // A request the worker cannot take: refused before anything is spent.
+    let invalid = |detail: String| fail(Refusal::InvalidRequest, detail, AdjustedTokens::default());
     let endpoint = match Endpoint::of_url(&http_request.url) {
         Ok(endpoint) => endpoint,
-        Err(e) => {
-            return fail(
-                Refusal::InvalidRequest,
-                e.to_string(),
-                AdjustedTokens::default(),
-            )
-            .await
-        }
+        Err(e) => return invalid(e.to_string()).await,
     };
     let encrypted = query.private_key.filter(|key| *key != [0; 32]);
     if encrypted.is_some() && endpoint.takes_form() {
@@ -126,14 +121,7 @@ pub(super) async fn run_request(
     };
     let validated = match validated {
         Ok(v) => v,
-        Err(e) => {
-            return fail(
-                Refusal::InvalidRequest,
-                e.to_string(),
-                AdjustedTokens::default(),
-            )
-            .await
-        }
+        Err(e) => return invalid(e.to_string()).await,
     };
     let coefficient = u32::try_from(query.coefficient).unwrap_or(shared.settings.coefficient);
     let timeout = Duration::from_secs_f64((query.timeout * 0.95).clamp(0.001, 86_400.0));
