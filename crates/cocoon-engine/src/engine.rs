@@ -511,6 +511,15 @@ impl Engine {
         self.handle_with_type(path, None, body).await
     }
 
+    /// Whether chat requests may offer `tools`: the model's chat template presents them
+    /// (Qwen3's does; answers' `<tool_call>` blocks become `tool_calls`).
+    pub fn calls_tools(&self) -> bool {
+        self.inner
+            .template
+            .as_ref()
+            .is_some_and(|t| t.takes_tools())
+    }
+
     /// Whether the loaded model transcribes speech (Whisper): it serves the audio
     /// endpoints (and `/v1/models`) only.
     pub fn transcribes(&self) -> bool {
@@ -586,12 +595,7 @@ impl Engine {
             Endpoint::Chat => {
                 let mut kwargs = req.chat_template_kwargs.clone();
                 if let Some(tools) = &req.tools {
-                    let takes = self
-                        .inner
-                        .template
-                        .as_ref()
-                        .is_some_and(|t| t.takes_tools());
-                    if !takes {
+                    if !self.calls_tools() {
                         return Err(ApiError::bad_param(
                             "tools",
                             "this model's chat template has no tool-call format",

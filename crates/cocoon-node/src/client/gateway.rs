@@ -34,6 +34,7 @@ use crate::limits::{
 };
 use crate::metrics::{Histogram, MetricsText};
 use crate::pricing::DEFAULT_MAX_TOKENS;
+use crate::protocol::endpoint::Endpoints;
 use crate::protocol::http::{is_hop_by_hop, is_server_identifying};
 use crate::protocol::multipart::Form;
 use crate::protocol::Refusal;
@@ -998,7 +999,7 @@ async fn inference(
 async fn models(State(node): State<Arc<ClientNode>>) -> Response {
     let mut merged: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     // What each model serves, from cocoon-rs proxies (COCOON's do not say).
-    let mut endpoints: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut endpoints: BTreeMap<String, Endpoints> = BTreeMap::new();
     let sessions = node.open_sessions();
     if sessions.is_empty() {
         return error_response(
@@ -1023,7 +1024,8 @@ async fn models(State(node): State<Arc<ClientNode>>) -> Response {
         match session.endpoints_of_models().await {
             Ok(Some(answer)) => {
                 for m in answer.models {
-                    endpoints.entry(m.model).or_default().extend(m.endpoints);
+                    let set = endpoints.entry(m.model).or_insert(Endpoints::of(&[]));
+                    *set = set.union(Endpoints::from_announcement(&m.endpoints));
                 }
             }
             Ok(None) => {}
@@ -1035,8 +1037,9 @@ async fn models(State(node): State<Arc<ClientNode>>) -> Response {
         .map(|(id, workers)| {
             let created = *lock(&node.models_seen).entry(id.clone()).or_insert_with(|| unix_now() as u64);
             let mut model = json!({"id": id, "object": "model", "created": created, "owned_by": "cocoon", "workers": workers});
-            if let Some(paths) = endpoints.get(&id) {
-                model["endpoints"] = json!(paths);
+            if let Some(set) = endpoints.get(&id) {
+                model["endpoints"] = json!(set.paths());
+                model["features"] = json!(set.features());
             }
             model
         })

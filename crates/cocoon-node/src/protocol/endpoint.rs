@@ -1,6 +1,10 @@
 //! The OpenAI endpoints requests go to, and which of them a worker serves: workers of
 //! cocoon-rs announce theirs (`cocoonrs.workerEndpoints`, an extension), the proxy routes a
 //! request only to workers that serve its endpoint.
+//!
+//! The announcement is a list of strings: each endpoint's path, and the name of each
+//! [`Feature`] the worker offers on them (`"tools"`). Strings a peer does not know are
+//! ignored, so that a newer worker can say more to an older proxy.
 
 /// A path that is none of the [`Endpoint`]s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,14 +66,45 @@ impl Endpoint {
     }
 }
 
-/// A set of [`Endpoint`]s.
+/// What some model servers can do on an endpoint and others cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// `tools` in `/v1/chat/completions`: the model may answer with `tool_calls`.
+    /// COCOON 9060ce5's worker refuses `tools`.
+    Tools,
+}
+
+impl Feature {
+    /// Its name in the announcement.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Tools => "tools",
+        }
+    }
+
+    fn of_name(name: &str) -> Option<Feature> {
+        match name {
+            "tools" => Some(Feature::Tools),
+            _ => None,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Feature::Tools => 32,
+        }
+    }
+}
+
+/// A set of [`Endpoint`]s, with the [`Feature`]s offered on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints(u8);
 
 impl Endpoints {
-    /// Every endpoint (a worker whose model server decides; one that has not announced).
-    pub const ALL: Endpoints = Endpoints(0b11111);
-    /// What COCOON 9060ce5's worker serves.
+    /// Every endpoint and feature (a model server that answers for itself, such as vLLM;
+    /// a cocoon-rs worker before its announcement arrives).
+    pub const ALL: Endpoints = Endpoints(0b111111);
+    /// What COCOON 9060ce5's worker serves (no tools).
     pub const COCOON: Endpoints = Endpoints(0b01011);
 
     fn bit(e: Endpoint) -> u8 {
@@ -87,13 +122,43 @@ impl Endpoints {
         Endpoints(endpoints.iter().fold(0, |acc, e| acc | Self::bit(*e)))
     }
 
-    /// The set a worker announced as paths; unknown paths are ignored (a newer worker).
-    pub fn from_paths<S: AsRef<str>>(paths: &[S]) -> Self {
-        let known: Vec<Endpoint> = paths
-            .iter()
-            .filter_map(|p| Endpoint::of_url(p.as_ref()).ok())
-            .collect();
-        Self::of(&known)
+    /// The set with `feature` added.
+    pub fn with(self, feature: Feature) -> Endpoints {
+        Endpoints(self.0 | feature.bit())
+    }
+
+    /// Whether `feature` is offered.
+    pub fn offers(self, feature: Feature) -> bool {
+        self.0 & feature.bit() != 0
+    }
+
+    /// The set a worker announced (paths and feature names); strings not known here are
+    /// ignored (a newer worker).
+    pub fn from_announcement<S: AsRef<str>>(entries: &[S]) -> Self {
+        entries.iter().fold(Self::of(&[]), |set, e| {
+            let e = e.as_ref();
+            match (Endpoint::of_url(e), Feature::of_name(e)) {
+                (Ok(endpoint), _) => set.union(Self::of(&[endpoint])),
+                (_, Some(feature)) => set.with(feature),
+                _ => set,
+            }
+        })
+    }
+
+    /// The names of the features offered.
+    pub fn features(self) -> Vec<&'static str> {
+        [Feature::Tools]
+            .into_iter()
+            .filter(|f| self.offers(*f))
+            .map(Feature::name)
+            .collect()
+    }
+
+    /// What a worker announces: the paths, then the feature names.
+    pub fn announcement(self) -> Vec<&'static str> {
+        let mut out = self.paths();
+        out.extend(self.features());
+        out
     }
 
     /// Both sets together.
@@ -130,17 +195,29 @@ mod tests {
     fn sets_round_trip_through_paths() {
         let set = Endpoints::of(&[Endpoint::Embeddings, Endpoint::ChatCompletions]);
         assert_eq!(set.paths(), ["/v1/chat/completions", "/v1/embeddings"]);
-        assert_eq!(Endpoints::from_paths(&set.paths()), set);
+        assert_eq!(Endpoints::from_announcement(&set.paths()), set);
         assert_eq!(
-            Endpoints::from_paths(&["/v1/images/generations"]),
+            Endpoints::from_announcement(&["/v1/images/generations", "vision"]),
             Endpoints::of(&[])
         );
         assert!(Endpoints::COCOON.contains(Endpoint::AudioTranscriptions));
         assert!(!Endpoints::COCOON.contains(Endpoint::Embeddings));
         assert!(!Endpoints::COCOON.contains(Endpoint::AudioTranslations));
         assert_eq!(
-            Endpoints::from_paths(&Endpoints::ALL.paths()),
+            Endpoints::from_announcement(&Endpoints::ALL.announcement()),
             Endpoints::ALL
         );
+    }
+
+    #[test]
+    fn features_travel_beside_the_paths() {
+        let chat = Endpoints::of(&[Endpoint::ChatCompletions]);
+        assert!(!chat.offers(Feature::Tools));
+        let tools = chat.with(Feature::Tools);
+        assert_eq!(tools.announcement(), ["/v1/chat/completions", "tools"]);
+        assert_eq!(tools.paths(), ["/v1/chat/completions"]);
+        assert_eq!(Endpoints::from_announcement(&tools.announcement()), tools);
+        assert!(Endpoints::ALL.offers(Feature::Tools));
+        assert!(!Endpoints::COCOON.offers(Feature::Tools));
     }
 }

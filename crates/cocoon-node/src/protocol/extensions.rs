@@ -7,7 +7,7 @@
 //! | extension | what it allows |
 //! |---|---|
 //! | cancellation | `cocoonrs.cancelQuery`: client → proxy when an app hangs up, proxy → worker to stop the request |
-//! | endpoints | `cocoonrs.workerEndpoints`: worker → proxy before its handshake completes, the OpenAI paths it serves; the proxy routes by them |
+//! | endpoints | `cocoonrs.workerEndpoints`: worker → proxy before its handshake completes, the OpenAI paths it serves and the features it offers (`tools`); the proxy routes by them |
 
 use super::version::flags;
 

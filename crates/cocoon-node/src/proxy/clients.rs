@@ -126,7 +126,7 @@ impl Proxy {
     }
 
     /// `cocoonrs.getEndpointsOfModels`: per model, the endpoints its serving workers serve
-    /// together.
+    /// together, and the features any of them offers (as workers announce them).
     pub fn endpoints_of_models(&self) -> cocoonrs::EndpointsOfModels {
         let state = self.state();
         let mut models: BTreeMap<&str, Endpoints> = BTreeMap::new();
@@ -139,7 +139,7 @@ impl Proxy {
                 .into_iter()
                 .map(|(model, set)| cocoonrs::ModelEndpoints {
                     model: model.to_owned(),
-                    endpoints: set.paths().into_iter().map(str::to_owned).collect(),
+                    endpoints: set.announcement().into_iter().map(str::to_owned).collect(),
                 })
                 .collect(),
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_net::{RpcError, RpcHandle};
 use cocoon_tl::enums;
-use cocoon_tl::functions::{client as client_fn, proxy as proxy_fn};
+use cocoon_tl::functions::{client as client_fn, http as http_fn, proxy as proxy_fn};
 use cocoon_tl::types::{cocoonrs, http, proxy};
 use tracing::{debug, info, info_span, warn, Instrument};
 use tycho_types::models::StdAddr;
@@ -208,10 +208,7 @@ impl Proxy {
                 }
             },
         };
-        let needs = Needs {
-            request_keys: private_key.is_some(),
-            endpoint: query_endpoint(&q.query),
-        };
+        let needs = query_needs(&q.query, private_key.is_some());
         let available = self.available_tokens(owner);
         if available < max_tokens {
             return reject(
@@ -476,10 +473,7 @@ impl Proxy {
                     (r.model.clone(), r.max_coefficient, r.tried.clone());
                 let (query, timeout, debug, old) = (r.query.clone(), r.timeout, r.debug, r.worker);
                 let private_key = r.private_key;
-                let needs = Needs {
-                    request_keys: private_key.is_some(),
-                    endpoint: query_endpoint(&query),
-                };
+                let needs = query_needs(&query, private_key.is_some());
                 match state.workers.assign(&model, max_coefficient, &tried, needs) {
                     Err(_) => None,
                     Ok(next) => {
@@ -574,6 +568,38 @@ fn query_endpoint(query: &[u8]) -> Option<Endpoint> {
     Endpoint::of_url(url).ok()
 }
 
+/// What a query (a serialized `http.request`) needs of a worker beyond its model, price
+/// and a free slot. Chat requests that offer `tools` need a worker that calls tools; the
+/// key names stay in clear in encrypted requests (§2.8 encrypts values), so this holds for
+/// them too. The body is parsed only when the bytes `"tools"` occur in the query.
+pub(super) fn query_needs(query: &[u8], request_keys: bool) -> Needs {
+    let endpoint = query_endpoint(query);
+    let tools = endpoint == Some(Endpoint::ChatCompletions)
+        && memchr::memmem::find(query, b"\"tools\"").is_some()
+        && offers_tools(query);
+    Needs {
+        request_keys,
+        endpoint,
+        tools,
+    }
+}
+
+/// Whether the chat request in `query` has a non-empty `tools` array.
+fn offers_tools(query: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        tools: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let Ok(request) = cocoon_tl::from_bytes::<http_fn::Request>(query) else {
+        return false;
+    };
+    serde_json::from_slice::<Probe>(&request.payload)
+        .ok()
+        .and_then(|p| p.tools)
+        .is_some_and(|t| !t.is_empty())
+}
+
 pub(super) fn run_query_message(
     link: &Assignment,
     query: &[u8],
@@ -640,5 +666,46 @@ pub(super) fn add_proxy_header(answer: &[u8], proxy_start: f64) -> (Vec<u8>, Vec
             (cocoon_tl::to_bytes(&response), payload)
         }
         Err(_) => (answer.to_vec(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(url: &str, body: &str) -> Vec<u8> {
+        cocoon_tl::to_bytes(&http_fn::Request {
+            method: "POST".into(),
+            url: url.into(),
+            http_version: "HTTP/1.1".into(),
+            headers: vec![],
+            payload: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn chat_requests_offering_tools_need_a_worker_that_calls_them() {
+        let chat = "/v1/chat/completions";
+        let tools =
+            r#"{"model":"m","messages":[],"tools":[{"type":"function","function":{"name":"f"}}]}"#;
+        let needs = query_needs(&query(chat, tools), true);
+        assert_eq!(
+            (needs.endpoint, needs.tools, needs.request_keys),
+            (Some(Endpoint::ChatCompletions), true, true)
+        );
+        // No tools, an empty or null list, the word in a message, or another endpoint.
+        for (url, body) in [
+            (chat, r#"{"model":"m","messages":[]}"#),
+            (chat, r#"{"model":"m","messages":[],"tools":[]}"#),
+            (chat, r#"{"model":"m","messages":[],"tools":null}"#),
+            (
+                chat,
+                r#"{"model":"m","messages":[{"role":"user","content":"\"tools\""}]}"#,
+            ),
+            ("/v1/completions", tools),
+            (chat, "not json \"tools\""),
+        ] {
+            assert!(!query_needs(&query(url, body), false).tools, "{url} {body}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::log_text;
 use crate::chain::Owner;
-use crate::protocol::endpoint::{Endpoint, Endpoints};
+use crate::protocol::endpoint::{Endpoint, Endpoints, Feature};
 use crate::protocol::{Extensions, Refusal, Version};
 
 /// Decayed success rate and latency of one worker connection.
@@ -162,6 +162,30 @@ pub(crate) struct Needs {
     /// A worker that serves this endpoint (`None`: the request's path is not one we know;
     /// the worker judges it).
     pub(crate) endpoint: Option<Endpoint>,
+    /// A worker that calls tools (a chat request offering `tools`).
+    pub(crate) tools: bool,
+}
+
+impl Needs {
+    /// Whether a worker serving `set` can take the request.
+    fn met_by(self, set: Endpoints) -> bool {
+        self.endpoint.is_none_or(|e| set.contains(e)) && (!self.tools || set.offers(Feature::Tools))
+    }
+
+    /// Why no worker of `model` can take the request, when none serves what it needs.
+    fn unmet(self, model: &str) -> String {
+        match self.endpoint {
+            Some(Endpoint::ChatCompletions) | None if self.tools => format!(
+                "no worker of model {} calls tools (`tools` in /v1/chat/completions)",
+                log_text(model)
+            ),
+            endpoint => format!(
+                "no worker of model {} serves {}",
+                log_text(model),
+                endpoint.map_or("this endpoint", Endpoint::path)
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,11 +194,13 @@ impl Needs {
     pub(crate) const ANY: Needs = Needs {
         request_keys: false,
         endpoint: None,
+        tools: false,
     };
     /// A worker that takes request keys.
     pub(crate) const REQUEST_KEYS: Needs = Needs {
         request_keys: true,
         endpoint: None,
+        tools: false,
     };
 }
 
@@ -230,7 +256,7 @@ impl<H: Clone> WorkerTable<H> {
                 continue;
             }
             known = true;
-            if needs.endpoint.is_some_and(|e| !w.endpoints.contains(e)) {
+            if !needs.met_by(w.endpoints) {
                 lacks_endpoint = true;
                 continue;
             }
@@ -252,23 +278,16 @@ impl<H: Clone> WorkerTable<H> {
             }
         }
         let serving = || {
-            self.links.values().any(|w| {
-                w.model == model
-                    && w.ready
-                    && needs.endpoint.is_none_or(|e| w.endpoints.contains(e))
-            })
+            self.links
+                .values()
+                .any(|w| w.model == model && w.ready && needs.met_by(w.endpoints))
         };
         match (best, known, cheapest_too_expensive) {
             (Some((_, id)), _, _) => Ok(id),
             (None, false, _) => Err((Refusal::UnknownModel, log_text(model).into_owned())),
-            (None, true, _) if lacks_endpoint && !serving() => Err((
-                Refusal::InvalidRequest,
-                format!(
-                    "no worker of model {} serves {}",
-                    log_text(model),
-                    needs.endpoint.map_or("this endpoint", Endpoint::path)
-                ),
-            )),
+            (None, true, _) if lacks_endpoint && !serving() => {
+                Err((Refusal::InvalidRequest, needs.unmet(model)))
+            }
             (None, true, Some(c)) => Err((
                 Refusal::PriceTooHigh,
                 format!("can run this query with coefficient={c}"),
@@ -363,6 +382,7 @@ mod tests {
         let needs = |e: Endpoint| Needs {
             request_keys: false,
             endpoint: Some(e),
+            tools: false,
         };
         let t = table(vec![embedder, official]);
         assert_eq!(t.choose("a", 5000, &[], needs(Endpoint::Embeddings)), Ok(1));
@@ -388,6 +408,47 @@ mod tests {
             .choose("a", 5000, &[], needs(Endpoint::AudioTranslations))
             .expect_err("busy");
         assert_ne!(r, Refusal::InvalidRequest);
+    }
+
+    #[test]
+    fn tool_requests_go_only_to_workers_that_call_tools() {
+        let chat = Endpoints::of(&[Endpoint::ChatCompletions, Endpoint::Completions]);
+        let plain = WorkerLink {
+            endpoints: chat,
+            ..link("a", 900, 4)
+        };
+        let official = WorkerLink {
+            endpoints: Endpoints::COCOON,
+            ..link("a", 800, 4)
+        };
+        let tools = Needs {
+            request_keys: false,
+            endpoint: Some(Endpoint::ChatCompletions),
+            tools: true,
+        };
+        let t = table(vec![plain, official]);
+        let (r, detail) = t.choose("a", 5000, &[], tools).expect_err("no tools");
+        assert_eq!(r, Refusal::InvalidRequest);
+        assert_eq!(
+            detail,
+            "no worker of model a calls tools (`tools` in /v1/chat/completions)"
+        );
+        let t = table(vec![
+            WorkerLink {
+                endpoints: chat,
+                ..link("a", 900, 4)
+            },
+            WorkerLink {
+                endpoints: chat.with(Feature::Tools),
+                ..link("a", 1000, 4)
+            },
+        ]);
+        assert_eq!(t.choose("a", 5000, &[], tools), Ok(2));
+        let no_tools = Needs {
+            tools: false,
+            ..tools
+        };
+        assert!(t.choose("a", 5000, &[], no_tools).is_ok());
     }
 
     fn table(links: Vec<WorkerLink<()>>) -> WorkerTable<()> {

@@ -321,8 +321,8 @@ impl Proxy {
                 if let Ok(m) = cocoon_tl::from_bytes::<cocoonrs::WorkerEndpoints>(data) {
                     if let Some(w) = self.state().workers.get_mut(id) {
                         if w.extensions.endpoints() {
-                            w.endpoints = Endpoints::from_paths(&m.endpoints);
-                            info!(endpoints = ?w.endpoints.paths(), "worker announced its endpoints");
+                            w.endpoints = Endpoints::from_announcement(&m.endpoints);
+                            info!(endpoints = ?w.endpoints.announcement(), "worker announced its endpoints");
                         }
                     }
                 }

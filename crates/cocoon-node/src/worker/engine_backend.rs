@@ -100,13 +100,18 @@ impl InferenceBackend for EngineBackend {
     }
 
     fn endpoints(&self) -> crate::protocol::endpoint::Endpoints {
-        use crate::protocol::endpoint::{Endpoint, Endpoints};
+        use crate::protocol::endpoint::{Endpoint, Endpoints, Feature};
         if self.engine.transcribes() {
             Endpoints::of(&[Endpoint::AudioTranscriptions, Endpoint::AudioTranslations])
         } else if self.engine.embeds() {
             Endpoints::of(&[Endpoint::Embeddings])
         } else {
-            Endpoints::of(&[Endpoint::ChatCompletions, Endpoint::Completions])
+            let llm = Endpoints::of(&[Endpoint::ChatCompletions, Endpoint::Completions]);
+            if self.engine.calls_tools() {
+                llm.with(Feature::Tools)
+            } else {
+                llm
+            }
         }
     }
 

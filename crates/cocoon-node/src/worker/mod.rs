@@ -687,7 +687,7 @@ impl Worker {
                     .shared
                     .backend
                     .endpoints()
-                    .paths()
+                    .announcement()
                     .into_iter()
                     .map(str::to_owned)
                     .collect(),
