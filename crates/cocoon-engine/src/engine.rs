@@ -26,6 +26,7 @@ use crate::openai::{
 use crate::sampling::SamplingParams;
 use crate::template::ChatTemplate;
 use crate::tools::{Piece, ToolCallParser};
+use crate::whisper::SpeechProbe;
 
 /// Where to run the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -361,6 +362,20 @@ impl Engine {
             out.push(state.forward(&[t], prompt.len() + i)?);
         }
         Ok(out)
+    }
+
+    /// Diagnostic for speech models, on the caller's thread: the mel spectrogram, encoder
+    /// output and decoder logits for the first 30 s of `samples` (16 kHz mono) with the
+    /// decoder fed `tokens` (e.g. `<|startoftranscript|><|en|><|transcribe|>…`).
+    pub fn speech_probe(&self, samples: &[f32], tokens: &[u32]) -> Result<SpeechProbe> {
+        let speech =
+            self.inner.model.speech().ok_or_else(|| {
+                EngineError::InvalidModel("speech_probe: not a speech model".into())
+            })?;
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidModel("speech_probe: no tokens".into()));
+        }
+        speech.probe(samples, tokens)
     }
 
     /// The `/v1/models` body.

@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod generate;
 mod hub;
+mod mel;
 mod model;
 mod openai;
 mod sampling;
@@ -46,6 +47,7 @@ pub use model::{Architecture, WeightDType};
 pub use openai::Usage;
 pub use sampling::SamplingParams;
 pub use server::{into_http, router};
+pub use whisper::SpeechProbe;
 
 /// Re-exported so callers can pick GGUF quantization types without depending on
 /// candle directly (used by [`testing::write_gguf_model`]).

@@ -302,8 +302,10 @@ pub fn config_json(cfg: &TinyModelConfig) -> Value {
             "num_mel_bins": 80, "max_source_positions": 1500, "d_model": cfg.hidden,
             "encoder_attention_heads": cfg.heads, "encoder_layers": cfg.layers,
             "decoder_attention_heads": cfg.heads, "decoder_layers": cfg.layers,
+            "encoder_ffn_dim": 4 * cfg.hidden, "decoder_ffn_dim": 4 * cfg.hidden,
             "vocab_size": vocab(cfg), "max_target_positions": 448, "suppress_tokens": [],
-            "eos_token_id": base, "decoder_start_token_id": base + 1,
+            "bos_token_id": base, "eos_token_id": base, "pad_token_id": base,
+            "decoder_start_token_id": base + 1,
         }),
     }
 }
@@ -428,11 +430,56 @@ pub fn write_whisper_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
     write(&dir.join("config.json"), &config)?;
     let wcfg: candle_transformers::models::whisper::Config =
         serde_json::from_value(config).map_err(|e| EngineError::InvalidModel(e.to_string()))?;
+    // candle's loader names the tensors and their shapes; the values come from SplitMix
+    // (identical on every machine, so that a reference computed elsewhere stays valid).
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    candle_transformers::models::whisper::model::Whisper::load(&vb, wcfg)?;
-    varmap.save(dir.join("model.safetensors"))?;
+    candle_transformers::models::whisper::model::Whisper::load(&vb, wcfg.clone())?;
+    let mut shapes: Vec<(String, Vec<usize>)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| EngineError::InvalidModel("varmap lock poisoned".into()))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+        .collect();
+    shapes.sort();
+    let mut rng = SplitMix(cfg.seed);
+    let mut tensors = HashMap::new();
+    for (name, shape) in shapes {
+        let fan_in: usize = shape.iter().skip(1).product();
+        let (scale, offset) = if name.contains("layer_norm") && name.ends_with("weight") {
+            (0.2, 1.0)
+        } else if name.ends_with("bias") || name.ends_with("embed_positions.weight") {
+            (0.1, 0.0)
+        } else if name.ends_with("embed_tokens.weight") {
+            (1.0, 0.0)
+        } else {
+            (1.0 / (fan_in.max(1) as f32).sqrt(), 0.0)
+        };
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| offset + scale * rng.uniform()).collect();
+        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+    }
+    // Checkpoints carry the encoder's sinusoidal positions (candle computes them itself).
+    tensors.insert(
+        "model.encoder.embed_positions.weight".into(),
+        sinusoids(wcfg.max_source_positions, wcfg.d_model)?,
+    );
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
     Ok(())
+}
+
+/// Whisper's sinusoidal position table (`length` × `channels`: sines, then cosines).
+fn sinusoids(length: usize, channels: usize) -> Result<Tensor> {
+    let half = channels / 2;
+    let increment = (10_000f64).ln() / (half.saturating_sub(1).max(1) as f64);
+    let mut data = Vec::with_capacity(length * channels);
+    for t in 0..length {
+        let angle = |i: usize| t as f64 * (-increment * i as f64).exp();
+        data.extend((0..half).map(|i| angle(i).sin() as f32));
+        data.extend((0..half).map(|i| angle(i).cos() as f32));
+    }
+    Ok(Tensor::from_vec(data, (length, channels), &Device::Cpu)?)
 }
 
 /// [`write_whisper_model`] with its weights in one GGUF file instead of safetensors (2-D
@@ -476,6 +523,14 @@ pub fn write_embedding_model(dir: &Path, cfg: &TinyModelConfig) -> Result<()> {
         &pooling.join("config.json"),
         &serde_json::json!({"word_embedding_dimension": cfg.hidden, "pooling_mode_lasttoken": true,
                             "pooling_mode_mean_tokens": false, "include_prompt": true}),
+    )?;
+    write(
+        &dir.join("modules.json"),
+        &serde_json::json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ]),
     )?;
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! segment timestamps.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_transformers::models::whisper::{self as w, audio, model::Whisper, quantized_model};
+use candle_transformers::models::whisper::{self as w, model::Whisper, quantized_model};
 use rand::Rng;
 use tokenizers::Tokenizer;
 
 use crate::error::{EngineError, Result};
+use crate::mel;
 
 /// Whisper's languages: token code and the name OpenAI's API answers with.
 const LANGUAGES: [(&str, &str); 99] = [
@@ -178,6 +179,18 @@ struct Specials {
     languages: Vec<(u32, &'static str, &'static str)>,
 }
 
+/// What a Whisper model computes on the way to its first token, for numerical checks
+/// ([`Engine::speech_probe`](crate::Engine::speech_probe)).
+#[derive(Debug, Clone)]
+pub struct SpeechProbe {
+    /// The log-mel spectrogram: `num_mel_bins` rows of 3000 frames (30 s, zero-padded).
+    pub mel: Vec<Vec<f32>>,
+    /// The encoder's output: one row per audio position (1500), `d_model` wide.
+    pub encoder: Vec<Vec<f32>>,
+    /// The decoder's next-token logits after each of the tokens it was fed.
+    pub logits: Vec<Vec<f32>>,
+}
+
 /// Whisper's weights: full precision (safetensors) or quantized (GGUF).
 #[derive(Clone)]
 pub(crate) enum WhisperWeights {
@@ -238,43 +251,6 @@ impl std::fmt::Debug for SpeechModel {
     }
 }
 
-/// The mel filter bank Whisper was trained with (librosa's Slaney-scale, area-normalised
-/// filters for a 400-point FFT at 16 kHz), `n_mels` rows of 201 weights.
-pub(crate) fn mel_filters(n_mels: usize) -> Vec<f32> {
-    let sr = w::SAMPLE_RATE as f64;
-    let n_freqs = w::N_FFT / 2 + 1;
-    let hz_to_mel = |f: f64| {
-        if f < 1000.0 {
-            3.0 * f / 200.0
-        } else {
-            15.0 + (f / 1000.0).ln() / (6.4f64.ln() / 27.0)
-        }
-    };
-    let mel_to_hz = |m: f64| {
-        if m < 15.0 {
-            200.0 * m / 3.0
-        } else {
-            1000.0 * ((m - 15.0) * (6.4f64.ln() / 27.0)).exp()
-        }
-    };
-    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
-    let points: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
-        .collect();
-    let mut out = vec![0f32; n_mels * n_freqs];
-    for m in 0..n_mels {
-        let (left, center, right) = (points[m], points[m + 1], points[m + 2]);
-        let norm = 2.0 / (right - left);
-        for k in 0..n_freqs {
-            let f = k as f64 * sr / w::N_FFT as f64;
-            let rise = (f - left) / (center - left);
-            let fall = (right - f) / (right - center);
-            out[m * n_freqs + k] = (rise.min(fall).max(0.0) * norm) as f32;
-        }
-    }
-    out
-}
-
 fn id(tokenizer: &Tokenizer, token: &str) -> Result<u32> {
     tokenizer
         .token_to_id(token)
@@ -302,7 +278,7 @@ impl SpeechModel {
             timestamp_begin: tokenizer.token_to_id("<|0.00|>"),
             languages,
         };
-        let filters = mel_filters(model.config().num_mel_bins);
+        let filters = mel::filters(model.config().num_mel_bins);
         Ok(SpeechModel {
             model,
             tokenizer,
@@ -320,6 +296,32 @@ impl SpeechModel {
             .iter()
             .find(|(_, code, name)| *code == l || *name == l)
             .map(|(t, _, _)| *t)
+    }
+
+    /// The mel spectrogram, encoder output and decoder logits of the first 30 s window of
+    /// `samples` with the decoder fed `tokens`: for numerical checks against other
+    /// implementations.
+    pub(crate) fn probe(&self, samples: &[f32], tokens: &[u32]) -> Result<SpeechProbe> {
+        let mut model = self.model.clone();
+        let mut pcm = samples[..samples.len().min(w::N_SAMPLES)].to_vec();
+        pcm.resize(w::N_SAMPLES, 0.0);
+        let n_mels = model.config().num_mel_bins;
+        let mel = mel::log_mel(&pcm, &self.filters);
+        let all_frames = mel.len() / n_mels;
+        let mel = Tensor::from_vec(mel, (1, n_mels, all_frames), &self.device)?.narrow(
+            2,
+            0,
+            all_frames.min(w::N_FRAMES),
+        )?;
+        let features = model.encode(&mel)?;
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let ys = model.decode(&input, &features, true)?;
+        let logits = model.final_linear(&ys)?.i(0)?.to_dtype(DType::F32)?;
+        Ok(SpeechProbe {
+            mel: mel.i(0)?.to_dtype(DType::F32)?.to_vec2()?,
+            encoder: features.i(0)?.to_dtype(DType::F32)?.to_vec2()?,
+            logits: logits.to_vec2()?,
+        })
     }
 
     /// Transcribes (or translates) 16 kHz mono `samples`, window by window.
@@ -360,7 +362,7 @@ impl SpeechModel {
             let mut pcm = samples.get(start..end).unwrap_or(&[]).to_vec();
             let window_seconds = pcm.len() as f64 / w::SAMPLE_RATE as f64;
             pcm.resize(w::N_SAMPLES, 0.0);
-            let mel = audio::pcm_to_mel(model.config(), &pcm, &self.filters);
+            let mel = mel::log_mel(&pcm, &self.filters);
             let n_mels = model.config().num_mel_bins;
             let frames = mel.len() / n_mels;
             let mel = Tensor::from_vec(mel, (1, n_mels, frames), &self.device)?.narrow(
@@ -696,28 +698,6 @@ pub(crate) fn response(t: &Transcript, task: Task, verbose: bool) -> serde_json:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mel_filters_are_slaney_triangles() {
-        let f = mel_filters(80);
-        assert_eq!(f.len(), 80 * 201);
-        // Every filter has weight somewhere, and none below 0.
-        for m in 0..80 {
-            let row = &f[m * 201..(m + 1) * 201];
-            assert!(row.iter().all(|w| *w >= 0.0));
-            assert!(row.iter().any(|w| *w > 0.0), "filter {m} is empty");
-        }
-        // Area normalisation: higher (wider) filters have lower peaks.
-        let peak = |m: usize| {
-            f[m * 201..(m + 1) * 201]
-                .iter()
-                .copied()
-                .fold(0.0, f32::max)
-        };
-        assert!(peak(70) < peak(10));
-        // The first filter starts at 0 Hz and peaks near 25 Hz (bin 0 or 1).
-        assert!(f[0] < f[1] || f[1] == 0.0);
-    }
 
     #[test]
     fn sampling_is_greedy_at_zero_and_stays_in_range() {
