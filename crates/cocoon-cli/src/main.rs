@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod attest;
+mod bot;
 mod devnet;
 mod e2e;
 mod money;
@@ -57,6 +58,9 @@ enum Command {
     Encrypt(e2e::EncryptArgs),
     /// Decrypt answer bodies (stdin, JSON or SSE) a worker encrypted to your key.
     Decrypt(e2e::DecryptArgs),
+    /// Run a Telegram bot that answers text and voice through a client gateway (the
+    /// devnet's by default), with what each chat spends.
+    Bot(bot::BotArgs),
 }
 
 /// `cocoon proxy`: run the role, or a money subcommand.
@@ -179,6 +183,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Attest(cmd) => attest::run(cmd),
         Command::Encrypt(args) => e2e::encrypt(args),
         Command::Decrypt(args) => e2e::decrypt(args),
+        Command::Bot(args) => runtime()?.block_on(bot::run(args)),
     }
 }
 

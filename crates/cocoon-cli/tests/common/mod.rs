@@ -14,14 +14,78 @@ use serde_json::{json, Value};
 /// The model the mock upstream serves.
 pub const MODEL: &str = "e2e-model";
 
+pub mod bot_api;
+
+/// The chat requests the mock upstreams of this process received, oldest first.
+static CHAT_REQUESTS: std::sync::Mutex<Vec<Value>> = std::sync::Mutex::new(Vec::new());
+
+/// The last chat request a mock upstream received.
+pub fn last_chat_request() -> Value {
+    CHAT_REQUESTS
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// What the mock answers, streamed slowly, when the last message asks for "a long answer":
+/// 9000 characters in sentences.
+pub fn long_answer() -> String {
+    (0..150)
+        .map(|i| format!("Sentence number {i:03} of a long answer, made to be split."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A mock OpenAI upstream: answers with COCOON's benchmark usage (134 adjusted tokens at
 /// 1.0×) after `mock.delay_ms`; JSON, or with `"stream": true` SSE ("o", "k", then the
-/// usage chunk and `[DONE]`).
+/// usage chunk and `[DONE]`; [`long_answer`] in 30 chunks over 3 s when asked for one).
+/// It keeps every chat request ([`last_chat_request`]).
 pub async fn mock_upstream() -> SocketAddr {
     use axum::response::IntoResponse;
     async fn chat(Json(body): Json<Value>) -> axum::response::Response {
+        use futures::StreamExt;
+        CHAT_REQUESTS.lock().expect("lock").push(body.clone());
         let delay = body["mock"]["delay_ms"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let asks_long = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|c| c.contains("a long answer"));
+        if body["stream"] == json!(true) && asks_long {
+            let chunk = |delta: Value, usage: Value| {
+                json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": null}], "usage": usage})
+            };
+            let text = long_answer();
+            let pieces: Vec<String> = text
+                .chars()
+                .collect::<Vec<_>>()
+                .chunks(300)
+                .map(|c| c.iter().collect())
+                .collect();
+            let stream = futures::stream::iter(pieces.into_iter().map(Some).chain([None]))
+                .then(move |piece| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let event = match piece {
+                        Some(p) => format!("data: {}\n\n", chunk(json!({"content": p}), Value::Null)),
+                        None => format!(
+                            "data: {}\n\ndata: [DONE]\n\n",
+                            chunk(json!({}), json!({"prompt_tokens": 34, "completion_tokens": 100, "total_tokens": 134,
+                                                    "prompt_tokens_details": {"cached_tokens": 11},
+                                                    "completion_tokens_details": {"reasoning_tokens": 10}}))
+                        ),
+                    };
+                    Ok::<_, std::convert::Infallible>(event)
+                });
+            return (
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
         if body["stream"] == json!(true) {
             let chunk = |delta: Value, usage: Value| {
                 json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
