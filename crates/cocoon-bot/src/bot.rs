@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use teloxide_core::payloads::GetUpdatesSetters;
+use teloxide_core::payloads::{GetUpdatesSetters, SetWebhookSetters};
 use teloxide_core::requests::Requester;
-use teloxide_core::types::{ChatId, FileId, Message, UpdateKind};
+use teloxide_core::types::{ChatId, FileId, Message, Update, UpdateKind};
 use teloxide_core::RequestError;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
@@ -92,9 +92,55 @@ impl CocoonBot {
         &self.me.1
     }
 
-    /// Polls for updates until `stop` resolves. Each update's id is stored before it is
-    /// handled, so that a restart never answers it again.
+    /// Takes an update: stores its id as handled, then queues its message (an update
+    /// whose id is already taken is dropped), so that a restart never answers it again.
+    pub fn take(self: &Arc<Self>, update: Update) -> Result<(), BotError> {
+        let id = i32::try_from(update.id.0).unwrap_or(i32::MAX);
+        if id < self.store.offset()? {
+            tracing::debug!(id, "an update already taken");
+            return Ok(());
+        }
+        self.store.set_offset(id.saturating_add(1))?;
+        match update.kind {
+            UpdateKind::Message(m) => self.enqueue(m),
+            _ => tracing::debug!(id, "update ignored (not a message)"),
+        }
+        Ok(())
+    }
+
+    /// Serves updates until `stop` resolves: from a webhook when `webhook_url` is set
+    /// (registered with a fresh secret token), else by long polling (any webhook removed
+    /// first, as Telegram refuses `getUpdates` while one is set).
     pub async fn run(
+        self: Arc<Self>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BotError> {
+        let Some(url) = self.config.webhook_url.clone() else {
+            self.telegram.bot().delete_webhook().await?;
+            return self.poll(stop).await;
+        };
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| BotError::Config(format!("webhook_url {url:?}: {e}")))?;
+        let secret: String = {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            (0..32)
+                .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+                .collect()
+        };
+        let path = parsed.path().to_owned();
+        self.telegram
+            .bot()
+            .set_webhook(parsed)
+            .secret_token(secret.clone())
+            .await?;
+        info!(%url, "webhook registered with Telegram");
+        let listen = self.config.webhook_listen.clone();
+        crate::webhook::serve(Arc::clone(&self), &listen, &path, secret, stop).await
+    }
+
+    /// Long polling until `stop` resolves.
+    async fn poll(
         self: Arc<Self>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), BotError> {
@@ -116,16 +162,7 @@ impl CocoonBot {
                 Ok(updates) => {
                     backoff = Duration::from_secs(1);
                     for update in updates {
-                        let next = i32::try_from(update.id.0)
-                            .unwrap_or(i32::MAX)
-                            .saturating_add(1);
-                        self.store.set_offset(next)?;
-                        match update.kind {
-                            UpdateKind::Message(m) => self.enqueue(m),
-                            other => {
-                                tracing::debug!(kind = ?std::mem::discriminant(&other), "update ignored")
-                            }
-                        }
+                        self.take(update)?;
                     }
                 }
                 Err(RequestError::RetryAfter(wait)) => {

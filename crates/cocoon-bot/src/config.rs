@@ -14,6 +14,8 @@
 //! history_tokens = 3000                # per chat; the oldest turns are dropped
 //! max_tokens = 1024                    # per answer
 //! timeout_secs = 120
+//! webhook_url = "https://bot.example.com/telegram"  # absent: long polling
+//! webhook_listen = "127.0.0.1:8443"    # where the reverse proxy forwards it
 //! ```
 
 use std::path::PathBuf;
@@ -74,6 +76,17 @@ pub struct BotConfig {
     /// Long-polling timeout of `getUpdates`.
     #[serde(default = "default_poll_secs")]
     pub poll_timeout_secs: u32,
+    /// Webhook mode: the public HTTPS URL Telegram posts updates to (normally a reverse
+    /// proxy forwarding to `webhook_listen`); `None`: long polling.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Where the webhook server listens.
+    #[serde(default = "default_webhook_listen")]
+    pub webhook_listen: String,
+}
+
+fn default_webhook_listen() -> String {
+    "127.0.0.1:8443".into()
 }
 
 fn default_telegram_api() -> String {
@@ -116,6 +129,8 @@ impl BotConfig {
             timeout_secs: default_timeout(),
             edit_interval_ms: default_edit_interval_ms(),
             poll_timeout_secs: default_poll_secs(),
+            webhook_url: None,
+            webhook_listen: default_webhook_listen(),
         }
     }
 
@@ -144,6 +159,13 @@ impl BotConfig {
         for (name, url) in [("api", &self.api), ("telegram_api", &self.telegram_api)] {
             if reqwest::Url::parse(url).is_err() {
                 return Err(BotError::Config(format!("{name} is not a URL: {url:?}")));
+            }
+        }
+        if let Some(url) = &self.webhook_url {
+            if reqwest::Url::parse(url).is_err() {
+                return Err(BotError::Config(format!(
+                    "webhook_url is not a URL: {url:?}"
+                )));
             }
         }
         if self.requests_per_minute == 0 {

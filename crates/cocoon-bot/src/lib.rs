@@ -4,8 +4,9 @@
 //! Layers: [`config`] (flags or a `[bot]` TOML section), [`store`] (SQLite: update offset,
 //! histories, costs), [`gateway`] (the OpenAI API: streamed chat, transcription, models),
 //! [`render`] (splitting, MarkdownV2), [`telegram`] (Bot API calls with 429 handling and
-//! streamed edits, on teloxide's API layer), [`limits`] (per-user rate limits) and [`bot`]
-//! (polling and what each message gets).
+//! streamed edits, on teloxide's API layer), [`limits`] (per-user rate limits), [`bot`]
+//! (polling and what each message gets) and [`webhook`] (the same updates, posted by
+//! Telegram).
 
 pub mod bot;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod render;
 pub mod store;
 pub mod telegram;
+pub mod webhook;
 
 pub use bot::CocoonBot;
 pub use config::BotConfig;

@@ -42,6 +42,13 @@ pub struct BotArgs {
     /// Requests per user per minute.
     #[arg(long)]
     requests_per_minute: Option<u32>,
+    /// Webhook mode: the public HTTPS URL Telegram posts updates to (a reverse proxy
+    /// forwarding to --webhook-listen). Default: long polling.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Where the webhook server listens (default 127.0.0.1:8443).
+    #[arg(long)]
+    webhook_listen: Option<String>,
     /// A TOML file with a `[bot]` section (flags win over it).
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -91,6 +98,10 @@ impl BotArgs {
         }
         if let Some(n) = self.requests_per_minute {
             c.requests_per_minute = n;
+        }
+        c.webhook_url = self.webhook_url.or(c.webhook_url);
+        if let Some(listen) = self.webhook_listen {
+            c.webhook_listen = listen;
         }
         Ok(c)
     }

@@ -19,6 +19,7 @@ fn start_bot(
     api: &str,
     db: &std::path::Path,
     log: &std::path::Path,
+    extra: &[&str],
 ) -> Proc {
     let log = std::fs::File::create(log).expect("log");
     Proc(
@@ -36,6 +37,7 @@ fn start_bot(
                 "--system-prompt",
                 "Be brief.",
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -80,7 +82,7 @@ struct LogsOnFailure(std::path::PathBuf);
 impl Drop for LogsOnFailure {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for name in ["bot1.log", "bot2.log"] {
+            for name in ["bot1.log", "bot2.log", "bot3.log", "webhook.log"] {
                 let text = std::fs::read_to_string(self.0.join(name)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
                 eprintln!("--- {name} (end) ---");
@@ -112,7 +114,7 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
     let (chat_cost, audio_cost) = unit_costs(&api).await;
     let (telegram, telegram_addr) = BotApi::start().await;
     let db = dir.path().join("bot.sqlite");
-    let mut bot = start_bot(telegram_addr, &api, &db, &dir.path().join("bot1.log"));
+    let mut bot = start_bot(telegram_addr, &api, &db, &dir.path().join("bot1.log"), &[]);
 
     // A private text: the mock's streamed "o", "k" ends as the message "ok".
     telegram.text(1, "hello");
@@ -181,8 +183,23 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         .count();
     assert!(edits >= 1, "the answer was edited while it streamed");
 
-    // A voice message: fetched, transcribed through the network, quoted, then answered.
-    let voice = b"OggS fake opus voice bytes".to_vec();
+    // /model lists what the gateway serves and refuses a name it does not.
+    telegram.text(1, "/model");
+    telegram
+        .wait_for(1, "the model list", |m| {
+            m.iter().any(|t| t.contains(&format!("• {MODEL} (")))
+        })
+        .await;
+    telegram.text(1, "/model no-such-model");
+    telegram
+        .wait_for(1, "the refused model", |m| {
+            m.iter().any(|t| t.contains("No chat model named"))
+        })
+        .await;
+
+    // A voice message (a WAV): fetched, transcribed through the network, quoted, then
+    // answered.
+    let voice = wav(1.0);
     telegram.voice(3, &voice);
     let m = telegram
         .wait_for(3, "the voice answer", |m| m.len() == 2)
@@ -255,7 +272,7 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         .count();
     let _ = bot.0.kill();
     let _ = bot.0.wait();
-    bot = start_bot(telegram_addr, &api, &db, &dir.path().join("bot2.log"));
+    bot = start_bot(telegram_addr, &api, &db, &dir.path().join("bot2.log"), &[]);
     telegram.text(6, "after the restart");
     telegram
         .wait_for(6, "the answer after the restart", |m| m == ["ok"])
@@ -267,5 +284,146 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         .filter(|c| c.method == "sendMessage")
         .count();
     assert_eq!(after, before + 1, "only the new update was answered");
+
+    // The gateway unreachable: a polite message, and the bot keeps serving.
+    let _ = bot.0.kill();
+    let _ = bot.0.wait();
+    bot = start_bot(
+        telegram_addr,
+        &format!("http://127.0.0.1:{}/v1", free_port()),
+        &db,
+        &dir.path().join("bot3.log"),
+        &[],
+    );
+    telegram.text(7, "anyone there?");
+    telegram
+        .wait_for(7, "the failure message", |m| {
+            m.iter()
+                .any(|t| t.contains("can't reach the COCOON network"))
+        })
+        .await;
+    telegram.text(7, "/help");
+    telegram
+        .wait_for(7, "help after a failure", |m| {
+            m.iter().any(|t| t.contains("/cost"))
+        })
+        .await;
     drop(bot);
+}
+
+/// A 16 kHz mono 16-bit WAV of a 440 Hz tone.
+fn wav(seconds: f32) -> Vec<u8> {
+    let samples: Vec<i16> = (0..(16_000.0 * seconds) as usize)
+        .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 8000.0) as i16)
+        .collect();
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_webhook_mode_updates_come_from_telegram_with_the_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _logs = LogsOnFailure(dir.path().to_owned());
+    let upstream = mock_upstream().await;
+    let port = free_port();
+    let _devnet = start_devnet(
+        env!("CARGO_BIN_EXE_cocoon"),
+        &dir.path().join("devnet"),
+        upstream,
+        port,
+        dir.path().join("devnet.log"),
+        2,
+        1,
+        &[],
+    );
+    let api = format!("http://127.0.0.1:{port}/v1");
+    let (telegram, telegram_addr) = BotApi::start().await;
+    let hook_port = free_port();
+    let hook = format!("http://127.0.0.1:{hook_port}/telegram/hook");
+    let _bot = start_bot(
+        telegram_addr,
+        &api,
+        &dir.path().join("bot.sqlite"),
+        &dir.path().join("webhook.log"),
+        &[
+            "--webhook-url",
+            &hook,
+            "--webhook-listen",
+            &format!("127.0.0.1:{hook_port}"),
+        ],
+    );
+    // The bot registers its URL with a secret token.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let secret = loop {
+        if let Some(c) = telegram
+            .calls()
+            .into_iter()
+            .find(|c| c.method == "setWebhook")
+        {
+            assert_eq!(c.params["url"], hook.as_str());
+            break c.params["secret_token"]
+                .as_str()
+                .expect("a secret token")
+                .to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no setWebhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(secret.len() >= 16);
+    let http = reqwest::Client::new();
+    let post = |update: &Value, secret: Option<&str>| {
+        let mut r = http.post(&hook).json(update);
+        if let Some(s) = secret {
+            r = r.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        r.send()
+    };
+    // Without the secret: refused, nothing answered.
+    let forged = telegram.text_update(1, "forged");
+    assert_eq!(post(&forged, None).await.expect("post").status(), 401);
+    assert_eq!(
+        post(&forged, Some("wrong")).await.expect("post").status(),
+        401
+    );
+    // With it: answered once, however often Telegram redelivers it.
+    let update = telegram.text_update(2, "hello over the hook");
+    for _ in 0..2 {
+        assert_eq!(
+            post(&update, Some(&secret)).await.expect("post").status(),
+            200
+        );
+    }
+    telegram
+        .wait_for(2, "the webhook answer", |m| m == ["ok"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        telegram.messages(2).len(),
+        1,
+        "a redelivered update is not answered twice"
+    );
+    assert!(
+        telegram.messages(1).is_empty(),
+        "the forged update got nothing"
+    );
+    assert!(
+        !telegram.calls().iter().any(|c| c.method == "getUpdates"),
+        "no polling in webhook mode"
+    );
 }

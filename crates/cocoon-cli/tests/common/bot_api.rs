@@ -1,7 +1,7 @@
 //! A stand-in for Telegram's Bot API server, written for the tests (Telegram's servers
 //! cannot be reached from here): `getMe`, `getUpdates` (long polling over updates the test
-//! queues), `sendMessage`, `editMessageText`, `sendChatAction`, `getFile` (method names
-//! case-insensitive, as Telegram's) and file download. It records every call, can answer the next sends with a 429 and
+//! queues), `sendMessage`, `editMessageText`, `sendChatAction`, `getFile`, `setWebhook`,
+//! `deleteWebhook` (method names case-insensitive, as Telegram's) and file download. It records every call, can answer the next sends with a 429 and
 //! `retry_after`, and refuses MarkdownV2 with an unescaped `.` or `!` as Telegram does.
 
 use std::collections::HashMap;
@@ -95,15 +95,31 @@ impl BotApi {
         (api, addr)
     }
 
-    /// Queues an update whose `message` is `message` (`message_id` and `date` added).
-    pub fn push_message(&self, mut message: Value) -> u64 {
+    /// A new update whose `message` is `message` (`message_id` and `date` added), not
+    /// queued (for a webhook).
+    pub fn update(&self, mut message: Value) -> Value {
         let mut s = self.inner.lock().expect("lock");
         s.next_update += 1;
         s.next_message += 1;
         message["message_id"] = json!(s.next_message);
         message["date"] = json!(0);
-        let id = s.next_update;
-        s.updates.push(json!({"update_id": id, "message": message}));
+        json!({"update_id": s.next_update, "message": message})
+    }
+
+    /// A private text message from `user`, as an update not queued (for a webhook).
+    pub fn text_update(&self, user: i64, text: &str) -> Value {
+        self.update(
+            json!({"chat": {"id": user, "type": "private", "first_name": "A"},
+                           "from": {"id": user, "is_bot": false, "first_name": "A"},
+                           "text": text}),
+        )
+    }
+
+    /// Queues an update whose `message` is `message` for `getUpdates`.
+    pub fn push_message(&self, message: Value) -> u64 {
+        let update = self.update(message);
+        let id = update["update_id"].as_u64().unwrap_or(0);
+        self.inner.lock().expect("lock").updates.push(update);
         id
     }
 
@@ -181,18 +197,49 @@ impl BotApi {
     }
 
     async fn method_get(state: State<BotApi>, path: Path<(String, String)>) -> Response {
-        Self::method(state, path, axum::body::Bytes::new()).await
+        Self::method(
+            state,
+            path,
+            axum::http::HeaderMap::new(),
+            axum::body::Bytes::new(),
+        )
+        .await
+    }
+
+    /// The call's parameters: a JSON body, or the text fields of a multipart form (as
+    /// teloxide sends `setWebhook`).
+    async fn params(headers: &axum::http::HeaderMap, body: axum::body::Bytes) -> Value {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with("multipart/form-data") {
+            return serde_json::from_slice(&body).unwrap_or(json!({}));
+        }
+        let Ok(form) = cocoon_node::protocol::multipart::Form::parse(content_type, body).await
+        else {
+            return json!({});
+        };
+        let fields: serde_json::Map<String, Value> = form
+            .parts()
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), json!(p.text()?))))
+            .collect();
+        Value::Object(fields)
     }
 
     async fn method(
         State(api): State<BotApi>,
         Path((_bot, method)): Path<(String, String)>,
+        headers: axum::http::HeaderMap,
         body: axum::body::Bytes,
     ) -> Response {
-        let params: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+        let params = Self::params(&headers, body).await;
         // Method names are case-insensitive (teloxide sends `SendMessage`): recorded as
         // the Bot API documents them.
         let method = [
+            "setWebhook",
+            "deleteWebhook",
             "getMe",
             "getUpdates",
             "sendMessage",
@@ -303,7 +350,7 @@ impl BotApi {
                         .into_response(),
                 }
             }
-            "sendChatAction" => ok(json!(true)),
+            "sendChatAction" | "setWebhook" | "deleteWebhook" => ok(json!(true)),
             "getFile" => {
                 let id = params["file_id"].as_str().unwrap_or("").to_owned();
                 let size = s.files.get(&id).map_or(0, Vec::len);
