@@ -78,22 +78,43 @@ impl Gateway {
         }
     }
 
-    /// `GET /models`.
-    pub async fn models(&self) -> Result<Vec<Model>, GatewayError> {
-        let response = self
-            .http
-            .get(self.url("/models"))
+    /// Sends `request` (to `path`): the response when it succeeded, the gateway's
+    /// refusal otherwise.
+    async fn send(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let response = request
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(self.unreachable("/models"))?;
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
+            .map_err(self.unreachable(path))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(refusal(response).await)
         }
-        let body: Value = response
+    }
+
+    /// [`Gateway::send`], the answer read as JSON.
+    async fn send_json(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, GatewayError> {
+        self.send(path, request)
+            .await?
             .json()
             .await
-            .map_err(|e| GatewayError::Malformed(e.to_string()))?;
+            .map_err(|e| GatewayError::Malformed(e.to_string()))
+    }
+
+    /// `GET /models`.
+    pub async fn models(&self) -> Result<Vec<Model>, GatewayError> {
+        let body = self
+            .send_json("/models", self.http.get(self.url("/models")))
+            .await?;
         let data = body["data"]
             .as_array()
             .ok_or_else(|| GatewayError::Malformed("/models has no data".into()))?;
@@ -139,16 +160,11 @@ impl Gateway {
             body["max_tokens"] = json!(max);
         }
         let response = self
-            .http
-            .post(self.url("/chat/completions"))
-            .timeout(self.timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(self.unreachable("/chat/completions"))?;
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
-        }
+            .send(
+                "/chat/completions",
+                self.http.post(self.url("/chat/completions")).json(&body),
+            )
+            .await?;
         let mut answer = Answer::default();
         let mut buffer = Vec::new();
         let mut stream = response.bytes_stream();
@@ -210,21 +226,10 @@ impl Gateway {
             .text("model", model.to_owned())
             .text("response_format", "json")
             .part("file", part);
-        let response = self
-            .http
-            .post(self.url("/audio/transcriptions"))
-            .timeout(self.timeout)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(self.unreachable("/audio/transcriptions"))?;
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
-        }
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| GatewayError::Malformed(e.to_string()))?;
+        let path = "/audio/transcriptions";
+        let body = self
+            .send_json(path, self.http.post(self.url(path)).multipart(form))
+            .await?;
         let text = body["text"]
             .as_str()
             .ok_or_else(|| GatewayError::Malformed("a transcription without text".into()))?;

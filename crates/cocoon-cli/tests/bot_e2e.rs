@@ -3,7 +3,8 @@
 //! <mock>`. Text is answered as a streamed, edited message; a long answer is split; a voice
 //! message is fetched, transcribed through the network and answered with its transcript
 //! quoted; `/cost` is the exact sum of the answers' costs; `/reset` empties the history;
-//! group messages need a mention; a 429 is waited out; a restart answers nothing twice.
+//! group messages need a mention; a 429 is waited out; a restart answers nothing twice;
+//! `/model`, `/transcribe`, an unreachable gateway, webhook mode and the allow-list.
 
 mod common;
 
@@ -44,6 +45,23 @@ fn start_bot(
             .spawn()
             .expect("spawn cocoon bot"),
     )
+}
+
+/// `cocoon devnet --upstream <mock>` in `dir`; its OpenAI base URL.
+async fn devnet(dir: &std::path::Path) -> (Proc, String) {
+    let upstream = mock_upstream().await;
+    let port = free_port();
+    let devnet = start_devnet(
+        env!("CARGO_BIN_EXE_cocoon"),
+        &dir.join("devnet"),
+        upstream,
+        port,
+        dir.join("devnet.log"),
+        2,
+        1,
+        &[],
+    );
+    (devnet, format!("http://127.0.0.1:{port}/v1"))
 }
 
 /// What one chat answer and one transcription cost on this devnet, asked of the gateway
@@ -98,19 +116,7 @@ impl Drop for LogsOnFailure {
 async fn the_bot_answers_text_and_voice_through_the_network() {
     let dir = tempfile::tempdir().expect("tmp");
     let _logs = LogsOnFailure(dir.path().to_owned());
-    let upstream = mock_upstream().await;
-    let port = free_port();
-    let _devnet = start_devnet(
-        env!("CARGO_BIN_EXE_cocoon"),
-        &dir.path().join("devnet"),
-        upstream,
-        port,
-        dir.path().join("devnet.log"),
-        2,
-        1,
-        &[],
-    );
-    let api = format!("http://127.0.0.1:{port}/v1");
+    let (_devnet, api) = devnet(dir.path()).await;
     let (chat_cost, audio_cost) = unit_costs(&api).await;
     let (telegram, telegram_addr) = BotApi::start().await;
     let db = dir.path().join("bot.sqlite");
@@ -209,6 +215,19 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         "the transcript is quoted: {m:?}"
     );
     assert_eq!(m[1], "ok");
+    // /transcribe: the next voice message gets its transcript only.
+    telegram.text(3, "/transcribe");
+    telegram
+        .wait_for(3, "transcribe mode", |m| m.len() == 3)
+        .await;
+    let voice2 = wav(0.5);
+    telegram.voice(3, &voice2);
+    let m = telegram
+        .wait_for(3, "the transcript", |m| m.len() == 4)
+        .await;
+    assert!(m[3].contains(&transcript_of(&voice2)), "{m:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(telegram.messages(3).len(), 4, "a transcript, no answer");
 
     // /cost: the exact sum of what the answers cost (chat 1: three answers).
     telegram.text(1, "/cost");
@@ -225,7 +244,9 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         report.contains(&format!("This chat: {} nanoTON", 3 * chat_cost)),
         "{report}"
     );
-    let total = 3 * chat_cost + chat_cost + (audio_cost + chat_cost);
+    // Chat 1: three answers; chat 2: one; chat 3: a transcription and its answer, then a
+    // transcription alone.
+    let total = 3 * chat_cost + chat_cost + (audio_cost + chat_cost) + audio_cost;
     assert!(
         report.contains(&format!("All chats: {total} nanoTON")),
         "{report} (expected {total})"
@@ -340,19 +361,7 @@ fn wav(seconds: f32) -> Vec<u8> {
 async fn in_webhook_mode_updates_come_from_telegram_with_the_secret() {
     let dir = tempfile::tempdir().expect("tmp");
     let _logs = LogsOnFailure(dir.path().to_owned());
-    let upstream = mock_upstream().await;
-    let port = free_port();
-    let _devnet = start_devnet(
-        env!("CARGO_BIN_EXE_cocoon"),
-        &dir.path().join("devnet"),
-        upstream,
-        port,
-        dir.path().join("devnet.log"),
-        2,
-        1,
-        &[],
-    );
-    let api = format!("http://127.0.0.1:{port}/v1");
+    let (_devnet, api) = devnet(dir.path()).await;
     let (telegram, telegram_addr) = BotApi::start().await;
     let hook_port = free_port();
     let hook = format!("http://127.0.0.1:{hook_port}/telegram/hook");
@@ -366,6 +375,8 @@ async fn in_webhook_mode_updates_come_from_telegram_with_the_secret() {
             &hook,
             "--webhook-listen",
             &format!("127.0.0.1:{hook_port}"),
+            "--allow-user",
+            "2",
         ],
     );
     // The bot registers its URL with a secret token.
@@ -422,6 +433,17 @@ async fn in_webhook_mode_updates_come_from_telegram_with_the_secret() {
         telegram.messages(1).is_empty(),
         "the forged update got nothing"
     );
+    // Someone not on the allow-list gets told, not answered.
+    let stranger = telegram.text_update(9, "let me in");
+    assert_eq!(
+        post(&stranger, Some(&secret)).await.expect("post").status(),
+        200
+    );
+    telegram
+        .wait_for(9, "the allow-list refusal", |m| {
+            m.len() == 1 && m[0].contains("only answers the people its operator listed")
+        })
+        .await;
     assert!(
         !telegram.calls().iter().any(|c| c.method == "getUpdates"),
         "no polling in webhook mode"

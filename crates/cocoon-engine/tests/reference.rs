@@ -61,18 +61,7 @@ fn check(arch: Architecture) {
     let m = &r["models"][arch.as_str()];
     let prompt = ids(&m["prompt"]);
     let cont = ids(&m["continuation"]);
-    let expected: Vec<Vec<f32>> = m["logits"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("row")
-                .iter()
-                .map(|x| x.as_f64().expect("f") as f32)
-                .collect()
-        })
-        .collect();
+    let expected = rows(&m["logits"]);
 
     let dir = tempfile::tempdir().expect("tmp");
     write_safetensors_model(dir.path(), &TinyModelConfig::tiny(arch)).expect("fixture");
