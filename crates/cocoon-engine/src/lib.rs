@@ -38,6 +38,7 @@ mod template;
 pub mod testing;
 mod tools;
 mod whisper;
+mod whisper_decoder;
 
 pub use engine::{DeviceChoice, Engine, EngineResponse, EngineSpec, ModelInfo, SseStream};
 pub use error::{ApiError, EngineError, Result};

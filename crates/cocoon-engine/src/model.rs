@@ -561,12 +561,9 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             // candle's Whisper runs in f32.
             let vb = vb.set_dtype(whisper::DTYPE);
             let max = cfg.max_target_positions;
-            let model = whisper::model::Whisper::load(&vb, cfg)?;
-            let speech = crate::whisper::SpeechModel::new(
-                crate::whisper::WhisperWeights::Full(model),
-                tf.tokenizer.clone(),
-                opts.device.clone(),
-            )?;
+            let model = crate::whisper::WhisperWeights::full(&vb, cfg)?;
+            let speech =
+                crate::whisper::SpeechModel::new(model, tf.tokenizer.clone(), opts.device.clone())?;
             (Weights::Speech(Box::new(speech)), max)
         }
         Architecture::Llama => {
@@ -631,12 +628,9 @@ fn load_whisper_gguf(dir: &Path, gguf: &Path, opts: &LoadOptions) -> Result<Load
     finish_eos(&tf, &mut eos_ids, Architecture::Whisper);
     let vb = candle_transformers::quantized_var_builder::VarBuilder::from_gguf(gguf, &opts.device)?;
     let max_context = cfg.max_target_positions;
-    let model = whisper::quantized_model::Whisper::load(&vb, cfg)?;
-    let speech = crate::whisper::SpeechModel::new(
-        crate::whisper::WhisperWeights::Quantized(model),
-        tf.tokenizer.clone(),
-        opts.device.clone(),
-    )?;
+    let model = crate::whisper::WhisperWeights::quantized(&vb, cfg, &opts.device)?;
+    let speech =
+        crate::whisper::SpeechModel::new(model, tf.tokenizer.clone(), opts.device.clone())?;
     Ok(LoadedModel {
         weights: Weights::Speech(Box::new(speech)),
         device: opts.device.clone(),

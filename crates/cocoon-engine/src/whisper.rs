@@ -3,12 +3,15 @@
 //! segment timestamps.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_transformers::models::whisper::{self as w, model::Whisper, quantized_model};
+use std::sync::Arc;
+
+use candle_transformers::models::whisper::{self as w, model, quantized_model};
 use rand::Rng;
 use tokenizers::Tokenizer;
 
 use crate::error::{EngineError, Result};
 use crate::mel;
+use crate::whisper_decoder::{Source, TextDecoder};
 
 /// Whisper's languages: token code and the name OpenAI's API answers with.
 const LANGUAGES: [(&str, &str); 99] = [
@@ -191,46 +194,60 @@ pub struct SpeechProbe {
     pub logits: Vec<Vec<f32>>,
 }
 
-/// Whisper's weights: full precision (safetensors) or quantized (GGUF).
+/// Whisper's audio encoder: candle's, full precision (safetensors) or quantized (GGUF).
 #[derive(Clone)]
-pub(crate) enum WhisperWeights {
+pub(crate) enum Encoder {
     /// From safetensors.
-    Full(Whisper),
+    Full(model::AudioEncoder),
     /// From GGUF.
-    Quantized(quantized_model::Whisper),
+    Quantized(quantized_model::AudioEncoder),
+}
+
+/// Whisper's weights: candle's encoder and our cached decoder.
+#[derive(Clone)]
+pub(crate) struct WhisperWeights {
+    encoder: Encoder,
+    decoder: Arc<TextDecoder>,
+    config: w::Config,
 }
 
 impl WhisperWeights {
+    /// From safetensors (`vb` at the checkpoint's root).
+    pub(crate) fn full(vb: &candle_nn::VarBuilder, config: w::Config) -> Result<Self> {
+        let decoder = TextDecoder::load(Source::Full(vb.clone()), &config, vb.device())?;
+        // candle's loader also builds its own decoder; only the encoder is kept.
+        let model::Whisper { encoder, .. } = model::Whisper::load(vb, config.clone())?;
+        Ok(WhisperWeights {
+            encoder: Encoder::Full(encoder),
+            decoder: Arc::new(decoder),
+            config,
+        })
+    }
+
+    /// From a GGUF.
+    pub(crate) fn quantized(
+        vb: &candle_transformers::quantized_var_builder::VarBuilder,
+        config: w::Config,
+        device: &Device,
+    ) -> Result<Self> {
+        let decoder = TextDecoder::load(Source::Quantized(vb.clone()), &config, device)?;
+        let quantized_model::Whisper { encoder, .. } =
+            quantized_model::Whisper::load(vb, config.clone())?;
+        Ok(WhisperWeights {
+            encoder: Encoder::Quantized(encoder),
+            decoder: Arc::new(decoder),
+            config,
+        })
+    }
+
     fn config(&self) -> &w::Config {
-        match self {
-            WhisperWeights::Full(m) => &m.config,
-            WhisperWeights::Quantized(m) => &m.config,
-        }
+        &self.config
     }
 
-    fn encode(&mut self, mel: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            WhisperWeights::Full(m) => m.encoder.forward(mel, true),
-            WhisperWeights::Quantized(m) => m.encoder.forward(mel, true),
-        }
-    }
-
-    fn decode(
-        &mut self,
-        tokens: &Tensor,
-        features: &Tensor,
-        flush: bool,
-    ) -> candle_core::Result<Tensor> {
-        match self {
-            WhisperWeights::Full(m) => m.decoder.forward(tokens, features, flush),
-            WhisperWeights::Quantized(m) => m.decoder.forward(tokens, features, flush),
-        }
-    }
-
-    fn final_linear(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            WhisperWeights::Full(m) => m.decoder.final_linear(x),
-            WhisperWeights::Quantized(m) => m.decoder.final_linear(x),
+    fn encode(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
+        match self.encoder.clone() {
+            Encoder::Full(mut e) => e.forward(mel, true),
+            Encoder::Quantized(mut e) => e.forward(mel, true),
         }
     }
 }
@@ -302,7 +319,7 @@ impl SpeechModel {
     /// `samples` with the decoder fed `tokens`: for numerical checks against other
     /// implementations.
     pub(crate) fn probe(&self, samples: &[f32], tokens: &[u32]) -> Result<SpeechProbe> {
-        let mut model = self.model.clone();
+        let model = &self.model;
         let mut pcm = samples[..samples.len().min(w::N_SAMPLES)].to_vec();
         pcm.resize(w::N_SAMPLES, 0.0);
         let n_mels = model.config().num_mel_bins;
@@ -314,9 +331,9 @@ impl SpeechModel {
             all_frames.min(w::N_FRAMES),
         )?;
         let features = model.encode(&mel)?;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let ys = model.decode(&input, &features, true)?;
-        let logits = model.final_linear(&ys)?.i(0)?.to_dtype(DType::F32)?;
+        let mut cache = model.decoder.cache(&features)?;
+        let hidden = model.decoder.forward(tokens, &mut cache)?;
+        let logits = model.decoder.logits(&hidden)?;
         Ok(SpeechProbe {
             mel: mel.i(0)?.to_dtype(DType::F32)?.to_vec2()?,
             encoder: features.i(0)?.to_dtype(DType::F32)?.to_vec2()?,
@@ -326,7 +343,7 @@ impl SpeechModel {
 
     /// Transcribes (or translates) 16 kHz mono `samples`, window by window.
     pub(crate) fn transcribe(&self, samples: &[f32], opts: &Options) -> Result<Transcript> {
-        let mut model = self.model.clone();
+        let model = &self.model;
         let duration = samples.len() as f64 / w::SAMPLE_RATE as f64;
         let language = match &opts.language {
             Some(l) => Some(
@@ -374,7 +391,7 @@ impl SpeechModel {
             let lang = match (language, detected) {
                 (Some(l), _) | (None, Some(l)) => l,
                 (None, None) => {
-                    let l = self.detect_language(&mut model, &features)?;
+                    let l = self.detect_language(model, &features)?;
                     detected = Some(l);
                     l
                 }
@@ -395,24 +412,26 @@ impl SpeechModel {
             let budget = opts
                 .max_tokens
                 .map_or(usize::MAX, |m| m.saturating_sub(output_tokens));
-            for step in 0..(max_len / 2).min(budget) {
-                let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
-                let ys = model.decode(&input, &features, step == 0)?;
-                let (_, seq, _) = ys.dims3()?;
-                let logits = model
-                    .final_linear(&ys.i((..1, seq - 1..))?)?
-                    .i(0)?
-                    .i(0)?
-                    .to_dtype(DType::F32)?;
-                let mut logits = logits.to_vec1::<f32>()?;
-                let suppressed = model.config().suppress_tokens.clone();
-                self.suppress(&mut logits, &suppressed, timestamps);
+            // The prefix once, then one token a step through the cache.
+            let steps = (max_len / 2).min(budget);
+            let mut cache = model.decoder.cache(&features)?;
+            let mut logits = if steps > 0 {
+                model.decoder.step(&tokens, &mut cache)?
+            } else {
+                Vec::new()
+            };
+            let suppressed = &model.config().suppress_tokens;
+            for step in 0..steps {
+                self.suppress(&mut logits, suppressed, timestamps);
                 let next = pick(&logits, opts.temperature, &mut rng);
                 logprob_sum += log_softmax_at(&logits, next);
                 if next == self.specials.eot || tokens.len() + 1 >= max_len {
                     break;
                 }
                 tokens.push(next);
+                if step + 1 < steps {
+                    logits = model.decoder.step(&[next], &mut cache)?;
+                }
             }
             let generated = &tokens[first..];
             output_tokens += generated.len();
@@ -443,15 +462,13 @@ impl SpeechModel {
     }
 
     /// The language token most likely after `<|startoftranscript|>`.
-    fn detect_language(&self, model: &mut WhisperWeights, features: &Tensor) -> Result<u32> {
+    fn detect_language(&self, model: &WhisperWeights, features: &Tensor) -> Result<u32> {
         let (first, _, _) =
             self.specials.languages.first().copied().ok_or_else(|| {
                 EngineError::InvalidModel("the tokenizer knows no language".into())
             })?;
-        let input = Tensor::new(&[self.specials.sot], &self.device)?.unsqueeze(0)?;
-        let ys = model.decode(&input, features, true)?;
-        let logits = model.final_linear(&ys.i((..1, 0..1))?)?.i(0)?.i(0)?;
-        let logits = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut cache = model.decoder.cache(features)?;
+        let logits = model.decoder.step(&[self.specials.sot], &mut cache)?;
         Ok(self
             .specials
             .languages
