@@ -267,10 +267,9 @@ mod tests {
     fn token_by_token_through_the_cache_equals_one_pass() {
         let dir = tempfile::tempdir().expect("tmp");
         write_whisper_model(dir.path(), &TinyModelConfig::tiny_whisper()).expect("fixture");
-        let config: Config = serde_json::from_slice(
-            &std::fs::read(dir.path().join("config.json")).expect("config"),
-        )
-        .expect("parse");
+        let config: Config =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("config"))
+                .expect("parse");
         let device = Device::Cpu;
         let vb = unsafe {
             candle_nn::VarBuilder::from_mmaped_safetensors(

@@ -223,7 +223,6 @@ pub fn start_devnet(
 ) -> Proc {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    use std::time::Instant;
     let log_path = log.clone();
     let log = std::fs::File::create(log).expect("log file");
     let mut child = Command::new(cocoon)
@@ -265,6 +264,25 @@ pub fn start_devnet(
         }
     });
     let proc = Proc(child);
+    // The wait below blocks its thread. Called from a test's async body, that thread is a
+    // runtime worker, and a task parked in its LIFO slot (the in-process mock upstream the
+    // devnet's workers must reach) would starve until the wait ends: the devnet would never
+    // get ready. `block_in_place` hands the worker's tasks to another thread first.
+    let in_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if in_runtime {
+        tokio::task::block_in_place(|| wait_ready(&rx, &log_path));
+    } else {
+        wait_ready(&rx, &log_path);
+    }
+    // Keep draining stdout so the devnet never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    proc
+}
+
+/// Waits for the devnet's "ready" line on `rx`, or panics with the end of its log.
+fn wait_ready(rx: &std::sync::mpsc::Receiver<String>, log_path: &std::path::Path) {
+    use std::time::Instant;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -273,7 +291,7 @@ pub fn start_devnet(
             Ok(_) => {}
             Err(e) => {
                 // Say why: the tail of the devnet's log (its temporary directory goes away).
-                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let text = std::fs::read_to_string(log_path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
@@ -287,9 +305,6 @@ pub fn start_devnet(
             }
         }
     }
-    // Keep draining stdout so the devnet never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    proc
 }
 
 /// Sends `signal` (e.g. `-INT`, `-KILL`) to the devnet and waits until it exited.
