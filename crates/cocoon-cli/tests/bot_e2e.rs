@@ -265,6 +265,25 @@ async fn the_bot_answers_text_and_voice_through_the_network() {
         "the message without a mention got nothing"
     );
 
+    // Markup Telegram refuses: the answer is shown as plain text instead.
+    telegram.refuse_next_markup(1);
+    telegram.text(8, "hi");
+    telegram
+        .wait_for(8, "the plain answer", |m| m == ["ok"])
+        .await;
+    let calls = telegram.calls();
+    let refused = calls
+        .iter()
+        .position(|c| c.markup_refused && c.params["chat_id"] == 8)
+        .expect("markup refused");
+    assert!(
+        calls[refused..].iter().any(|c| c.params["chat_id"] == 8
+            && !c.markup_refused
+            && c.params.get("parse_mode").is_none_or(Value::is_null)
+            && c.params["text"] == "ok"),
+        "the same text went again without markup"
+    );
+
     // A 429 on send: waited out, then delivered.
     telegram.throttle_next_sends(1);
     telegram.text(5, "hi");

@@ -31,6 +31,8 @@ pub struct Call {
     pub at: Instant,
     /// Whether it was answered with a 429.
     pub throttled: bool,
+    /// Whether its markup was refused (400 "can't parse entities").
+    pub markup_refused: bool,
 }
 
 #[derive(Default)]
@@ -41,6 +43,7 @@ struct Inner {
     calls: Vec<Call>,
     files: HashMap<String, Vec<u8>>,
     throttle_sends: usize,
+    refuse_markup: usize,
     /// The text each sent message shows now, by (chat, message id).
     texts: HashMap<(i64, i64), String>,
 }
@@ -161,6 +164,12 @@ impl BotApi {
         self.inner.lock().expect("lock").throttle_sends = n;
     }
 
+    /// Refuses the markup of the next `n` MarkdownV2 messages or edits, as Telegram does
+    /// with entities it cannot parse.
+    pub fn refuse_next_markup(&self, n: usize) {
+        self.inner.lock().expect("lock").refuse_markup = n;
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().expect("lock").calls.clone()
@@ -262,6 +271,7 @@ impl BotApi {
                         params: params.clone(),
                         at: Instant::now(),
                         throttled: false,
+                        markup_refused: false,
                     });
                     s.updates
                         .iter()
@@ -277,11 +287,16 @@ impl BotApi {
         }
         let mut s = api.inner.lock().expect("lock");
         let throttled = method == "sendMessage" && s.throttle_sends > 0;
+        let text = params["text"].as_str().unwrap_or("").to_owned();
+        let markup_refused = params["parse_mode"] == "MarkdownV2"
+            && !throttled
+            && (s.refuse_markup > 0 || unescaped(&text, '.') || unescaped(&text, '!'));
         s.calls.push(Call {
             method: method.clone(),
             params: params.clone(),
             at: Instant::now(),
             throttled,
+            markup_refused,
         });
         if throttled {
             s.throttle_sends -= 1;
@@ -293,9 +308,8 @@ impl BotApi {
             )
                 .into_response();
         }
-        let text = params["text"].as_str().unwrap_or("").to_owned();
-        if params["parse_mode"] == "MarkdownV2" && (unescaped(&text, '.') || unescaped(&text, '!'))
-        {
+        if markup_refused {
+            s.refuse_markup = s.refuse_markup.saturating_sub(1);
             return (
                 axum::http::StatusCode::BAD_REQUEST,
                 Json(json!({"ok": false, "error_code": 400,
