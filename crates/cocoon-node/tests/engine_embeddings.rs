@@ -35,14 +35,7 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
     assert_eq!(v["usage"]["total_cost"], tokens * 2, "{v}");
 
     // /v1/models says what the model's workers serve.
-    let models: Value = http
-        .get(format!("{base}/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let models = get_json(&http, &format!("{base}/v1/models")).await;
     assert_eq!(
         models["data"][0]["endpoints"],
         json!(["/v1/embeddings"]),

@@ -31,14 +31,9 @@ async fn tool_requests_go_only_to_workers_that_call_tools() {
 
     // Only a worker without tools: the proxy refuses, naming why (the engine's own refusal
     // would name the chat template instead).
-    let response = http
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&with_tools)
-        .send()
-        .await
-        .expect("response");
-    assert_eq!(response.status(), 400);
-    let v: Value = response.json().await.expect("json");
+    let chat = format!("{base}/v1/chat/completions");
+    let (status, v) = post_json(&http, &chat, &with_tools).await;
+    assert_eq!(status, 400);
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("no worker of model test-model calls tools"),
@@ -49,13 +44,8 @@ async fn tool_requests_go_only_to_workers_that_call_tools() {
         json!({"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}),
         json!({"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}], "tools": []}),
     ] {
-        let response = http
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .expect("response");
-        assert_eq!(response.status(), 200, "{body}");
+        let (status, _) = post_json(&http, &chat, &body).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     // A Qwen3 worker of the same model joins: it announces tools, /v1/models says so, and
@@ -75,14 +65,7 @@ async fn tool_requests_go_only_to_workers_that_call_tools() {
     )
     .await;
     net.wait_ready(2).await;
-    let models: Value = http
-        .get(format!("{base}/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let models = get_json(&http, &format!("{base}/v1/models")).await;
     assert_eq!(models["data"][0]["features"], json!(["tools"]), "{models}");
     for _ in 0..4 {
         let response = http

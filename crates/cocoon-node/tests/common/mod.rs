@@ -683,3 +683,21 @@ pub async fn engine_network(
     .await;
     (net, base, node)
 }
+
+/// `GET url`, the answer as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("response")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// `POST url` with a JSON `body`: the status and the answer as JSON (null if not JSON).
+pub async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = http.post(url).json(body).send().await.expect("response");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
