@@ -390,9 +390,35 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), ready)
+    if tokio::time::timeout(Duration::from_secs(60), ready)
         .await
-        .context("the network did not become ready within 60 s (see the log above)")?;
+        .is_err()
+    {
+        // Say which part is missing.
+        let ready = proxy.proxy.ready_workers();
+        let missing: Vec<String> = extras
+            .iter()
+            .filter(|e| ready.get(&e.name).copied().unwrap_or(0) == 0)
+            .map(|e| e.name.clone())
+            .collect();
+        bail!(
+            "the network did not become ready within 60 s (see the log above): {} of {} workers \
+             of {base} ready{}, client session to the proxy: {}, encryption keys held: {}",
+            ready.get(&base).copied().unwrap_or(0),
+            args.workers,
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(", no ready worker of {}", missing.join(", "))
+            },
+            if client.node.open_sessions().is_empty() {
+                "none"
+            } else {
+                "open"
+            },
+            proxy.proxy.keys().len(),
+        );
+    }
 
     let api = format!("http://{}/v1", client.http_addr);
     let text = |a: &cocoon_ton::StdAddr| cocoon_ton::address::to_friendly(a, true);
