@@ -44,14 +44,9 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
 
     // The worker announced what it serves: the proxy refuses chat for this model itself.
     let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
-    let response = http
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&chat)
-        .send()
-        .await
-        .expect("response");
-    assert_eq!(response.status(), 400);
-    let v: Value = response.json().await.expect("json");
+    let chat_url = format!("{base}/v1/chat/completions");
+    let (status, v) = post_json(&http, &chat_url, &chat).await;
+    assert_eq!(status, 400);
     assert!(
         v["error"]["message"]
             .as_str()
@@ -65,17 +60,8 @@ async fn embeddings_from_the_embedded_engine_through_the_network() {
     net.add_worker(&WorkerSpec::new("chatty", 1000)).await;
     net.wait_ready(2).await;
     for _ in 0..6 {
-        let response = http
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&chat)
-            .send()
-            .await
-            .expect("response");
-        assert_eq!(
-            response.status(),
-            200,
-            "chat only goes to the worker that chats"
-        );
+        let (status, _) = post_json(&http, &chat_url, &chat).await;
+        assert_eq!(status, 200, "chat only goes to the worker that chats");
     }
     assert_eq!(
         net.upstream

@@ -88,13 +88,7 @@ impl BotApi {
             .route("/{bot}/{method}", post(Self::method).get(Self::method_get))
             .route("/file/{bot}/{*path}", get(Self::file))
             .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve(app).await;
         (api, addr)
     }
 

@@ -122,14 +122,7 @@ pub async fn mock_upstream() -> SocketAddr {
             "/v1/models",
             get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    serve(app).await
 }
 
 /// The transcript the mock upstream gives `file`: names its SHA-256, so that a test can
@@ -187,6 +180,18 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Serves `app` on a free loopback port for the rest of the test; its address.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }
 
 /// A TCP port free right now.
@@ -457,14 +462,7 @@ pub async fn hostile_upstream() -> SocketAddr {
             get(|| async { Json(json!({"data": [{"id": MODEL}]})) }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    serve(app).await
 }
 
 /// After a devnet in `state` stopped (and settled everything), checks its money to the
