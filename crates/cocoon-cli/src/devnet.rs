@@ -361,6 +361,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             wallet_key_file: Some(keys.join("client_wallet_key.pem")),
             ..chain
         },
+        batch: Some(cocoon_node::config::BatchConfig::in_dir(
+            dir.join("batches"),
+        )),
     };
     let client = runner::start_client(&client_cfg, view.as_ref())
         .await
@@ -531,6 +534,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
     }
     println!("  state:           {}", dir.display());
+    println!(
+        "  batches:         cocoon batch run INPUT.jsonl -o OUTPUT.jsonl (OpenAI Batch API; files in {})",
+        dir.join("batches").display()
+    );
     if !args.fake_ton {
         let d = dir_flag(&args.dir, &dir);
         println!("  money:           cocoon client balance{d}");

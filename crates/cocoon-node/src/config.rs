@@ -744,6 +744,58 @@ pub struct ClientConfig {
     /// Chain access.
     #[serde(default)]
     pub chain: ChainConfig,
+    /// The Batch API (`/v1/files`, `/v1/batches`): where its files and state live and its
+    /// limits. Absent: the gateway answers those endpoints with a 404 that says so.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// `[batch]` of `client.toml`: the OpenAI Batch API on the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Directory of the uploaded and produced files and of `batches.sqlite` (created).
+    pub dir: PathBuf,
+    /// Largest file accepted (bytes; HTTP 413 above). Default 1 GiB.
+    #[serde(default = "default_batch_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Most requests in one file (HTTP 400 above). Default 1,000,000.
+    #[serde(default = "default_batch_max_lines")]
+    pub max_lines: u64,
+    /// Most batch lines in flight at once, over all batches (they share it fairly: first
+    /// come, first served). Default 64.
+    #[serde(default = "default_batch_concurrency")]
+    pub max_concurrency: usize,
+    /// Times a line is sent before a transient failure (no free worker, a lost connection,
+    /// a timeout) goes to the error file. Default 5.
+    #[serde(default = "default_batch_attempts")]
+    pub attempts: u32,
+}
+
+impl BatchConfig {
+    /// The defaults, with files and state in `dir`.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        BatchConfig {
+            dir,
+            max_file_bytes: default_batch_max_file_bytes(),
+            max_lines: default_batch_max_lines(),
+            max_concurrency: default_batch_concurrency(),
+            attempts: default_batch_attempts(),
+        }
+    }
+}
+
+fn default_batch_max_file_bytes() -> u64 {
+    1 << 30
+}
+fn default_batch_max_lines() -> u64 {
+    1_000_000
+}
+fn default_batch_concurrency() -> usize {
+    64
+}
+fn default_batch_attempts() -> u32 {
+    5
 }
 
 fn default_client_http() -> String {
@@ -964,6 +1016,23 @@ mod example_files {
         assert_eq!(client.http_listen, "127.0.0.1:10000");
         assert_eq!(client.proxy_policy.kind, PolicyKind::FakeTee);
         valid_address(&client.owner_address);
+        let batch = client.batch.expect("[batch] in the example");
+        let defaults = BatchConfig::in_dir(batch.dir.clone());
+        assert_eq!(
+            (
+                batch.max_file_bytes,
+                batch.max_lines,
+                batch.max_concurrency,
+                batch.attempts
+            ),
+            (
+                defaults.max_file_bytes,
+                defaults.max_lines,
+                defaults.max_concurrency,
+                defaults.attempts
+            ),
+            "the example shows the defaults"
+        );
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   signature and that each total equals the sum of its requests, so an edited file is
 //!   detected at start (cocoon-protocol.md §5.8 does the same for RocksDB records).
 //! - The schema is versioned; `open` migrates older files forward.
+//! - A request the client asked to be answered at most once (a cocoon-rs extension used by
+//!   batches) keeps its answer beside its booking, written in the same transaction, so that
+//!   the same request sent again after a crash gets the answer it paid for, not a second bill
+//!   ([`Ledger::kept_answer`]). Kept answers are not money: they are not signed, and they are
+//!   dropped after [`KEPT_ANSWER_DAYS`].
 //! - Epochs (§5.7): each set of root parameters the proxy ran on is an epoch with its own
 //!   proxy contract, and every client and worker contract of that epoch starts at zero
 //!   tokens. The totals stay cumulative; an epoch records what each party's total was
@@ -22,7 +27,10 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Current schema version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// How long a kept answer stays replayable (days).
+pub const KEPT_ANSWER_DAYS: u64 = 7;
 
 /// Domain separation for row signatures.
 const SIGNING_CONTEXT: &[u8] = b"cocoon-rs ledger v1\0";
@@ -115,6 +123,9 @@ pub struct Booking {
     pub worker: String,
     /// Adjusted tokens of the request.
     pub tokens: u64,
+    /// The answer as the client got it, kept for a replay of the same request (only for
+    /// requests sent to be answered at most once).
+    pub kept_answer: Option<Vec<u8>>,
 }
 
 /// Totals after a booking.
@@ -188,6 +199,10 @@ const ROOT_CONFIG_TABLE: &str = "
     CREATE TABLE root_config (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
                               config BLOB NOT NULL, sig BLOB NOT NULL);";
 
+/// Table added by schema version 4: answers kept for requests to be answered at most once.
+const KEPT_ANSWERS_TABLE: &str = "
+    CREATE TABLE IF NOT EXISTS kept_answers (id BLOB PRIMARY KEY, answer BLOB NOT NULL, kept_at INTEGER NOT NULL);";
+
 fn root_config_message(version: i64, config: &[u8]) -> Vec<u8> {
     let mut m = SIGNING_CONTEXT.to_vec();
     m.extend_from_slice(b"root_config\0");
@@ -244,6 +259,7 @@ impl Ledger {
                                             tokens INTEGER NOT NULL, sig BLOB NOT NULL);
                      {EPOCH_TABLES}
                      {ROOT_CONFIG_TABLE}
+                     {KEPT_ANSWERS_TABLE}
                      INSERT INTO meta (key, value) VALUES ('schema_version', {SCHEMA_VERSION});
                      COMMIT;"
                 ))?;
@@ -261,6 +277,7 @@ impl Ledger {
                     "BEGIN;
                      {EPOCH_TABLES}
                      {ROOT_CONFIG_TABLE}
+                     {KEPT_ANSWERS_TABLE}
                      UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';
                      COMMIT;"
                 ))?;
@@ -269,6 +286,15 @@ impl Ledger {
                 conn.execute_batch(&format!(
                     "BEGIN;
                      {ROOT_CONFIG_TABLE}
+                     {KEPT_ANSWERS_TABLE}
+                     UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';
+                     COMMIT;"
+                ))?;
+            }
+            Some(3) => {
+                conn.execute_batch(&format!(
+                    "BEGIN;
+                     {KEPT_ANSWERS_TABLE}
                      UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';
                      COMMIT;"
                 ))?;
@@ -280,6 +306,7 @@ impl Ledger {
             key: key.clone(),
         };
         ledger.verify()?;
+        ledger.prune_kept_answers(u64::from(crate::util::unix_secs()))?;
         Ok(ledger)
     }
 
@@ -654,6 +681,16 @@ impl Ledger {
                 ))
             ],
         )?;
+        if let Some(answer) = &booking.kept_answer {
+            tx.execute(
+                "INSERT OR REPLACE INTO kept_answers (id, answer, kept_at) VALUES (?1, ?2, ?3)",
+                params![
+                    booking.request_id.as_slice(),
+                    answer,
+                    i64::from(crate::util::unix_secs())
+                ],
+            )?;
+        }
         let mut totals = [0i64; 2];
         for (i, (table, owner)) in [("clients", &booking.client), ("workers", &booking.worker)]
             .into_iter()
@@ -702,6 +739,42 @@ impl Ledger {
             )
             .optional()?;
         Ok(tokens.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Whether request `id` is booked.
+    pub fn is_booked(&self, id: &[u8; 32]) -> Result<bool, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM requests WHERE id = ?1",
+                params![id.as_slice()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// The answer kept with the booking of request `id`, if it was sent to be answered at
+    /// most once and is not older than [`KEPT_ANSWER_DAYS`].
+    pub fn kept_answer(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT answer FROM kept_answers WHERE id = ?1",
+                params![id.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Drops kept answers older than [`KEPT_ANSWER_DAYS`] at `now` (unix seconds); returns
+    /// how many.
+    pub fn prune_kept_answers(&self, now: u64) -> Result<usize, LedgerError> {
+        let cutoff = now.saturating_sub(KEPT_ANSWER_DAYS * 86_400);
+        Ok(self.conn().execute(
+            "DELETE FROM kept_answers WHERE kept_at < ?1",
+            params![to_i64(cutoff, "time")?],
+        )?)
     }
 
     /// Number of booked requests.
@@ -843,6 +916,7 @@ mod tests {
 
     fn booking(id: u8, tokens: u64) -> Booking {
         Booking {
+            kept_answer: None,
             request_id: [id; 32],
             client: "client-a".into(),
             worker: "worker-b".into(),
@@ -1044,6 +1118,42 @@ mod tests {
         drop(raw);
         let err = Ledger::open(&path, &key(7)).expect_err("tampered");
         assert!(err.to_string().contains("root configuration"), "{err}");
+    }
+
+    #[test]
+    fn a_kept_answer_is_written_with_its_booking_once_and_pruned_when_old() {
+        let ledger = Ledger::open_in_memory(&key(7)).expect("open");
+        let mut b = booking(9, 40);
+        b.kept_answer = Some(b"the answer".to_vec());
+        assert!(!ledger.is_booked(&b.request_id).expect("read"));
+        assert!(ledger.book(&b).expect("book").newly_booked);
+        assert!(ledger.is_booked(&b.request_id).expect("read"));
+        assert_eq!(
+            ledger.kept_answer(&b.request_id).expect("read").as_deref(),
+            Some(&b"the answer"[..])
+        );
+        // Booked again (a replay raced it): nothing changes, the first answer stays.
+        b.kept_answer = Some(b"another".to_vec());
+        assert!(!ledger.book(&b).expect("book").newly_booked);
+        assert_eq!(ledger.client_tokens("client-a").expect("total"), 40);
+        assert_eq!(
+            ledger.kept_answer(&b.request_id).expect("read").as_deref(),
+            Some(&b"the answer"[..])
+        );
+        // Without a kept answer, none is stored.
+        assert!(ledger.book(&booking(10, 1)).expect("book").newly_booked);
+        assert_eq!(
+            ledger
+                .kept_answer(&booking(10, 1).request_id)
+                .expect("read"),
+            None
+        );
+        // A week later it is gone; the booking stays.
+        let later = u64::from(crate::util::unix_secs()) + KEPT_ANSWER_DAYS * 86_400 + 10;
+        assert_eq!(ledger.prune_kept_answers(later).expect("prune"), 1);
+        assert_eq!(ledger.kept_answer(&b.request_id).expect("read"), None);
+        assert!(ledger.is_booked(&b.request_id).expect("read"));
+        ledger.verify().expect("still verifies");
     }
 
     #[test]

@@ -372,6 +372,7 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
                 "requests_success": s.requests_success.load(Ordering::Relaxed),
                 "requests_failed": s.requests_failed.load(Ordering::Relaxed),
                 "requests_retried": s.requests_retried.load(Ordering::Relaxed),
+                "requests_replayed": s.requests_replayed.load(Ordering::Relaxed),
                 "adjusted_tokens_used": s.adjusted_tokens.load(Ordering::Relaxed),
             },
             "ledger": {"client_tokens": clients, "worker_tokens": workers},
@@ -409,6 +410,11 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
             "cocoon_proxy_requests_retried_total",
             "Requests retried on another worker.",
             &[(&[], load(&s.requests_retried))],
+        );
+        m.counter(
+            "cocoon_proxy_requests_replayed_total",
+            "Requests to be answered once, sent again and answered with the kept answer (not billed again).",
+            &[(&[], load(&s.requests_replayed))],
         );
         m.counter(
             "cocoon_proxy_adjusted_tokens_total",
@@ -890,6 +896,8 @@ pub struct RunningClient {
     pub node: Arc<ClientNode>,
     /// The OpenAI API address.
     pub http_addr: SocketAddr,
+    /// The Batch API, when `[batch]` is configured.
+    pub batches: Option<Arc<crate::client::batch::Batches>>,
 }
 
 /// Starts a client from its configuration.
@@ -954,9 +962,24 @@ pub async fn start_client(
             ConnectionConfig::default(),
         );
     }
-    let http_addr = serve_http(&cfg.http_listen, node.router())
+    let (batches, uploads) = match &cfg.batch {
+        Some(batch) => {
+            let batches = crate::client::batch::Batches::start(batch.clone(), node.clone())
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("batch.dir {}: {e}", batch.dir.display()))
+                })?;
+            let router = batches.router();
+            (Some(batches), router)
+        }
+        None => (None, crate::client::batch::api::disabled_router()),
+    };
+    let http_addr = serve_http(&cfg.http_listen, node.router_with(uploads))
         .await?
         .ok_or_else(|| ConfigError::Invalid("client needs http_listen".into()))?;
     info!(%http_addr, proxies = ?cfg.proxies, "client running: OpenAI API at http://{http_addr}/v1");
-    Ok(RunningClient { node, http_addr })
+    Ok(RunningClient {
+        node,
+        http_addr,
+        batches,
+    })
 }

@@ -217,6 +217,12 @@ impl ClientNode {
         sessions.get(start % sessions.len()).cloned()
     }
 
+    /// The router of the HTTP API with `uploads` beside it: routes that take large bodies
+    /// and stream them themselves (the Batch API), outside the request body limit.
+    pub fn router_with(self: &Arc<Self>, uploads: Router) -> Router {
+        self.router().merge(uploads)
+    }
+
     /// The router of the HTTP API.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
@@ -538,6 +544,7 @@ fn build_request(
         timeout: envelope.timeout,
         enable_debug: envelope.enable_debug,
         encrypted_to,
+        answer_once: None,
     })
 }
 
@@ -740,8 +747,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Asks the network to answer a request at most once, under this request id (see
+/// [`QueryRequest::answer_once`]). Set by the gateway's own callers (batch lines) as a
+/// request extension; an HTTP client cannot set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerOnce(pub [u8; 32]);
+
 async fn inference(
     State(node): State<Arc<ClientNode>>,
+    once: Option<axum::Extension<AnswerOnce>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -761,10 +775,11 @@ async fn inference(
     } else {
         prepare(&node, &uri, &headers, &body)
     };
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(response) => return *response,
     };
+    prepared.request.answer_once = once.map(|axum::Extension(AnswerOnce(id))| id);
     let span =
         info_span!("http_request", model = %prepared.request.model, stream = prepared.stream);
     async move {

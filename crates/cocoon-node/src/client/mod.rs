@@ -1,8 +1,10 @@
 //! The client role: an OpenAI-compatible HTTP gateway ([`gateway`]) in front of
 //! authorized sessions with proxies ([`session`]), checking every answer before an app sees
-//! it ([`answer_check`]) and paying through its client contracts ([`settlement`]).
+//! it ([`answer_check`]) and paying through its client contracts ([`settlement`]); the
+//! OpenAI Batch API runs datasets over the same gateway ([`batch`]).
 
 pub mod answer_check;
+pub mod batch;
 pub mod gateway;
 pub mod session;
 pub mod settlement;

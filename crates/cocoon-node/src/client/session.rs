@@ -71,6 +71,11 @@ pub struct QueryRequest {
     /// The public key the request's fields are encrypted to (COCOON protocol 3, the app's
     /// `receiver_public_key`); `None`: not encrypted.
     pub encrypted_to: Option<[u8; 32]>,
+    /// Answer at most once: the request goes with this id, and a proxy that accepted the
+    /// cocoon-rs extensions answers the same id sent again (after a crash of this client)
+    /// with the answer it already billed instead of running it again. `None`: a fresh
+    /// random id. Every batch line has its own.
+    pub answer_once: Option<[u8; 32]>,
 }
 
 use crate::protocol::answer::answer_events;
@@ -326,6 +331,13 @@ impl ProxySession {
         usize::try_from(self.id).unwrap_or(usize::MAX)
     }
 
+    /// Whether the proxy answers a request sent with
+    /// [`QueryRequest::answer_once`] at most once (a cocoon-rs proxy; COCOON's would run
+    /// it again).
+    pub fn answers_once(&self) -> bool {
+        self.extensions.answer_once()
+    }
+
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         !self.handle.is_closed()
@@ -362,7 +374,11 @@ impl ProxySession {
         if request.encrypted_to.is_some() && !self.proto.request_keys() {
             return Err(ClientError::CannotEncrypt(self.proto));
         }
-        let request_id: [u8; 32] = rand::random();
+        let request_id: [u8; 32] = request.answer_once.unwrap_or_else(rand::random);
+        let once = match request.answer_once {
+            Some(_) if self.extensions.answer_once() => flags::QUERY_ANSWER_ONCE,
+            _ => 0,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.routes).insert(request_id, tx);
         let query = cocoon_tl::to_bytes(&request.http);
@@ -376,7 +392,7 @@ impl ProxySession {
                 timeout,
                 request_id,
                 min_config_version: self.settings.config_version,
-                flags: 1,
+                flags: 1 | once,
                 enable_debug: Some(request.enable_debug),
                 // Protocol 3: the key field travels, zero when not encrypted.
                 public_key: self

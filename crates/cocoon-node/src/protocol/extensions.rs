@@ -7,6 +7,7 @@
 //! | extension | what it allows |
 //! |---|---|
 //! | cancellation | `cocoonrs.cancelQuery`: client → proxy when an app hangs up, proxy → worker to stop the request |
+//! | answer once | `client.runQueryEx` with flag bit [`flags::QUERY_ANSWER_ONCE`]: the proxy keeps the answer with the booking and answers the same request id sent again (after a crash) with it, never billing it twice |
 //! | endpoints | `cocoonrs.workerEndpoints`: worker → proxy before its handshake completes, the OpenAI paths it serves and the features it offers (`tools`); the proxy routes by them |
 
 use super::version::flags;
@@ -42,6 +43,11 @@ impl Extensions {
 
     /// `cocoonrs.workerEndpoints` may be sent to (and is expected from) this peer.
     pub fn endpoints(self) -> bool {
+        self.cocoon_rs
+    }
+
+    /// Requests may carry [`flags::QUERY_ANSWER_ONCE`] to this peer (a proxy).
+    pub fn answer_once(self) -> bool {
         self.cocoon_rs
     }
 

@@ -46,13 +46,19 @@ pub enum Refusal {
     UnknownKey,
     /// An encrypted request cannot be opened, or a plain one came with a key.
     Encryption,
+    /// A request sent to be answered at most once is still running under the same id
+    /// (its client reconnected and sent it again): send it again when it has ended.
+    StillRunning,
+    /// A request sent to be answered at most once was answered and billed before, and its
+    /// answer was not kept (too large, or older than the proxy keeps answers).
+    AnsweredBefore,
     /// Anything else.
     Failed,
 }
 
 impl Refusal {
     /// Every refusal, for tables and tests.
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::UnknownModel,
         Refusal::InvalidRequest,
         Refusal::BalanceTooLow,
@@ -68,6 +74,8 @@ impl Refusal {
         Refusal::Cancelled,
         Refusal::UnknownKey,
         Refusal::Encryption,
+        Refusal::StillRunning,
+        Refusal::AnsweredBefore,
         Refusal::Failed,
     ];
 
@@ -80,13 +88,15 @@ impl Refusal {
             | Refusal::TooLarge
             | Refusal::UnknownKey
             | Refusal::Encryption
+            | Refusal::AnsweredBefore
             | Refusal::Failed => ErrorCode::Error,
             Refusal::ReservationTooLarge
             | Refusal::NoWorker
             | Refusal::PriceTooHigh
             | Refusal::Rotating
             | Refusal::ModelFailed
-            | Refusal::Unavailable => ErrorCode::NotReady,
+            | Refusal::Unavailable
+            | Refusal::StillRunning => ErrorCode::NotReady,
             Refusal::Timeout => ErrorCode::Timeout,
             Refusal::Cancelled => ErrorCode::Cancelled,
         }
@@ -112,6 +122,8 @@ impl Refusal {
             Refusal::Cancelled => "request cancelled",
             Refusal::UnknownKey => "unknown public key",
             Refusal::Encryption => "encrypted request refused",
+            Refusal::StillRunning => "a request with this id is still running; send it again when it ends",
+            Refusal::AnsweredBefore => "this request was answered and billed before and its answer was not kept",
             Refusal::Failed => "request failed",
         }
     }
@@ -182,6 +194,8 @@ impl Refusal {
                 | Refusal::Cancelled
                 | Refusal::UnknownKey
                 | Refusal::Encryption
+                | Refusal::StillRunning
+                | Refusal::AnsweredBefore
         )
     }
 
@@ -224,6 +238,16 @@ impl Refusal {
                 "request_too_large",
             ),
             Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
+            Refusal::StillRunning => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "request_in_progress",
+            ),
+            Refusal::AnsweredBefore => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "already_answered",
+            ),
             Refusal::ModelFailed | Refusal::Failed => {
                 (StatusCode::BAD_GATEWAY, "api_error", "upstream_error")
             }

@@ -142,6 +142,11 @@ pub mod flags {
     /// ([`super::super::extensions`]). COCOON uses bits 0–2 of these flags and reads no
     /// others, so an official peer ignores it and never answers with it.
     pub const PARAMS_COCOON_RS: u32 = 1 << 16;
+    /// `client.runQueryEx`: answer this request at most once (a cocoon-rs extension, set
+    /// only towards a proxy that accepted the extensions): the proxy keeps the answer with
+    /// its booking and answers the same request id sent again with it instead of running
+    /// and billing it twice. No optional field of `runQueryEx` uses this bit.
+    pub const QUERY_ANSWER_ONCE: u32 = 1 << 16;
 }
 
 #[cfg(test)]

@@ -146,6 +146,8 @@ impl Reservations {
 /// A request that ended, to be booked.
 pub(super) struct Finished {
     pub(super) booking: Option<Booking>,
+    /// A request to be answered once: its claim is given up after booking.
+    pub(super) once: bool,
     pub(super) client: RpcHandle,
     pub(super) client_proto: Version,
     pub(super) client_request_id: [u8; 32],
@@ -253,13 +255,24 @@ impl Proxy {
             };
             let worker = state.workers.release(r.worker, outcome);
             let total = tokens.total();
+            // A request to be answered once keeps its answer with the booking; if it
+            // failed, what was delivered is booked under a fresh id, so that the request
+            // can be sent again and answered.
+            let once = r.kept.is_some();
+            let (booking_id, kept_answer) = match r.kept {
+                Some(kept) if ok => (request_id, kept.seal(r.client_proto, last.as_deref())),
+                Some(_) => (rand::random(), None),
+                None => (request_id, None),
+            };
             Finished {
                 booking: (total > 0).then(|| Booking {
-                    request_id,
+                    request_id: booking_id,
                     client: r.client_owner.to_string(),
                     worker: r.worker_owner.to_string(),
                     tokens: total,
+                    kept_answer,
                 }),
+                once,
                 client: r.client.clone(),
                 client_proto: r.client_proto,
                 client_request_id: r.client_request_id,
@@ -277,6 +290,9 @@ impl Proxy {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let Some(booking) = done.booking else {
+            if done.once {
+                self.state().once_claims.remove(&request_id);
+            }
             if let Some(last) = last {
                 let _ = Send::Client(done.client, last).run().await;
             }
@@ -284,7 +300,11 @@ impl Proxy {
         };
         let worker_owner = booking.worker.clone();
         let client_owner = booking.client.clone();
-        let totals = match self.shared.writer.book(booking).await {
+        let booked = self.shared.writer.book(booking).await;
+        if done.once {
+            self.state().once_claims.remove(&request_id);
+        }
+        let totals = match booked {
             Ok(t) => t,
             Err(error) => {
                 // The answer cannot be confirmed without its booking: fail it instead.

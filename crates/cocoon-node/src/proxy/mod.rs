@@ -28,6 +28,7 @@ mod clients;
 mod connections;
 mod epoch;
 mod relay;
+mod replay;
 mod routing;
 pub mod settlement;
 mod workers;
@@ -95,6 +96,9 @@ pub struct ProxyStats {
     pub requests_failed: AtomicU64,
     /// Requests retried on another worker.
     pub requests_retried: AtomicU64,
+    /// Requests to be answered once that were sent again and answered with the kept
+    /// answer (nothing billed).
+    pub requests_replayed: AtomicU64,
     /// Adjusted tokens booked.
     pub adjusted_tokens: AtomicU64,
     /// Adjusted tokens booked per class: prompt, cached, completion, reasoning.
@@ -114,6 +118,9 @@ pub struct ProxyStats {
 struct State {
     workers: WorkerTable,
     requests: RequestTable,
+    /// Ids of requests to be answered once ([`replay`]) from their arrival until their
+    /// booking is durable: the same id arriving meanwhile is refused as still running.
+    once_claims: std::collections::HashSet<[u8; 32]>,
 }
 
 struct Shared {

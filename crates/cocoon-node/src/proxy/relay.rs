@@ -16,6 +16,7 @@ use tycho_types::models::StdAddr;
 
 use super::admission::ClientSession;
 use super::billing::bounded;
+use super::replay::{once_id, unseal, Kept};
 use super::routing::{Assignment, Needs, Outcome};
 use super::{log_text, Proxy};
 use crate::chain::Owner;
@@ -24,6 +25,7 @@ use crate::pricing::{reservation, AdjustedTokens, DEFAULT_MAX_TOKENS};
 use crate::protocol::answer::{ClientReply, FromWorker, Piece, Position, ProxyTrace};
 use crate::protocol::endpoint::Endpoint;
 use crate::protocol::http::base_model_name;
+use crate::protocol::version::flags;
 use crate::protocol::{Refusal, Version};
 use crate::util::{hex_short, unix_now};
 
@@ -54,6 +56,9 @@ pub(super) struct Running {
     pub(super) started: Instant,
     pub(super) proxy_start: f64,
     pub(super) client_gone: bool,
+    /// For a request to be answered once: what its client got so far, to keep with the
+    /// booking ([`super::replay`]).
+    pub(super) kept: Option<Kept>,
 }
 
 /// The requests in flight, by the proxy's request id.
@@ -135,6 +140,22 @@ impl Running {
     }
 }
 
+/// The claim of a request to be answered once, given up when dropped armed (the request
+/// was refused before it ran); disarmed, `finish` gives it up after booking.
+struct OnceClaim {
+    proxy: Proxy,
+    id: [u8; 32],
+    armed: bool,
+}
+
+impl Drop for OnceClaim {
+    fn drop(&mut self) {
+        if self.armed {
+            self.proxy.state().once_claims.remove(&self.id);
+        }
+    }
+}
+
 /// What to send once the state lock is released.
 pub(super) enum Send {
     Client(RpcHandle, Vec<u8>),
@@ -195,6 +216,69 @@ impl Proxy {
                 .instrument(span)
                 .await;
         }
+        // A request to be answered once (a cocoon-rs extension): claimed by its id until
+        // its booking is durable; answered from the ledger if it was answered before.
+        let once = q.flags & flags::QUERY_ANSWER_ONCE != 0 && session.extensions.answer_once();
+        let mut claim = None;
+        if once {
+            let id = once_id(owner, &q.request_id);
+            if !self.state().once_claims.insert(id) {
+                return reject(Refusal::StillRunning, String::new())
+                    .instrument(span)
+                    .await;
+            }
+            let guard = OnceClaim {
+                proxy: self.clone(),
+                id,
+                armed: true,
+            };
+            match self.shared.ledger.kept_answer(&id) {
+                Ok(Some(kept)) => match unseal(&kept) {
+                    Some((kept_proto, packets)) if kept_proto == proto => {
+                        stats.requests_replayed.fetch_add(1, Ordering::Relaxed);
+                        info!(parent: &span, "answered again with the kept answer; nothing billed");
+                        for packet in packets {
+                            if client.send_packet_raw(packet).await.is_err() {
+                                break;
+                            }
+                        }
+                        return;
+                    }
+                    _ => {
+                        drop(guard);
+                        return reject(
+                            Refusal::AnsweredBefore,
+                            "it was kept for another protocol version".into(),
+                        )
+                        .instrument(span)
+                        .await;
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    drop(guard);
+                    return reject(Refusal::Failed, format!("the ledger cannot be read: {e}"))
+                        .instrument(span)
+                        .await;
+                }
+            }
+            match self.shared.ledger.is_booked(&id) {
+                Ok(false) => {}
+                Ok(true) => {
+                    drop(guard);
+                    return reject(Refusal::AnsweredBefore, String::new())
+                        .instrument(span)
+                        .await;
+                }
+                Err(e) => {
+                    drop(guard);
+                    return reject(Refusal::Failed, format!("the ledger cannot be read: {e}"))
+                        .instrument(span)
+                        .await;
+                }
+            }
+            claim = Some(guard);
+        }
         // Encrypted to a key (protocol 3): the key manager's private key of it goes to the
         // worker with the request; a key this proxy does not hold is refused as COCOON does.
         let private_key = match q.public_key.filter(|k| *k != [0; 32]) {
@@ -242,7 +326,10 @@ impl Proxy {
             .instrument(span)
             .await;
         }
-        let proxy_request_id: [u8; 32] = rand::random();
+        let proxy_request_id: [u8; 32] = match &claim {
+            Some(c) => c.id,
+            None => rand::random(),
+        };
         let model = base_model_name(&q.model_name).to_owned();
         let query = Arc::new(q.query);
         let timeout = if q.timeout > 0.0 && q.timeout.is_finite() {
@@ -292,8 +379,13 @@ impl Proxy {
                             started: Instant::now(),
                             proxy_start: unix_now(),
                             client_gone: false,
+                            kept: once.then(Kept::default),
                         },
                     );
+                    // From here `finish` gives the claim up, once the booking is durable.
+                    if let Some(c) = &mut claim {
+                        c.armed = false;
+                    }
                     Ok(send)
                 }
             }
@@ -401,6 +493,13 @@ impl Proxy {
                         }
                         Piece::Part => relay_parts(r, answer, tokens, position, &mut sends),
                     };
+                    if let Some(kept) = &mut r.kept {
+                        for send in &sends {
+                            if let Send::Client(_, packet) = send {
+                                kept.push(packet);
+                            }
+                        }
+                    }
                     if last.is_some() {
                         finished = Some((tokens, true, Some(msg)));
                     } else {

@@ -478,6 +478,7 @@ pub fn chat_request(body: Value, max_coefficient: u32) -> QueryRequest {
         timeout: 30.0,
         enable_debug: false,
         encrypted_to: None,
+        answer_once: None,
     }
 }
 
