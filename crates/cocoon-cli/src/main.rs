@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod attest;
+mod batch;
 mod bot;
 mod devnet;
 mod e2e;
@@ -61,6 +62,10 @@ enum Command {
     /// Run a Telegram bot that answers text and voice through a client gateway (the
     /// devnet's by default), with what each chat spends.
     Bot(bot::BotArgs),
+    /// Run a dataset (JSONL of OpenAI requests) through a client gateway's Batch API with
+    /// a progress bar; list, follow, cancel and download batches.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
 }
 
 /// `cocoon proxy`: run the role, or a money subcommand.
@@ -184,6 +189,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Encrypt(args) => e2e::encrypt(args),
         Command::Decrypt(args) => e2e::decrypt(args),
         Command::Bot(args) => runtime()?.block_on(bot::run(args)),
+        Command::Batch(command) => runtime()?.block_on(batch::run(command)),
     }
 }
 

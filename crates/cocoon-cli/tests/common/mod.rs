@@ -29,6 +29,11 @@ pub fn last_chat_request() -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Every chat request the mock upstreams of this process received, oldest first.
+pub fn chat_requests() -> Vec<Value> {
+    CHAT_REQUESTS.lock().expect("lock").clone()
+}
+
 /// What the mock answers, streamed slowly, when the last message asks for "a long answer":
 /// 9000 characters in sentences.
 pub fn long_answer() -> String {

@@ -493,17 +493,18 @@ impl Proxy {
                         }
                         Piece::Part => relay_parts(r, answer, tokens, position, &mut sends),
                     };
+                    if last.is_some() {
+                        finished = Some((tokens, true, Some(msg)));
+                    } else {
+                        sends.push(Send::Client(r.client.clone(), msg));
+                    }
+                    // The last message is kept with the booking (`finish`).
                     if let Some(kept) = &mut r.kept {
                         for send in &sends {
                             if let Send::Client(_, packet) = send {
                                 kept.push(packet);
                             }
                         }
-                    }
-                    if last.is_some() {
-                        finished = Some((tokens, true, Some(msg)));
-                    } else {
-                        sends.push(Send::Client(r.client.clone(), msg));
                     }
                 }
                 FromWorker::Error {

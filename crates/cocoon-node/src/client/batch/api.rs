@@ -1,7 +1,8 @@
 //! The HTTP side of the Batch API: OpenAI's `/v1/files` and `/v1/batches` endpoints and
 //! objects, so that the official SDKs work unchanged. Extensions: a batch object carries
-//! `cost_nanoton` (what its answered lines cost, exact) and `usage`; `max_coefficient` may be
-//! given when a batch is created.
+//! `cost_nanoton` (what its answered lines cost, exact) and `usage`; `max_coefficient` (the
+//! highest worker price for its lines) and `concurrency` (most lines in flight) may be given
+//! when a batch is created.
 
 use std::sync::Arc;
 
@@ -131,6 +132,7 @@ pub fn batch_object(b: &BatchRow) -> Value {
         },
         "cost_nanoton": b.cost_nanoton,
         "max_coefficient": b.max_coefficient,
+        "concurrency": b.concurrency,
     })
 }
 
@@ -283,6 +285,17 @@ async fn create(
                 })?,
         ),
     };
+    let concurrency = match req.get("concurrency") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|c| u32::try_from(c).ok())
+                .filter(|&c| c > 0)
+                .ok_or_else(|| {
+                    BatchError::Invalid("'concurrency' must be a whole number above 0".into())
+                })?,
+        ),
+    };
     let file = b.store.file(&input_file_id)?.ok_or_else(|| {
         BatchError::Invalid(format!(
             "input_file_id {input_file_id:?} is not a file here"
@@ -327,6 +340,7 @@ async fn create(
         output_tokens: 0,
         dispatched: 0,
         max_coefficient,
+        concurrency,
         failure: None,
     };
     b.store.add_batch(&row)?;

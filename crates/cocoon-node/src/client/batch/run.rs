@@ -129,7 +129,11 @@ async fn run_lines(
         })?;
     let mut reader = tokio::io::BufReader::with_capacity(1 << 16, file);
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let mut window = Window::new(b.config.max_concurrency);
+    let most = match batch.concurrency {
+        Some(c) => b.config.max_concurrency.min(c as usize),
+        None => b.config.max_concurrency,
+    };
+    let mut window = Window::new(most);
     let mut in_flight = 0usize;
     let mut pending: Vec<LineResult> = Vec::new();
     let mut dispatched = batch.dispatched;

@@ -145,6 +145,8 @@ pub struct BatchRow {
     pub dispatched: u64,
     /// Highest worker coefficient for its lines (1000 = 1.0×), if the batch set one.
     pub max_coefficient: Option<u32>,
+    /// Most of its lines in flight at once, if the batch set it (else the gateway's).
+    pub concurrency: Option<u32>,
     /// Why the batch failed, if it did.
     pub failure: Option<String>,
 }
@@ -192,7 +194,7 @@ CREATE TABLE IF NOT EXISTS batches (
     total INTEGER NOT NULL, completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
     cost_nanoton INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0, dispatched INTEGER NOT NULL DEFAULT 0,
-    max_coefficient INTEGER, failure TEXT);
+    max_coefficient INTEGER, failure TEXT, concurrency INTEGER);
 CREATE TABLE IF NOT EXISTS results (
     batch_id TEXT NOT NULL, line INTEGER NOT NULL, ok INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (batch_id, line));
@@ -210,7 +212,7 @@ const BATCH_COLUMNS: &str =
     "id, secret, input_file_id, endpoint, completion_window, metadata, status,
     created_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
     cancelled_at, expires_at, output_file_id, error_file_id, total, completed, failed, cost_nanoton,
-    input_tokens, output_tokens, dispatched, max_coefficient, failure";
+    input_tokens, output_tokens, dispatched, max_coefficient, failure, concurrency";
 
 fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
     let secret: Vec<u8> = r.get(1)?;
@@ -245,6 +247,9 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
         dispatched: u(r.get(24)?),
         max_coefficient: max_coefficient.and_then(|c| u32::try_from(c).ok()),
         failure: r.get(26)?,
+        concurrency: r
+            .get::<_, Option<i64>>(27)?
+            .and_then(|c| u32::try_from(c).ok()),
     })
 }
 
@@ -347,8 +352,8 @@ impl Store {
     pub fn add_batch(&self, b: &BatchRow) -> Result<(), BatchError> {
         self.conn().execute(
             "INSERT INTO batches (id, secret, input_file_id, endpoint, completion_window, metadata,
-                 status, created_at, in_progress_at, expires_at, total, max_coefficient)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 status, created_at, in_progress_at, expires_at, total, max_coefficient, concurrency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 b.id,
                 b.secret.as_slice(),
@@ -362,6 +367,7 @@ impl Store {
                 i(b.expires_at),
                 i(b.total),
                 b.max_coefficient.map(i64::from),
+                b.concurrency.map(i64::from),
             ],
         )?;
         Ok(())
