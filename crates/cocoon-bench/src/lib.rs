@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod driver;
 pub mod mock;
 pub mod procs;

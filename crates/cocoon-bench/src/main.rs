@@ -36,20 +36,20 @@ struct Cli {
     #[arg(long, default_value_t = 1000)]
     chunk_interval_us: u64,
     /// The `cocoon` binary (default: next to this one, e.g. target/release/cocoon).
-    #[arg(long)]
+    #[arg(long, global = true)]
     cocoon: Option<PathBuf>,
     /// Proof-of-work difficulty of the proxy's ports.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, global = true)]
     pow_difficulty: u32,
     /// Also write the Markdown report to this file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     out: Option<PathBuf>,
     /// Directory of the proxy's SQLite ledger (default: the working directory under
     /// $TMPDIR); e.g. /dev/shm to take the disk's fsync out of the measurement.
     #[arg(long)]
     ledger_dir: Option<PathBuf>,
     /// Keep the working directory (configs, role logs) instead of deleting it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     keep_dir: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -63,6 +63,31 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// The batch benchmark: a batch through the Batch API with 1, 2, 4… workers, beside a
+    /// sequential and a 16-at-a-time loop of plain requests, same run.
+    Batch(BatchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BatchArgs {
+    /// Lines of the batch.
+    #[arg(long, default_value_t = 10_000)]
+    lines: usize,
+    /// Worker counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// The upstream's time per answer (ms).
+    #[arg(long, default_value_t = 50)]
+    delay_ms: u64,
+    /// Requests each worker takes at once (its max_active_requests).
+    #[arg(long, default_value_t = 8)]
+    max_active: u32,
+    /// Requests of the sequential loop (its rate is the same at any length).
+    #[arg(long, default_value_t = 200)]
+    sequential_requests: usize,
+    /// Requests of the 16-at-a-time loop.
+    #[arg(long, default_value_t = 3000)]
+    loop_requests: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &cli.command {
         Some(Command::Mock { listen }) => runtime.block_on(serve_mock(listen)),
+        Some(Command::Batch(args)) => runtime.block_on(batch_bench(&cli, args)),
         None => runtime.block_on(bench(&cli)),
     }
 }
@@ -242,6 +268,192 @@ fn print_row(row: &Row) {
     );
 }
 
+/// Waits until the gateway at `base` lists `workers` workers of the model.
+async fn wait_workers(http: &reqwest::Client, base: &str, workers: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_WITHIN;
+    while Instant::now() < deadline {
+        let listed: serde_json::Value = match http.get(format!("{base}/v1/models")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let n = listed["data"][0]["workers"].as_array().map_or(0, Vec::len);
+        if n >= workers {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{workers} workers did not connect within {START_WITHIN:?}")
+}
+
+async fn batch_bench(cli: &Cli, args: &BatchArgs) -> anyhow::Result<()> {
+    use cocoon_bench::batch;
+    if args.workers.contains(&0) || args.delay_ms == 0 || args.lines == 0 {
+        bail!("--workers, --delay-ms and --lines must be at least 1");
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("cocoon-bench-batch-")
+        .tempdir()
+        .context("creating a working directory")?;
+    let dir = tmp.path().to_owned();
+    let cocoon = procs::cocoon_binary(cli.cocoon.clone())?;
+    let me = std::env::current_exe().context("locating this executable")?;
+    let mock = Spawned::start(
+        "mock",
+        &me,
+        &["mock", "--listen", "127.0.0.1:0"],
+        &dir.join("mock.log"),
+        "listening on",
+        START_WITHIN,
+    )
+    .await?;
+    let mock_url = mock
+        .ready_line
+        .split_whitespace()
+        .last()
+        .ok_or_else(|| anyhow!("mock printed no address"))?
+        .to_owned();
+    let input = dir.join("batch.jsonl");
+    batch::write_input(&input, args.lines, args.delay_ms)?;
+    let http = driver::http_client().context("building the HTTP client")?;
+    let load_before = load_average();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for &workers in &args.workers {
+        let sub = dir.join(format!("workers-{workers}"));
+        std::fs::create_dir_all(&sub)?;
+        let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
+            let path = sub.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        };
+        let arg = |p: &Path| p.display().to_string();
+        let proxy_toml = write(
+            "proxy.toml",
+            procs::proxy_config(&sub, &sub, cli.pow_difficulty),
+        )?;
+        let proxy = Spawned::start(
+            "proxy",
+            &cocoon,
+            &["proxy", "--config", &arg(&proxy_toml)],
+            &sub.join("proxy.log"),
+            "proxy ready",
+            START_WITHIN,
+        )
+        .await?;
+        let clients_addr = procs::word_after(&proxy.ready_line, "clients")
+            .ok_or_else(|| anyhow!("proxy printed no client port"))?
+            .to_owned();
+        let workers_addr = procs::word_after(&proxy.ready_line, "workers")
+            .ok_or_else(|| anyhow!("proxy printed no worker port"))?
+            .to_owned();
+        let mut spawned = Vec::new();
+        for i in 0..workers {
+            let toml = write(
+                &format!("worker-{i}.toml"),
+                procs::worker_config_n(
+                    &sub,
+                    &mock_url,
+                    &workers_addr,
+                    cli.pow_difficulty,
+                    i,
+                    args.max_active,
+                ),
+            )?;
+            spawned.push(
+                Spawned::start(
+                    &format!("worker-{i}"),
+                    &cocoon,
+                    &["worker", "--config", &arg(&toml)],
+                    &sub.join(format!("worker-{i}.log")),
+                    "worker ready",
+                    START_WITHIN,
+                )
+                .await?,
+            );
+        }
+        let client_toml = write(
+            "client.toml",
+            procs::client_config_with(
+                &clients_addr,
+                cli.pow_difficulty,
+                Some(&sub.join("batches")),
+            ),
+        )?;
+        let client = Spawned::start(
+            "client",
+            &cocoon,
+            &["client", "--config", &arg(&client_toml)],
+            &sub.join("client.log"),
+            "client ready",
+            START_WITHIN,
+        )
+        .await?;
+        let base = client
+            .ready_line
+            .split_whitespace()
+            .last()
+            .map(|u| u.trim_end_matches("/v1").to_owned())
+            .ok_or_else(|| anyhow!("client printed no API address"))?;
+        wait_routable(&http, &base).await?;
+        wait_workers(&http, &base, workers).await?;
+        let api = format!("{base}/v1");
+        let mut row = batch::BatchRow {
+            workers,
+            bound: (workers as f64) * f64::from(args.max_active) * 1000.0 / args.delay_ms as f64,
+            ..Default::default()
+        };
+        row.sequential =
+            batch::plain_loop(&http, &api, args.delay_ms, 1, args.sequential_requests).await?;
+        row.loop16 = batch::plain_loop(&http, &api, args.delay_ms, 16, args.loop_requests).await?;
+        batch::run_batch(&http, &api, &input, client.pid, &mut row).await?;
+        eprintln!(
+            "  {workers} workers: sequential {:.1}/s, 16 at a time {:.0}/s, batch {:.0}/s ({} answered), bound {:.0}/s",
+            row.sequential, row.loop16, row.batch, row.answered, row.bound
+        );
+        rows.push(row);
+        client.stop().await;
+        for w in spawned {
+            w.stop().await;
+        }
+        proxy.stop().await;
+    }
+    mock.stop().await;
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let setup = vec![
+        format!("command: `cargo run --release -p cocoon-bench -- {}`", command.join(" ")),
+        format!(
+            "machine: {}; load average (1/5/15 min) {load_before} before, {} after; run took {:.0} s",
+            machine(),
+            load_average(),
+            started.elapsed().as_secs_f64()
+        ),
+        format!(
+            "{} lines per batch; the mock answers each request after {} ms; each worker takes {} requests at once, \
+             so the upstream bounds the rate at workers × {} ÷ {} ms",
+            args.lines, args.delay_ms, args.max_active, args.max_active, args.delay_ms
+        ),
+        format!(
+            "loops of plain requests through the same gateway, same run: {} one at a time, {} sixteen at a time \
+             (a refusal sent again after 10 ms); the batch is timed from its creation to its completion",
+            args.sequential_requests, args.loop_requests
+        ),
+        "processes: mock upstream, `cocoon proxy`, the workers and `cocoon client` with `[batch]` (separate \
+         processes on 127.0.0.1, fake-TDX RA-TLS); gateway CPU and memory are the client process's"
+            .into(),
+    ];
+    let text = batch::markdown(&setup, &rows);
+    println!("{text}");
+    if let Some(out) = &cli.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("report written to {}", out.display());
+    }
+    if cli.keep_dir {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}
+
 async fn bench(cli: &Cli) -> anyhow::Result<()> {
     if cli.concurrency.contains(&0) {
         bail!("--concurrency values must be at least 1");
@@ -354,7 +566,8 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "a temporary directory on the $TMPDIR file system".into())
             ),
             "processes: mock upstream (`cocoon-bench mock`, axum), `cocoon proxy`, `cocoon worker`, `cocoon client` \
-             (separate processes on 127.0.0.1, fake-TDX RA-TLS between roles, info logs to files), and this driver \
+             (separate \
+         processes on 127.0.0.1, fake-TDX RA-TLS between roles, info logs to files), and this driver \
              (reqwest, HTTP/1.1 keep-alive); direct = driver → mock, cocoon = driver → client → proxy → worker → mock"
                 .into(),
             format!(

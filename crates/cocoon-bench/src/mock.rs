@@ -3,7 +3,8 @@
 //!
 //! The request body may carry a `"mock"` object (passed through the network untouched):
 //! `{"chunks": N, "interval_us": U}` makes a stream of N content chunks, one every U µs
-//! (0 = as fast as the reader takes them). Every stream chunk's `id` is
+//! (0 = as fast as the reader takes them); `{"delay_ms": D}` makes a JSON answer wait D ms
+//! (a model's fixed time per answer, for the batch benchmark). Every stream chunk's `id` is
 //! `ts-<unix nanoseconds when the chunk was produced>`, so a reader on the same machine
 //! can tell how long each chunk took to reach it.
 
@@ -52,6 +53,14 @@ async fn models() -> Json<Value> {
 async fn chat(Json(body): Json<Value>) -> Response {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
+        let delay = body
+            .get("mock")
+            .and_then(|m| m.get("delay_ms"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay.min(60_000))).await;
+        }
         return Json(json!({
             "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"}, "finish_reason": "stop"}],

@@ -182,10 +182,28 @@ kind = "fake_tdx"
 
 /// `worker.toml` for the upstream at `upstream` and the proxy's worker port `proxy`.
 pub fn worker_config(dir: &Path, upstream: &str, proxy: &str, pow: u32) -> String {
+    worker_config_n(dir, upstream, proxy, pow, 0, 1024)
+}
+
+/// `worker.toml` of worker number `index` (its own key file) taking at most `max_active`
+/// requests at once.
+pub fn worker_config_n(
+    dir: &Path,
+    upstream: &str,
+    proxy: &str,
+    pow: u32,
+    index: usize,
+    max_active: u32,
+) -> String {
+    let key = if index == 0 {
+        dir.join("worker_key.pem")
+    } else {
+        dir.join(format!("worker_key_{index}.pem"))
+    };
     format!(
         r#"owner_address = "0QBxQlHch0VEgyMl9AKLKpUzfRrNTU5oLOSGFYQYBHigiQab"
 upstream = {upstream}
-max_active_requests = 1024
+max_active_requests = {max_active}
 proxies = [{proxy}]
 http_listen = ""
 is_test = true
@@ -200,12 +218,21 @@ kind = "fake_tdx"
 "#,
         upstream = toml_str(upstream),
         proxy = toml_str(proxy),
-        key = toml_str(&dir.join("worker_key.pem").display().to_string()),
+        key = toml_str(&key.display().to_string()),
     )
 }
 
 /// `client.toml` for the proxy's client port `proxy`, API on any free loopback port.
 pub fn client_config(proxy: &str, pow: u32) -> String {
+    client_config_with(proxy, pow, None)
+}
+
+/// [`client_config`] with the Batch API's files and state in `batch_dir`.
+pub fn client_config_with(proxy: &str, pow: u32, batch_dir: Option<&Path>) -> String {
+    let batch = match batch_dir {
+        Some(d) => format!("\n[batch]\ndir = {}\n", toml_str(&d.display().to_string())),
+        None => String::new(),
+    };
     format!(
         r#"owner_address = "0QDxg3MCjJ_hBqU5laTYfFm2dOpc316VbsFA2snOydUkNTZz"
 http_listen = "127.0.0.1:0"
@@ -218,7 +245,7 @@ pow_difficulty = {pow}
 
 [proxy_policy]
 kind = "fake_tdx"
-"#,
+{batch}"#,
         proxy = toml_str(proxy),
     )
 }

@@ -426,6 +426,10 @@ async fn our_client_through_the_official_proxy_and_worker() {
     // 200; ours ends the stream with an error event that says what happened.
     streamed_from_an_official_worker(&http, &api).await;
 
+    // A batch through the official proxy: its lines go as ordinary requests (the official
+    // proxy never sees the answer-once flag, which it did not accept).
+    batch_ok(&http, &api, &logs).await;
+
     // A refused request (a model nobody serves) is an error for the app, not a hang.
     let refused = http
         .post(format!("{api}/v1/chat/completions"))
@@ -442,6 +446,73 @@ async fn our_client_through_the_official_proxy_and_worker() {
         "{}: {}",
         refused.status(),
         refused.text().await.unwrap_or_default()
+    );
+}
+
+/// A 5-line batch through our client's Batch API at `api` ends with every line answered.
+async fn batch_ok(http: &reqwest::Client, api: &str, logs: &dyn Fn() -> String) {
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            json!({"custom_id": format!("c{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": OFFICIAL_MODEL, "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        })
+        .collect();
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(lines.join("\n").into_bytes()).file_name("in.jsonl"),
+        );
+    let file: Value = http
+        .post(format!("{api}/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("file");
+    let batch: Value = http
+        .post(format!("{api}/v1/batches"))
+        .json(
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"}),
+        )
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("batch");
+    let id = batch["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{batch}\n{}", logs()));
+    let start = std::time::Instant::now();
+    let end = loop {
+        let b: Value = http
+            .get(format!("{api}/v1/batches/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("batch");
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the batch ends: {b}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        end["request_counts"],
+        json!({"total": 5, "completed": 5, "failed": 0}),
+        "{end}\n{}",
+        logs()
     );
 }
 
@@ -624,6 +695,9 @@ http_listen = "127.0.0.1:{http_port}"
 proxies = ["127.0.0.1:{proxy_port}"]
 is_test = true
 
+[batch]
+dir = "{batches}"
+
 [attestation]
 tee = "{tee}"
 key_file = "{key}"
@@ -638,6 +712,7 @@ fake_ton_file = "{fake_ton}"
 root_address = "{root}"
 "#,
         key = work.join("client_key.pem").display(),
+        batches = work.join("batches").display(),
         fake_ton = fake_ton.display(),
         tee = attest.tee,
         policy = attest.policy,

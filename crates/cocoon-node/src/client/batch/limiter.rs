@@ -1,7 +1,8 @@
 //! How many lines of one batch are in flight: a window that grows by one line per window of
-//! answers and halves when the network says it has no room (no free worker within the
-//! batch's price, workers busy), as TCP's congestion window does. The proxy's refusals
-//! are the capacity it reports; the window follows them.
+//! answers and, when the network says it has no room (no free worker within the batch's
+//! price, every worker at its limit), drops to just below what was in flight then. A
+//! refusal is the proxy reporting its capacity: the window settles one line under it and
+//! probes upward slowly, so the workers stay nearly full without a stream of refusals.
 
 /// The window of one batch.
 #[derive(Debug, Clone)]
@@ -30,9 +31,11 @@ impl Window {
         self.limit = (self.limit + 1.0 / self.limit).min(self.max);
     }
 
-    /// The network had no room for a line: half as many.
-    pub(super) fn refused(&mut self) {
-        self.limit = (self.limit / 2.0).max(1.0);
+    /// The network had no room for a line while `in_flight` lines were out: one fewer
+    /// from now on (never more than before, never below one).
+    pub(super) fn refused(&mut self, in_flight: usize) {
+        let room = in_flight.saturating_sub(1) as f64;
+        self.limit = self.limit.min(room).max(1.0);
     }
 }
 
@@ -41,18 +44,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grows_to_the_maximum_and_halves_on_refusal() {
+    fn grows_to_the_maximum_and_settles_under_the_capacity_refusals_show() {
         let mut w = Window::new(64);
         assert_eq!(w.limit(), 16);
         for _ in 0..10_000 {
             w.answered();
         }
         assert_eq!(w.limit(), 64);
-        w.refused();
-        assert_eq!(w.limit(), 32);
-        for _ in 0..20 {
-            w.refused();
+        // Refused with 40 out: the network holds 39.
+        w.refused(40);
+        assert_eq!(w.limit(), 39);
+        // A later refusal with more out than the window does not raise it.
+        w.refused(60);
+        assert_eq!(w.limit(), 39);
+        // It probes upward again: one line per window of answers.
+        for _ in 0..40 {
+            w.answered();
         }
+        assert_eq!(w.limit(), 40);
+        w.refused(0);
         assert_eq!(w.limit(), 1, "never below one line");
         assert_eq!(Window::new(0).limit(), 1);
     }

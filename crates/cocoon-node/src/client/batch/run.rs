@@ -11,7 +11,7 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tower::ServiceExt;
 use tracing::{info, warn, Instrument};
 
@@ -129,6 +129,7 @@ async fn run_lines(
         })?;
     let mut reader = tokio::io::BufReader::with_capacity(1 << 16, file);
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (stopping, stop_rx) = watch::channel(None);
     let most = match batch.concurrency {
         Some(c) => b.config.max_concurrency.min(c as usize),
         None => b.config.max_concurrency,
@@ -179,12 +180,16 @@ async fn run_lines(
                 index: i,
                 may_have_run: i < batch.dispatched,
                 events: tx.clone(),
+                stop: stop_rx.clone(),
             };
             in_flight += 1;
             tokio::spawn(async move {
                 task.run(&line).await;
                 drop(permit);
             });
+        }
+        if stop.is_some() && stopping.borrow().is_none() {
+            stopping.send_replace(stop);
         }
         if in_flight == 0 && (eof || stop.is_some()) {
             break;
@@ -201,7 +206,7 @@ async fn run_lines(
                         b.store.record(id, &std::mem::take(&mut pending))?;
                     }
                 }
-                Some(Event::Refused) => window.refused(),
+                Some(Event::Refused) => window.refused(in_flight),
                 None => break,
             },
             () = wake.notified() => {
@@ -235,6 +240,9 @@ struct LineTask {
     /// The line was (perhaps) sent before the gateway restarted.
     may_have_run: bool,
     events: mpsc::UnboundedSender<Event>,
+    /// Set when the batch stops (cancelled, expired): a line still waiting for room gives
+    /// up; one on its way finishes.
+    stop: watch::Receiver<Option<Status>>,
 }
 
 /// How a line's request ended.
@@ -267,7 +275,9 @@ impl LineTask {
         let _ = self.events.send(Event::Done(result));
     }
 
-    /// Sends the line until it is answered, fails for good, or runs out of attempts.
+    /// Sends the line until it is answered or fails for good: refused for lack of room
+    /// (429), it waits and goes again for as long as the batch runs; after another
+    /// transient failure (502, 503, 504) it goes again up to `attempts` times.
     async fn send(&self, url: &str, body: Vec<u8>, key: [u8; 32]) -> Answer {
         if self.may_have_run && !self.network_answers_once().await {
             return Answer::None(
@@ -279,9 +289,13 @@ impl LineTask {
             );
         }
         let attempts = self.b.config.attempts.max(1);
+        let mut failures = 0;
         let mut backoff = Duration::from_millis(250);
-        let mut last = Answer::None("not_sent", "the line was not sent".into());
-        for attempt in 1..=attempts {
+        let mut no_room = NO_ROOM_FIRST_WAIT;
+        loop {
+            if let Some(stopped) = *self.stop.borrow() {
+                return stopped_answer(stopped);
+            }
             let request = Request::builder()
                 .method("POST")
                 .uri(url)
@@ -299,25 +313,27 @@ impl LineTask {
             let status = response.status();
             let bytes = match axum::body::to_bytes(response.into_body(), MAX_ANSWER).await {
                 Ok(b) => b.to_vec(),
-                Err(e) => {
-                    last = Answer::None("answer_unreadable", e.to_string());
-                    continue;
-                }
+                Err(e) => return Answer::None("answer_unreadable", e.to_string()),
             };
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                // No room in the network now: not a failure of the line.
+                let _ = self.events.send(Event::Refused);
+                let jitter = no_room.mul_f64(rand::random::<f64>() * 0.5);
+                tokio::time::sleep(no_room + jitter).await;
+                no_room = (no_room * 2).min(NO_ROOM_LAST_WAIT);
+                continue;
+            }
             if !is_transient(status) {
                 return Answer::Http(status, bytes);
             }
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let _ = self.events.send(Event::Refused);
+            failures += 1;
+            if failures >= attempts {
+                return Answer::Http(status, bytes);
             }
-            last = Answer::Http(status, bytes);
-            if attempt < attempts {
-                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        last
     }
 
     /// Whether every open proxy session answers a request once (waits up to 30 s for a
@@ -334,10 +350,30 @@ impl LineTask {
     }
 }
 
-/// A failure worth sending the line again for: no room (429), the way or the model
-/// unavailable (502, 503), or time out (504).
+/// A failure worth sending the line again for: the way or the model unavailable (502,
+/// 503), or a time out (504).
 fn is_transient(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+    matches!(status.as_u16(), 502..=504)
+}
+
+/// A line refused for lack of room waits this long first, then twice as long each time,
+/// up to [`NO_ROOM_LAST_WAIT`].
+const NO_ROOM_FIRST_WAIT: Duration = Duration::from_millis(10);
+/// See [`NO_ROOM_FIRST_WAIT`].
+const NO_ROOM_LAST_WAIT: Duration = Duration::from_secs(1);
+
+/// The answer of a line that was waiting for room when its batch stopped.
+fn stopped_answer(stopped: Status) -> Answer {
+    match stopped {
+        Status::Expired => Answer::None(
+            "batch_expired",
+            "this request could not be run before the batch's completion window ended".into(),
+        ),
+        _ => Answer::None(
+            "batch_cancelled",
+            "the batch was cancelled before this request ran".into(),
+        ),
+    }
 }
 
 /// The output or error line of a finished line, in OpenAI's format, with its cost.
