@@ -426,3 +426,57 @@ async fn a_cancelled_batch_finishes_running_lines_and_returns_the_rest_as_errors
         "cancelling a cancelled batch answers it as it is"
     );
 }
+
+#[tokio::test]
+async fn batches_share_the_gateway_first_come_first_served() {
+    let net = start_network(&[WorkerSpec::new("w1", 1000)]).await;
+    net.wait_ready(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BatchConfig::in_dir(dir.path().to_path_buf());
+    config.max_concurrency = 2;
+    // A leftover of an upload cut short is cleared at start.
+    std::fs::create_dir_all(dir.path().join("files")).expect("dir");
+    std::fs::write(dir.path().join("files/file-x.part"), b"half").expect("part");
+    let (api, _batches) = batch_gateway(&net, config).await;
+    assert!(!dir.path().join("files/file-x.part").exists());
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let lines: Vec<String> = (0..20)
+            .map(|i| line(&format!("{name}{i}"), body(json!({"delay_ms": 40}))))
+            .collect();
+        let (_, file) = upload(&http, &api, lines.join("\n"), "batch").await;
+        let (status, batch) = post_json(
+            &http,
+            &format!("{api}/batches"),
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{batch}");
+        ids.push(batch["id"].as_str().expect("id").to_owned());
+    }
+    // While the first batch runs, the second makes progress too: the gateway's two line
+    // slots alternate between them.
+    let mut both_ran_before_the_first_ended = false;
+    for _ in 0..400 {
+        let a = get_json(&http, &format!("{api}/batches/{}", ids[0])).await;
+        let b = get_json(&http, &format!("{api}/batches/{}", ids[1])).await;
+        let done = |v: &Value| v["request_counts"]["completed"].as_u64().unwrap_or(0);
+        if a["status"] == "completed" {
+            break;
+        }
+        if done(&a) > 0 && done(&b) > 0 {
+            both_ran_before_the_first_ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        both_ran_before_the_first_ended,
+        "the second batch waited for the first"
+    );
+    for id in &ids {
+        assert_eq!(finished(&http, &api, id).await["status"], "completed");
+    }
+}

@@ -87,7 +87,17 @@ impl Batches {
     /// Opens the Batch API in `config.dir` for `node` and resumes every batch that was
     /// running when the gateway stopped.
     pub fn start(config: BatchConfig, node: Arc<ClientNode>) -> Result<Arc<Self>, BatchError> {
-        std::fs::create_dir_all(config.dir.join("files"))?;
+        let files = config.dir.join("files");
+        std::fs::create_dir_all(&files)?;
+        // Uploads and outputs cut short by a crash: never recorded, never complete.
+        for entry in std::fs::read_dir(&files)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a partial file");
+                }
+            }
+        }
         let store = Store::open(&config.dir.join("batches.sqlite"))?;
         let batches = Arc::new(Batches {
             permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
