@@ -76,7 +76,7 @@ impl CocoonBot {
         let username = me.user.username.clone().unwrap_or_default();
         info!(bot = %username, api = %config.api, "bot started");
         Ok(Arc::new(CocoonBot {
-            gateway: Gateway::new(&config.api, config.timeout()),
+            gateway: Gateway::new(&config.api, config.timeout(), config.api_key.as_deref()),
             limiter: RateLimiter::new(config.requests_per_minute),
             me: (me.user.id.0, username),
             chats: Mutex::new(HashMap::new()),

@@ -38,6 +38,9 @@ pub struct BotConfig {
     /// The OpenAI base URL of a cocoon client gateway (`…/v1`).
     #[serde(default)]
     pub api: String,
+    /// The gateway's API key (`cocoon client keys add`), if it requires one.
+    #[serde(default)]
+    pub api_key: Option<String>,
     /// The chat model; `None`: the first one the gateway lists.
     #[serde(default)]
     pub model: Option<String>,
@@ -117,6 +120,7 @@ impl BotConfig {
         BotConfig {
             token: token.into(),
             api: api.into(),
+            api_key: None,
             model: None,
             speech_model: None,
             telegram_api: default_telegram_api(),

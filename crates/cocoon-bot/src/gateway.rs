@@ -50,10 +50,20 @@ async fn refusal(response: reqwest::Response) -> GatewayError {
 }
 
 impl Gateway {
-    /// A client of the gateway whose OpenAI base URL is `base` (`…/v1`).
-    pub fn new(base: &str, timeout: Duration) -> Gateway {
+    /// A client of the gateway whose OpenAI base URL is `base` (`…/v1`), sending
+    /// `api_key` as its bearer token when given.
+    pub fn new(base: &str, timeout: Duration, api_key: Option<&str>) -> Gateway {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) = api_key
+            .and_then(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Gateway {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),
             timeout,
         }

@@ -20,6 +20,9 @@ pub struct BotArgs {
     /// DIR/devnet.json, else http://127.0.0.1:10000/v1).
     #[arg(long)]
     api: Option<String>,
+    /// The gateway's API key, when it requires one (`cocoon client keys add`).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// The chat model (default: the first the gateway lists).
     #[arg(long)]
     model: Option<String>,
@@ -84,6 +87,7 @@ impl BotArgs {
             }
             None => {}
         }
+        c.api_key = self.api_key.or(c.api_key);
         c.model = self.model.or(c.model);
         c.speech_model = self.speech_model.or(c.speech_model);
         if let Some(t) = self.telegram_api {

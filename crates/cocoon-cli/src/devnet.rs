@@ -364,6 +364,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         batch: Some(cocoon_node::config::BatchConfig::in_dir(
             dir.join("batches"),
         )),
+        api_keys: Some(dir.join("client-keys.sqlite")),
+        public_without_keys: false,
     };
     let client = runner::start_client(&client_cfg, view.as_ref())
         .await

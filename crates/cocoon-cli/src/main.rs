@@ -13,6 +13,7 @@ mod batch;
 mod bot;
 mod devnet;
 mod e2e;
+mod keys;
 mod money;
 mod roles;
 
@@ -102,7 +103,17 @@ struct ClientCommand {
     #[arg(long, short, required = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    money: Option<money::client::ClientMoney>,
+    sub: Option<ClientSub>,
+}
+
+/// `cocoon client` subcommands: its money, its API keys.
+#[derive(Debug, Subcommand)]
+enum ClientSub {
+    #[command(flatten)]
+    Money(money::client::ClientMoney),
+    /// The gateway's API keys: one per app, with a spending limit and a rate.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// The config file of a role run (clap requires it when no subcommand is given).
@@ -176,8 +187,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime()?.block_on(roles::worker(args))
         }
         Command::Client(ClientCommand {
-            money: Some(cmd), ..
+            sub: Some(ClientSub::Money(cmd)),
+            ..
         }) => runtime()?.block_on(money::client::run(cmd)),
+        Command::Client(ClientCommand {
+            sub: Some(ClientSub::Keys(cmd)),
+            ..
+        }) => keys::run(cmd),
         Command::Client(ClientCommand { config: c, .. }) => {
             let args = roles::RoleArgs { config: config(c)? };
             runtime()?.block_on(roles::client(args))

@@ -748,6 +748,15 @@ pub struct ClientConfig {
     /// limits. Absent: the gateway answers those endpoints with a 404 that says so.
     #[serde(default)]
     pub batch: Option<BatchConfig>,
+    /// The SQLite file of the gateway's API keys (`cocoon client keys add|list|revoke
+    /// --config client.toml`). Once it holds a key, every request needs one.
+    #[serde(default)]
+    pub api_keys: Option<PathBuf>,
+    /// Serve the API on an address other than loopback although no API key exists (the
+    /// gateway refuses to start that way otherwise: anyone who reaches it spends the
+    /// client's TON).
+    #[serde(default)]
+    pub public_without_keys: bool,
 }
 
 /// `[batch]` of `client.toml`: the OpenAI Batch API on the gateway.
@@ -1016,6 +1025,7 @@ mod example_files {
         assert_eq!(client.http_listen, "127.0.0.1:10000");
         assert_eq!(client.proxy_policy.kind, PolicyKind::FakeTee);
         valid_address(&client.owner_address);
+        assert!(client.api_keys.is_some() && !client.public_without_keys);
         let batch = client.batch.expect("[batch] in the example");
         let defaults = BatchConfig::in_dir(batch.dir.clone());
         assert_eq!(

@@ -918,6 +918,26 @@ pub async fn start_client(
         default_timeout: cfg.default_timeout,
         ..GatewaySettings::default()
     });
+    if let Some(path) = &cfg.api_keys {
+        let keys = crate::client::keys::ApiKeys::open(path)
+            .map_err(|e| ConfigError::Invalid(format!("api_keys {}: {e}", path.display())))?;
+        node.set_api_keys(keys);
+    }
+    let loopback = cfg
+        .http_listen
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| cfg.http_listen.starts_with("localhost:"));
+    let keyed = node.api_keys().is_some_and(|k| k.required());
+    if !loopback && !keyed && !cfg.public_without_keys {
+        return Err(ConfigError::Invalid(format!(
+            "http_listen {} is not a loopback address and the gateway has no API key: anyone who \
+             reaches it would spend this client's TON. Set api_keys and add a key \
+             (`cocoon client keys add --name APP --config …`), or set public_without_keys = true",
+            cfg.http_listen
+        ))
+        .into());
+    }
     // On chain, the client speaks as its cocoon wallet (`client_owner_address`), owned by
     // the configured owner.
     let (owner_address, onchain) = match &view.settlement {

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::client::answer_check::{check_json, SseCheck};
+use crate::client::keys::{ApiKeys, Key};
 use crate::client::{AnswerEvent, ClientSettings, ProxySession, QueryRequest};
 use crate::limits::{
     BODY_READ_TIMEOUT, ENVELOPE_RESERVE, MAX_FRAME, MAX_MODEL_NAME, MAX_REQUEST_BODY,
@@ -102,6 +103,8 @@ pub struct ClientNode {
     started: Instant,
     /// When this gateway first listed each model (unix seconds): `/v1/models`' `created`.
     models_seen: Mutex<BTreeMap<String, u64>>,
+    /// The API keys requests must carry, when the gateway has a key file.
+    api_keys: std::sync::OnceLock<Arc<ApiKeys>>,
 }
 
 impl std::fmt::Debug for ClientNode {
@@ -130,7 +133,27 @@ impl ClientNode {
             stats: ClientStats::default(),
             started: Instant::now(),
             models_seen: Mutex::default(),
+            api_keys: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes every request of [`ClientNode::router_with`]'s API carry one of `keys`
+    /// (once the key file holds a key); set once, at start.
+    pub fn set_api_keys(&self, keys: Arc<ApiKeys>) {
+        let _ = self.api_keys.set(keys);
+    }
+
+    /// The gateway's API keys, if it has a key file.
+    pub fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
+        self.api_keys.get()
+    }
+
+    /// Adds what a request cost (`tokens` adjusted tokens at `session`'s price) to the
+    /// key it was made with.
+    fn charge(&self, key: Option<&Arc<Key>>, tokens: u64, session: &ProxySession) {
+        if let (Some(key), Some(keys)) = (key, self.api_keys()) {
+            keys.charge(key, tokens.saturating_mul(session.price_per_token()));
+        }
     }
 
     /// The client's counters.
@@ -217,13 +240,20 @@ impl ClientNode {
         sessions.get(start % sessions.len()).cloned()
     }
 
-    /// The router of the HTTP API with `uploads` beside it: routes that take large bodies
-    /// and stream them themselves (the Batch API), outside the request body limit.
+    /// The router of the HTTP API as it is served: with `uploads` beside it (routes that
+    /// take large bodies and stream them themselves, the Batch API, outside the request
+    /// body limit), and every request checked for an API key when the gateway has keys.
     pub fn router_with(self: &Arc<Self>, uploads: Router) -> Router {
-        self.router().merge(uploads)
+        self.router()
+            .merge(uploads)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authorize,
+            ))
     }
 
-    /// The router of the HTTP API.
+    /// The router of the HTTP API without the API key check (what the gateway's own
+    /// callers use: batch lines carry their batch's key as a request extension).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(inference))
@@ -747,6 +777,29 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Checks a request's API key ([`ApiKeys::check`]) and hands the key to the handler as a
+/// request extension.
+async fn authorize(
+    State(node): State<Arc<ClientNode>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(keys) = node.api_keys() {
+        match keys.check(request.headers()) {
+            Ok(Some(key)) => {
+                request.extensions_mut().insert(key);
+            }
+            Ok(None) => {}
+            Err(denied) => {
+                let response = denied.response();
+                node.failed(response.status());
+                return response;
+            }
+        }
+    }
+    next.run(request).await
+}
+
 /// Asks the network to answer a request at most once, under this request id (see
 /// [`QueryRequest::answer_once`]). Set by the gateway's own callers (batch lines) as a
 /// request extension; an HTTP client cannot set it.
@@ -756,10 +809,19 @@ pub struct AnswerOnce(pub [u8; 32]);
 async fn inference(
     State(node): State<Arc<ClientNode>>,
     once: Option<axum::Extension<AnswerOnce>>,
+    key: Option<axum::Extension<Arc<Key>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let key = key.map(|axum::Extension(k)| k);
+    if let Some(k) = &key {
+        if let Err(denied) = k.usable() {
+            let response = denied.response();
+            node.failed(response.status());
+            return response;
+        }
+    }
     let body = match read_body(&node, body).await {
         Ok(b) => b,
         Err(response) => return *response,
@@ -926,6 +988,7 @@ async fn inference(
                         }
                         Ok(Some(AnswerEvent::Done(info))) => {
                             guard.disarm();
+                            node2.charge(key.as_ref(), info.tokens.total(), &guard.session);
                             match check.finish() {
                                 Ok(rest) if rest.is_empty() => {}
                                 Ok(rest) => {
@@ -980,6 +1043,7 @@ async fn inference(
                 Ok(Some(AnswerEvent::Chunk(c))) => body.extend_from_slice(&c),
                 Ok(Some(AnswerEvent::Done(info))) => {
                     guard.disarm();
+                    node.charge(key.as_ref(), info.tokens.total(), &guard.session);
                     if let Err(error) = check_json(status.as_u16(), content_type.as_deref(), &body) {
                         warn!(%error, "the answer is not valid JSON; answering 502");
                         node.failed(StatusCode::BAD_GATEWAY);
@@ -1150,6 +1214,33 @@ async fn metrics(State(node): State<Arc<ClientNode>>) -> Response {
         "Time to the end of the answer.",
         &s.total_latency,
     );
+    if let Some(keys) = node.api_keys() {
+        let usage = keys.usage();
+        let labels: Vec<[(&str, &str); 1]> = usage
+            .iter()
+            .map(|(name, _, _)| [("key", name.as_str())])
+            .collect();
+        let spent: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(&usage)
+            .map(|(l, (_, spent, _))| (&l[..], *spent))
+            .collect();
+        m.counter(
+            "cocoon_client_api_key_spent_nanoton_total",
+            "What each API key's requests cost (nanoTON).",
+            &spent,
+        );
+        let requests: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(&usage)
+            .map(|(l, (_, _, n))| (&l[..], *n))
+            .collect();
+        m.counter(
+            "cocoon_client_api_key_requests_total",
+            "Requests answered per API key.",
+            &requests,
+        );
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.finish(),

@@ -6,6 +6,7 @@
 pub mod answer_check;
 pub mod batch;
 pub mod gateway;
+pub mod keys;
 pub mod session;
 pub mod settlement;
 

@@ -338,6 +338,11 @@ impl ProxySession {
         self.extensions.answer_once()
     }
 
+    /// What the client pays per adjusted token now (nanoTON, the root's price).
+    pub fn price_per_token(&self) -> u64 {
+        self.settings.chain.context().params().price_per_token
+    }
+
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         !self.handle.is_closed()

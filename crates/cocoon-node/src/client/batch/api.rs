@@ -235,6 +235,7 @@ fn window_secs(w: &str) -> Option<u64> {
 
 async fn create(
     State(b): State<Arc<Batches>>,
+    key: Option<axum::Extension<Arc<crate::client::keys::Key>>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, BatchError> {
     let req: Map<String, Value> = match serde_json::from_slice(&body) {
@@ -341,6 +342,7 @@ async fn create(
         dispatched: 0,
         max_coefficient,
         concurrency,
+        api_key: key.map(|axum::Extension(k)| k.name.clone()),
         failure: None,
     };
     b.store.add_batch(&row)?;

@@ -174,6 +174,10 @@ async fn run_lines(
                 .map_err(|_| BatchError::Conflict("the gateway is stopping".into()))?;
             let line = Arc::new(std::mem::take(&mut buf));
             let task = LineTask {
+                key: batch
+                    .api_key
+                    .as_deref()
+                    .and_then(|name| b.node.api_keys()?.by_name(name)),
                 b: b.clone(),
                 batch_secret: batch.secret,
                 max_coefficient: batch.max_coefficient,
@@ -234,6 +238,9 @@ async fn run_lines(
 /// One line on its way through the network.
 struct LineTask {
     b: Arc<Batches>,
+    /// The API key the batch was created with: the line is charged to it (and refused
+    /// once it is revoked or over its limit).
+    key: Option<Arc<crate::client::keys::Key>>,
     batch_secret: [u8; 32],
     max_coefficient: Option<u32>,
     index: u64,
@@ -296,12 +303,15 @@ impl LineTask {
             if let Some(stopped) = *self.stop.borrow() {
                 return stopped_answer(stopped);
             }
-            let request = Request::builder()
+            let mut request = Request::builder()
                 .method("POST")
                 .uri(url)
                 .header(header::CONTENT_TYPE, "application/json")
-                .extension(AnswerOnce(key))
-                .body(Body::from(body.clone()));
+                .extension(AnswerOnce(key));
+            if let Some(k) = &self.key {
+                request = request.extension(k.clone());
+            }
+            let request = request.body(Body::from(body.clone()));
             let request = match request {
                 Ok(r) => r,
                 Err(e) => return Answer::None("invalid_line", e.to_string()),

@@ -147,6 +147,8 @@ pub struct BatchRow {
     pub max_coefficient: Option<u32>,
     /// Most of its lines in flight at once, if the batch set it (else the gateway's).
     pub concurrency: Option<u32>,
+    /// The API key it was created with: its lines are charged to it.
+    pub api_key: Option<String>,
     /// Why the batch failed, if it did.
     pub failure: Option<String>,
 }
@@ -194,7 +196,7 @@ CREATE TABLE IF NOT EXISTS batches (
     total INTEGER NOT NULL, completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
     cost_nanoton INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0, dispatched INTEGER NOT NULL DEFAULT 0,
-    max_coefficient INTEGER, failure TEXT, concurrency INTEGER);
+    max_coefficient INTEGER, failure TEXT, concurrency INTEGER, api_key TEXT);
 CREATE TABLE IF NOT EXISTS results (
     batch_id TEXT NOT NULL, line INTEGER NOT NULL, ok INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (batch_id, line));
@@ -212,7 +214,7 @@ const BATCH_COLUMNS: &str =
     "id, secret, input_file_id, endpoint, completion_window, metadata, status,
     created_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
     cancelled_at, expires_at, output_file_id, error_file_id, total, completed, failed, cost_nanoton,
-    input_tokens, output_tokens, dispatched, max_coefficient, failure, concurrency";
+    input_tokens, output_tokens, dispatched, max_coefficient, failure, concurrency, api_key";
 
 fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
     let secret: Vec<u8> = r.get(1)?;
@@ -250,6 +252,7 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
         concurrency: r
             .get::<_, Option<i64>>(27)?
             .and_then(|c| u32::try_from(c).ok()),
+        api_key: r.get(28)?,
     })
 }
 
@@ -352,8 +355,9 @@ impl Store {
     pub fn add_batch(&self, b: &BatchRow) -> Result<(), BatchError> {
         self.conn().execute(
             "INSERT INTO batches (id, secret, input_file_id, endpoint, completion_window, metadata,
-                 status, created_at, in_progress_at, expires_at, total, max_coefficient, concurrency)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 status, created_at, in_progress_at, expires_at, total, max_coefficient, concurrency,
+                 api_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 b.id,
                 b.secret.as_slice(),
@@ -368,6 +372,7 @@ impl Store {
                 i(b.total),
                 b.max_coefficient.map(i64::from),
                 b.concurrency.map(i64::from),
+                b.api_key,
             ],
         )?;
         Ok(())
