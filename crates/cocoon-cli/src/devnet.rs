@@ -224,7 +224,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         owner_address: devnet_address_text("devnet-proxy-owner"),
         client_listen: format!("127.0.0.1:{}", args.proxy_client_port),
         worker_listen: format!("127.0.0.1:{}", args.proxy_worker_port),
-        http_listen: String::new(),
+        // Its stats and demand (`cocoon worker demand`), on loopback.
+        http_listen: "127.0.0.1:0".into(),
         http_access_hash: None,
         db_path: dir.join("proxy-ledger.sqlite"),
         is_test: true,
@@ -456,6 +457,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         "proxy_client_endpoint": proxy.client_addr.to_string(),
         "proxy_worker_endpoint": proxy.worker_addr.to_string(),
         "proxy_public_key": hex::encode(proxy.proxy.public_key()),
+        // The proxy's stats port: /metrics, /jsonstats, /demand.
+        "proxy_http": proxy.http_addr.map(|a| format!("http://{a}")),
         "key_manager": {
             "endpoint": km.addr.to_string(),
             "machine_key": hex::encode(km.key_manager.public_key()),

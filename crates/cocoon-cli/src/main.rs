@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 mod attest;
 mod batch;
 mod bot;
+mod demand;
 mod devnet;
 mod e2e;
 mod keys;
@@ -92,7 +93,16 @@ struct WorkerCommand {
     #[arg(long)]
     model: Option<String>,
     #[command(subcommand)]
-    money: Option<money::worker::WorkerMoney>,
+    sub: Option<WorkerSub>,
+}
+
+/// `cocoon worker` subcommands: its money, and where workers are wanted.
+#[derive(Debug, Subcommand)]
+enum WorkerSub {
+    #[command(flatten)]
+    Money(Box<money::worker::WorkerMoney>),
+    /// Which models a proxy is short of workers for, and at what price.
+    Demand(demand::DemandArgs),
 }
 
 /// `cocoon client`: run the role, or a money subcommand.
@@ -175,8 +185,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime()?.block_on(roles::proxy(args))
         }
         Command::Worker(WorkerCommand {
-            money: Some(cmd), ..
-        }) => runtime()?.block_on(money::worker::run(cmd)),
+            sub: Some(WorkerSub::Money(cmd)),
+            ..
+        }) => runtime()?.block_on(money::worker::run(*cmd)),
+        Command::Worker(WorkerCommand {
+            sub: Some(WorkerSub::Demand(args)),
+            ..
+        }) => runtime()?.block_on(demand::run(args)),
         Command::Worker(WorkerCommand {
             config: c, model, ..
         }) => {

@@ -241,6 +241,24 @@ async fn a_batch_survives_kill_9_with_every_line_answered_and_billed_once() {
     );
     let (ok, text) = cli(&["batch", "list", "--api", &api]);
     assert!(ok && text.contains(&id), "{text}");
+    // The proxy's demand, as a GPU owner reads it: the model served, lines routed.
+    let (ok, text) = cli(&["worker", "demand", "--dir", state.to_str().expect("utf8")]);
+    assert!(
+        ok && text.contains(&format!("{MODEL}: served: 2 workers")),
+        "{text}"
+    );
+    let (ok, text) = cli(&[
+        "worker",
+        "demand",
+        "--json",
+        "--dir",
+        state.to_str().expect("utf8"),
+    ]);
+    let demand: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    assert!(
+        ok && demand["models"][0]["recent"]["routed"].as_u64() >= Some(20),
+        "{demand}"
+    );
     let (ok, text) = cli(&["batch", "cancel", &id, "--api", &api]);
     assert!(!ok && text.contains("can no longer be cancelled"), "{text}");
     let small_cost: u64 = small_answers

@@ -391,6 +391,7 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
                 json!({"public_key": hex::encode(k), "expire_at": until})
             }).collect::<Vec<_>>(),
             "workers": p.worker_connections(),
+            "demand": p.demand(),
         }))
     }
     async fn metrics(State(p): State<Proxy>) -> impl IntoResponse {
@@ -467,10 +468,18 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
             "Ready worker connections per model.",
             &refs,
         );
+        demand_metrics(&mut m, &p.demand());
         (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             m.finish(),
         )
+    }
+    async fn demand(State(p): State<Proxy>) -> impl IntoResponse {
+        Json(json!({
+            "recent_minutes": crate::proxy::demand::RECENT_MINUTES,
+            "price_buckets": crate::proxy::demand::PRICE_BUCKETS,
+            "models": p.demand(),
+        }))
     }
     let guarded = Router::new()
         .route("/jsonstats", get(stats))
@@ -484,8 +493,89 @@ pub fn proxy_admin_router(proxy: Proxy, access: crate::admin::AdminAccess) -> Ro
         ));
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/demand", get(demand))
         .merge(guarded)
         .with_state(proxy)
+}
+
+/// Per model: the serving workers' load and what clients asked for (Prometheus), the
+/// signals an autoscaler adds and drains workers by.
+fn demand_metrics(m: &mut MetricsText, models: &[crate::proxy::demand::ModelReport]) {
+    let labels: Vec<[(&str, &str); 1]> = models
+        .iter()
+        .map(|r| [("model", r.model.as_str())])
+        .collect();
+    let gauge = |m: &mut MetricsText,
+                 name: &str,
+                 help: &str,
+                 f: &dyn Fn(&crate::proxy::demand::ModelReport) -> u64| {
+        let values: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(models)
+            .map(|(l, r)| (&l[..], f(r)))
+            .collect();
+        m.gauge_u64(name, help, &values);
+    };
+    gauge(
+        m,
+        "cocoon_proxy_model_running_requests",
+        "Requests the serving workers of each model run now.",
+        &|r| r.supply.running,
+    );
+    gauge(
+        m,
+        "cocoon_proxy_model_max_requests",
+        "Requests the serving workers of each model take at most.",
+        &|r| r.supply.max_running,
+    );
+    let mut refused: Vec<([(&str, &str); 2], u64)> = Vec::new();
+    for r in models {
+        for (reason, n) in [
+            ("no_worker", r.total.refused_no_worker),
+            ("busy", r.total.refused_busy),
+            ("price", r.total.refused_price),
+        ] {
+            refused.push(([("model", r.model.as_str()), ("reason", reason)], n));
+        }
+    }
+    let refs: Vec<(&[(&str, &str)], u64)> = refused.iter().map(|(l, n)| (&l[..], *n)).collect();
+    m.counter(
+        "cocoon_proxy_model_requests_refused_total",
+        "Requests refused before any worker, per model and reason (no_worker: none connected; busy: all full; price: all above the client's max_coefficient).",
+        &refs,
+    );
+    let routed: Vec<(&[(&str, &str)], u64)> = labels
+        .iter()
+        .zip(models)
+        .map(|(l, r)| (&l[..], r.total.routed))
+        .collect();
+    m.counter(
+        "cocoon_proxy_model_requests_routed_total",
+        "Requests sent to a worker, per model.",
+        &routed,
+    );
+    let mut accepted: Vec<([(&str, &str); 2], u64)> = Vec::new();
+    let bounds: Vec<String> = crate::proxy::demand::PRICE_BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_owned()))
+        .collect();
+    for r in models {
+        let mut cumulative = 0;
+        for (bound, n) in bounds.iter().zip(r.total.accepted_price) {
+            cumulative += n;
+            accepted.push((
+                [("model", r.model.as_str()), ("le", bound.as_str())],
+                cumulative,
+            ));
+        }
+    }
+    let refs: Vec<(&[(&str, &str)], u64)> = accepted.iter().map(|(l, n)| (&l[..], *n)).collect();
+    m.counter(
+        "cocoon_proxy_model_accepted_coefficient_bucket",
+        "Requests per model whose client accepted a worker coefficient up to le (cumulative; 1000 = 1.0x).",
+        &refs,
+    );
 }
 
 /// A running key manager.

@@ -26,6 +26,7 @@ mod admission;
 mod billing;
 mod clients;
 mod connections;
+pub mod demand;
 mod epoch;
 mod relay;
 mod replay;
@@ -141,6 +142,8 @@ struct Shared {
     state: Mutex<State>,
     next_id: AtomicU64,
     stats: ProxyStats,
+    /// What clients asked for, per model ([`demand`]).
+    demand: demand::Demand,
     /// Private keys from the key manager, for requests encrypted to them (protocol 3).
     keys: crate::keys::KeyRing,
 }
@@ -195,6 +198,7 @@ impl Proxy {
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
+                demand: demand::Demand::default(),
                 keys: crate::keys::KeyRing::new(),
             }),
         };
@@ -232,6 +236,40 @@ impl Proxy {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Demand per model: the serving workers' load and price, and what clients asked
+    /// for since start and in the last [`demand::RECENT_MINUTES`] minutes (`/demand`,
+    /// `/jsonstats`, `/metrics`).
+    pub fn demand(&self) -> Vec<demand::ModelReport> {
+        let minute = demand::unix_minute();
+        let mut supply: std::collections::BTreeMap<String, demand::Supply> = Default::default();
+        for w in self.state().workers.serving() {
+            let s = supply.entry(w.model.clone()).or_default();
+            s.workers += 1;
+            s.running += u64::from(w.running);
+            s.max_running += u64::from(w.max_active);
+            s.lowest_coefficient = Some(
+                s.lowest_coefficient
+                    .map_or(w.coefficient, |c| c.min(w.coefficient)),
+            );
+            s.highest_coefficient = s.highest_coefficient.max(w.coefficient);
+        }
+        let mut asked = self.shared.demand.snapshot(minute);
+        let names: std::collections::BTreeSet<String> =
+            supply.keys().chain(asked.keys()).cloned().collect();
+        names
+            .into_iter()
+            .map(|model| {
+                let (total, recent) = asked.remove(&model).unwrap_or_default();
+                demand::ModelReport {
+                    supply: supply.remove(&model).unwrap_or_default(),
+                    model,
+                    total,
+                    recent,
+                }
+            })
+            .collect()
     }
 
     /// The proxy's counters.

@@ -16,6 +16,7 @@ use tycho_types::models::StdAddr;
 
 use super::admission::ClientSession;
 use super::billing::bounded;
+use super::demand::{unix_minute, Outcome as Asked};
 use super::replay::{once_id, unseal, Kept};
 use super::routing::{Assignment, Needs, Outcome};
 use super::{log_text, Proxy};
@@ -339,7 +340,26 @@ impl Proxy {
         };
         let chosen = {
             let mut state = self.state();
-            match state.workers.assign(&model, max_coefficient, &[], needs) {
+            let assigned = state.workers.assign(&model, max_coefficient, &[], needs);
+            let outcome = match &assigned {
+                Ok(link) => Asked::Routed {
+                    coefficient: link.coefficient,
+                },
+                // "No worker" while workers of the model are connected: all of them full.
+                Err((Refusal::NoWorker, _))
+                    if state
+                        .workers
+                        .serving()
+                        .any(|w| w.model == model && w.running >= w.max_active) =>
+                {
+                    Asked::Refused(Refusal::WorkerBusy)
+                }
+                Err((refusal, _)) => Asked::Refused(*refusal),
+            };
+            self.shared
+                .demand
+                .record(&model, max_coefficient, outcome, unix_minute());
+            match assigned {
                 Err(e) => Err(e),
                 Ok(link) => {
                     self.shared.reservations.reserve(owner, to_reserve);
