@@ -221,7 +221,7 @@ async fn chat_ok(http: &reqwest::Client, api: &str, model: &str, logs: &dyn Fn()
         .timeout(Duration::from_secs(60))
         .send()
         .await
-        .expect("answer");
+        .unwrap_or_else(|e| panic!("no answer: {e}\n{}", logs()));
     let status = answer.status();
     let text = answer.text().await.unwrap_or_default();
     assert_eq!(status, 200, "{text}\n{}", logs());
