@@ -430,6 +430,23 @@ async fn our_client_through_the_official_proxy_and_worker() {
     // proxy never sees the answer-once flag, which it did not accept).
     batch_ok(&http, &api, &logs).await;
 
+    // The official proxy serves no evidence to apps: the endpoint says so, never fakes it.
+    let evidence: Value = http
+        .get(format!("{api}/v1/attestation?nonce=aa"))
+        .send()
+        .await
+        .expect("attestation")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(evidence["proxies"][0]["evidence"], json!([]), "{evidence}");
+    assert!(
+        evidence["proxies"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("official COCOON proxy")),
+        "{evidence}"
+    );
+
     // A refused request (a model nobody serves) is an error for the app, not a hang.
     let refused = http
         .post(format!("{api}/v1/chat/completions"))

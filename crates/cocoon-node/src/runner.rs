@@ -305,6 +305,10 @@ pub async fn start_proxy(
     };
     let proxy = Proxy::new(settings, start, ledger)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+    proxy.set_attester(
+        crate::protocol::evidence::Attester::new(identity.key.clone(), identity.certs.clone()),
+        &cfg.worker_policy.kind.to_string(),
+    );
     if let Some(chain) = &view.settlement {
         // The root is read for new parameters; a change rotates the contracts (§5.7).
         root.spawn_polling(chain.policy.root_poll_interval);
@@ -851,6 +855,10 @@ pub async fn start_worker(
     };
     let worker = Worker::new(settings, backend)
         .map_err(|e| ConfigError::Invalid(format!("owner_address: {e}")))?;
+    worker.set_attester(crate::protocol::evidence::Attester::new(
+        identity.key.clone(),
+        identity.certs.clone(),
+    ));
     worker.spawn_health_monitor();
     for proxy in &cfg.proxies {
         worker.spawn_proxy_link(proxy.clone(), dialer.clone());

@@ -115,6 +115,9 @@ const EXTENSIONS: &[&str] = &[
     "cocoonrs.modelEndpoints",
     "cocoonrs.endpointsOfModels",
     "cocoonrs.getEndpointsOfModels",
+    "cocoonrs.evidence",
+    "cocoonrs.attestation",
+    "cocoonrs.getAttestation",
 ];
 
 #[test]

@@ -262,6 +262,7 @@ impl ClientNode {
             .route("/v1/audio/transcriptions", post(inference))
             .route("/v1/audio/translations", post(inference))
             .route("/v1/models", get(models))
+            .route("/v1/attestation", get(attestation))
             .route("/jsonstats", get(json_stats))
             .route("/metrics", get(metrics))
             .fallback(not_found)
@@ -1124,6 +1125,102 @@ async fn models(State(node): State<Arc<ClientNode>>) -> Response {
         })
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/attestation?nonce=HEX`: every proxy session's evidence and its serving
+/// workers', fetched now, each signature checked here ([`crate::protocol::evidence`]).
+async fn attestation(
+    State(node): State<Arc<ClientNode>>,
+    axum::extract::Query(query): axum::extract::Query<BTreeMap<String, String>>,
+) -> Response {
+    use crate::protocol::evidence::{self, MAX_NONCE};
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let nonce = match query.get("nonce").map(hex::decode) {
+        Some(Ok(n)) if (1..=MAX_NONCE).contains(&n.len()) => n,
+        _ => {
+            return *bad_request(
+                &node,
+                &format!("give ?nonce= as 1 to {MAX_NONCE} bytes in hex (a fresh random value)"),
+            )
+        }
+    };
+    let sessions = node.open_sessions();
+    if sessions.is_empty() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "no_proxy",
+            "no proxy connection is ready",
+        );
+    }
+    let mut proxies = Vec::new();
+    for session in sessions {
+        let proxy_key = session.proxy_params().proxy_public_key;
+        let mut entry = json!({
+            "proxy_public_key": hex::encode(proxy_key),
+            "proxy_sc_address": session.proxy_params().proxy_sc_address,
+            "evidence": [],
+        });
+        match session.attestation(&nonce).await {
+            Ok(Some(answer)) => {
+                let items: Vec<Value> = answer
+                    .evidence
+                    .iter()
+                    .map(|e| {
+                        let mut checked = evidence::check(e, &nonce);
+                        if e.role == "proxy" && checked.as_ref().is_ok_and(|k| *k != proxy_key) {
+                            checked = Err(evidence::EvidenceError::KeyMismatch);
+                        }
+                        let cert = cocoon_attest::cert::parse_certificate(&e.certificate).ok();
+                        let tee = match &cert {
+                            Some(c) => match (&c.quote, &c.sev) {
+                                (Some(q), _) if cocoon_attest::tee::parse_fake_quote(q).is_some() => "fake-tdx",
+                                (Some(_), _) => "tdx",
+                                (None, Some(sev)) if sev.is_fake() => "fake-sev-snp",
+                                (None, Some(_)) => "sev-snp",
+                                (None, None) => "none",
+                            },
+                            None => "unknown",
+                        };
+                        let verified = if e.role == "proxy" {
+                            json!({"by": "client", "at": session.connected_at(),
+                                   "what": "this gateway's RA-TLS session with the proxy, under its proxy_policy"})
+                        } else {
+                            json!({"by": "proxy", "policy": e.verified_policy, "at": e.verified_at,
+                                   "public_key": hex::encode(e.verified_key),
+                                   "image_hash": hex::encode(e.verified_image_hash)})
+                        };
+                        json!({
+                            "role": e.role,
+                            "model": e.model,
+                            "public_key": cert.as_ref().map(|c| hex::encode(c.public_key)),
+                            "tee": tee,
+                            "certificate": b64(&e.certificate),
+                            "signature": b64(&e.signature),
+                            "valid": checked.is_ok(),
+                            "error": checked.err().map(|err| err.to_string()),
+                            "verified": verified,
+                        })
+                    })
+                    .collect();
+                entry["evidence"] = Value::Array(items);
+            }
+            Ok(None) => {
+                entry["error"] =
+                    json!("an official COCOON proxy: it serves no attestation evidence to apps");
+            }
+            Err(e) => entry["error"] = json!(e.to_string()),
+        }
+        proxies.push(entry);
+    }
+    Json(json!({
+        "object": "cocoon.attestation",
+        "nonce": hex::encode(&nonce),
+        "signed_message": "\"cocoon-rs attestation v1\\0\" ++ nonce ++ SHA-256(certificate DER), Ed25519 by the certificate's key",
+        "proxies": proxies,
+    }))
+    .into_response()
 }
 
 async fn json_stats(State(node): State<Arc<ClientNode>>) -> Response {

@@ -131,6 +131,8 @@ pub struct ProxySession {
     sent: Arc<AtomicU64>,
     /// Unique per connection in this process (never reused, unlike an address).
     id: u64,
+    /// Unix seconds when it was authorized.
+    connected_at: u64,
 }
 
 /// Source of [`ProxySession`] ids.
@@ -312,6 +314,7 @@ impl ProxySession {
             vouchers,
             sent: Arc::default(),
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            connected_at: u64::from(crate::util::unix_secs()),
         })
     }
 
@@ -461,6 +464,34 @@ impl ProxySession {
             )
             .await?;
         Ok(Some(answer))
+    }
+
+    /// The proxy's and its serving workers' evidence for `nonce`
+    /// (`cocoonrs.getAttestation`); `None` from a proxy without the cocoon-rs extensions
+    /// (a COCOON proxy serves none).
+    pub async fn attestation(
+        &self,
+        nonce: &[u8],
+    ) -> Result<Option<cocoon_tl::types::cocoonrs::Attestation>, ClientError> {
+        if !self.extensions.attestation() {
+            return Ok(None);
+        }
+        let cocoon_tl::enums::cocoonrs::Attestation::Attestation(answer) = self
+            .handle
+            .query_with_timeout(
+                &cocoon_tl::functions::cocoonrs::GetAttestation {
+                    nonce: nonce.to_vec(),
+                },
+                Duration::from_secs(15),
+            )
+            .await?;
+        Ok(Some(answer))
+    }
+
+    /// When this session was authorized (unix seconds): its proxy's certificate was
+    /// verified then.
+    pub fn connected_at(&self) -> u64 {
+        self.connected_at
     }
 
     /// Refreshes the payment state (`updatePaymentStatus`).

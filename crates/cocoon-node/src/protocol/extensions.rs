@@ -8,6 +8,7 @@
 //! |---|---|
 //! | cancellation | `cocoonrs.cancelQuery`: client → proxy when an app hangs up, proxy → worker to stop the request |
 //! | answer once | `client.runQueryEx` with flag bit [`flags::QUERY_ANSWER_ONCE`]: the proxy keeps the answer with the booking and answers the same request id sent again (after a crash) with it, never billing it twice |
+//! | attestation | `cocoonrs.getAttestation`: client → proxy → workers, each party's certificate and its signature of an app's nonce (`GET /v1/attestation`) |
 //! | endpoints | `cocoonrs.workerEndpoints`: worker → proxy before its handshake completes, the OpenAI paths it serves and the features it offers (`tools`); the proxy routes by them |
 
 use super::version::flags;
@@ -48,6 +49,11 @@ impl Extensions {
 
     /// Requests may carry [`flags::QUERY_ANSWER_ONCE`] to this peer (a proxy).
     pub fn answer_once(self) -> bool {
+        self.cocoon_rs
+    }
+
+    /// `cocoonrs.getAttestation` may be sent to this peer.
+    pub fn attestation(self) -> bool {
         self.cocoon_rs
     }
 

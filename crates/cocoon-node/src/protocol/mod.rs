@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod endpoint;
+pub mod evidence;
 pub mod extensions;
 pub mod http;
 pub mod multipart;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cocoon_net::{IncomingQuery, RpcHandle};
+use cocoon_net::{ErrorCode, IncomingQuery, RpcHandle};
 use cocoon_tl::functions::client as client_fn;
 use cocoon_tl::functions::cocoonrs as cocoonrs_fn;
 use cocoon_tl::types::{client, cocoonrs};
@@ -15,6 +15,7 @@ use super::connections::not_served;
 use super::{to_i64, Proxy};
 use crate::ledger::Party;
 use crate::protocol::endpoint::Endpoints;
+use crate::protocol::evidence::MAX_NONCE;
 use crate::util::hex_short;
 
 impl Proxy {
@@ -45,6 +46,23 @@ impl Proxy {
             Some(cocoonrs_fn::GetEndpointsOfModels::ID) if session.extensions.endpoints() => {
                 let answer = self.endpoints_of_models();
                 let _ = q.answer(&answer).await;
+            }
+            Some(cocoonrs_fn::GetAttestation::ID) if session.extensions.attestation() => {
+                match cocoon_tl::from_bytes::<cocoonrs_fn::GetAttestation>(q.data()) {
+                    Ok(ask) if (1..=MAX_NONCE).contains(&ask.nonce.len()) => {
+                        // Workers answer within seconds: not on the client's reading task.
+                        let proxy = self.clone();
+                        tokio::spawn(async move {
+                            let answer = proxy.attestation(ask.nonce).await;
+                            let _ = q.answer(&answer).await;
+                        });
+                    }
+                    _ => {
+                        let message =
+                            format!("getAttestation needs a nonce of 1 to {MAX_NONCE} bytes");
+                        let _ = q.error(ErrorCode::ProtocolViolation.code(), &message).await;
+                    }
+                }
             }
             _ => {
                 not_served(q).await;

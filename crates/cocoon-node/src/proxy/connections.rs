@@ -111,6 +111,8 @@ impl Proxy {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("worker", conn = id, peer = %peer.addr);
         async move {
+            let now = u64::from(crate::util::unix_secs());
+            self.state().peers.insert(id, (peer, now));
             let (handle, incoming) = conn.split();
             let mut inbox = Inbox::new(handle.clone(), incoming, self.rotated());
             while let Some(item) = inbox.next().await {
@@ -125,6 +127,7 @@ impl Proxy {
                 }
             }
             self.worker_gone(id).await;
+            self.state().peers.remove(&id);
         }
         .instrument(span)
         .await

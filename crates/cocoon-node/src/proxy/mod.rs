@@ -23,6 +23,7 @@ use crate::protocol::version::flags;
 use crate::protocol::{Extensions, Version};
 
 mod admission;
+mod attest;
 mod billing;
 mod clients;
 mod connections;
@@ -122,6 +123,8 @@ struct State {
     /// Ids of requests to be answered once ([`replay`]) from their arrival until their
     /// booking is durable: the same id arriving meanwhile is refused as still running.
     once_claims: std::collections::HashSet<[u8; 32]>,
+    /// Each worker connection's verified peer and when it was admitted (unix seconds).
+    peers: std::collections::HashMap<u64, (crate::transport::PeerInfo, u64)>,
 }
 
 struct Shared {
@@ -144,6 +147,8 @@ struct Shared {
     stats: ProxyStats,
     /// What clients asked for, per model ([`demand`]).
     demand: demand::Demand,
+    /// What the proxy signs apps' attestation nonces with ([`attest`]).
+    attester: std::sync::OnceLock<attest::ProxyAttester>,
     /// Private keys from the key manager, for requests encrypted to them (protocol 3).
     keys: crate::keys::KeyRing,
 }
@@ -199,6 +204,7 @@ impl Proxy {
                 next_id: AtomicU64::new(1),
                 stats: ProxyStats::default(),
                 demand: demand::Demand::default(),
+                attester: std::sync::OnceLock::new(),
                 keys: crate::keys::KeyRing::new(),
             }),
         };

@@ -235,6 +235,11 @@ impl<H: Clone> WorkerTable<H> {
         self.links.values().filter(|w| w.serving())
     }
 
+    /// [`WorkerTable::serving`] with each connection's id.
+    pub(super) fn serving_links(&self) -> impl Iterator<Item = (&u64, &WorkerLink<H>)> {
+        self.links.iter().filter(|(_, w)| w.serving())
+    }
+
     /// Picks the worker connection for a request (§4, plus reputation): among ready,
     /// enabled, non-full connections of the model with a coefficient within the client's
     /// limit and not tried yet, that can do what the request `needs`, the lowest expected

@@ -132,6 +132,8 @@ struct Shared {
     stats: WorkerStats,
     balances: Mutex<HashMap<String, ProxyBalance>>,
     links: Mutex<Vec<RpcHandle>>,
+    /// What the worker signs apps' attestation nonces with (`cocoonrs.getAttestation`).
+    attester: std::sync::OnceLock<crate::protocol::evidence::Attester>,
 }
 
 /// A worker: shared state for all of its proxy links.
@@ -191,8 +193,15 @@ impl Worker {
                 stats: WorkerStats::default(),
                 balances: Mutex::new(HashMap::new()),
                 links: Mutex::new(Vec::new()),
+                attester: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Lets the worker answer apps' attestation requests (through its proxies) with the
+    /// certificate and key `attester` holds.
+    pub fn set_attester(&self, attester: crate::protocol::evidence::Attester) {
+        let _ = self.shared.attester.set(attester);
     }
 
     /// The full model id served now (`NAME@COMMIT:HASH`).
@@ -505,6 +514,13 @@ impl Worker {
                 {
                     self.spawn_change_model(query);
                 }
+                Incoming::Query(query)
+                    if link.extensions.attestation()
+                        && query.function_id()
+                            == Some(cocoon_tl::functions::cocoonrs::GetAttestation::ID) =>
+                {
+                    self.answer_attestation(query).await;
+                }
                 Incoming::Query(query) => {
                     let name = query.function_id().and_then(cocoon_tl::constructor_name);
                     let message = format!("worker does not serve {}", name.unwrap_or("this query"));
@@ -515,6 +531,34 @@ impl Worker {
             }
         }
         Ok(closed.await)
+    }
+
+    /// `cocoonrs.getAttestation` from a proxy: this worker's evidence for the nonce.
+    async fn answer_attestation(&self, query: cocoon_net::IncomingQuery) {
+        use crate::protocol::evidence::MAX_NONCE;
+        let asked =
+            cocoon_tl::from_bytes::<cocoon_tl::functions::cocoonrs::GetAttestation>(query.data());
+        let (Ok(ask), Some(attester)) = (asked, self.shared.attester.get()) else {
+            let _ = query
+                .error(
+                    ErrorCode::ProtocolViolation.code(),
+                    "this worker has no attestation to give",
+                )
+                .await;
+            return;
+        };
+        if !(1..=MAX_NONCE).contains(&ask.nonce.len()) {
+            let message = format!("getAttestation needs a nonce of 1 to {MAX_NONCE} bytes");
+            let _ = query
+                .error(ErrorCode::ProtocolViolation.code(), &message)
+                .await;
+            return;
+        }
+        let model = self.shared.model.borrow().base.clone();
+        let answer = cocoon_tl::types::cocoonrs::Attestation {
+            evidence: vec![attester.evidence("worker", &model, &ask.nonce)],
+        };
+        let _ = query.answer(&answer).await;
     }
 
     fn record_payment(
