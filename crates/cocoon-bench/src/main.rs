@@ -124,10 +124,9 @@ struct Network {
     client_base: String,
 }
 
-async fn start_network(cli: &Cli, dir: &Path, ledger_dir: &Path) -> anyhow::Result<Network> {
-    let cocoon = procs::cocoon_binary(cli.cocoon.clone())?;
+/// Starts the mock upstream (this binary, `mock`); it and its base URL.
+async fn start_mock(dir: &Path) -> anyhow::Result<(Spawned, String)> {
     let me = std::env::current_exe().context("locating this executable")?;
-
     let mock = Spawned::start(
         "mock",
         &me,
@@ -137,74 +136,97 @@ async fn start_network(cli: &Cli, dir: &Path, ledger_dir: &Path) -> anyhow::Resu
         START_WITHIN,
     )
     .await?;
-    let mock_url = mock
+    let url = mock
         .ready_line
         .split_whitespace()
         .last()
         .ok_or_else(|| anyhow!("mock printed no address"))?
         .to_owned();
+    Ok((mock, url))
+}
 
-    let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    };
-    let config_arg = |p: &Path| p.display().to_string();
+/// Writes `NAME.toml` with `config` in `dir` and starts `cocoon ROLE --config` on it,
+/// waiting for its `ready` line (its log in `dir/NAME.log`).
+async fn start_role(
+    cocoon: &Path,
+    dir: &Path,
+    role: &str,
+    name: &str,
+    config: String,
+) -> anyhow::Result<Spawned> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    let arg = path.display().to_string();
+    Spawned::start(
+        name,
+        cocoon,
+        &[role, "--config", &arg],
+        &dir.join(format!("{name}.log")),
+        &format!("{role} ready"),
+        START_WITHIN,
+    )
+    .await
+}
 
-    let proxy_toml = write(
-        "proxy.toml",
-        procs::proxy_config(dir, ledger_dir, cli.pow_difficulty),
-    )?;
-    let proxy = Spawned::start(
+/// Starts a proxy with its ledger in `ledger_dir`; it and its client and worker ports.
+async fn start_proxy(
+    cocoon: &Path,
+    dir: &Path,
+    ledger_dir: &Path,
+    pow: u32,
+) -> anyhow::Result<(Spawned, String, String)> {
+    let proxy = start_role(
+        cocoon,
+        dir,
         "proxy",
-        &cocoon,
-        &["proxy", "--config", &config_arg(&proxy_toml)],
-        &dir.join("proxy.log"),
-        "proxy ready",
-        START_WITHIN,
+        "proxy",
+        procs::proxy_config(dir, ledger_dir, pow),
     )
     .await?;
-    let clients_addr = procs::word_after(&proxy.ready_line, "clients")
-        .ok_or_else(|| anyhow!("proxy printed no client port: {}", proxy.ready_line))?
-        .to_owned();
-    let workers_addr = procs::word_after(&proxy.ready_line, "workers")
-        .ok_or_else(|| anyhow!("proxy printed no worker port: {}", proxy.ready_line))?
-        .to_owned();
+    let port = |key: &str| {
+        procs::word_after(&proxy.ready_line, key)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("proxy printed no {key} port: {}", proxy.ready_line))
+    };
+    let (clients, workers) = (port("clients")?, port("workers")?);
+    Ok((proxy, clients, workers))
+}
 
-    let worker_toml = write(
-        "worker.toml",
-        procs::worker_config(dir, &mock_url, &workers_addr, cli.pow_difficulty),
-    )?;
-    let worker = Spawned::start(
-        "worker",
-        &cocoon,
-        &["worker", "--config", &config_arg(&worker_toml)],
-        &dir.join("worker.log"),
-        "worker ready",
-        START_WITHIN,
-    )
-    .await?;
-
-    let client_toml = write(
-        "client.toml",
-        procs::client_config(&clients_addr, cli.pow_difficulty),
-    )?;
-    let client = Spawned::start(
-        "client",
-        &cocoon,
-        &["client", "--config", &config_arg(&client_toml)],
-        &dir.join("client.log"),
-        "client ready",
-        START_WITHIN,
-    )
-    .await?;
-    let client_base = client
+/// Starts a client from `config`; it and its API base (`http://host:port`).
+async fn start_client(
+    cocoon: &Path,
+    dir: &Path,
+    config: String,
+) -> anyhow::Result<(Spawned, String)> {
+    let client = start_role(cocoon, dir, "client", "client", config).await?;
+    let base = client
         .ready_line
         .split_whitespace()
         .last()
         .map(|u| u.trim_end_matches("/v1").to_owned())
         .ok_or_else(|| anyhow!("client printed no API address"))?;
+    Ok((client, base))
+}
 
+async fn start_network(cli: &Cli, dir: &Path, ledger_dir: &Path) -> anyhow::Result<Network> {
+    let cocoon = procs::cocoon_binary(cli.cocoon.clone())?;
+    let (mock, mock_url) = start_mock(dir).await?;
+    let (proxy, clients_addr, workers_addr) =
+        start_proxy(&cocoon, dir, ledger_dir, cli.pow_difficulty).await?;
+    let worker = start_role(
+        &cocoon,
+        dir,
+        "worker",
+        "worker",
+        procs::worker_config(dir, &mock_url, &workers_addr, cli.pow_difficulty),
+    )
+    .await?;
+    let (client, client_base) = start_client(
+        &cocoon,
+        dir,
+        procs::client_config(&clients_addr, cli.pow_difficulty),
+    )
+    .await?;
     Ok(Network {
         mock,
         mock_url,
@@ -296,22 +318,7 @@ async fn batch_bench(cli: &Cli, args: &BatchArgs) -> anyhow::Result<()> {
         .context("creating a working directory")?;
     let dir = tmp.path().to_owned();
     let cocoon = procs::cocoon_binary(cli.cocoon.clone())?;
-    let me = std::env::current_exe().context("locating this executable")?;
-    let mock = Spawned::start(
-        "mock",
-        &me,
-        &["mock", "--listen", "127.0.0.1:0"],
-        &dir.join("mock.log"),
-        "listening on",
-        START_WITHIN,
-    )
-    .await?;
-    let mock_url = mock
-        .ready_line
-        .split_whitespace()
-        .last()
-        .ok_or_else(|| anyhow!("mock printed no address"))?
-        .to_owned();
+    let (mock, mock_url) = start_mock(&dir).await?;
     let input = dir.join("batch.jsonl");
     batch::write_input(&input, args.lines, args.delay_ms)?;
     let http = driver::http_client().context("building the HTTP client")?;
@@ -321,79 +328,24 @@ async fn batch_bench(cli: &Cli, args: &BatchArgs) -> anyhow::Result<()> {
     for &workers in &args.workers {
         let sub = dir.join(format!("workers-{workers}"));
         std::fs::create_dir_all(&sub)?;
-        let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
-            let path = sub.join(name);
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            Ok(path)
-        };
-        let arg = |p: &Path| p.display().to_string();
-        let proxy_toml = write(
-            "proxy.toml",
-            procs::proxy_config(&sub, &sub, cli.pow_difficulty),
-        )?;
-        let proxy = Spawned::start(
-            "proxy",
-            &cocoon,
-            &["proxy", "--config", &arg(&proxy_toml)],
-            &sub.join("proxy.log"),
-            "proxy ready",
-            START_WITHIN,
-        )
-        .await?;
-        let clients_addr = procs::word_after(&proxy.ready_line, "clients")
-            .ok_or_else(|| anyhow!("proxy printed no client port"))?
-            .to_owned();
-        let workers_addr = procs::word_after(&proxy.ready_line, "workers")
-            .ok_or_else(|| anyhow!("proxy printed no worker port"))?
-            .to_owned();
+        let (proxy, clients_addr, workers_addr) =
+            start_proxy(&cocoon, &sub, &sub, cli.pow_difficulty).await?;
         let mut spawned = Vec::new();
         for i in 0..workers {
-            let toml = write(
-                &format!("worker-{i}.toml"),
-                procs::worker_config_n(
-                    &sub,
-                    &mock_url,
-                    &workers_addr,
-                    cli.pow_difficulty,
-                    i,
-                    args.max_active,
-                ),
-            )?;
-            spawned.push(
-                Spawned::start(
-                    &format!("worker-{i}"),
-                    &cocoon,
-                    &["worker", "--config", &arg(&toml)],
-                    &sub.join(format!("worker-{i}.log")),
-                    "worker ready",
-                    START_WITHIN,
-                )
-                .await?,
-            );
-        }
-        let client_toml = write(
-            "client.toml",
-            procs::client_config_with(
-                &clients_addr,
+            let config = procs::worker_config_n(
+                &sub,
+                &mock_url,
+                &workers_addr,
                 cli.pow_difficulty,
-                Some(&sub.join("batches")),
-            ),
-        )?;
-        let client = Spawned::start(
-            "client",
-            &cocoon,
-            &["client", "--config", &arg(&client_toml)],
-            &sub.join("client.log"),
-            "client ready",
-            START_WITHIN,
-        )
-        .await?;
-        let base = client
-            .ready_line
-            .split_whitespace()
-            .last()
-            .map(|u| u.trim_end_matches("/v1").to_owned())
-            .ok_or_else(|| anyhow!("client printed no API address"))?;
+                i,
+                args.max_active,
+            );
+            spawned
+                .push(start_role(&cocoon, &sub, "worker", &format!("worker-{i}"), config).await?);
+        }
+        let batches = sub.join("batches");
+        let config = procs::client_config_with(&clients_addr, cli.pow_difficulty, Some(&batches));
+        let (client, base) = start_client(&cocoon, &sub, config).await?;
         wait_routable(&http, &base).await?;
         wait_workers(&http, &base, workers).await?;
         let api = format!("{base}/v1");

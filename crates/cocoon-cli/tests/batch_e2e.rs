@@ -11,13 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cocoon_node::chain::ChainContext;
-use cocoon_ton::contracts::ClientContractState;
 use cocoon_ton::local::LocalChain;
 use serde_json::{json, Value};
 
 mod common;
-use common::{addr, free_port, mock_upstream, stop, Proc, MODEL};
+use common::{free_port, mock_upstream, stop, Proc, MODEL};
 
 const COCOON: &str = env!("CARGO_BIN_EXE_cocoon");
 const PRICE: u64 = 3;
@@ -282,36 +280,8 @@ async fn a_batch_survives_kill_9_with_every_line_answered_and_billed_once() {
     let ledger = cocoon_node::ledger::Ledger::open(&state.join("proxy-ledger.sqlite"), &proxy_key)
         .expect("ledger opens and verifies");
     assert_eq!(ledger.request_count().expect("count"), (LINES + 20) as u64);
-    let info: Value =
-        serde_json::from_slice(&std::fs::read(state.join("devnet.json")).expect("devnet.json"))
-            .expect("json");
     let chain = LocalChain::open(state.join("chain")).expect("chain");
-    let root = chain.root_address().expect("root");
-    let ctx = ChainContext::from_chain(&chain, &root, true)
-        .await
-        .expect("root")
-        .context;
-    let proxy_sc = addr(info["proxy_sc_address"].as_str().expect("proxy sc"));
-    let client_wallet = addr(
-        info["wallets"]["client"]["address"]
-            .as_str()
-            .expect("client"),
-    );
-    let proxy_pk: [u8; 32] = hex::decode(info["proxy_public_key"].as_str().expect("pk"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let client_sc = ctx
-        .client_sc(&client_wallet, &proxy_sc, &proxy_pk)
-        .expect("client sc");
-    let client = ClientContractState::from_data(
-        &chain
-            .account(&client_sc)
-            .expect("client contract")
-            .data
-            .expect("deployed"),
-    )
-    .expect("client state");
+    let (_, client) = common::client_contract(&state, &chain).await;
     assert_eq!(
         client.tokens_used * PRICE,
         cost + small_cost,

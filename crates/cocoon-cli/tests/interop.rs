@@ -475,36 +475,7 @@ async fn batch_ok(http: &reqwest::Client, api: &str, logs: &dyn Fn() -> String) 
             .to_string()
         })
         .collect();
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(lines.join("\n").into_bytes()).file_name("in.jsonl"),
-        );
-    let file: Value = http
-        .post(format!("{api}/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("file");
-    let batch: Value = http
-        .post(format!("{api}/v1/batches"))
-        .json(
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                      "completion_window": "24h"}),
-        )
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("batch");
-    let id = batch["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{batch}\n{}", logs()));
+    let id = common::submit_batch(http, &format!("{api}/v1"), &lines).await;
     let start = std::time::Instant::now();
     let end = loop {
         let b: Value = http

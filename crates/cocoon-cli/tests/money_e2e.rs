@@ -153,31 +153,17 @@ async fn devnet_money_balances_to_the_nanoton_across_a_crash() {
 
     // The client contract was charged for exactly the booked tokens.
     let root = chain.root_address().expect("root");
-    let view = ChainContext::from_chain(&chain, &root, true)
+    let ctx = ChainContext::from_chain(&chain, &root, true)
         .await
-        .expect("root");
-    let ctx = view.context;
+        .expect("root")
+        .context;
     let proxy_sc = addr(info["proxy_sc_address"].as_str().expect("proxy sc"));
     let client_wallet = addr(
         info["wallets"]["client"]["address"]
             .as_str()
             .expect("client"),
     );
-    let proxy_pk: [u8; 32] = hex::decode(info["proxy_public_key"].as_str().expect("pk"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let client_sc = ctx
-        .client_sc(&client_wallet, &proxy_sc, &proxy_pk)
-        .expect("client sc");
-    let client = ClientContractState::from_data(
-        &chain
-            .account(&client_sc)
-            .expect("client contract")
-            .data
-            .expect("deployed"),
-    )
-    .expect("client state");
+    let (client_sc, client) = common::client_contract(&state, &chain).await;
     assert_eq!(
         client.tokens_used, client_tokens,
         "charged on chain = booked in the ledger (devnet log: {log2})"

@@ -231,9 +231,35 @@ pub fn start_devnet(
     fee: u64,
     extra: &[&str],
 ) -> Proc {
+    // A port a test picked with `free_port` may be taken meanwhile by one of the devnet's
+    // own `:0` binds (the OS hands out the same range): then the devnet exits with "address
+    // in use", and one more start (its sockets closed again) gets the port.
+    for attempt in 0..3 {
+        match try_start_devnet(cocoon, state, upstream, port, &log, price, fee, extra) {
+            Ok(proc) => return proc,
+            Err(why) if attempt < 2 && why.contains("in use") => {
+                eprintln!("the devnet could not bind a port; starting it again");
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_start_devnet(
+    cocoon: &str,
+    state: &std::path::Path,
+    upstream: SocketAddr,
+    port: u16,
+    log: &std::path::Path,
+    price: u64,
+    fee: u64,
+    extra: &[&str],
+) -> Result<Proc, String> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let log_path = log.clone();
+    let log_path = log.to_path_buf();
     let log = std::fs::File::create(log).expect("log file");
     let mut child = Command::new(cocoon)
         .args([
@@ -280,38 +306,42 @@ pub fn start_devnet(
     // get ready. `block_in_place` hands the worker's tasks to another thread first.
     let in_runtime = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if in_runtime {
-        tokio::task::block_in_place(|| wait_ready(&rx, &log_path));
+    let ready = if in_runtime {
+        tokio::task::block_in_place(|| wait_ready(&rx, &log_path))
     } else {
-        wait_ready(&rx, &log_path);
-    }
+        wait_ready(&rx, &log_path)
+    };
+    ready?;
     // Keep draining stdout so the devnet never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    proc
+    Ok(proc)
 }
 
-/// Waits for the devnet's "ready" line on `rx`, or panics with the end of its log.
-fn wait_ready(rx: &std::sync::mpsc::Receiver<String>, log_path: &std::path::Path) {
+/// Waits for the devnet's "ready" line on `rx`; else why not, with the end of its log.
+fn wait_ready(
+    rx: &std::sync::mpsc::Receiver<String>,
+    log_path: &std::path::Path,
+) -> Result<(), String> {
     use std::time::Instant;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("cocoon devnet is ready") => break,
+            Ok(line) if line.starts_with("cocoon devnet is ready") => return Ok(()),
             Ok(_) => {}
             Err(e) => {
                 // Say why: the tail of the devnet's log (its temporary directory goes away).
                 let text = std::fs::read_to_string(log_path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                panic!(
+                return Err(format!(
                     "the devnet did not get ready ({}); the end of its log:\n{}",
                     match e {
                         std::sync::mpsc::RecvTimeoutError::Timeout => "still starting after 90 s",
                         std::sync::mpsc::RecvTimeoutError::Disconnected => "it exited",
                     },
                     tail.join("\n")
-                )
+                ));
             }
         }
     }
@@ -516,4 +546,81 @@ pub async fn assert_money_balances(state: &std::path::Path, price: u64, fee: u64
     let supply = chain.supply().expect("supply");
     assert!(supply.is_conserved(), "{supply:?}");
     client_tokens
+}
+
+/// The devnet client's contract on the devnet's chain (state directory `state`, chain
+/// opened as `chain`): its address and state.
+pub async fn client_contract(
+    state: &std::path::Path,
+    chain: &cocoon_ton::local::LocalChain,
+) -> (
+    cocoon_ton::StdAddr,
+    cocoon_ton::contracts::ClientContractState,
+) {
+    use cocoon_node::chain::ChainContext;
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(state.join("devnet.json")).expect("devnet.json"))
+            .expect("json");
+    let root = chain.root_address().expect("root");
+    let ctx = ChainContext::from_chain(chain, &root, true)
+        .await
+        .expect("root")
+        .context;
+    let proxy_sc = addr(info["proxy_sc_address"].as_str().expect("proxy sc"));
+    let client_wallet = addr(
+        info["wallets"]["client"]["address"]
+            .as_str()
+            .expect("client"),
+    );
+    let proxy_pk: [u8; 32] = hex::decode(info["proxy_public_key"].as_str().expect("pk"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let client_sc = ctx
+        .client_sc(&client_wallet, &proxy_sc, &proxy_pk)
+        .expect("client sc");
+    let data = chain
+        .account(&client_sc)
+        .expect("client contract")
+        .data
+        .expect("deployed");
+    let state = cocoon_ton::contracts::ClientContractState::from_data(&data).expect("client state");
+    (client_sc, state)
+}
+
+/// Uploads `lines` (a batch input) and creates a batch for `/v1/chat/completions` on the
+/// gateway whose OpenAI base URL is `api` (`…/v1`); the batch's id.
+pub async fn submit_batch(http: &reqwest::Client, api: &str, lines: &[String]) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(lines.join("\n").into_bytes()).file_name("input.jsonl"),
+        );
+    let file: Value = http
+        .post(format!("{api}/files"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("file");
+    assert_eq!(file["purpose"], "batch", "{file}");
+    let batch: Value = http
+        .post(format!("{api}/batches"))
+        .json(
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"}),
+        )
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("batch");
+    batch["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no batch: {batch}"))
+        .to_owned()
 }
