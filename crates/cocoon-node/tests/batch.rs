@@ -480,3 +480,217 @@ async fn batches_share_the_gateway_first_come_first_served() {
         assert_eq!(finished(&http, &api, id).await["status"], "completed");
     }
 }
+
+/// A proxy that speaks as COCOON 9060ce5's (no cocoon-rs extensions): answers every
+/// request at once with `{"ok": true}` and 10 prompt tokens; the `runQueryEx` flags it
+/// received, in order.
+async fn official_proxy() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<u32>>>) {
+    use cocoon_net::{ConnectionConfig, Incoming, RpcConnection};
+    use cocoon_tl::functions::client as client_fn;
+    use cocoon_tl::types::{client, http, TokensUsed};
+    use cocoon_tl::TlConstructor;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let flags = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = flags.clone();
+    tokio::spawn(async move {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[79; 32]);
+        let owner = cocoon_node::chain::devnet_address("official-proxy");
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(conn) =
+                RpcConnection::accept(stream, &ConnectionConfig::default(), "client").await
+            else {
+                continue;
+            };
+            let (handle, mut incoming) = conn.split();
+            let (key, owner, seen) = (key.clone(), owner.clone(), seen.clone());
+            tokio::spawn(async move {
+                while let Some(item) = incoming.recv().await {
+                    match item {
+                        Incoming::Query(q) => match q.function_id() {
+                            Some(client_fn::ConnectToProxy::ID) => {
+                                let hello: client_fn::ConnectToProxy = q.decode().expect("hello");
+                                let _ = q
+                                    .answer(&proxy_hello_answer(&hello, &key, &owner, 3, 3))
+                                    .await;
+                            }
+                            Some(client_fn::AuthorizeWithProxyShort::ID) => {
+                                let _ = q.answer(&proxy_authorized()).await;
+                            }
+                            _ => {
+                                let _ = q.error(651, "not served here").await;
+                            }
+                        },
+                        Incoming::Packet(data) => {
+                            let Ok(query) = cocoon_tl::from_bytes::<client_fn::RunQueryEx>(&data)
+                            else {
+                                continue;
+                            };
+                            seen.lock().expect("lock").push(query.flags);
+                            let body = br#"{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":0,"total_tokens":10}}"#;
+                            let answer: cocoon_tl::enums::client::QueryAnswerEx =
+                                client::QueryAnswerEx {
+                                    request_id: query.request_id,
+                                    answer: cocoon_tl::to_bytes(&http::Response {
+                                        http_version: "HTTP/1.1".into(),
+                                        status_code: 200,
+                                        reason: "OK".into(),
+                                        headers: vec![http::Header {
+                                            name: "Content-Type".into(),
+                                            value: "application/json".into(),
+                                        }],
+                                        payload: body.to_vec(),
+                                    }),
+                                    flags: 1,
+                                    final_info: Some(client::QueryFinalInfo {
+                                        flags: 0,
+                                        tokens_used: TokensUsed {
+                                            prompt_tokens_used: 10,
+                                            cached_tokens_used: 0,
+                                            completion_tokens_used: 0,
+                                            reasoning_tokens_used: 0,
+                                            total_tokens_used: 10,
+                                        },
+                                        worker_debug: None,
+                                        proxy_debug: None,
+                                        proxy_start_time: None,
+                                        proxy_end_time: None,
+                                        worker_start_time: None,
+                                        worker_end_time: None,
+                                    }),
+                                }
+                                .into();
+                            let _ = handle.send_packet(&answer).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, flags)
+}
+
+#[tokio::test]
+async fn behind_an_official_proxy_lines_that_may_have_run_are_not_sent_again() {
+    use cocoon_node::client::batch::store::{BatchRow, FileRow, Status, Store};
+    let (proxy, flags) = official_proxy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A batch of 6 lines as a gateway killed mid-batch left it: lines 0–2 may have been
+    // sent (the durable mark), line 1 has its result.
+    let lines: Vec<String> = (0..6)
+        .map(|i| line(&format!("d{i}"), body(json!({}))))
+        .collect();
+    std::fs::create_dir_all(dir.path().join("files")).expect("dir");
+    std::fs::write(dir.path().join("files/file-in.jsonl"), lines.join("\n")).expect("input");
+    {
+        let store = Store::open(&dir.path().join("batches.sqlite")).expect("store");
+        store
+            .add_file(&FileRow {
+                id: "file-in".into(),
+                filename: "in.jsonl".into(),
+                purpose: "batch".into(),
+                bytes: 1,
+                created_at: 1,
+                lines: 6,
+                urls: vec!["/v1/chat/completions".into()],
+            })
+            .expect("file");
+        store
+            .add_batch(&BatchRow {
+                id: "batch_x".into(),
+                secret: [5; 32],
+                input_file_id: "file-in".into(),
+                endpoint: "/v1/chat/completions".into(),
+                completion_window: "24h".into(),
+                metadata: Value::Null,
+                status: Status::InProgress,
+                created_at: 1,
+                in_progress_at: 1,
+                finalizing_at: 0,
+                completed_at: 0,
+                failed_at: 0,
+                expired_at: 0,
+                cancelling_at: 0,
+                cancelled_at: 0,
+                expires_at: u64::MAX / 2,
+                output_file_id: None,
+                error_file_id: None,
+                total: 6,
+                completed: 0,
+                failed: 0,
+                cost_nanoton: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                dispatched: 0,
+                max_coefficient: None,
+                concurrency: None,
+                api_key: None,
+                failure: None,
+            })
+            .expect("batch");
+        store.set_dispatched("batch_x", 3).expect("mark");
+        store
+            .record(
+                "batch_x",
+                &[cocoon_node::client::batch::store::LineResult {
+                    line: 1,
+                    ok: true,
+                    record: br#"{"custom_id":"d1","response":{"status_code":200}}"#.to_vec(),
+                    cost: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                }],
+            )
+            .expect("result");
+    }
+    // The gateway starts again, behind the official proxy only.
+    let (_, node) = start_gateway(&[proxy], GatewaySettings::default()).await;
+    let batches =
+        Batches::start(BatchConfig::in_dir(dir.path().to_path_buf()), node.clone()).expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cocoon_node::http_server::serve(
+        listener,
+        node.router_with(batches.router()),
+    ));
+    let api = format!("http://{addr}/v1");
+    let http = reqwest::Client::new();
+    let b = finished(&http, &api, "batch_x").await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 6, "completed": 4, "failed": 2})
+    );
+    let errors = lines_of(&http, &api, &b["error_file_id"]).await;
+    let in_doubt: Vec<&str> = errors
+        .iter()
+        .map(|l| {
+            assert_eq!(l["error"]["code"], "in_doubt", "{l}");
+            l["custom_id"].as_str().expect("id")
+        })
+        .collect();
+    assert_eq!(
+        in_doubt,
+        vec!["d0", "d2"],
+        "the lines that may have run, never sent again"
+    );
+    let out = lines_of(&http, &api, &b["output_file_id"]).await;
+    let answered: Vec<&str> = out
+        .iter()
+        .map(|l| l["custom_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(answered, vec!["d1", "d3", "d4", "d5"]);
+    // The official proxy got the three new lines, never the answer-once flag.
+    let flags = flags.lock().expect("lock").clone();
+    assert_eq!(flags.len(), 3);
+    assert!(
+        flags
+            .iter()
+            .all(|f| f & cocoon_node::protocol::version::flags::QUERY_ANSWER_ONCE == 0),
+        "{flags:?}"
+    );
+}
