@@ -80,36 +80,7 @@ async fn a_batch_survives_kill_9_with_every_line_answered_and_billed_once() {
     std::fs::write(&input, text.join("\n") + "\n").expect("input");
 
     let devnet = start_devnet(&state, upstream, port, dir.path().join("devnet1.log"));
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(std::fs::read(&input).expect("input"))
-                .file_name("input.jsonl"),
-        );
-    let file: Value = http
-        .post(format!("{api}/files"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("file");
-    assert_eq!(file["purpose"], "batch", "{file}");
-    let created: Value = http
-        .post(format!("{api}/batches"))
-        .json(
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                      "completion_window": "24h"}),
-        )
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("batch");
-    let id = created["id"].as_str().expect("batch id").to_owned();
+    let id = common::submit_batch(&http, &api, &text).await;
 
     // Kill the whole devnet (proxy, workers, gateway, chain) once a third is answered.
     let start = Instant::now();

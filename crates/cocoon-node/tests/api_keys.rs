@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_node::client::batch::{BatchConfig, Batches};
@@ -14,21 +13,6 @@ use cocoon_node::client::gateway::GatewaySettings;
 use cocoon_node::client::keys::{ApiKeys, KeyStore};
 use common::*;
 use serde_json::{json, Value};
-
-async fn served(
-    node: &Arc<cocoon_node::client::gateway::ClientNode>,
-    batches: &Arc<Batches>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cocoon_node::http_server::serve(
-        listener,
-        node.router_with(batches.router()),
-    ));
-    format!("http://{addr}/v1")
-}
 
 async fn chat(http: &reqwest::Client, api: &str, key: Option<&str>) -> (u16, Value) {
     let mut r = http
@@ -66,7 +50,7 @@ async fn keys_guard_every_endpoint_and_count_what_each_app_spends() {
         node.clone(),
     )
     .expect("batches");
-    let api = served(&node, &batches).await;
+    let api = serve_batch_gateway(&node, &batches).await;
     let http = reqwest::Client::new();
 
     // No key in the file: open, as before.

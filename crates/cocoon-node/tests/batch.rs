@@ -111,15 +111,7 @@ async fn the_same_id_while_it_runs_is_refused_and_a_failed_one_may_run_again() {
 async fn batch_gateway(net: &Net, config: BatchConfig) -> (String, Arc<Batches>) {
     let (_, node) = start_gateway(&[net.client_addr], GatewaySettings::default()).await;
     let batches = Batches::start(config, node.clone()).expect("batch store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cocoon_node::http_server::serve(
-        listener,
-        node.router_with(batches.router()),
-    ));
-    (format!("http://{addr}/v1"), batches)
+    (serve_batch_gateway(&node, &batches).await, batches)
 }
 
 fn line(id: &str, body: Value) -> String {
@@ -649,15 +641,7 @@ async fn behind_an_official_proxy_lines_that_may_have_run_are_not_sent_again() {
     let (_, node) = start_gateway(&[proxy], GatewaySettings::default()).await;
     let batches =
         Batches::start(BatchConfig::in_dir(dir.path().to_path_buf()), node.clone()).expect("start");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cocoon_node::http_server::serve(
-        listener,
-        node.router_with(batches.router()),
-    ));
-    let api = format!("http://{addr}/v1");
+    let api = serve_batch_gateway(&node, &batches).await;
     let http = reqwest::Client::new();
     let b = finished(&http, &api, "batch_x").await;
     assert_eq!(b["status"], "completed", "{b}");

@@ -702,3 +702,20 @@ pub async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> (u16,
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// Serves `node`'s API as the client role serves it (with the API key check) and
+/// `batches`' routes; returns the OpenAI base URL (`http://127.0.0.1:PORT/v1`).
+pub async fn serve_batch_gateway(
+    node: &Arc<cocoon_node::client::gateway::ClientNode>,
+    batches: &Arc<cocoon_node::client::batch::Batches>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cocoon_node::http_server::serve(
+        listener,
+        node.router_with(batches.router()),
+    ));
+    format!("http://{addr}/v1")
+}
