@@ -314,18 +314,14 @@ fn counts(b: &Value) -> String {
     )
 }
 
-fn ton(nanoton: u64) -> String {
-    cocoon_ton::units::format_ton(nanoton)
-}
-
 fn summary(b: &Value) -> String {
     format!(
-        "{}  {:<10}  {}  {} tokens  {} TON",
+        "{}  {:<10}  {}  {} tokens  {}",
         b["id"].as_str().unwrap_or("?"),
         b["status"].as_str().unwrap_or("?"),
         counts(b),
         n(b, &["usage", "total_tokens"]),
-        ton(n(b, &["cost_nanoton"])),
+        crate::money::ton(n(b, &["cost_nanoton"])),
     )
 }
 
@@ -350,9 +346,9 @@ fn print_status(b: &Value) {
         n(b, &["usage", "output_tokens"])
     );
     println!(
-        "  cost:         {} nanoTON ({} TON)",
+        "  cost:         {} nanoTON ({})",
         n(b, &["cost_nanoton"]),
-        ton(n(b, &["cost_nanoton"]))
+        crate::money::ton(n(b, &["cost_nanoton"]))
     );
     if let Some(errors) = b["errors"]["data"].as_array() {
         for e in errors {
@@ -453,10 +449,10 @@ async fn run_batch(args: RunArgs) -> anyhow::Result<()> {
         };
         let done = n(&b, &["request_counts", "completed"]) + n(&b, &["request_counts", "failed"]);
         let message = format!(
-            "{} failed  {} tokens  {} TON",
+            "{} failed  {} tokens  {}",
             n(&b, &["request_counts", "failed"]),
             n(&b, &["usage", "total_tokens"]),
-            ton(n(&b, &["cost_nanoton"])),
+            crate::money::ton(n(&b, &["cost_nanoton"])),
         );
         match &bar {
             Some(bar) => {

@@ -62,9 +62,7 @@ pub struct BotArgs {
 
 /// The devnet's gateway, if a devnet.json is in `dir`.
 pub(crate) fn devnet_api(dir: &std::path::Path) -> Option<String> {
-    let text = std::fs::read(dir.join("devnet.json")).ok()?;
-    let info: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    info["client_api"].as_str().map(str::to_owned)
+    crate::devnet::info_text(dir, "client_api")
 }
 
 impl BotArgs {

@@ -23,12 +23,6 @@ pub struct DemandArgs {
     json: bool,
 }
 
-fn devnet_proxy(dir: &std::path::Path) -> Option<String> {
-    let text = std::fs::read(dir.join("devnet.json")).ok()?;
-    let info: Value = serde_json::from_slice(&text).ok()?;
-    info["proxy_http"].as_str().map(str::to_owned)
-}
-
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -69,7 +63,11 @@ pub fn advice(m: &Value, recent_minutes: u64) -> String {
 
 /// Runs `cocoon worker demand`.
 pub async fn run(args: DemandArgs) -> anyhow::Result<()> {
-    let Some(base) = args.proxy.clone().or_else(|| devnet_proxy(&args.dir)) else {
+    let Some(base) = args
+        .proxy
+        .clone()
+        .or_else(|| crate::devnet::info_text(&args.dir, "proxy_http"))
+    else {
         bail!(
             "no proxy: pass --proxy http://HOST:PORT (the proxy's http_listen), or run it next to a devnet ({} has none)",
             args.dir.display()

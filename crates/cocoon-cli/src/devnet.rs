@@ -107,6 +107,13 @@ pub struct DevnetArgs {
 /// The default `--dir` (of the devnet and of the money CLI).
 pub const DEFAULT_DIR: &str = ".cocoon-devnet";
 
+/// A text field of the devnet.json in `dir` (the devnet that runs or ran there).
+pub(crate) fn info_text(dir: &std::path::Path, field: &str) -> Option<String> {
+    let text = std::fs::read(dir.join("devnet.json")).ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    info[field].as_str().map(str::to_owned)
+}
+
 fn parse_ton_arg(s: &str) -> Result<u64, String> {
     cocoon_ton::units::parse_ton(s).map_err(|e| e.to_string())
 }

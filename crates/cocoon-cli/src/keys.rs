@@ -98,7 +98,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                  'Authorization: Bearer …' (the openai SDK's api_key).",
                 a.name,
                 limit
-                    .map(|l| format!(", limit {} TON", cocoon_ton::units::format_ton(l)))
+                    .map(|l| format!(", limit {}", crate::money::ton(l)))
                     .unwrap_or_default(),
                 a.rpm
                     .map(|r| format!(", {r} requests/min"))
@@ -113,7 +113,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             }
             for k in keys {
                 println!(
-                    "{:<20} {}…  {:<8} spent {} TON in {} requests  limit {}  rate {}",
+                    "{:<20} {}…  {:<8} spent {} in {} requests  limit {}  rate {}",
                     k.name,
                     k.prefix,
                     if k.revoked_at.is_some() {
@@ -121,10 +121,10 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                     } else {
                         "active"
                     },
-                    cocoon_ton::units::format_ton(k.spent_nanoton),
+                    crate::money::ton(k.spent_nanoton),
                     k.requests,
                     k.limit_nanoton
-                        .map(|l| format!("{} TON", cocoon_ton::units::format_ton(l)))
+                        .map(crate::money::ton)
                         .unwrap_or_else(|| "none".into()),
                     k.rpm
                         .map(|r| format!("{r}/min"))

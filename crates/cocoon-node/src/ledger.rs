@@ -306,7 +306,7 @@ impl Ledger {
             key: key.clone(),
         };
         ledger.verify()?;
-        ledger.prune_kept_answers(u64::from(crate::util::unix_secs()))?;
+        ledger.prune_kept_answers(crate::util::unix_time())?;
         Ok(ledger)
     }
 
@@ -1149,7 +1149,7 @@ mod tests {
             None
         );
         // A week later it is gone; the booking stays.
-        let later = u64::from(crate::util::unix_secs()) + KEPT_ANSWER_DAYS * 86_400 + 10;
+        let later = crate::util::unix_time() + KEPT_ANSWER_DAYS * 86_400 + 10;
         assert_eq!(ledger.prune_kept_answers(later).expect("prune"), 1);
         assert_eq!(ledger.kept_answer(&b.request_id).expect("read"), None);
         assert!(ledger.is_booked(&b.request_id).expect("read"));

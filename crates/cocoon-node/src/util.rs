@@ -14,6 +14,21 @@ pub fn unix_secs() -> u32 {
     unix_now() as u32
 }
 
+/// Now, in whole unix seconds as `u64` (stored times, ages).
+pub fn unix_time() -> u64 {
+    u64::from(unix_secs())
+}
+
+/// `v` as an SQLite integer (saturating: SQLite integers are signed).
+pub fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An SQLite integer read back as a count (negative ones, never written, as 0).
+pub fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 /// Now, in unix seconds with a fraction (COCOON's timing fields and headers).
 pub fn unix_now() -> f64 {
     SystemTime::now()

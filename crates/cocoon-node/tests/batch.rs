@@ -473,7 +473,8 @@ async fn batches_share_the_gateway_first_come_first_served() {
     }
 }
 
-/// A proxy that speaks as COCOON 9060ce5's (no cocoon-rs extensions): answers every
+/// A stand-in for COCOON 9060ce5's proxy (its hello carries no cocoon-rs extensions; the
+/// real binaries' test is in cocoon-cli's interop tests): answers every
 /// request at once with `{"ok": true}` and 10 prompt tokens; the `runQueryEx` flags it
 /// received, in order.
 async fn official_proxy() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<u32>>>) {

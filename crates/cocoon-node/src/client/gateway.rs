@@ -1317,26 +1317,28 @@ async fn metrics(State(node): State<Arc<ClientNode>>) -> Response {
             .iter()
             .map(|(name, _, _)| [("key", name.as_str())])
             .collect();
-        let spent: Vec<(&[(&str, &str)], u64)> = labels
-            .iter()
-            .zip(&usage)
-            .map(|(l, (_, spent, _))| (&l[..], *spent))
-            .collect();
-        m.counter(
-            "cocoon_client_api_key_spent_nanoton_total",
-            "What each API key's requests cost (nanoTON).",
-            &spent,
-        );
-        let requests: Vec<(&[(&str, &str)], u64)> = labels
-            .iter()
-            .zip(&usage)
-            .map(|(l, (_, _, n))| (&l[..], *n))
-            .collect();
-        m.counter(
-            "cocoon_client_api_key_requests_total",
-            "Requests answered per API key.",
-            &requests,
-        );
+        /// A counter per key: its name, help, and which figure of the key's usage.
+        type Series = (&'static str, &'static str, fn(&(String, u64, u64)) -> u64);
+        let series: [Series; 2] = [
+            (
+                "cocoon_client_api_key_spent_nanoton_total",
+                "What each API key's requests cost (nanoTON).",
+                |u| u.1,
+            ),
+            (
+                "cocoon_client_api_key_requests_total",
+                "Requests answered per API key.",
+                |u| u.2,
+            ),
+        ];
+        for (name, help, value) in series {
+            let values: Vec<(&[(&str, &str)], u64)> = labels
+                .iter()
+                .zip(&usage)
+                .map(|(l, u)| (&l[..], value(u)))
+                .collect();
+            m.counter(name, help, &values);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use crate::client::gateway::error_response;
-use crate::util::lock;
+use crate::util::{from_sql_int as u, lock, sql_int as i, unix_time as now};
 
 /// The start of every key this gateway issues.
 pub const KEY_PREFIX: &str = "sk-cocoon-";
@@ -80,18 +80,6 @@ fn hash(key: &str) -> [u8; 32] {
     h.update(b"cocoon-rs api key\0");
     h.update(key.as_bytes());
     h.finalize().into()
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn now() -> u64 {
-    u64::from(crate::util::unix_secs())
 }
 
 type Row = (KeyInfo, [u8; 32]);

@@ -314,7 +314,7 @@ impl ProxySession {
             vouchers,
             sent: Arc::default(),
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
-            connected_at: u64::from(crate::util::unix_secs()),
+            connected_at: crate::util::unix_time(),
         })
     }
 

@@ -111,7 +111,7 @@ impl Proxy {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("worker", conn = id, peer = %peer.addr);
         async move {
-            let now = u64::from(crate::util::unix_secs());
+            let now = crate::util::unix_time();
             self.state().peers.insert(id, (peer, now));
             let (handle, incoming) = conn.split();
             let mut inbox = Inbox::new(handle.clone(), incoming, self.rotated());

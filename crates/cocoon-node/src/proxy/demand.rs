@@ -119,10 +119,15 @@ impl Demand {
     /// unix minute `minute`.
     pub fn record(&self, model: &str, max_coefficient: u32, outcome: Outcome, minute: u64) {
         let mut models = lock(&self.models);
-        if !models.contains_key(model) && models.len() >= MAX_MODELS {
-            return;
+        if !models.contains_key(model) {
+            if models.len() >= MAX_MODELS {
+                return;
+            }
+            models.insert(model.to_owned(), ModelDemand::default());
         }
-        let entry = models.entry(model.to_owned()).or_default();
+        let Some(entry) = models.get_mut(model) else {
+            return;
+        };
         let update = |c: &mut Counts| {
             c.accepted_price[bucket(max_coefficient)] += 1;
             match outcome {
@@ -191,7 +196,7 @@ pub struct ModelReport {
 
 /// The current unix minute.
 pub fn unix_minute() -> u64 {
-    u64::from(crate::util::unix_secs()) / 60
+    crate::util::unix_time() / 60
 }
 
 #[cfg(test)]

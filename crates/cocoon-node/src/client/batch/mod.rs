@@ -31,7 +31,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::client::ClientNode;
 pub use crate::config::BatchConfig;
-use crate::util::lock;
+use crate::util::{lock, unix_time as now};
 use store::Store;
 
 /// Why a Batch API call failed.
@@ -155,9 +155,4 @@ impl Batches {
 /// A fresh id: `prefix` and 24 hex digits.
 fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
-/// Unix seconds now.
-fn now() -> u64 {
-    u64::from(crate::util::unix_secs())
 }

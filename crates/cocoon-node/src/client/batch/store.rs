@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::BatchError;
+use crate::util::{from_sql_int as u, sql_int as i};
 
 /// An uploaded (or produced) file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,14 +202,6 @@ CREATE TABLE IF NOT EXISTS results (
     batch_id TEXT NOT NULL, line INTEGER NOT NULL, ok INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (batch_id, line));
 ";
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 const BATCH_COLUMNS: &str =
     "id, secret, input_file_id, endpoint, completion_window, metadata, status,
